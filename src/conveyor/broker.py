@@ -1,0 +1,464 @@
+"""`Broker`: the application object: task registry, middlewares, serializer and the send path.
+
+Engines bind a `Transport` and a `ResultBackend` to it (see `conveyor.brokers`); everything a
+user does with tasks goes through this class whatever the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from conveyor.errors import ConfigurationError, ResultTimeout
+from conveyor.labels import DEFAULT_QUEUE, TaskDefaults, eta_of, validate_labels
+from conveyor.message import TaskMessage
+from conveyor.middleware.base import HOOKS, AsyncHook, Middleware, async_hooks
+from conveyor.result import TaskHandle, TaskResult, TaskStatus, utcnow
+from conveyor.results.base import ResultBackend
+from conveyor.serializers import Signer, cast, get_serializer
+from conveyor.task import (
+    AsyncGenTask,
+    AsyncTask,
+    GenTask,
+    Signature,
+    SyncTask,
+    Task,
+    TaskDecorator,
+    default_task_name,
+    task_class,
+)
+from conveyor.transports.base import Outgoing, Transport
+
+if TYPE_CHECKING:
+    from conveyor.portal import Portal
+
+__all__ = ["Broker"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Y = TypeVar("Y")
+
+
+class Broker:
+    """The application object: register tasks with `@broker.task`, send them with `kiq`.
+
+    Args:
+        transport: moves messages (see `conveyor.transports`).
+        result_backend: stores results, progress and streams.
+        serializer: "json" (default), "msgpack" or "pickle" (only when asked for).
+        task_id_generator: makes task ids; a random UUID hex by default.
+        cast_types: cast arguments and results to the functions' annotations.
+        secret_key: signs messages with HMAC; `CONVEYOR_SECRET_KEY` when None.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        result_backend: ResultBackend,
+        *,
+        serializer: str = "json",
+        task_id_generator: Callable[[], str] | None = None,
+        cast_types: bool = True,
+        secret_key: str | bytes | None = None,
+        defaults: TaskDefaults | None = None,
+    ) -> None:
+        self.transport = transport
+        self.result_backend = result_backend
+        self.serializer = get_serializer(serializer)
+        self.signer = Signer(secret_key or os.environ.get("CONVEYOR_SECRET_KEY"))
+        self.task_id_generator = task_id_generator or _uuid_hex
+        self.cast_types = cast_types
+        self.defaults = defaults or TaskDefaults()
+        self.middlewares: list[Middleware] = []
+        self._hooks: dict[str, list[AsyncHook]] = {name: [] for name in HOOKS}
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._routes: list[tuple[str, dict[str, Any]]] = []
+        self._route_cache: dict[str, dict[str, Any]] = {}
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._portal: Portal | None = None
+        self._register(_ping, "conveyor:ping", {})
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.transport.safe_url}>"
+
+    # -- registry ---------------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...  # type: ignore[overload-overlap]  # first match wins
+    @overload
+    def task(self, fn: Callable[P, AsyncIterator[Y]], /) -> AsyncGenTask[P, Y]: ...  # type: ignore[overload-overlap]  # first match wins
+    @overload
+    def task(self, fn: Callable[P, Iterator[Y]], /) -> GenTask[P, Y]: ...  # type: ignore[overload-overlap]  # first match wins
+    @overload
+    def task(self, fn: Callable[P, R], /) -> SyncTask[P, R]: ...
+    @overload
+    def task(
+        self,
+        task_name: str | None = None,
+        /,
+        *,
+        retry_on: Sequence[type[BaseException]] | None = None,
+        **labels: Any,
+    ) -> TaskDecorator: ...
+
+    def task(self, fn_or_name: Any = None, /, **labels: Any) -> Any:
+        """Register a function as a task: `@broker.task` or `@broker.task("name", **labels)`.
+
+        Every keyword becomes a label (see the README's table of known labels); `task_name`
+        sets the name, `retry_on` the exception types that are retried.
+
+        Raises:
+            ConfigurationError: a known label has a bad value, naming the task.
+        """
+        if callable(fn_or_name):
+            return self._register(fn_or_name, None, labels)
+        name = fn_or_name if fn_or_name is not None else labels.pop("task_name", None)
+
+        def decorator(fn: Callable[..., Any]) -> Task[Any, Any]:
+            return self._register(fn, name, dict(labels))
+
+        return decorator
+
+    def _register(
+        self, fn: Callable[..., Any], name: str | None, labels: dict[str, Any]
+    ) -> Task[Any, Any]:
+        name = name or labels.pop("task_name", None) or default_task_name(fn)
+        retry_on = tuple(labels.pop("retry_on", None) or (Exception,))
+        validate_labels(labels, name)
+        existing = self._tasks.get(name)
+        if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
+            raise ConfigurationError(
+                f"task name {name!r} is already used by {existing.fn.__qualname__}"
+            )
+        task = task_class(fn)(self, fn, name, labels, retry_on)
+        self._tasks[name] = task
+        return task
+
+    def find_task(self, name: str) -> Task[Any, Any] | None:
+        """Return the task registered as `name`, or None."""
+        return self._tasks.get(name)
+
+    def get_all_tasks(self) -> dict[str, Task[Any, Any]]:
+        """Return every registered task by name."""
+        return dict(self._tasks)
+
+    def add_routes(self, routes: dict[str, dict[str, Any]]) -> None:
+        """Set labels for every task whose name matches a glob, like Celery's `task_routes`.
+
+        Labels on the decorator or the kicker win over routes.
+        """
+        for pattern, labels in routes.items():
+            validate_labels(labels, pattern)
+            self._routes.append((pattern, dict(labels)))
+        self._route_cache.clear()
+
+    def route_labels(self, task_name: str) -> dict[str, Any]:
+        """The labels routes give to `task_name`."""
+        found = self._route_cache.get(task_name)
+        if found is None:
+            found = {}
+            for pattern, labels in self._routes:
+                if fnmatch.fnmatchcase(task_name, pattern):
+                    found.update(labels)
+            self._route_cache[task_name] = found
+        return found
+
+    # -- middlewares and result backend -------------------------------------------------------
+
+    def add_middlewares(self, middlewares: Iterable[Middleware]) -> None:
+        """Add middlewares; their hooks run in the order added."""
+        for middleware in middlewares:
+            middleware.set_broker(self)
+            self.middlewares.append(middleware)
+            for name, hook in async_hooks(middleware).items():
+                self._hooks[name].append(hook)
+
+    def with_middlewares(self, *middlewares: Middleware) -> Broker:
+        """Add middlewares and return the broker, for chaining at construction."""
+        self.add_middlewares(middlewares)
+        return self
+
+    def with_result_backend(self, result_backend: ResultBackend) -> Broker:
+        """Store results in `result_backend` instead of the engine's default."""
+        self.result_backend = result_backend
+        return self
+
+    def hooks(self, name: str) -> list[AsyncHook]:
+        """The awaitable hooks of every middleware that overrides `name`."""
+        return self._hooks[name]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Connect the transport and the result backend and start middlewares."""
+        if self._started:
+            return
+        await self.transport.startup()
+        await self.result_backend.startup()
+        for hook in self._hooks["startup"]:
+            await hook()
+        self._started = True
+
+    async def shutdown(self) -> None:
+        """Stop middlewares and close connections."""
+        if not self._started:
+            return
+        self._started = False
+        for hook in self._hooks["shutdown"]:
+            await hook()
+        await self.result_backend.shutdown()
+        await self.transport.shutdown()
+
+    def shutdown_sync(self) -> None:
+        """Shut down a broker used from sync code (`kiq_sync`) and stop its portal thread."""
+        portal, self._portal = self._portal, None
+        if portal is not None:
+            portal.call(self.shutdown())
+            portal.close()
+
+    async def ensure_started(self) -> None:
+        """Start the broker if nobody did, so a script can `kiq` without `startup()`."""
+        if self._started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            await self.startup()
+
+    async def __aenter__(self) -> Broker:
+        await self.startup()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def send_task(
+        self,
+        task: Task[Any, R],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        labels: dict[str, Any] | None = None,
+        task_id: str | None = None,
+    ) -> TaskHandle[R]:
+        """Send one call of `task`; `kiq` and kickers end here."""
+        try:
+            task.call_signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{task.name}: {exc}") from None
+        message = self.build_message(task.name, args, kwargs, task.labels, labels, task_id)
+        await self.send([message])
+        return TaskHandle(self, message.task_id, task.name, task.return_type)
+
+    async def kiq_by_name(self, task_name: str, *args: Any, **kwargs: Any) -> TaskHandle[Any]:
+        """Send a task by its registered name, without importing its function."""
+        task = self._tasks.get(task_name)
+        if task is not None:
+            return await self.send_task(task, args, kwargs)
+        message = self.build_message(task_name, args, kwargs, None, None, None)
+        await self.send([message])
+        return TaskHandle(self, message.task_id, task_name)
+
+    async def kiq_many(self, signatures: Iterable[Signature[R]]) -> list[TaskHandle[R]]:
+        """Send many calls in one round trip; handles come back in the same order."""
+        messages, handles = [], []
+        for sig in signatures:
+            task = sig.task or self._tasks.get(sig.task_name)
+            message = self.build_message(
+                sig.task_name, sig.args, sig.kwargs, task.labels if task else None, sig.labels, None
+            )
+            messages.append(message)
+            handles.append(
+                TaskHandle[R](
+                    self, message.task_id, sig.task_name, task.return_type if task else Any
+                )
+            )
+        await self.send(messages)
+        return handles
+
+    def build_message(
+        self,
+        task_name: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        task_labels: dict[str, Any] | None,
+        call_labels: dict[str, Any] | None,
+        task_id: str | None,
+    ) -> TaskMessage:
+        """Merge route, task and call labels (later wins) into a new message."""
+        labels = {**self.route_labels(task_name), **(task_labels or {}), **(call_labels or {})}
+        if call_labels and None in call_labels.values():
+            labels = {k: v for k, v in labels.items() if v is not None}
+        return TaskMessage(
+            task_id=task_id or self.task_id_generator(),
+            task_name=task_name,
+            labels=labels,
+            args=list(args),
+            kwargs=kwargs,
+        )
+
+    async def send(self, messages: list[TaskMessage]) -> None:
+        """Run `pre_send` hooks, encode, publish in one batch, run `post_send` hooks.
+
+        Raises:
+            SerializationError: (a `TypeError`) an argument cannot be encoded.
+            BrokerError: the transport failed.
+        """
+        await self.ensure_started()
+        for hook in self._hooks["pre_send"]:
+            messages = [await hook(message) for message in messages]
+        outgoing = [self.outgoing(message) for message in messages]
+        claimed = []
+        for message in messages:
+            unique_for = message.labels.get("unique_for")
+            if not unique_for:
+                continue
+            key = f"unique:{message.task_id}"
+            if await self.transport.set_nx(key, b"1", float(unique_for)):
+                claimed.append(key)
+            else:
+                outgoing = [out for out in outgoing if out.task_id != message.task_id]
+        if outgoing:
+            try:
+                await self.publish(outgoing)
+            except BaseException:
+                for key in claimed:  # nothing was sent: a retry of this kiq must not be deduped
+                    await self.transport.kv_delete(key)
+                raise
+        for hook in self._hooks["post_send"]:
+            for message in messages:
+                await hook(message)
+
+    def outgoing(self, message: TaskMessage) -> Outgoing:
+        """Encode and sign `message` for the transport."""
+        labels = message.labels
+        return Outgoing(
+            task_id=message.task_id,
+            queue=labels.get("queue") or DEFAULT_QUEUE,
+            body=self.signer.sign(self.serializer.encode(message)),
+            priority=labels.get("priority") or 0,
+            eta=eta_of(labels),
+        )
+
+    async def publish(self, outgoing: list[Outgoing]) -> None:
+        """Hand encoded messages to the transport (`InMemoryBroker` may run them in place)."""
+        await self.transport.publish(outgoing)
+
+    # -- results ------------------------------------------------------------------------------
+
+    def get_handle(self, task_id: str) -> TaskHandle[Any]:
+        """Rebuild a handle from a task id, e.g. for an HTTP status page."""
+        return TaskHandle(self, task_id)
+
+    def encode_value(self, value: Any) -> bytes:
+        """Encode a value (progress, stream item) with the broker's serializer."""
+        return self.serializer.encode(value)
+
+    def decode_value(self, data: bytes) -> Any:
+        """Decode a value encoded with `encode_value`."""
+        return self.serializer.decode(data, object)
+
+    def encode_result(self, result: TaskResult[Any]) -> bytes:
+        """Encode a result for the result backend."""
+        return self.serializer.encode(result)
+
+    def decode_result(self, data: bytes, return_type: Any = Any) -> TaskResult[Any]:
+        """Decode a stored result, casting the return value to `return_type` when known."""
+        result = self.serializer.decode(data, TaskResult)
+        if self.cast_types and return_type is not Any and result.status is TaskStatus.SUCCEEDED:
+            result.return_value = cast(result.return_value, return_type)
+        return result
+
+    async def store_result(self, result: TaskResult[Any], ttl: float | None) -> None:
+        """Encode and store a final result."""
+        await self.result_backend.set_result(result.task_id, self.encode_result(result), ttl)
+
+    async def task_status(self, task_id: str) -> TaskStatus | None:
+        """The status of a task from its result, the transport, or its recorded state."""
+        await self.ensure_started()
+        data = await self.result_backend.get_result(task_id)
+        if data is not None:
+            return self.decode_result(data).status
+        state = await self.transport.state(task_id) or await self.result_backend.get_state(task_id)
+        return TaskStatus(state) if state else None
+
+    async def get_progress(self, task_id: str) -> Any:
+        """The last progress a task reported, or None."""
+        await self.ensure_started()
+        data = await self.result_backend.get_progress(task_id)
+        return None if data is None else self.decode_value(data)
+
+    async def set_progress(self, task_id: str, progress: Any) -> None:
+        """Record a task's progress (`Context.set_progress` ends here)."""
+        data = self.encode_value(progress)
+        await self.result_backend.set_progress(task_id, data, self.result_backend.default_ttl)
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a task: remove it if it waits, ask its worker to stop it if it runs.
+
+        Returns True when it was removed before it ran (its result then reads "cancelled").
+        """
+        await self.ensure_started()
+        removed = await self.transport.cancel(task_id)
+        if removed:
+            now = utcnow()
+            result: TaskResult[Any] = TaskResult(
+                task_id=task_id,
+                task_name="",
+                status=TaskStatus.CANCELLED,
+                error_type="TaskCancelled",
+                error_message="cancelled before it ran",
+                started_at=now,
+                finished_at=now,
+                attempts=0,
+            )
+            await self.store_result(result, self.result_backend.default_ttl)
+        return removed
+
+    async def wait_all(self, timeout: float | None = None) -> None:
+        """Wait until no message is queued, scheduled or running on any queue.
+
+        Raises:
+            ResultTimeout: messages were still pending after `timeout` seconds.
+        """
+        await self.ensure_started()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            stats = await self.transport.queue_stats()
+            if not any(q.ready or q.scheduled or q.running for q in stats):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(f"tasks still pending after {timeout} s")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    # -- running workers in this process --------------------------------------------------------
+
+    def run(self, **options: Any) -> None:
+        """Run a worker until SIGINT/SIGTERM, with the CLI's options (`python main.py`)."""
+        from conveyor.worker.run import run_blocking
+
+        run_blocking(self, **options)
+
+    async def run_async(self, **options: Any) -> None:
+        """`run` inside a running event loop."""
+        from conveyor.worker.run import run_in_loop
+
+        await run_in_loop(self, **options)
+
+
+async def _ping() -> str:
+    """The built-in task `conveyor ping` sends through a worker."""
+    return "pong"
+
+
+def _uuid_hex() -> str:
+    return uuid.uuid4().hex

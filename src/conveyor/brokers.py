@@ -1,0 +1,201 @@
+"""The public broker classes, each binding a transport and a result store, and `broker_from_url`.
+
+Engines that need an optional package are imported only when their URL or class is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from conveyor.broker import Broker
+from conveyor.errors import ConfigurationError
+from conveyor.results.base import ResultBackend
+from conveyor.results.memory import MemoryResultBackend
+from conveyor.results.sqlite import SqliteResultBackend
+from conveyor.transports.base import Delivery, Outgoing
+from conveyor.transports.memory import MemoryTransport
+from conveyor.transports.sqlite import SqliteTransport
+
+__all__ = [
+    "DEFAULT_URL",
+    "InMemoryBroker",
+    "SqliteBroker",
+    "broker_from_url",
+    "result_backend_from_url",
+    "safe_url",
+]
+
+DEFAULT_URL = "sqlite:///conveyor.db"
+
+
+class InMemoryBroker(Broker):
+    """A broker inside one process, for tests and demos: tasks run in this event loop.
+
+    Args:
+        sync_tasks_pool_size: threads for sync tasks.
+        max_stored_results: results kept in memory (oldest dropped first).
+        cast_types: cast arguments and results to the annotations.
+        result_backend: another result store instead of the in-memory one.
+        task_id_generator: makes task ids.
+        await_inplace: `kiq` runs the task before it returns (unit tests).
+        max_async_tasks: tasks run at once by the in-process worker.
+    """
+
+    def __init__(
+        self,
+        sync_tasks_pool_size: int = 4,
+        max_stored_results: int = 1000,
+        cast_types: bool = True,
+        result_backend: ResultBackend | None = None,
+        task_id_generator: Callable[[], str] | None = None,
+        await_inplace: bool = False,
+        *,
+        logs_format: str | None = None,
+        max_async_tasks: int = 100,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            MemoryTransport(),
+            result_backend or MemoryResultBackend(max_stored_results=max_stored_results),
+            cast_types=cast_types,
+            task_id_generator=task_id_generator,
+            **options,
+        )
+        self.await_inplace = await_inplace
+        self._pool_size = sync_tasks_pool_size
+        self._max_async_tasks = max_async_tasks
+        self._worker_stop: asyncio.Event | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._inplace: Any = None
+
+    async def startup(self) -> None:
+        """Start the broker and its in-process worker."""
+        if self._started:
+            return
+        await super().startup()
+        from conveyor.worker.consumer import Worker, WorkerOptions
+
+        options = WorkerOptions(
+            max_async_tasks=self._max_async_tasks,
+            max_threads=self._pool_size,
+            receive_timeout=0.2,
+            queues=(),  # every queue
+        )
+        worker = Worker(self, options)
+        self._inplace = worker.runner
+        if not self.await_inplace:
+            self._worker_stop = asyncio.Event()
+            self._worker_task = asyncio.create_task(
+                worker.run(self._worker_stop, manage_broker=False), name="conveyor-inmemory-worker"
+            )
+
+    async def shutdown(self) -> None:
+        """Let running tasks finish, then stop."""
+        if self._worker_stop is not None and self._worker_task is not None:
+            self._worker_stop.set()
+            await self._worker_task
+            self._worker_stop = self._worker_task = None
+        await super().shutdown()
+
+    async def publish(self, outgoing: list[Outgoing]) -> None:
+        """Queue the messages, or with `await_inplace` run them before returning."""
+        if not self.await_inplace:
+            await super().publish(outgoing)
+            return
+        from conveyor.worker.runner import Run
+
+        for out in outgoing:
+            await self._inplace.handle(Run(Delivery(out.task_id, out.queue, out.body)))
+
+
+class SqliteBroker(Broker):
+    """The embedded default: queues and results in one SQLite file, shared by many processes.
+
+    Args:
+        path: the database file (created if missing).
+        lease_seconds: how long a worker holds a message without renewing; after a crash the
+            message is delivered again within about this long.
+        **options: `Broker` options (serializer, task_id_generator, secret_key, ...).
+    """
+
+    def __init__(self, path: str = "conveyor.db", *, lease_seconds: float = 10.0, **options: Any):
+        super().__init__(
+            SqliteTransport(path, lease_seconds=lease_seconds),
+            SqliteResultBackend(path),
+            **options,
+        )
+        self.path = path
+
+
+def safe_url(url: str) -> str:
+    """`url` with its password replaced by `***`, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _sqlite_path(url: str) -> tuple[str, dict[str, str]]:
+    parts = urlsplit(url)
+    if parts.netloc:
+        raise ConfigurationError(
+            f"{safe_url(url)!r} names a host: use sqlite:///relative.db or sqlite:////abs/path.db"
+        )
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise ConfigurationError(f"{url!r} names no file: use sqlite:///conveyor.db")
+    return path, dict(parse_qsl(parts.query))
+
+
+def broker_from_url(url: str | None = None, **options: Any) -> Broker:
+    """Make the broker a URL names: `CONVEYOR_BROKER_URL`, else the embedded SQLite default.
+
+    `memory://` and `sqlite:///file.db` (query option `lease`) are built in; a result store
+    from `CONVEYOR_RESULT_BACKEND_URL` replaces the engine's default.
+
+    Raises:
+        ConfigurationError: the scheme is unknown or the URL is malformed.
+    """
+    url = url or os.environ.get("CONVEYOR_BROKER_URL") or DEFAULT_URL
+    scheme = urlsplit(url).scheme
+    broker: Broker
+    if scheme == "memory":
+        broker = InMemoryBroker(**options)
+    elif scheme == "sqlite":
+        path, query = _sqlite_path(url)
+        lease = _float_option(query, "lease", url)
+        broker = SqliteBroker(path, **({"lease_seconds": lease} if lease else {}), **options)
+    else:
+        raise ConfigurationError(
+            f"unknown broker URL scheme in {safe_url(url)!r}: use sqlite:///file.db or memory://"
+        )
+    results_url = os.environ.get("CONVEYOR_RESULT_BACKEND_URL")
+    if results_url:
+        broker.with_result_backend(result_backend_from_url(results_url))
+    return broker
+
+
+def result_backend_from_url(url: str) -> ResultBackend:
+    """Make the result store a URL names (`memory://`, `sqlite:///file.db`)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        return MemoryResultBackend()
+    if scheme == "sqlite":
+        return SqliteResultBackend(_sqlite_path(url)[0])
+    raise ConfigurationError(f"unknown result backend URL scheme in {safe_url(url)!r}")
+
+
+def _float_option(query: dict[str, str], name: str, url: str) -> float | None:
+    if name not in query:
+        return None
+    try:
+        return float(query[name])
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}={query[name]!r} in {safe_url(url)!r} is not a number"
+        ) from None

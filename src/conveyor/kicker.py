@@ -1,0 +1,92 @@
+"""`Kicker`: the per-call builder behind `task.kicker()`: labels, id, delay, ETA, queue, broker.
+
+Each `with_*` returns a new kicker, so one can be kept and reused.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from conveyor.labels import validate_labels
+
+if TYPE_CHECKING:
+    from conveyor.broker import Broker
+    from conveyor.portal import SyncTaskHandle
+    from conveyor.result import TaskHandle
+    from conveyor.task import Task
+
+__all__ = ["Kicker"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Kicker(Generic[P, R]):
+    """Options for one send of a task; `kiq` sends it."""
+
+    __slots__ = ("_broker", "_labels", "_task", "_task_id")
+
+    def __init__(
+        self,
+        task: Task[P, R],
+        labels: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        broker: Broker | None = None,
+    ) -> None:
+        self._task = task
+        self._labels = labels or {}
+        self._task_id = task_id
+        self._broker = broker
+
+    def _with(self, labels: dict[str, Any] | None = None, **changes: Any) -> Kicker[P, R]:
+        merged = {**self._labels, **labels} if labels else self._labels
+        if labels:
+            validate_labels(merged, self._task.name)
+        return Kicker(
+            self._task,
+            merged,
+            changes.get("task_id", self._task_id),
+            changes.get("broker", self._broker),
+        )
+
+    def with_labels(self, **labels: Any) -> Kicker[P, R]:
+        """Add or override labels for this send."""
+        return self._with(labels)
+
+    def with_task_id(self, task_id: str) -> Kicker[P, R]:
+        """Send under this id instead of a generated one (see the `unique_for` label)."""
+        return self._with(task_id=task_id)
+
+    def with_delay(self, seconds: float) -> Kicker[P, R]:
+        """Run no earlier than `seconds` from now."""
+        return self._with({"delay": seconds, "eta": None})
+
+    def with_eta(self, eta: datetime) -> Kicker[P, R]:
+        """Run no earlier than `eta` (a naive datetime is local time)."""
+        return self._with({"eta": eta, "delay": None})
+
+    def with_queue(self, queue: str) -> Kicker[P, R]:
+        """Send to another queue."""
+        return self._with({"queue": queue})
+
+    def with_priority(self, priority: int) -> Kicker[P, R]:
+        """Set the priority, 0-9, higher first."""
+        return self._with({"priority": priority})
+
+    def with_broker(self, broker: Broker) -> Kicker[P, R]:
+        """Send through another broker (its workers must know the task name)."""
+        return self._with(broker=broker)
+
+    async def kiq(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
+        """Send the task with these options and return a handle to its result."""
+        broker = self._broker or self._task.broker
+        return await broker.send_task(self._task, args, kwargs, self._labels, self._task_id)
+
+    def kiq_sync(self, *args: P.args, **kwargs: P.kwargs) -> SyncTaskHandle[R]:
+        """`kiq` from synchronous code; returns a blocking handle."""
+        from conveyor.portal import SyncTaskHandle, portal_for
+
+        broker = self._broker or self._task.broker
+        handle = portal_for(broker).call(self.kiq(*args, **kwargs))
+        return SyncTaskHandle(handle)

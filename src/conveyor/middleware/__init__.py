@@ -1,0 +1,6 @@
+"""Middlewares: the base class and the built-in retry middlewares."""
+
+from conveyor.middleware.base import Middleware, TaskiqMiddleware
+from conveyor.middleware.retry import SimpleRetryMiddleware, SmartRetryMiddleware
+
+__all__ = ["Middleware", "SimpleRetryMiddleware", "SmartRetryMiddleware", "TaskiqMiddleware"]

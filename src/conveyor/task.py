@@ -1,0 +1,242 @@
+"""`Task[P, R]`: a registered function that runs locally when called and remotely with `kiq`.
+
+`R` is what the caller gets back: the return type of a plain or async function, or `list[Y]`
+for a generator of `Y`. `kiq` takes exactly the function's parameters (PEP 612).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+    overload,
+)
+
+from conveyor.context import Dependency, dependency_params
+from conveyor.kicker import Kicker
+from conveyor.result import TaskHandle
+
+if TYPE_CHECKING:
+    from conveyor.broker import Broker
+    from conveyor.portal import SyncTaskHandle
+
+__all__ = [
+    "AsyncGenTask",
+    "AsyncTask",
+    "GenTask",
+    "Signature",
+    "SyncTask",
+    "Task",
+    "TaskDecorator",
+    "default_task_name",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Y = TypeVar("Y")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Signature(Generic[R_co]):
+    """A task call frozen for later: for `broker.kiq_many` and workflows (Celery's `.s()`).
+
+    Attributes:
+        task_name: the task to run.
+        args / kwargs: its arguments.
+        labels: per-call labels.
+        immutable: True for `.si()`: it ignores the result of a previous workflow step.
+    """
+
+    __slots__ = ("args", "immutable", "kwargs", "labels", "task", "task_name")
+
+    def __init__(
+        self,
+        task_name: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        labels: dict[str, Any] | None = None,
+        immutable: bool = False,
+        task: Task[Any, R_co] | None = None,
+    ) -> None:
+        self.task_name = task_name
+        self.args = args
+        self.kwargs = kwargs or {}
+        self.labels = labels or {}
+        self.immutable = immutable
+        self.task = task
+
+    def __repr__(self) -> str:
+        return f"{self.task_name}.s(*{self.args!r}, **{self.kwargs!r})"
+
+    def with_labels(self, **labels: Any) -> Signature[R_co]:
+        """Return a copy with more labels."""
+        return Signature(
+            self.task_name,
+            self.args,
+            self.kwargs,
+            labels={**self.labels, **labels},
+            immutable=self.immutable,
+            task=self.task,
+        )
+
+
+class Task(Generic[P, R]):
+    """A function registered on a broker under `name`, with its default `labels`."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        fn: Callable[P, Any],
+        name: str,
+        labels: dict[str, Any],
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+    ) -> None:
+        self.broker = broker
+        self.fn = fn
+        self.name = name
+        self.labels = labels
+        self.retry_on = retry_on
+        self.is_async_gen = inspect.isasyncgenfunction(fn)
+        self.is_gen = inspect.isgeneratorfunction(fn)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.dependencies: dict[str, Dependency] = dependency_params(fn)
+        signature = inspect.signature(fn)
+        self.call_signature = signature.replace(
+            parameters=[p for n, p in signature.parameters.items() if n not in self.dependencies]
+        )
+        hints = _type_hints(fn)
+        self.arg_types: dict[str, Any] = {
+            n: hints[n] for n in self.call_signature.parameters if n in hints
+        }
+        self.return_type = _result_type(hints.get("return", Any), self.is_gen or self.is_async_gen)
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run the function here and now, as if it were not a task."""
+        return self.fn(*args, **kwargs)
+
+    def kicker(self) -> Kicker[P, R]:
+        """Return a builder for one send with per-call options (labels, id, delay, broker)."""
+        return Kicker(self)
+
+    async def kiq(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
+        """Send the task to its broker and return a handle to its result.
+
+        Raises:
+            TypeError: the arguments do not fit the signature or cannot be serialized.
+            BrokerError: the broker cannot be reached.
+        """
+        return await self.broker.send_task(self, args, kwargs)
+
+    def kiq_sync(self, *args: P.args, **kwargs: P.kwargs) -> SyncTaskHandle[R]:
+        """`kiq` for synchronous code (Flask, Django, scripts); returns a blocking handle."""
+        return self.kicker().kiq_sync(*args, **kwargs)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature of this call; in a chain it receives the previous result first."""
+        return Signature(self.name, args, kwargs, task=self)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """An immutable signature: in a chain it ignores the previous result."""
+        return Signature(self.name, args, kwargs, immutable=True, task=self)
+
+
+class AsyncTask(Task[P, R]):
+    """A task made from an `async def` returning `R`; calling it returns a coroutine."""
+
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+
+
+class SyncTask(Task[P, R]):
+    """A task made from a plain function; workers run it in a thread (or process) pool."""
+
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+
+class AsyncGenTask(Task[P, list[Y]], Generic[P, Y]):
+    """A task made from an async generator: items stream to `handle.stream()`."""
+
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Y]: ...
+
+
+class GenTask(Task[P, list[Y]], Generic[P, Y]):
+    """A task made from a generator: items stream to `handle.stream()`."""
+
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[Y]: ...
+
+
+def task_class(fn: Callable[..., Any]) -> type[Task[Any, Any]]:
+    """The `Task` subclass matching the kind of function."""
+    if inspect.isasyncgenfunction(fn):
+        return AsyncGenTask
+    if inspect.isgeneratorfunction(fn):
+        return GenTask
+    if inspect.iscoroutinefunction(fn):
+        return AsyncTask
+    return SyncTask
+
+
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return get_type_hints(fn)
+    except Exception:  # unresolvable forward references: no casting, not an error
+        return {}
+
+
+def _result_type(hint: Any, generator: bool) -> Any:
+    if not generator:
+        return hint
+    if get_origin(hint) is None:
+        return list[Any]
+    item = get_args(hint)[0] if get_args(hint) else Any
+    return list[item]  # type: ignore[valid-type]  # built at runtime from the annotation
+
+
+class TaskDecorator(Protocol):
+    """What `broker.task(...)` returns when given options: it takes the function."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...  # type: ignore[overload-overlap]  # first match wins
+    @overload
+    def __call__(self, fn: Callable[P, AsyncIterator[Y]], /) -> AsyncGenTask[P, Y]: ...  # type: ignore[overload-overlap]  # first match wins
+    @overload
+    def __call__(self, fn: Callable[P, Iterator[Y]], /) -> GenTask[P, Y]: ...  # type: ignore[overload-overlap]  # first match wins
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> SyncTask[P, R]: ...
+
+
+def default_task_name(fn: Callable[..., Any]) -> str:
+    """`module:qualname`, with `__main__` replaced by the script's importable module name."""
+    module = fn.__module__
+    if module == "__main__":
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name:
+            module = spec.name
+        elif getattr(main, "__file__", None):
+            module = Path(str(main.__file__)).stem  # type: ignore[union-attr]
+    return f"{module}:{fn.__qualname__}"

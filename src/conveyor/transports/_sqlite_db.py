@@ -1,0 +1,380 @@
+"""One SQLite file shared by the SQLite transport and the SQLite result backend (private).
+
+A `SqliteDb` owns one connection and the one thread that uses it: every sqlite3 call runs on
+that thread, never on the event loop. Many processes may open the same file at once: the file
+is in WAL mode (readers never block the writer), writes take the lock up front with
+`BEGIN IMMEDIATE` and stay short, and a busy timeout plus a few retries absorb contention.
+
+The schema of both the transport and the result backend lives here, so either one can create
+the file first; `PRAGMA user_version` records its version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from conveyor.errors import BrokerConnectionError, BrokerError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SqliteClient",
+    "SqliteDb",
+    "expiry",
+    "get_value",
+    "immediate",
+    "incr",
+    "put_value",
+    "rate_acquire",
+    "scan_values",
+    "set_nx",
+]
+
+T = TypeVar("T")
+
+#: Version of the tables below, kept in `PRAGMA user_version`.
+SCHEMA_VERSION = 1
+
+#: Tables of expiring values by key: the transport's `kv`, and results, states and progress
+#: reports by task id.
+_VALUE_TABLES = ("kv", "results", "task_state", "progress")
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS messages (
+        task_id TEXT PRIMARY KEY,
+        queue TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        body BLOB NOT NULL,
+        available_at REAL NOT NULL,
+        eta REAL,
+        owner TEXT,
+        deliveries INTEGER NOT NULL DEFAULT 0,
+        retrying INTEGER NOT NULL DEFAULT 0,
+        enqueued_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS messages_claim ON messages (queue, priority DESC, available_at)",
+    """CREATE TABLE IF NOT EXISTS dead_letters (
+        task_id TEXT PRIMARY KEY,
+        queue TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        body BLOB NOT NULL,
+        reason TEXT NOT NULL,
+        failed_at REAL NOT NULL
+    )""",
+    "CREATE TABLE IF NOT EXISTS cancels (task_id TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rates (key TEXT NOT NULL, at REAL NOT NULL, period REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS rates_key ON rates (key, at)",
+    *(
+        f"CREATE TABLE IF NOT EXISTS {table}"
+        " (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL)"
+        for table in _VALUE_TABLES
+    ),
+    """CREATE TABLE IF NOT EXISTS streams (
+        task_id TEXT PRIMARY KEY,
+        length INTEGER NOT NULL DEFAULT 0,
+        closed INTEGER NOT NULL DEFAULT 0,
+        expires_at REAL
+    )""",
+    """CREATE TABLE IF NOT EXISTS stream_items (
+        task_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (task_id, seq)
+    ) WITHOUT ROWID""",
+)
+
+# Rows whose time is up; run now and then, never on every call.
+_SWEEPS = (
+    *(f"DELETE FROM {table} WHERE expires_at <= ?1" for table in _VALUE_TABLES),
+    "DELETE FROM cancels WHERE expires_at <= ?1",
+    "DELETE FROM rates WHERE at + period <= ?1",
+    "DELETE FROM stream_items"
+    " WHERE task_id IN (SELECT task_id FROM streams WHERE expires_at <= ?1)",
+    "DELETE FROM streams WHERE expires_at <= ?1",
+)
+
+_SWEEP_EVERY = 60.0
+_BUSY_RETRIES = 4
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run a block in a `BEGIN IMMEDIATE` transaction: the write lock is taken up front."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def expiry(ttl: float | None, now: float) -> float | None:
+    """Return the unix time a value with this `ttl` expires at, None for never."""
+    return None if ttl is None else now + ttl
+
+
+def put_value(
+    conn: sqlite3.Connection, table: str, key: str, value: bytes, ttl: float | None
+) -> None:
+    """Store `value` under `key` in one of the value tables, replacing any earlier one."""
+    conn.execute(
+        f"INSERT OR REPLACE INTO {table} (key, value, expires_at) VALUES (?, ?, ?)",
+        (key, value, expiry(ttl, time.time())),
+    )
+
+
+def get_value(conn: sqlite3.Connection, table: str, key: str) -> bytes | None:
+    """Return the live value under `key` in one of the value tables, or None."""
+    row = conn.execute(
+        f"SELECT value FROM {table} WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+        (key, time.time()),
+    ).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def scan_values(conn: sqlite3.Connection, table: str, prefix: str) -> dict[str, bytes]:
+    """Return every live key starting with `prefix` in one of the value tables."""
+    sql = f"SELECT key, value FROM {table} WHERE (expires_at IS NULL OR expires_at > ?)"
+    sql += " AND key >= ?"
+    params: tuple[object, ...] = (time.time(), prefix)
+    if prefix and ord(prefix[-1]) < 0x10FFFF:
+        # Every key starting with `prefix` sorts below the prefix with its last char bumped.
+        sql += " AND key < ?"
+        params += (prefix[:-1] + chr(ord(prefix[-1]) + 1),)
+    rows = conn.execute(sql, params).fetchall()
+    return {key: bytes(value) for key, value in rows if key.startswith(prefix)}
+
+
+def set_nx(conn: sqlite3.Connection, key: str, value: bytes, ttl: float | None) -> bool:
+    """Store a `kv` key unless a live one exists; True when stored. One atomic statement."""
+    now = time.time()
+    cursor = conn.execute(
+        "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3)"
+        " ON CONFLICT (key) DO UPDATE SET value = ?2, expires_at = ?3"
+        " WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?4",
+        (key, value, expiry(ttl, now), now),
+    )
+    return cursor.rowcount == 1
+
+
+def incr(conn: sqlite3.Connection, key: str, amount: int, ttl: float | None) -> int:
+    """Add `amount` to an integer `kv` key; `ttl` counts only when the key is created."""
+    with immediate(conn):
+        now = time.time()
+        row = conn.execute(
+            "SELECT value, expires_at FROM kv"
+            " WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+            (key, now),
+        ).fetchone()
+        try:
+            value = amount + (int(row[0]) if row else 0)
+        except ValueError:
+            raise BrokerError(f"kv key {key!r} does not hold an integer") from None
+        expires_at = row[1] if row else expiry(ttl, now)
+        conn.execute(
+            "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
+            (key, str(value).encode(), expires_at),
+        )
+    return value
+
+
+def rate_acquire(conn: sqlite3.Connection, key: str, limit: int, period: float) -> float:
+    """Grant one of `limit` per sliding `period` (0.0), or return the seconds to wait.
+
+    A sliding log, one row per grant still inside the window, checked and written under the
+    write lock: exact across processes.
+    """
+    with immediate(conn):
+        now = time.time()
+        conn.execute("DELETE FROM rates WHERE key = ? AND at <= ?", (key, now - period))
+        count, oldest = conn.execute(
+            "SELECT COUNT(*), MIN(at) FROM rates WHERE key = ?", (key,)
+        ).fetchone()
+        if count < limit:
+            conn.execute("INSERT INTO rates (key, at, period) VALUES (?, ?, ?)", (key, now, period))
+            return 0.0
+    return max(float(oldest) + period - now, 1e-6)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _retry_busy(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    # The busy timeout covers most waits; this covers the cases SQLite reports at once.
+    for attempt in range(_BUSY_RETRIES):
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or attempt == _BUSY_RETRIES - 1:
+                raise
+            time.sleep(min(0.005 * 2**attempt, 0.25))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} is newer than this conveyor supports ({SCHEMA_VERSION})"
+        )
+    with immediate(conn):
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _sweep(conn: sqlite3.Connection) -> None:
+    now = time.time()
+    with immediate(conn):
+        for statement in _SWEEPS:
+            conn.execute(statement, (now,))
+
+
+class SqliteDb:
+    """A connection to one SQLite file, used only from its own thread.
+
+    The transport and the result backend each make one by default; pass the same instance to
+    both (`db=`) to share one connection and thread. It opens on first use, and `close` releases
+    it once every user that called `open` has called `close`.
+
+    Args:
+        path: the database file; created when missing (its directory must exist).
+        busy_timeout: seconds a statement waits for another process's write lock.
+    """
+
+    def __init__(self, path: str, *, busy_timeout: float = 30.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.safe_url = f"sqlite:///{path}"
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = os.getpid()
+        self._users = 0
+        self._last_sweep = time.monotonic()
+        # A connection inherited through fork() must never be used or closed in the child.
+        self._inherited: list[sqlite3.Connection] = []
+
+    async def open(self) -> None:
+        """Open the file and create the tables; raise `BrokerConnectionError` when it cannot."""
+        self._users += 1
+        try:
+            await self.run(lambda conn: None)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Release one user; the last one closes the connection and stops the thread."""
+        self._users = max(self._users - 1, 0)
+        if self._users or self._executor is None:
+            return
+        executor = self._thread()
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
+        finally:
+            executor.shutdown(wait=False)
+            self._executor = None
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Call `fn(connection)` on the database thread and return what it returns."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._thread(), self._call, fn)
+        except sqlite3.Error as exc:
+            raise BrokerError(f"SQLite operation failed on {self.safe_url}: {exc}") from exc
+
+    async def sweep_now_and_then(self) -> None:
+        """Delete expired rows of every table, at most once a minute."""
+        now = time.monotonic()
+        if now - self._last_sweep >= _SWEEP_EVERY:
+            self._last_sweep = now
+            await self.run(_sweep)
+
+    # -- on the database thread ---------------------------------------------------------------
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = self._connect()
+        return _retry_busy(fn, self._conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._cannot_open(exc) from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            _retry_busy(lambda c: c.execute("PRAGMA journal_mode = WAL").fetchall(), conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            _retry_busy(_create_schema, conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._cannot_open(exc) from None
+        return conn
+
+    def _cannot_open(self, exc: sqlite3.Error) -> BrokerConnectionError:
+        return BrokerConnectionError(f"cannot open SQLite database {self.path!r}: {exc}")
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- on the event loop --------------------------------------------------------------------
+
+    def _thread(self) -> ThreadPoolExecutor:
+        pid = os.getpid()
+        if pid != self._pid:
+            # In a forked child the parent's thread is gone and its connection is not ours.
+            if self._conn is not None:
+                self._inherited.append(self._conn)
+            self._conn = None
+            self._executor = None
+            self._pid = pid
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite")
+        return self._executor
+
+
+class SqliteClient:
+    """What the SQLite transport and result store share: a `SqliteDb`, opened on first use."""
+
+    def __init__(self, path: str, db: SqliteDb | None, busy_timeout: float) -> None:
+        self.path = path
+        self.safe_url = f"sqlite:///{path}"
+        self._db = db or SqliteDb(path, busy_timeout=busy_timeout)
+        self._started = False
+
+    async def startup(self) -> None:
+        """Open the file and create the tables; raise `BrokerConnectionError` when it cannot."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            await self._db.open()
+        except BaseException:
+            self._started = False
+            raise
+
+    async def shutdown(self) -> None:
+        """Release this user's share of the file (the connection closes with its last user)."""
+        if self._started:
+            self._started = False
+            await self._db.close()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if not self._started:
+            await self.startup()
+        return await self._db.run(lambda conn: fn(conn, *args))

@@ -1,0 +1,276 @@
+"""The worker loop: lease messages up to free capacity, run them, keep their leases alive,
+watch for cancel requests, publish heartbeats, and drain on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import psutil
+
+from conveyor.labels import DEFAULT_QUEUE
+from conveyor.worker.outcome import worker_name
+from conveyor.worker.pools import ProcessPool, new_thread_pool
+from conveyor.worker.runner import Run, Runner
+
+if TYPE_CHECKING:
+    from conveyor.broker import Broker
+    from conveyor.transports.base import Delivery
+
+__all__ = ["Worker", "WorkerOptions"]
+
+log = logging.getLogger("conveyor.worker")
+
+HEARTBEAT_SECONDS = 5.0
+CANCEL_CHECK_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """The options of one worker process (the CLI's flags).
+
+    Attributes:
+        queues: queues to consume, in no particular order (priority is per queue).
+        max_async_tasks: messages run at once (async tasks plus those waiting on threads).
+        max_threads: threads for sync tasks.
+        max_tasks_per_child: exit after this many messages (the supervisor starts a new one).
+        max_memory_mb: exit gracefully when the process's RSS passes this.
+        shutdown_timeout: seconds running tasks get to finish after SIGTERM.
+        receive_timeout: longest wait of one receive call; bounds how fast a stop is seen.
+    """
+
+    queues: Sequence[str] = (DEFAULT_QUEUE,)
+    max_async_tasks: int = 100
+    max_threads: int = 10
+    max_tasks_per_child: int | None = None
+    max_memory_mb: float | None = None
+    shutdown_timeout: float = 30.0
+    receive_timeout: float = 0.5
+
+
+class Worker:
+    """Consumes a broker's queues in this process until `stop` is set."""
+
+    def __init__(self, broker: Broker, options: WorkerOptions | None = None) -> None:
+        self.broker = broker
+        self.options = options or WorkerOptions()
+        self.name = worker_name()
+        self.processed = 0
+        self._running: dict[str, Run] = {}
+        self._slot_free = asyncio.Event()
+        self._threads = new_thread_pool(self.options.max_threads)
+        self._processes = ProcessPool(max(os.cpu_count() or 1, 1))
+        self.runner = Runner(broker, self._threads, self._processes)
+        self._started_at = time.time()
+        self.stop_reason = ""
+        self._receive_failures = 0
+
+    async def run(self, stop: asyncio.Event, *, manage_broker: bool = True) -> None:
+        """Consume until `stop` is set or a recycling limit is reached, then drain.
+
+        With `manage_broker` the worker starts the broker and shuts it down at the end.
+        """
+        await (self.broker.startup() if manage_broker else self.broker.ensure_started())
+        background = [
+            asyncio.create_task(self._lease_loop(), name="conveyor-leases"),
+            asyncio.create_task(self._heartbeat_loop(stop), name="conveyor-heartbeat"),
+        ]
+        log.info(
+            "worker %s consuming %s on %s",
+            self.name,
+            ",".join(self.options.queues),
+            self.broker.transport.safe_url,
+        )
+        try:
+            await self._consume(stop)
+        finally:
+            await self._drain()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._forget_heartbeat()
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._processes.shutdown()
+            if manage_broker:
+                await self.broker.shutdown()
+        log.info(
+            "worker %s stopped (%s), %d tasks run", self.name, self.stop_reason, self.processed
+        )
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if self._limit_reached():
+                return
+            free = self._free_slots()
+            if free <= 0:
+                await self._wait_for_slot(stop)
+                continue
+            deliveries = await self._receive(free, stop)
+            if stop.is_set():  # the stop came while receiving: take no more work
+                for delivery in deliveries:
+                    await self._hand_back(delivery)
+                break
+            for delivery in deliveries:
+                self._start(delivery)
+        self.stop_reason = self.stop_reason or "stopped"
+
+    def _free_slots(self) -> int:
+        """How many messages to take now: free capacity, within `max_tasks_per_child`."""
+        free = self.options.max_async_tasks - len(self._running)
+        limit = self.options.max_tasks_per_child
+        if limit is not None:
+            free = min(free, limit - self.processed - len(self._running))
+        return free
+
+    async def _receive(self, count: int, stop: asyncio.Event) -> list[Delivery]:
+        """Receive, riding out broker errors with a growing pause (the outage is logged once)."""
+        options = self.options
+        try:
+            deliveries = await self.broker.transport.receive(
+                options.queues, count, options.receive_timeout
+            )
+        except Exception as exc:  # an outage: keep the worker, wait, try again
+            self._receive_failures += 1
+            pause = min(0.1 * 2**self._receive_failures, 10.0)
+            log_at = logging.WARNING if self._receive_failures == 1 else logging.DEBUG
+            log.log(log_at, "receive failed (%s); retrying in %.1f s", _one_line(exc), pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+            return []
+        if self._receive_failures:
+            log.warning("receive works again after %d failure(s)", self._receive_failures)
+            self._receive_failures = 0
+        return deliveries
+
+    async def _wait_for_slot(self, stop: asyncio.Event) -> None:
+        self._slot_free.clear()
+        waiters = [
+            asyncio.ensure_future(self._slot_free.wait()),
+            asyncio.ensure_future(stop.wait()),
+        ]
+        _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
+
+    def _limit_reached(self) -> bool:
+        limit = self.options.max_tasks_per_child
+        if limit is not None and self.processed + len(self._running) >= limit:
+            self.stop_reason = f"max tasks per child ({limit})"
+            return True
+        return bool(self.stop_reason)
+
+    def _start(self, delivery: Delivery) -> None:
+        run = Run(delivery)
+        run.task = asyncio.create_task(self._run_one(run), name=f"conveyor-task-{delivery.task_id}")
+        self._running[delivery.task_id] = run
+
+    async def _run_one(self, run: Run) -> None:
+        ran = True
+        try:
+            ran = await self.runner.handle(run)
+        except asyncio.CancelledError:
+            await self._hand_back(run.delivery)
+        except Exception:  # a broken middleware or transport error: the lease will expire
+            log.exception("worker error while running %s", run.delivery.task_id)
+        finally:
+            self._running.pop(run.delivery.task_id, None)
+            self.processed += ran
+            self._slot_free.set()
+
+    async def _hand_back(self, delivery: Delivery) -> None:
+        try:
+            await self.broker.transport.release(delivery)
+        except Exception:  # the lease expires and the message comes back anyway
+            log.exception("could not hand back %s", delivery.task_id)
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        pending = [run.task for run in self._running.values() if run.task is not None]
+        log.info(
+            "waiting up to %.1f s for %d running task(s)",
+            self.options.shutdown_timeout,
+            len(pending),
+        )
+        _, late = await asyncio.wait(pending, timeout=self.options.shutdown_timeout)
+        for run in list(self._running.values()):
+            run.cancel("shutdown")
+        if late:
+            await asyncio.wait(late, timeout=5.0)
+
+    # -- background loops --------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        """Every tick: pass on cancel requests; every lease/3: extend running leases."""
+        transport = self.broker.transport
+        extend_every = min(max(transport.lease_seconds / 3, 0.1), 5.0)
+        tick = min(extend_every, CANCEL_CHECK_SECONDS)
+        last_extend = time.monotonic()
+        while True:
+            await asyncio.sleep(tick)
+            runs = list(self._running.values())
+            if not runs:
+                continue
+            try:
+                if time.monotonic() - last_extend >= extend_every - tick / 2:
+                    last_extend = time.monotonic()
+                    await transport.extend([run.delivery for run in runs])
+                wanted = await transport.cancel_requested([run.delivery.task_id for run in runs])
+            except Exception:  # a broker blip: try again next tick, leases have slack
+                log.warning("could not extend leases", exc_info=True)
+                continue
+            for run in runs:
+                if run.delivery.task_id in wanted and run.cancel_reason is None:
+                    log.info("cancelling %s on request", run.delivery.task_id)
+                    run.cancel("user")
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        process = psutil.Process()
+        while True:
+            rss_mb = process.memory_info().rss / 2**20
+            limit = self.options.max_memory_mb
+            if limit is not None and rss_mb > limit and not self.stop_reason:
+                self.stop_reason = f"memory {rss_mb:.0f} MB over {limit:.0f} MB"
+                log.warning("worker %s: %s, restarting", self.name, self.stop_reason)
+                stop.set()
+            try:
+                await self.broker.transport.kv_set(
+                    f"worker:{self.name}", self._heartbeat(rss_mb), HEARTBEAT_SECONDS * 3
+                )
+            except Exception:
+                log.warning("could not publish heartbeat", exc_info=True)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    def _heartbeat(self, rss_mb: float) -> bytes:
+        return json.dumps(
+            {
+                "name": self.name,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": list(self.options.queues),
+                "running": list(self._running),
+                "processed": self.processed,
+                "started": self._started_at,
+                "seen": time.time(),
+                "rss_mb": round(rss_mb, 1),
+            }
+        ).encode()
+
+    async def _forget_heartbeat(self) -> None:
+        try:
+            await self.broker.transport.kv_delete(f"worker:{self.name}")
+        except Exception:
+            log.debug("could not delete heartbeat", exc_info=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())

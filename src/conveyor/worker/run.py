@@ -1,0 +1,109 @@
+"""Running workers: in this process (`broker.run()`, the CLI with one worker) or under the
+supervisor (`--workers N`, `--reload`, recycling limits), with SIGINT/SIGTERM draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import ConfigurationError
+from conveyor.worker.consumer import Worker, WorkerOptions
+
+if TYPE_CHECKING:
+    from conveyor.broker import Broker
+
+__all__ = ["install_uvloop", "run_blocking", "run_in_loop", "run_worker"]
+
+log = logging.getLogger("conveyor.worker")
+
+_OPTION_NAMES = set(WorkerOptions.__dataclass_fields__)
+
+
+def worker_options(**options: Any) -> WorkerOptions:
+    """Build `WorkerOptions` from keyword options, ignoring those that are `None`."""
+    queues = options.pop("queues", None)
+    if isinstance(queues, str):
+        queues = [q for q in queues.split(",") if q]
+    if queues:
+        options["queues"] = tuple(queues)
+    unknown = set(options) - _OPTION_NAMES
+    if unknown:
+        raise TypeError(f"unknown worker option(s): {', '.join(sorted(unknown))}")
+    return WorkerOptions(**{k: v for k, v in options.items() if v is not None})
+
+
+async def run_worker(
+    broker: Broker, options: WorkerOptions, stop: asyncio.Event | None = None
+) -> Worker:
+    """Run one worker in the running loop until SIGINT/SIGTERM (or `stop`), then drain."""
+    stop = stop or asyncio.Event()
+    worker = Worker(broker, options)
+    with _signals_set(stop):
+        await worker.run(stop)
+    return worker
+
+
+@contextlib.contextmanager
+def _signals_set(stop: asyncio.Event) -> Any:
+    loop = asyncio.get_running_loop()
+    installed = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, _on_signal, stop, sig)
+                installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if stop.is_set():
+        log.warning("second %s: exiting now", sig.name)
+        os._exit(1)
+    log.info("%s received: finishing running tasks", sig.name)
+    stop.set()
+
+
+def install_uvloop() -> bool:
+    """Use uvloop's event loop policy when uvloop is installed; True if it was."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def _no_scheduler(options: dict[str, Any]) -> None:
+    if options.pop("with_scheduler", False):
+        raise ConfigurationError("with_scheduler: the scheduler is not available yet")
+
+
+async def run_in_loop(broker: Broker, *, workers: int = 1, **options: Any) -> None:
+    """`broker.run_async(...)`: run one worker in the current loop."""
+    _no_scheduler(options)
+    if workers != 1:
+        raise ValueError("run_async runs one worker; use broker.run(workers=N) or the CLI")
+    await run_worker(broker, worker_options(**options))
+
+
+def run_blocking(broker: Broker, *, workers: int = 1, **options: Any) -> None:
+    """`broker.run(...)`: block running workers until SIGINT/SIGTERM."""
+    _no_scheduler(options)
+    opts = worker_options(**options)
+    if workers <= 1:
+        install_uvloop()
+        asyncio.run(run_worker(broker, opts))
+        return
+    from conveyor.worker.supervisor import supervise_forked
+
+    supervise_forked(broker, opts, workers)

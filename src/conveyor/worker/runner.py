@@ -1,0 +1,397 @@
+"""Running one message: decode → resolve → middlewares → call with limits → classify → store →
+settle (ack, retry or dead-letter). Each step is a small method; nothing here loops over a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from conveyor.context import Context, resolve_dependencies
+from conveyor.errors import (
+    ConfigurationError,
+    Reject,
+    Retry,
+    SerializationError,
+    SoftTimeLimitExceeded,
+    TaskCancelled,
+    TaskNotFound,
+)
+from conveyor.labels import parse_rate, retry_delay_seconds, validate_labels
+from conveyor.message import TaskMessage
+from conveyor.result import TaskResult, TaskStatus, utcnow
+from conveyor.serializers import cast
+from conveyor.worker.outcome import (
+    Outcome,
+    build_result,
+    describe,
+    failed_result,
+    log_end,
+)
+from conveyor.worker.pools import ProcessPool, ThreadSlot, call_in_process
+from conveyor.worker.timeouts import run_soft_limited
+
+if TYPE_CHECKING:
+    from conveyor.broker import Broker
+    from conveyor.task import Task
+    from conveyor.transports.base import Delivery
+
+__all__ = ["Run", "Runner"]
+
+log = logging.getLogger("conveyor.worker")
+
+
+class BadArguments(SerializationError):
+    """The message's arguments do not fit the task's signature."""
+
+
+@dataclass(slots=True)
+class Run:
+    """One message being run: what the consumer needs to extend, cancel or hand it back."""
+
+    delivery: Delivery
+    started: float = field(default_factory=time.monotonic)
+    task: asyncio.Task[None] | None = None
+    slot: ThreadSlot = field(default_factory=ThreadSlot)
+    cancel_reason: str | None = None  # "user" (cancel requested) or "shutdown"
+
+    def cancel(self, reason: str) -> None:
+        """Stop the run: cancel its coroutine and interrupt its thread."""
+        self.cancel_reason = reason
+        if self.task is not None:
+            self.task.cancel()
+        self.slot.interrupt(TaskCancelled)
+
+
+class Runner:
+    """Runs messages for one worker (or in place for `InMemoryBroker(await_inplace=True)`)."""
+
+    def __init__(
+        self, broker: Broker, threads: Executor, processes: ProcessPool | None = None
+    ) -> None:
+        self.broker = broker
+        self.threads = threads
+        self.processes = processes or ProcessPool(max(os.cpu_count() or 1, 1))
+        self.track_state = not getattr(broker.transport, "tracks_state", False)
+
+    async def handle(self, run: Run) -> bool:
+        """Run one delivery to its end; never raises (bad input is recorded and dead-lettered).
+
+        Returns False when the message was only put back (a rate limit), True otherwise.
+        """
+        delivery = run.delivery
+        try:
+            message = self._decode(delivery)
+        except (SerializationError, ConfigurationError) as exc:
+            await self._reject_undecodable(delivery, exc)
+            return True
+        task = self.broker.find_task(message.task_name)
+        if task is None:
+            error = TaskNotFound(f"no task named {message.task_name!r} on this worker")
+            await self._fail(message, delivery, error, Outcome(error=error))
+            return True
+        if await self._rate_limited(message, delivery):
+            return False
+        for hook in self.broker.hooks("pre_execute"):
+            message = await hook(message)
+        outcome = await self._execute(task, message, run)
+        await self._settle(task, message, run, outcome)
+        return True
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _decode(self, delivery: Delivery) -> TaskMessage:
+        """The message of a delivery, checked as a producer would have checked it.
+
+        Raises:
+            SerializationError: bad bytes, a bad signature, or an id other than the delivery's.
+            ConfigurationError: a known label has a bad value (from a foreign producer).
+        """
+        body = self.broker.signer.verify(delivery.body)
+        message = self.broker.serializer.decode(body, TaskMessage)
+        if message.task_id != delivery.task_id:
+            raise SerializationError(f"message id {message.task_id!r} is not the delivery's id")
+        validate_labels(message.labels, message.task_name)
+        return message
+
+    async def _reject_undecodable(self, delivery: Delivery, exc: Exception) -> None:
+        log.error(
+            "dead-lettered %s: %s", delivery.task_id, exc, extra={"task_id": delivery.task_id}
+        )
+        message = TaskMessage(task_id=delivery.task_id, task_name="")
+        await self.broker.transport.dead_letter(delivery, f"{type(exc).__name__}: {exc}")
+        await self._store(message, failed_result(message, exc, Outcome(error=exc)))
+
+    async def _rate_limited(self, message: TaskMessage, delivery: Delivery) -> bool:
+        rate = message.labels.get("rate_limit")
+        if not rate:
+            return False
+        limit, period = parse_rate(rate)
+        wait = await self.broker.transport.rate_acquire(f"rate:{message.task_name}", limit, period)
+        if wait <= 0:
+            return False
+        log.debug("rate limit of %s: %s back for %.3f s", message.task_name, message.task_id, wait)
+        await self.broker.transport.release(delivery, delay=wait)
+        return True
+
+    async def _execute(self, task: Task[Any, Any], message: TaskMessage, run: Run) -> Outcome:
+        log.info(
+            "started %s[%s] attempt %d",
+            message.task_name,
+            message.task_id,
+            message.attempt,
+            extra={"task_id": message.task_id, "task_name": message.task_name},
+        )
+        if self.track_state:
+            await self.broker.result_backend.set_state(message.task_id, "running", None)
+        outcome = Outcome(started_at=utcnow())
+        start = time.perf_counter()
+        context = Context(message, self.broker)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                args, kwargs = self._bind(task, message)
+                kwargs.update(await resolve_dependencies(task.dependencies, context, stack))
+                outcome.value = await self._call_limited(task, message, args, kwargs, run)
+        except asyncio.CancelledError as exc:
+            outcome.error = TaskCancelled("cancelled while running")
+            if run.cancel_reason is None:  # not ours: the worker's own task is being cancelled
+                raise exc from None
+        except BaseException as exc:
+            outcome.error = exc
+        outcome.elapsed = time.perf_counter() - start
+        return outcome
+
+    def _bind(self, task: Task[Any, Any], message: TaskMessage) -> tuple[list[Any], dict[str, Any]]:
+        try:
+            bound = task.call_signature.bind(*message.args, **message.kwargs)
+        except TypeError as exc:
+            raise BadArguments(f"arguments do not fit {task.name}: {exc}") from None
+        if self.broker.cast_types and task.arg_types:
+            for name, value in bound.arguments.items():
+                annotation = task.arg_types.get(name)
+                if annotation is not None and type(value) is not annotation:
+                    try:
+                        bound.arguments[name] = cast(value, annotation)
+                    except SerializationError as exc:
+                        raise BadArguments(f"argument {name!r} of {task.name}: {exc}") from None
+        return list(bound.args), dict(bound.kwargs)
+
+    async def _call_limited(
+        self,
+        task: Task[Any, Any],
+        message: TaskMessage,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        run: Run,
+    ) -> Any:
+        labels = message.labels
+        timeout = labels.get("timeout", self.broker.defaults.timeout)
+        soft = labels.get("soft_timeout")
+        soft_timer = None
+        if soft and not (task.is_async or task.is_async_gen):
+            soft_timer = asyncio.get_running_loop().call_later(
+                soft, run.slot.interrupt, SoftTimeLimitExceeded
+            )
+        limit = asyncio.timeout(timeout)
+        try:
+            async with limit:
+                call = self._call(task, message, args, kwargs, run)
+                if soft and (task.is_async or task.is_async_gen):
+                    return await run_soft_limited(call, soft)
+                return await call
+        except TimeoutError:
+            if not limit.expired():  # the task's own TimeoutError, not our limit
+                raise
+            run.slot.interrupt(TimeoutError)
+            if labels.get("executor") == "process":
+                self.processes.kill()
+            raise TimeoutError(f"{task.name} exceeded its time limit of {timeout} s") from None
+        finally:
+            if soft_timer is not None:
+                soft_timer.cancel()
+
+    async def _call(
+        self,
+        task: Task[Any, Any],
+        message: TaskMessage,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        run: Run,
+    ) -> Any:
+        if task.is_async:
+            return await task.fn(*args, **kwargs)
+        if task.is_async_gen:
+            return await self._stream(message, task.fn(*args, **kwargs).__aiter__().__anext__)
+        loop = asyncio.get_running_loop()
+        if message.labels.get("executor") == "process":
+            module, qualname = task.fn.__module__, task.fn.__qualname__
+            return await self.processes.run(call_in_process, module, qualname, tuple(args), kwargs)
+        if task.is_gen:
+            gen = await loop.run_in_executor(
+                self.threads, functools.partial(task.fn, *args, **kwargs)
+            )
+            return await self._stream(
+                message, functools.partial(_next_in_thread, loop, self.threads, run, gen)
+            )
+        return await loop.run_in_executor(
+            self.threads, run.slot.wrap(functools.partial(task.fn, *args, **kwargs))
+        )
+
+    async def _stream(self, message: TaskMessage, next_item: Callable[[], Any]) -> list[Any]:
+        backend, ttl = self.broker.result_backend, _ttl(self.broker, message)
+        items: list[Any] = []
+        await backend.reset_stream(message.task_id)  # a redelivery must not repeat old items
+        try:
+            while True:
+                try:
+                    item = await next_item()
+                except StopAsyncIteration:
+                    return items
+                items.append(item)
+                await backend.push_stream(message.task_id, [self.broker.encode_value(item)], ttl)
+        finally:
+            await backend.close_stream(message.task_id, ttl)
+
+    # -- outcome ------------------------------------------------------------------------------
+
+    async def _settle(
+        self, task: Task[Any, Any], message: TaskMessage, run: Run, outcome: Outcome
+    ) -> None:
+        error, delivery = outcome.error, run.delivery
+        if error is None:
+            result = build_result(message, TaskStatus.SUCCEEDED, outcome, value=outcome.value)
+            await self._finish(message, result)
+            await self.broker.transport.ack([delivery])
+            log_end(message, result)
+        elif isinstance(error, TaskCancelled) and run.cancel_reason == "shutdown":
+            log.info("handed back %s[%s]", message.task_name, message.task_id)
+            await self.broker.transport.release(delivery)
+        elif isinstance(error, TaskCancelled):
+            result = build_result(message, TaskStatus.CANCELLED, outcome, error=error)
+            await self._finish(message, result, error)
+            await self.broker.transport.ack([delivery])
+            log_end(message, result)
+        else:
+            delay = self._retry_delay(task, message, error)
+            if delay is not None:
+                await self._retry(message, delivery, error, outcome, delay)
+            else:
+                await self._fail(message, delivery, error, outcome)
+
+    def _retry_delay(
+        self, task: Task[Any, Any], message: TaskMessage, error: BaseException
+    ) -> float | None:
+        labels = message.labels
+        limit = labels.get("retries", self.broker.defaults.retries) or 0
+        if isinstance(error, Retry):
+            limit = error.max_retries if error.max_retries is not None else max(limit, 3)
+            if message.attempt > limit:
+                return None
+            return (
+                error.delay
+                if error.delay is not None
+                else retry_delay_seconds(labels, message.attempt)
+            )
+        if isinstance(error, Reject | BadArguments | TaskNotFound) or message.attempt > limit:
+            return None
+        if not isinstance(error, task.retry_on):
+            return None
+        if "retry_delay" not in labels and self.broker.defaults.retry_delay is not None:
+            labels = {**labels, "retry_delay": self.broker.defaults.retry_delay}
+        return retry_delay_seconds(labels, message.attempt)
+
+    async def _retry(
+        self,
+        message: TaskMessage,
+        delivery: Delivery,
+        error: BaseException,
+        outcome: Outcome,
+        delay: float,
+    ) -> None:
+        result = build_result(message, TaskStatus.RETRYING, outcome, error=error)
+        for hook in self.broker.hooks("post_execute"):
+            await hook(message, result)
+        for hook in self.broker.hooks("on_error"):
+            await hook(message, result, error)
+        retry = TaskMessage(
+            task_id=message.task_id,
+            task_name=message.task_name,
+            labels=message.labels,
+            args=message.args,
+            kwargs=message.kwargs,
+            attempt=message.attempt + 1,
+        )
+        body = self.broker.signer.sign(self.broker.serializer.encode(retry))
+        if self.track_state:
+            await self.broker.result_backend.set_state(message.task_id, "retrying", None)
+        await self.broker.transport.release(delivery, body=body, delay=delay, retrying=True)
+        log.warning(
+            "retrying %s[%s] in %.2f s after attempt %d: %s",
+            message.task_name,
+            message.task_id,
+            delay,
+            message.attempt,
+            describe(error),
+            extra={"task_id": message.task_id, "task_name": message.task_name},
+        )
+
+    async def _fail(
+        self,
+        message: TaskMessage,
+        delivery: Delivery,
+        error: BaseException,
+        outcome: Outcome,
+    ) -> None:
+        """Record a final failure and move the message to the dead-letter queue."""
+        cause = error.exc if isinstance(error, Retry) and error.exc is not None else error
+        result = failed_result(message, cause, outcome)
+        # Dead-letter first: whoever sees the FAILED result also finds the message in the DLQ.
+        await self.broker.transport.dead_letter(delivery, describe(cause))
+        await self._finish(message, result, cause)
+        log_end(message, result)
+
+    async def _finish(
+        self, message: TaskMessage, result: TaskResult[Any], error: BaseException | None = None
+    ) -> None:
+        for hook in self.broker.hooks("post_execute"):
+            await hook(message, result)
+        if error is not None:
+            for hook in self.broker.hooks("on_error"):
+                await hook(message, result, error)
+        await self._store(message, result)
+        for hook in self.broker.hooks("post_save"):
+            await hook(message, result)
+
+    async def _store(self, message: TaskMessage, result: TaskResult[Any]) -> None:
+        if message.labels.get("store_result", True) is False:
+            return
+        try:
+            await self.broker.store_result(result, _ttl(self.broker, message))
+        except SerializationError as exc:  # an unencodable return value fails the task instead
+            failed = failed_result(message, exc, Outcome(error=exc, started_at=result.started_at))
+            await self.broker.store_result(failed, _ttl(self.broker, message))
+
+
+async def _next_in_thread(
+    loop: asyncio.AbstractEventLoop, threads: Executor, run: Run, gen: Any
+) -> Any:
+    sentinel = object()
+    item = await loop.run_in_executor(
+        threads, run.slot.wrap(functools.partial(next, gen, sentinel))
+    )
+    if item is sentinel:
+        raise StopAsyncIteration
+    return item
+
+
+def _ttl(broker: Broker, message: TaskMessage) -> float | None:
+    ttl = message.labels.get("result_ttl")
+    return float(ttl) if ttl is not None else broker.result_backend.default_ttl

@@ -1,0 +1,95 @@
+"""Fixtures of the contract suites: every engine behind one `transport` and one `result_backend`.
+
+Each engine is a `pytest.param` of a factory in `TRANSPORT_ENGINES` / `RESULT_ENGINES`, with the
+engine's name as its id (`-k sqlite`). A network engine appends its own, marked to skip when its
+server is not there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from conveyor.results.base import ResultBackend
+from conveyor.results.memory import MemoryResultBackend
+from conveyor.results.sqlite import SqliteResultBackend
+from conveyor.transports.base import Transport
+from conveyor.transports.memory import MemoryTransport
+from conveyor.transports.sqlite import SqliteTransport
+
+#: Lease of the `transport` fixture: long enough that nothing expires by accident.
+DEFAULT_LEASE = 5.0
+
+
+class TransportFactory(Protocol):
+    """Makes and starts a transport of the engine under test; all share one store."""
+
+    def __call__(self, *, lease_seconds: float = DEFAULT_LEASE) -> Awaitable[Transport]: ...
+
+
+def _memory_transport(tmp_path: Path, lease_seconds: float) -> Transport:
+    return MemoryTransport(lease_seconds=lease_seconds)
+
+
+def _sqlite_transport(tmp_path: Path, lease_seconds: float) -> Transport:
+    path = str(tmp_path / "conveyor.db")
+    return SqliteTransport(path, lease_seconds=lease_seconds, poll_interval=0.01)
+
+
+def _memory_results(tmp_path: Path) -> ResultBackend:
+    return MemoryResultBackend()
+
+
+def _sqlite_results(tmp_path: Path) -> ResultBackend:
+    return SqliteResultBackend(str(tmp_path / "conveyor.db"))
+
+
+TRANSPORT_ENGINES: list[Any] = [
+    pytest.param(_memory_transport, id="memory"),
+    pytest.param(_sqlite_transport, id="sqlite"),
+]
+
+RESULT_ENGINES: list[Any] = [
+    pytest.param(_memory_results, id="memory"),
+    pytest.param(_sqlite_results, id="sqlite"),
+]
+
+
+@pytest.fixture(params=TRANSPORT_ENGINES)
+async def make_transport(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[TransportFactory]:
+    """Yield a factory of started transports; every one made is shut down afterwards."""
+    build: Callable[[Path, float], Transport] = request.param
+    made: list[Transport] = []
+
+    async def make(*, lease_seconds: float = DEFAULT_LEASE) -> Transport:
+        transport = build(tmp_path, lease_seconds)
+        made.append(transport)
+        await transport.startup()
+        return transport
+
+    yield make
+    for transport in made:
+        await transport.shutdown()
+
+
+@pytest.fixture
+async def transport(make_transport: TransportFactory) -> Transport:
+    """A started transport of each engine, with a lease that does not run out in a test."""
+    return await make_transport()
+
+
+@pytest.fixture(params=RESULT_ENGINES)
+async def result_backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[ResultBackend]:
+    """A started result backend of each engine."""
+    build: Callable[[Path], ResultBackend] = request.param
+    backend = build(tmp_path)
+    await backend.startup()
+    yield backend
+    await backend.shutdown()

@@ -1,0 +1,58 @@
+"""What a type checker sees: `mypy --strict` checks these `assert_type`s and the ignores below
+(an unused ignore is an error under strict), and pytest runs the same code for real."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import assert_type
+
+from conveyor import InMemoryBroker, SyncTaskHandle, TaskHandle, TaskResult
+
+
+async def test_handles_are_typed_by_the_function() -> None:
+    broker = InMemoryBroker(await_inplace=True)
+
+    @broker.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @broker.task("typed.shout", retries=1)
+    def shout(text: str) -> str:
+        return text.upper()
+
+    @broker.task
+    async def countdown(n: int) -> AsyncIterator[int]:
+        for i in range(n, 0, -1):
+            yield i
+
+    @broker.task
+    def letters(word: str) -> Iterator[str]:
+        yield from word
+
+    assert_type(await add(1, 2), int)
+    handle = await add.kiq(1, 2)
+    assert_type(handle, TaskHandle[int])
+    result = await handle.wait_result(timeout=5)
+    assert_type(result, TaskResult[int])
+    assert_type(result.return_value, int)
+    assert result.return_value == 3
+    assert_type(await shout.kiq("hi"), TaskHandle[str])
+    assert_type(await countdown.kiq(3), TaskHandle[list[int]])
+    assert_type(await letters.kiq("ab"), TaskHandle[list[str]])
+    assert_type(await add.kicker().with_delay(0).with_priority(3).kiq(1, 2), TaskHandle[int])
+    with_broker = add.kicker().with_broker(broker)
+    assert_type(await with_broker.kiq(x=1, y=2), TaskHandle[int])
+    assert (await (await letters.kiq("ab")).wait_result(timeout=5)).return_value == ["a", "b"]
+    handles = await broker.kiq_many([add.s(1, 2), add.s(3, 4)])
+    assert_type(handles, list[TaskHandle[int]])
+    await broker.shutdown()
+
+
+def _wrong_calls_are_type_errors(broker: InMemoryBroker) -> None:
+    @broker.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    add.kiq_sync("one", 2)  # type: ignore[arg-type]  # the point: mypy rejects a str for x
+    add.kiq_sync(1)  # type: ignore[call-arg]  # the point: y is missing
+    assert_type(add.kiq_sync(1, 2), SyncTaskHandle[int])

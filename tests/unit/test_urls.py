@@ -1,0 +1,66 @@
+"""Broker URLs never show a password: in `safe_url`, in errors, in what the broker prints."""
+
+from __future__ import annotations
+
+import pytest
+
+from conveyor import ConfigurationError, broker_from_url
+from conveyor.brokers import result_backend_from_url, safe_url
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user:secret@h:1/0", "redis://user:***@h:1/0"),
+        ("redis://:secret@localhost:6379/1", "redis://:***@localhost:6379/1"),
+        ("rediss://user:secret@h/0?ssl_cert_reqs=none", "rediss://user:***@h/0?ssl_cert_reqs=none"),
+        ("amqp://guest:secret@localhost:5672/", "amqp://guest:***@localhost:5672/"),
+        ("amqp://secretive:secret@h/", "amqp://secretive:***@h/"),
+        ("nats://user:se%40cret@h:4222", "nats://user:***@h:4222"),
+        ("redis://user:sec@ret@h:1/0", "redis://user:***@h:1/0"),
+        ("redis://user:sec:ret@h:1/0", "redis://user:***@h:1/0"),
+    ],
+)
+def test_safe_url_hides_the_password(url: str, shown: str) -> None:
+    assert safe_url(url) == shown
+    assert "secret" not in safe_url(url).replace("secretive", "")
+    assert "sec" not in safe_url(url).replace("secretive", "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///conveyor.db",
+        "sqlite:////abs/path.db?lease=5",
+        "memory://",
+        "redis://localhost:6379/0",
+        "redis://user@localhost:6379/0",
+    ],
+)
+def test_safe_url_keeps_a_url_without_password(url: str) -> None:
+    assert safe_url(url) == url
+
+
+def test_an_unknown_scheme_error_hides_the_password() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        broker_from_url("redis://user:secret@h:1/0")
+    assert "redis://user:***@h:1/0" in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_a_bad_option_is_named() -> None:
+    with pytest.raises(ConfigurationError, match="lease='soon'"):
+        broker_from_url("sqlite:///q.db?lease=soon")
+
+
+@pytest.mark.parametrize("url", ["sqlite://user:secret@/q.db", "sqlite://localhost/tmp/x.db"])
+def test_a_sqlite_url_with_a_host_is_refused_without_showing_a_password(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="names a host") as caught:
+        broker_from_url(url)
+    assert "secret" not in str(caught.value)
+
+
+def test_an_unknown_result_backend_error_hides_the_password() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        result_backend_from_url("redis://user:secret@h:1/0")
+    assert "secret" not in str(caught.value)
