@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import Broker, InMemoryBroker, SqliteBroker
+from conveyor import Broker, InMemoryBroker, RedisBroker, SqliteBroker
 from conveyor.testing import worker
+from tests.servers import drop_prefix, redis_url, unique_prefix
 
 #: Engines the broker conformance suite runs on; later engines append a factory here.
 BROKER_FACTORIES: dict[str, Callable[[Path], Broker]] = {
     "memory": lambda _tmp: InMemoryBroker(),
     "memory-msgpack-signed": lambda _tmp: InMemoryBroker(serializer="msgpack", secret_key="k"),
     "sqlite": lambda tmp: SqliteBroker(str(tmp / "broker.db"), lease_seconds=2.0),
+    "redis": lambda _tmp: RedisBroker(redis_url(), prefix=unique_prefix(), lease_seconds=2.0),
 }
 
 
@@ -25,6 +27,8 @@ async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     await made.startup()
     yield made
     await made.shutdown()
+    if isinstance(made, RedisBroker):
+        drop_prefix(made.url, made.transport.client.prefix)  # type: ignore[attr-defined]
 
 
 @pytest.fixture

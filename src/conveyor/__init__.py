@@ -5,7 +5,7 @@ from the CLI; an embedded SQLite broker by default and real engines by URL.
 """
 
 from conveyor.broker import Broker
-from conveyor.brokers import InMemoryBroker, SqliteBroker, broker_from_url
+from conveyor.brokers import InMemoryBroker, RedisBroker, SqliteBroker, broker_from_url
 from conveyor.context import Context, Depends
 from conveyor.errors import (
     BrokerConnectionError,
@@ -51,6 +51,7 @@ __all__ = [
     "InMemoryBroker",
     "Kicker",
     "Middleware",
+    "RedisBroker",
     "Reject",
     "ResultBackend",
     "ResultError",

@@ -23,6 +23,7 @@ from conveyor.transports.sqlite import SqliteTransport
 __all__ = [
     "DEFAULT_URL",
     "InMemoryBroker",
+    "RedisBroker",
     "SqliteBroker",
     "broker_from_url",
     "result_backend_from_url",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 DEFAULT_URL = "sqlite:///conveyor.db"
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 
 
 class InMemoryBroker(Broker):
@@ -131,6 +133,44 @@ class SqliteBroker(Broker):
         self.path = path
 
 
+class RedisBroker(Broker):
+    """The production engine: queues on Redis Streams, results in the same Redis.
+
+    Args:
+        url: `redis://[:password@]host:port/db`, `rediss://...` (TLS), `unix://path`,
+            `redis+sentinel://host:26379[,host:port]/service/db` or `redis+cluster://host:port`.
+        prefix: namespace of every key, so several apps can share one Redis.
+        lease_seconds: how long a worker holds a message without renewing; after a crash the
+            message is delivered again about this long after the last renewal.
+        result_ttl: seconds results are kept when a task sets no `result_ttl`.
+        **options: `Broker` options (serializer, task_id_generator, secret_key, ...).
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = "conveyor",
+        lease_seconds: float = 30.0,
+        result_ttl: float | None = 24 * 3600.0,
+        **options: Any,
+    ) -> None:
+        from conveyor.results.redis import RedisResultBackend
+        from conveyor.transports._redis_client import client_for, url_options
+        from conveyor.transports.redis import RedisTransport
+
+        url, query = url_options(url)
+        prefix = query.get("prefix") or prefix
+        lease = _float_option(query, "lease", url)
+        client = client_for(url, prefix)
+        super().__init__(
+            RedisTransport(url, lease_seconds=lease or lease_seconds, client=client),
+            RedisResultBackend(url, result_ttl=result_ttl, client=client),
+            **options,
+        )
+        self.url = url
+
+
 def safe_url(url: str) -> str:
     """`url` with its password replaced by `***`, for logs and errors."""
     parts = urlsplit(url)
@@ -155,8 +195,10 @@ def _sqlite_path(url: str) -> tuple[str, dict[str, str]]:
 def broker_from_url(url: str | None = None, **options: Any) -> Broker:
     """Make the broker a URL names: `CONVEYOR_BROKER_URL`, else the embedded SQLite default.
 
-    `memory://` and `sqlite:///file.db` (query option `lease`) are built in; a result store
-    from `CONVEYOR_RESULT_BACKEND_URL` replaces the engine's default.
+    `memory://` and `sqlite:///file.db` (query option `lease`) are built in; Redis URLs
+    (`redis://`, `rediss://`, `unix://`, `redis+sentinel://`, `redis+cluster://`, query options
+    `prefix` and `lease`) need the `redis` extra. A result store from
+    `CONVEYOR_RESULT_BACKEND_URL` replaces the engine's default.
 
     Raises:
         ConfigurationError: the scheme is unknown or the URL is malformed.
@@ -170,9 +212,12 @@ def broker_from_url(url: str | None = None, **options: Any) -> Broker:
         path, query = _sqlite_path(url)
         lease = _float_option(query, "lease", url)
         broker = SqliteBroker(path, **({"lease_seconds": lease} if lease else {}), **options)
+    elif scheme in _REDIS_SCHEMES:
+        broker = RedisBroker(url, **options)
     else:
         raise ConfigurationError(
-            f"unknown broker URL scheme in {safe_url(url)!r}: use sqlite:///file.db or memory://"
+            f"unknown broker URL scheme in {safe_url(url)!r}:"
+            " use sqlite:///file.db, redis://host:port/db or memory://"
         )
     results_url = os.environ.get("CONVEYOR_RESULT_BACKEND_URL")
     if results_url:
@@ -181,12 +226,18 @@ def broker_from_url(url: str | None = None, **options: Any) -> Broker:
 
 
 def result_backend_from_url(url: str) -> ResultBackend:
-    """Make the result store a URL names (`memory://`, `sqlite:///file.db`)."""
+    """Make the result store a URL names (`memory://`, `sqlite:///file.db`, a Redis URL)."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryResultBackend()
     if scheme == "sqlite":
         return SqliteResultBackend(_sqlite_path(url)[0])
+    if scheme in _REDIS_SCHEMES:
+        from conveyor.results.redis import RedisResultBackend
+        from conveyor.transports._redis_client import url_options
+
+        plain, query = url_options(url)
+        return RedisResultBackend(plain, prefix=query.get("prefix") or "conveyor")
     raise ConfigurationError(f"unknown result backend URL scheme in {safe_url(url)!r}")
 
 

@@ -19,6 +19,7 @@ from conveyor.results.sqlite import SqliteResultBackend
 from conveyor.transports.base import Transport
 from conveyor.transports.memory import MemoryTransport
 from conveyor.transports.sqlite import SqliteTransport
+from tests.servers import drop_prefix, redis_url, unique_prefix
 
 #: Lease of the `transport` fixture: long enough that nothing expires by accident.
 DEFAULT_LEASE = 5.0
@@ -39,6 +40,20 @@ def _sqlite_transport(tmp_path: Path, lease_seconds: float) -> Transport:
     return SqliteTransport(path, lease_seconds=lease_seconds, poll_interval=0.01)
 
 
+def _redis_transport(tmp_path: Path, lease_seconds: float) -> Transport:
+    from conveyor.transports.redis import RedisTransport
+
+    return RedisTransport(redis_url(), prefix=_prefix(tmp_path), lease_seconds=lease_seconds)
+
+
+def _prefix(tmp_path: Path) -> str:
+    """One prefix per test (all transports of a test share it), dropped afterwards."""
+    marker = tmp_path / "redis-prefix"
+    if not marker.exists():
+        marker.write_text(unique_prefix())
+    return marker.read_text()
+
+
 def _memory_results(tmp_path: Path) -> ResultBackend:
     return MemoryResultBackend()
 
@@ -47,14 +62,22 @@ def _sqlite_results(tmp_path: Path) -> ResultBackend:
     return SqliteResultBackend(str(tmp_path / "conveyor.db"))
 
 
+def _redis_results(tmp_path: Path) -> ResultBackend:
+    from conveyor.results.redis import RedisResultBackend
+
+    return RedisResultBackend(redis_url(), prefix=_prefix(tmp_path))
+
+
 TRANSPORT_ENGINES: list[Any] = [
     pytest.param(_memory_transport, id="memory"),
     pytest.param(_sqlite_transport, id="sqlite"),
+    pytest.param(_redis_transport, id="redis"),
 ]
 
 RESULT_ENGINES: list[Any] = [
     pytest.param(_memory_results, id="memory"),
     pytest.param(_sqlite_results, id="sqlite"),
+    pytest.param(_redis_results, id="redis"),
 ]
 
 
@@ -75,6 +98,7 @@ async def make_transport(
     yield make
     for transport in made:
         await transport.shutdown()
+    _drop_redis_keys(tmp_path)
 
 
 @pytest.fixture
@@ -93,3 +117,10 @@ async def result_backend(
     await backend.startup()
     yield backend
     await backend.shutdown()
+    _drop_redis_keys(tmp_path)
+
+
+def _drop_redis_keys(tmp_path: Path) -> None:
+    marker = tmp_path / "redis-prefix"
+    if marker.exists():
+        drop_prefix(redis_url(), marker.read_text())

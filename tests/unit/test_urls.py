@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor import ConfigurationError, broker_from_url
+from conveyor import BrokerConnectionError, ConfigurationError, RedisBroker, broker_from_url
 from conveyor.brokers import result_backend_from_url, safe_url
+from tests.servers import free_port
 
 
 @pytest.mark.parametrize(
@@ -43,8 +44,8 @@ def test_safe_url_keeps_a_url_without_password(url: str) -> None:
 
 def test_an_unknown_scheme_error_hides_the_password() -> None:
     with pytest.raises(ConfigurationError) as caught:
-        broker_from_url("redis://user:secret@h:1/0")
-    assert "redis://user:***@h:1/0" in str(caught.value)
+        broker_from_url("kafka://user:secret@h:1/0")
+    assert "kafka://user:***@h:1/0" in str(caught.value)
     assert "secret" not in str(caught.value)
 
 
@@ -62,5 +63,23 @@ def test_a_sqlite_url_with_a_host_is_refused_without_showing_a_password(url: str
 
 def test_an_unknown_result_backend_error_hides_the_password() -> None:
     with pytest.raises(ConfigurationError) as caught:
-        result_backend_from_url("redis://user:secret@h:1/0")
+        result_backend_from_url("kafka://user:secret@h:1/0")
     assert "secret" not in str(caught.value)
+
+
+async def test_an_unreachable_redis_error_names_the_url_without_the_password() -> None:
+    broker = broker_from_url(f"redis://user:secret@127.0.0.1:{free_port()}/0?prefix=x")
+    assert isinstance(broker, RedisBroker)
+    with pytest.raises(BrokerConnectionError) as caught:
+        await broker.startup()
+    assert "redis://user:***@127.0.0.1" in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_redis_url_options_are_read() -> None:
+    broker = broker_from_url("redis://127.0.0.1:1/3?prefix=app1&lease=7")
+    assert isinstance(broker, RedisBroker)
+    assert broker.transport.lease_seconds == 7.0
+    assert broker.url == "redis://127.0.0.1:1/3"
+    with pytest.raises(ConfigurationError, match="prefix"):
+        RedisBroker("redis://127.0.0.1:1/0", prefix="a{b}")

@@ -17,7 +17,10 @@ import abc
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conveyor.results.base import ResultBackend
 
 __all__ = [
     "DeadLetter",
@@ -144,6 +147,17 @@ class Transport(abc.ABC):
 
         `retrying` marks it as waiting for a retry (its state reads "retrying").
         """
+
+    async def ack_with_result(
+        self, delivery: Delivery, results: ResultBackend, data: bytes | None, ttl: float | None
+    ) -> None:
+        """Store a final result (when `data` is given), then ack: a settled task has its result.
+
+        Engines that keep results next to their messages do both in one round trip.
+        """
+        if data is not None:
+            await results.set_result(delivery.task_id, data, ttl)
+        await self.ack([delivery])
 
     @abc.abstractmethod
     async def extend(self, deliveries: Sequence[Delivery]) -> None:

@@ -268,16 +268,14 @@ class Runner:
         error, delivery = outcome.error, run.delivery
         if error is None:
             result = build_result(message, TaskStatus.SUCCEEDED, outcome, value=outcome.value)
-            await self._finish(message, result)
-            await self.broker.transport.ack([delivery])
+            await self._finish(message, result, delivery=delivery)
             log_end(message, result)
         elif isinstance(error, TaskCancelled) and run.cancel_reason == "shutdown":
             log.info("handed back %s[%s]", message.task_name, message.task_id)
             await self.broker.transport.release(delivery)
         elif isinstance(error, TaskCancelled):
             result = build_result(message, TaskStatus.CANCELLED, outcome, error=error)
-            await self._finish(message, result, error)
-            await self.broker.transport.ack([delivery])
+            await self._finish(message, result, error, delivery=delivery)
             log_end(message, result)
         else:
             delay = self._retry_delay(task, message, error)
@@ -359,25 +357,44 @@ class Runner:
         log_end(message, result)
 
     async def _finish(
-        self, message: TaskMessage, result: TaskResult[Any], error: BaseException | None = None
+        self,
+        message: TaskMessage,
+        result: TaskResult[Any],
+        error: BaseException | None = None,
+        *,
+        delivery: Delivery | None = None,
     ) -> None:
+        """Run the hooks and store the result; with `delivery`, ack it with the result write."""
         for hook in self.broker.hooks("post_execute"):
             await hook(message, result)
         if error is not None:
             for hook in self.broker.hooks("on_error"):
                 await hook(message, result, error)
-        await self._store(message, result)
+        data = self._encode(message, result)
+        ttl = _ttl(self.broker, message)
+        if delivery is not None:
+            transport = self.broker.transport
+            await transport.ack_with_result(delivery, self.broker.result_backend, data, ttl)
+        elif data is not None:
+            await self.broker.result_backend.set_result(message.task_id, data, ttl)
         for hook in self.broker.hooks("post_save"):
             await hook(message, result)
 
     async def _store(self, message: TaskMessage, result: TaskResult[Any]) -> None:
+        data = self._encode(message, result)
+        if data is not None:
+            ttl = _ttl(self.broker, message)
+            await self.broker.result_backend.set_result(message.task_id, data, ttl)
+
+    def _encode(self, message: TaskMessage, result: TaskResult[Any]) -> bytes | None:
+        """The encoded result, or None when the task stores none."""
         if message.labels.get("store_result", True) is False:
-            return
+            return None
         try:
-            await self.broker.store_result(result, _ttl(self.broker, message))
+            return self.broker.encode_result(result)
         except SerializationError as exc:  # an unencodable return value fails the task instead
             failed = failed_result(message, exc, Outcome(error=exc, started_at=result.started_at))
-            await self.broker.store_result(failed, _ttl(self.broker, message))
+            return self.broker.encode_result(failed)
 
 
 async def _next_in_thread(

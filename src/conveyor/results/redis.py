@@ -1,0 +1,170 @@
+"""Results in Redis: one key per result with a TTL, announced on a per-task channel.
+
+Keys (P = prefix): `P:r:<id>` result, `P:st:<id>` running state, `P:p:<id>` progress,
+`P:g:<id>` a generator's items (a list) and `P:gc:<id>` its closed flag. A stored result is
+published on `P:done:<id>`; `wait_result` subscribes to that channel before it reads, so it wakes
+at once without polling, and re-reads once a second in case a message was lost to a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from conveyor.results.base import ResultBackend, StreamChunk
+from conveyor.transports._redis_client import RedisClient, client_for
+
+__all__ = ["RedisResultBackend"]
+
+#: Longest wait between two reads of a result that has not been announced.
+_RECHECK_SECONDS = 1.0
+
+
+def _px(ttl: float | None) -> tuple[Any, ...]:
+    return () if ttl is None else ("PX", max(int(ttl * 1000), 1))
+
+
+class RedisResultBackend(ResultBackend):
+    """Keeps results, states, progress and generator streams in Redis, expiring after a TTL.
+
+    Args:
+        url: a Redis URL (see `RedisClient`); usable with any broker.
+        prefix: namespace of every key.
+        result_ttl: seconds a result is kept when the task sets no `result_ttl`; None keeps it.
+        client: a `RedisClient` to share with a `RedisTransport`.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = "conveyor",
+        result_ttl: float | None = 24 * 3600.0,
+        client: RedisClient | None = None,
+    ) -> None:
+        self.client = client or client_for(url, prefix)
+        self.default_ttl = result_ttl
+
+    async def startup(self) -> None:
+        """Check Redis answers."""
+        await self.client.startup()
+
+    async def shutdown(self) -> None:
+        """Close this event loop's connections."""
+        await self.client.close()
+
+    def result_key(self, task_id: str) -> str:
+        """The key holding a task's result."""
+        return self.client.key("r", task_id)
+
+    def done_channel(self, task_id: str) -> str:
+        """The channel a stored result is announced on."""
+        return self.client.key("done", task_id)
+
+    async def set_result(self, task_id: str, data: bytes, ttl: float | None) -> None:
+        """Store the result and announce it."""
+        await self.client.calls(
+            [
+                ("SET", self.result_key(task_id), data, *_px(ttl)),
+                ("PUBLISH", self.done_channel(task_id), b"1"),
+            ]
+        )
+
+    async def get_result(self, task_id: str) -> bytes | None:
+        """The stored result, or None."""
+        data: bytes | None = await self.client.call("GET", self.result_key(task_id))
+        return data
+
+    async def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
+        """Block on the task's channel until its result is stored, or `timeout` passes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        here = self.client.here()
+        stored = asyncio.Event()
+        channel = self.done_channel(task_id).encode()
+
+        def announced(_: bytes) -> None:
+            stored.set()
+
+        await self.client.direct(here.watch, channel, announced)
+        try:
+            while True:
+                data = await self._read_riding_out_outages(task_id, deadline)
+                if data is not None:
+                    return data
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                wait = _RECHECK_SECONDS if left is None else min(left, _RECHECK_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stored.wait(), wait)
+                stored.clear()
+        finally:
+            await here.unwatch(channel, announced)
+
+    async def _read_riding_out_outages(self, task_id: str, deadline: float | None) -> bytes | None:
+        """`get_result`, retried through connection failures until the deadline."""
+        from conveyor.errors import BrokerConnectionError
+
+        while True:
+            try:
+                return await self.get_result(task_id)
+            except BrokerConnectionError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def delete(self, task_id: str) -> None:
+        """Forget everything stored for a task."""
+        keys = [self.client.key(kind, task_id) for kind in ("r", "st", "p", "g", "gc")]
+        await self.client.calls([("DEL", key) for key in keys])
+
+    async def set_state(self, task_id: str, state: str, ttl: float | None) -> None:
+        """Record a non-final state."""
+        await self.client.call("SET", self.client.key("st", task_id), state, *_px(ttl))
+
+    async def get_state(self, task_id: str) -> str | None:
+        """The last recorded state, or None."""
+        state = await self.client.call("GET", self.client.key("st", task_id))
+        return None if state is None else str(state.decode())
+
+    async def set_progress(self, task_id: str, data: bytes, ttl: float | None) -> None:
+        """Store the latest progress report."""
+        await self.client.call("SET", self.client.key("p", task_id), data, *_px(ttl))
+
+    async def get_progress(self, task_id: str) -> bytes | None:
+        """The latest progress report, or None."""
+        data: bytes | None = await self.client.call("GET", self.client.key("p", task_id))
+        return data
+
+    async def push_stream(self, task_id: str, items: list[bytes], ttl: float | None) -> None:
+        """Append a generator's items; the stream's TTL restarts."""
+        key = self.client.key("g", task_id)
+        commands: list[tuple[Any, ...]] = [("RPUSH", key, *items)]
+        if ttl is not None:
+            commands.append(("PEXPIRE", key, max(int(ttl * 1000), 1)))
+        await self.client.calls(commands)
+
+    async def reset_stream(self, task_id: str) -> None:
+        """Drop a stream so a redelivered generator starts afresh."""
+        await self.client.calls(
+            [("DEL", self.client.key("g", task_id)), ("DEL", self.client.key("gc", task_id))]
+        )
+
+    async def close_stream(self, task_id: str, ttl: float | None) -> None:
+        """Mark the stream finished."""
+        commands: list[tuple[Any, ...]] = [("SET", self.client.key("gc", task_id), b"1", *_px(ttl))]
+        if ttl is not None:
+            commands.append(("PEXPIRE", self.client.key("g", task_id), max(int(ttl * 1000), 1)))
+        await self.client.calls(commands)
+
+    async def read_stream(self, task_id: str, offset: int) -> StreamChunk:
+        """Items from `offset` on, the next offset, and whether the stream is closed."""
+        closed, items = await self.client.calls(
+            [
+                ("EXISTS", self.client.key("gc", task_id)),
+                ("LRANGE", self.client.key("g", task_id), offset, -1),
+            ]
+        )
+        return offset + len(items), list(items), bool(closed)

@@ -1,0 +1,304 @@
+-- The Redis engine's atomic steps. Key schema (P = prefix, Q = queue; {Q} is the Cluster hash
+-- tag, so every key of one queue lives in one slot):
+--
+--   P:{Q}:s:<0-9>   stream per priority band; entries {t = task id, b = body, n = earlier
+--                   deliveries}; consumer group "workers"; acked entries are XDEL-ed at once
+--   P:{Q}:ids       hash task id -> where it is: "s <band> <entry id>" (in a stream; running
+--                   when the entry is pending), "d <band> <n>" (scheduled), "r <band> <n>" (retrying)
+--   P:{Q}:delayed   sorted set task id -> due time in ms (scheduled and retrying messages)
+--   P:{Q}:dbody     hash task id -> body of a delayed message
+--   P:{Q}:dead      dead-letter stream {t, q, b, r = reason, f = failed at (s), p = band}
+--
+-- Every script takes KEYS[1] = P:{Q}:ids (for routing) and ARGV[1] = "P:{Q}", ARGV[2] = group.
+-- A section starts with "--- name"; the prelude before the first section is shared by all.
+-- A delivery's lease token is its pending-entry delivery count: a reclaimed entry's old token no
+-- longer matches, so the worker that lost the lease settles nothing.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function ensure_group(key, group)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM')
+  end
+end
+
+local function split(meta)
+  local kind, band, rest = string.match(meta, '^(%a) (%d) (.+)$')
+  return kind, band, rest
+end
+
+-- The pending entry {id, consumer, idle, count} of a stream entry, or nil.
+local function pending(key, group, eid)
+  local ok, p = pcall(redis.call, 'XPENDING', key, group, eid, eid, 1)
+  if ok and p[1] then return p[1] end
+  return nil
+end
+
+local function owned(key, group, consumer, eid, token)
+  local p = pending(key, group, eid)
+  return p ~= nil and p[2] == consumer and tostring(p[4]) == token
+end
+
+local function enqueue(base, group, ids, id, band, body, n)
+  local key = base .. ':s:' .. band
+  ensure_group(key, group)
+  local eid = redis.call('XADD', key, '*', 't', id, 'b', body, 'n', n)
+  redis.call('HSET', ids, id, 's ' .. band .. ' ' .. eid)
+end
+
+local function hold(base, ids, id, band, body, n, due, kind)
+  redis.call('ZADD', base .. ':delayed', due, id)
+  redis.call('HSET', base .. ':dbody', id, body)
+  redis.call('HSET', ids, id, kind .. ' ' .. band .. ' ' .. n)
+end
+
+--- publish
+-- ARGV[3..]: groups of (task id, band, due ms or "", body). Returns how many were new.
+local base, group, now, added = ARGV[1], ARGV[2], now_ms(), 0
+for i = 3, #ARGV, 4 do
+  local id, band, due, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if redis.call('HEXISTS', KEYS[1], id) == 0 then
+    if due ~= '' and tonumber(due) > now then
+      hold(base, KEYS[1], id, band, body, '0', due, 'd')
+    else
+      enqueue(base, group, KEYS[1], id, band, body, '0')
+    end
+    added = added + 1
+  end
+end
+return added
+
+--- fetch
+-- ARGV[3] consumer, [4] count, [5] lease ms, [6] "1" to reclaim expired leases, [7] "1" to
+-- return what a blocking wait needs. Moves due delayed messages to their streams, then leases
+-- up to count messages, highest band first, reclaimed ones before new ones within a band.
+-- Returns {flat deliveries (band, entry id, task id, body, deliveries, token)...,
+--          last entry id of each band 0-9 (or {} when not asked), next due ms or -1}.
+local base, group, consumer = ARGV[1], ARGV[2], ARGV[3]
+local left, lease, now = tonumber(ARGV[4]), ARGV[5], now_ms()
+local delayed = base .. ':delayed'
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)) do
+  local meta = redis.call('HGET', KEYS[1], id)
+  local body = redis.call('HGET', base .. ':dbody', id)
+  redis.call('ZREM', delayed, id)
+  redis.call('HDEL', base .. ':dbody', id)
+  if meta and body then
+    local _, band, n = split(meta)
+    enqueue(base, group, KEYS[1], id, band, body, n)
+  end
+end
+local out = {}
+for band = 9, 0, -1 do
+  if left <= 0 then break end
+  local key = base .. ':s:' .. band
+  if redis.call('EXISTS', key) == 1 then
+    if ARGV[6] == '1' then
+      for _, p in ipairs(redis.call('XPENDING', key, group, 'IDLE', lease, '-', '+', left)) do
+        local got = redis.call('XCLAIM', key, group, consumer, lease, p[1])
+        local entry = got[1]
+        if entry and entry[2] then
+          local f = entry[2]
+          local token = p[4] + 1
+          table.insert(out, {band, entry[1], f[2], f[4], tonumber(f[6]) + token, token})
+          left = left - 1
+        end
+      end
+    end
+    if left > 0 then
+      local ok, got = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer,
+        'COUNT', left, 'STREAMS', key, '>')
+      if not ok then  -- the group was lost (a FLUSHALL, a restart without persistence)
+        redis.call('XGROUP', 'CREATE', key, group, '0')
+        got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', left, 'STREAMS', key, '>')
+      end
+      if got then
+        for _, entry in ipairs(got[1][2]) do
+          local f = entry[2]
+          table.insert(out, {band, entry[1], f[2], f[4], tonumber(f[6]) + 1, 1})
+          left = left - 1
+        end
+      end
+    end
+  end
+end
+local last = {}
+if left > 0 and ARGV[7] == '1' then
+  for band = 0, 9 do
+    local tail = redis.call('XREVRANGE', base .. ':s:' .. band, '+', '-', 'COUNT', 1)
+    last[band + 1] = tail[1] and tail[1][1] or '0-0'
+  end
+end
+local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+return {out, last, first[2] and tonumber(first[2]) or -1}
+
+--- ack
+-- KEYS[2] the stream, KEYS[3] the result key when there is a result to store; ARGV[3]
+-- consumer, [4] entry id, [5] token, [6] task id, [7] result data, [8] result ttl ms or "",
+-- [9] channel to announce the result on.
+-- Stores the result (even for a lost lease: the task did run), then settles if still owned.
+if KEYS[3] then
+  if ARGV[8] ~= '' then
+    redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[8])
+  else
+    redis.call('SET', KEYS[3], ARGV[7])
+  end
+  redis.call('PUBLISH', ARGV[9], '1')
+end
+if not owned(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) then return 0 end
+redis.call('XACK', KEYS[2], ARGV[2], ARGV[4])
+redis.call('XDEL', KEYS[2], ARGV[4])
+redis.call('HDEL', KEYS[1], ARGV[6])
+return 1
+
+--- extend
+-- KEYS[2] the stream; ARGV[3] consumer, [4] entry id, [5] token. Resets the entry's idle time.
+if not owned(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) then return 0 end
+redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, ARGV[4], 'JUSTID')
+return 1
+
+--- release
+-- KEYS[2] the stream; ARGV[3] consumer, [4] entry id, [5] token, [6] task id, [7] band,
+-- [8] deliveries so far, [9] delay ms, [10] "r" retrying or "d" scheduled, [11] new body or
+-- absent to keep the old one.
+local base, group = ARGV[1], ARGV[2]
+if not owned(KEYS[2], group, ARGV[3], ARGV[4], ARGV[5]) then return 0 end
+local body = ARGV[11]
+if body == nil then body = redis.call('XRANGE', KEYS[2], ARGV[4], ARGV[4])[1][2][4] end
+redis.call('XACK', KEYS[2], group, ARGV[4])
+redis.call('XDEL', KEYS[2], ARGV[4])
+local delay = tonumber(ARGV[9])
+if delay > 0 then
+  hold(base, KEYS[1], ARGV[6], ARGV[7], body, ARGV[8], now_ms() + delay, ARGV[10])
+else
+  enqueue(base, group, KEYS[1], ARGV[6], ARGV[7], body, ARGV[8])
+end
+return 1
+
+--- dead_letter
+-- KEYS[2] the stream; ARGV[3] consumer, [4] entry id, [5] token, [6] task id, [7] band,
+-- [8] queue name, [9] reason, [10] most dead letters kept.
+local base, group = ARGV[1], ARGV[2]
+if not owned(KEYS[2], group, ARGV[3], ARGV[4], ARGV[5]) then return 0 end
+local body = redis.call('XRANGE', KEYS[2], ARGV[4], ARGV[4])[1][2][4]
+redis.call('XACK', KEYS[2], group, ARGV[4])
+redis.call('XDEL', KEYS[2], ARGV[4])
+redis.call('HDEL', KEYS[1], ARGV[6])
+local t = redis.call('TIME')
+redis.call('XADD', base .. ':dead', 'MAXLEN', '~', ARGV[10], '*', 't', ARGV[6], 'q', ARGV[8],
+  'b', body, 'r', ARGV[9], 'f', t[1] .. '.' .. string.format('%06d', t[2]), 'p', ARGV[7])
+return 1
+
+--- cancel
+-- ARGV[3] task id. Returns 1 when a waiting message was removed, 2 when it is running, 0 when
+-- this queue does not hold it.
+local base, group, id = ARGV[1], ARGV[2], ARGV[3]
+local meta = redis.call('HGET', KEYS[1], id)
+if not meta then return 0 end
+local kind, band, rest = split(meta)
+if kind == 's' then
+  local key = base .. ':s:' .. band
+  if pending(key, group, rest) then return 2 end
+  redis.call('XDEL', key, rest)
+else
+  redis.call('ZREM', base .. ':delayed', id)
+  redis.call('HDEL', base .. ':dbody', id)
+end
+redis.call('HDEL', KEYS[1], id)
+return 1
+
+--- state
+-- ARGV[3] task id. Returns "queued", "running", "scheduled", "retrying" or false.
+local meta = redis.call('HGET', KEYS[1], ARGV[3])
+if not meta then return false end
+local kind, band, rest = split(meta)
+if kind == 'd' then return 'scheduled' end
+if kind == 'r' then return 'retrying' end
+if pending(ARGV[1] .. ':s:' .. band, ARGV[2], rest) then return 'running' end
+return 'queued'
+
+--- stats
+-- Returns {ready, scheduled, running}.
+local base, group, ready, running = ARGV[1], ARGV[2], 0, 0
+for band = 0, 9 do
+  local key = base .. ':s:' .. band
+  if redis.call('EXISTS', key) == 1 then
+    local ok, summary = pcall(redis.call, 'XPENDING', key, group)
+    local busy = ok and summary[1] or 0
+    running = running + busy
+    ready = ready + redis.call('XLEN', key) - busy
+  end
+end
+return {ready, redis.call('ZCARD', base .. ':delayed'), running}
+
+--- purge
+-- Deletes waiting messages (not running ones); returns how many.
+local base, group, removed = ARGV[1], ARGV[2], 0
+for band = 0, 9 do
+  local key = base .. ':s:' .. band
+  if redis.call('EXISTS', key) == 1 then
+    local busy = {}
+    local ok, p = pcall(redis.call, 'XPENDING', key, group, '-', '+', 1000000)
+    if ok then
+      for _, entry in ipairs(p) do busy[entry[1]] = true end
+    end
+    for _, entry in ipairs(redis.call('XRANGE', key, '-', '+')) do
+      if not busy[entry[1]] then
+        redis.call('XDEL', key, entry[1])
+        redis.call('HDEL', KEYS[1], entry[2][2])
+        removed = removed + 1
+      end
+    end
+  end
+end
+local delayed = base .. ':delayed'
+for _, id in ipairs(redis.call('ZRANGE', delayed, 0, -1)) do
+  redis.call('HDEL', KEYS[1], id)
+  removed = removed + 1
+end
+redis.call('DEL', delayed, base .. ':dbody')
+return removed
+
+--- requeue_dead
+-- ARGV[3] "1" for all, else ARGV[4..] are the task ids to move back. Returns how many moved.
+local base, group, moved, wanted = ARGV[1], ARGV[2], 0, {}
+for i = 4, #ARGV do wanted[ARGV[i]] = true end
+local dead = base .. ':dead'
+for _, entry in ipairs(redis.call('XRANGE', dead, '-', '+')) do
+  local f = entry[2]
+  if ARGV[3] == '1' or wanted[f[2]] then
+    redis.call('XDEL', dead, entry[1])
+    if redis.call('HEXISTS', KEYS[1], f[2]) == 0 then
+      enqueue(base, group, KEYS[1], f[2], f[12], f[6], '0')
+    end
+    moved = moved + 1
+  end
+end
+return moved
+
+--- rate
+-- KEYS[1] the bucket; ARGV[1] limit, ARGV[2] period ms. A sliding log: at most `limit` grants
+-- in any window of `period`. Returns "0" when granted, else the seconds until the oldest grant
+-- leaves the window.
+local limit, period = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
+local count = redis.call('ZCARD', KEYS[1])
+if count < limit then
+  redis.call('ZADD', KEYS[1], now, t[1] .. '.' .. t[2] .. ':' .. count)
+  redis.call('PEXPIRE', KEYS[1], math.ceil(period))
+  return '0'
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return tostring(math.max(tonumber(oldest[2]) + period - now, 1) / 1000)
+
+--- incr
+-- KEYS[1] the counter; ARGV[1] amount, ARGV[2] ttl ms or "". The ttl starts with the key.
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return value

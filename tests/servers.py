@@ -1,0 +1,115 @@
+"""Servers the network-engine tests talk to: found from the environment, skipped when absent.
+
+A test that needs Redis reads `CONVEYOR_TEST_REDIS_URL` (default `redis://127.0.0.1:6379/15`).
+When the server cannot be reached the test is skipped with the reason, or fails when `CI` is set,
+so a CI run never passes by skipping. Each test gets its own key prefix and its keys are deleted
+afterwards, so tests never see each other's messages.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def need_server(name: str, url: str) -> str:
+    """Return `url` when its server answers; else skip (fail under CI) naming the variable."""
+    parts = urlsplit(url)
+    if _reachable(parts.hostname or "127.0.0.1", parts.port or 6379):
+        return url
+    reason = f"{name} server not reachable at {url} (set CONVEYOR_TEST_{name.upper()}_URL)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI is set, so this fails instead of skipping")
+    pytest.skip(reason)
+
+
+def redis_url() -> str:
+    """The Redis the tests use, or a skip."""
+    return need_server("redis", os.environ.get("CONVEYOR_TEST_REDIS_URL", DEFAULT_REDIS_URL))
+
+
+def unique_prefix() -> str:
+    """A key prefix of one test."""
+    return f"cvtest-{uuid.uuid4().hex[:12]}"
+
+
+def drop_prefix(url: str, prefix: str) -> None:
+    """Delete every key under `prefix`."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class PrivateRedis:
+    """A `redis-server` of one test on a free port, persisting to its own directory, so it can
+    be stopped and started again without losing what it kept."""
+
+    root: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if os.environ.get("CI"):
+                pytest.fail("redis-server is not installed; CI is set")
+            pytest.skip("redis-server is not installed")
+        self.root.mkdir(parents=True, exist_ok=True)
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root)]
+        argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + 10
+        while not _reachable("127.0.0.1", self.port):
+            assert self.proc.poll() is None, "redis-server exited at start"
+            assert time.monotonic() < deadline, "redis-server did not start in 10 s"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
