@@ -195,6 +195,14 @@ class _LoopClient:
                 await asyncio.sleep(0.1)
 
     async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if len(commands) == 1 and not self.owner.cluster:  # no pipeline object for one command
+            try:
+                return [await self.redis.execute_command(*commands[0])]
+            except redis_errors.NoScriptError:
+                await self.owner.load_scripts(self.redis)
+                return await self._pipeline(commands)
+            except redis_errors.ResponseError as exc:
+                return [exc]
         pipe = self.redis.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
@@ -343,9 +351,9 @@ class RedisClient:
 
     # -- commands ---------------------------------------------------------------------------------
 
-    async def call(self, *command: Any) -> Any:
-        """Run one command in the next automatic pipeline of this loop."""
-        return await self.here().call(*command)
+    def call(self, *command: Any) -> asyncio.Future[Any]:
+        """Queue one command for this loop's next automatic pipeline; await the reply."""
+        return self.here().call(*command)
 
     async def calls(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Run commands in one pipeline, in order; raise the first error after all ran."""
@@ -357,9 +365,9 @@ class RedisClient:
                 raise reply
         return list(replies)
 
-    async def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a section of `redis.lua`."""
-        return await self.call("EVALSHA", self.scripts.sha[name], len(keys), *keys, *args)
+    def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future[Any]:
+        """Queue a run of a section of `redis.lua`; await the reply."""
+        return self.call("EVALSHA", self.scripts.sha[name], len(keys), *keys, *args)
 
     async def direct(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a redis-py call outside the pipeline (blocking reads, scans)."""

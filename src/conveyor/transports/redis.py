@@ -40,6 +40,8 @@ __all__ = ["RedisTransport"]
 GROUP = "workers"
 _CANCEL_TTL = 3600
 _CANCEL_REREAD_SECONDS = 5.0
+#: How often a producer re-adds its queues to `P:queues` (in case the set was deleted).
+_NOTE_QUEUES_SECONDS = 10.0
 _BANDS = range(10)
 
 
@@ -84,6 +86,7 @@ class RedisTransport(Transport):
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._reclaim_every = min(max(lease_seconds / 4, 0.05), 1.0)
         self._last_reclaim = 0.0
+        self._queues_noted: dict[str, float] = {}  # queue -> when last added to P:queues
         self._cancelled: dict[str, float] = {}  # task id -> when the control channel said so
         self._listening: Any = None  # the loop client whose pub/sub carries the control channel
         self._last_cancel_read = 0.0
@@ -101,9 +104,11 @@ class RedisTransport(Transport):
     def _ids(self, queue: str) -> str:
         return f"{self.client.queue_base(queue)}:ids"
 
-    async def _script(self, name: str, queue: str, *args: Any, keys: Sequence[str] = ()) -> Any:
+    def _script(
+        self, name: str, queue: str, *args: Any, keys: Sequence[str] = ()
+    ) -> asyncio.Future[Any]:
         base = self.client.queue_base(queue)
-        return await self.client.script(name, [f"{base}:ids", *keys], [base, GROUP, *args])
+        return self.client.script(name, [f"{base}:ids", *keys], [base, GROUP, *args])
 
     async def _queues(self) -> list[str]:
         members = await self.client.call("SMEMBERS", self.client.key("queues"))
@@ -121,7 +126,13 @@ class RedisTransport(Transport):
         if not by_queue:
             return
         calls = [self._script("publish", queue, *args) for queue, args in by_queue.items()]
-        calls.append(self.client.call("SADD", self.client.key("queues"), *by_queue))
+        now = time.monotonic()
+        if any(
+            now - self._queues_noted.get(q, -_NOTE_QUEUES_SECONDS) >= _NOTE_QUEUES_SECONDS
+            for q in by_queue
+        ):
+            calls.append(self.client.call("SADD", self.client.key("queues"), *by_queue))
+            self._queues_noted.update(dict.fromkeys(by_queue, now))
         await asyncio.gather(*calls)
 
     async def receive(
