@@ -1,8 +1,10 @@
-"""Fixtures for tests that run real worker processes through the CLI on the SQLite broker.
+"""Fixtures for tests that run real worker processes through the CLI, on SQLite or Redis.
 
 `app` writes the tasks module (`app_template.py`) into `tmp_path` under a unique name, imports
 it in the test's process as the producer, and `workers` starts `python -m conveyor worker` on
 it. Every process a test starts is stopped by pid when the test ends (SIGTERM, then SIGKILL).
+`make_app(url=...)` puts the app on another broker URL (a Redis one with its own `prefix`,
+whose keys are deleted when the test ends); `private_redis` is a `redis-server` of one test.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import psutil
 import pytest
 
 from conveyor import Broker
+from tests.servers import DEFAULT_REDIS_URL, PrivateRedis, drop_prefix, free_port
 
 TEMPLATE = Path(__file__).with_name("app_template.py")
 STOP_TIMEOUT = 10.0
@@ -72,18 +76,30 @@ class App:
 async def make_app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Callable[..., Awaitable[App]]]:
-    """Yield `make(lease=2.0)`: write, import and start the tasks module (once per test)."""
+    """Yield `make(lease=2.0, url=None)`: write, import and start a tasks module.
+
+    Without `url` the app is on the SQLite file `tmp_path/q.db`. A Redis `url` must name its
+    own `prefix` (query option), whose keys are deleted when the test ends; `lease` is added to
+    a URL that sets none. The first app lives in `tmp_path`, each further one in a directory of
+    its own (so its marks are its own).
+    """
     made: list[App] = []
 
-    async def make(lease: float = 2.0) -> App:
-        assert not made, "one app per test"
+    async def make(lease: float = 2.0, url: str | None = None) -> App:
         name = f"cvapp_{uuid.uuid4().hex[:10]}"
-        (tmp_path / f"{name}.py").write_text(TEMPLATE.read_text())
-        url = f"sqlite:///{tmp_path}/q.db?lease={lease:g}"
-        monkeypatch.setenv("CONVEYOR_BROKER_URL", url)
-        monkeypatch.syspath_prepend(str(tmp_path))
+        root = tmp_path / name if made else tmp_path
+        root.mkdir(exist_ok=True)
+        (root / f"{name}.py").write_text(TEMPLATE.read_text())
+        if url is None:
+            url = f"sqlite:///{tmp_path}/q.db?lease={lease:g}"
+        elif "lease" not in _query(url):
+            url += f"{'&' if urlsplit(url).query else '?'}lease={lease:g}"
+        if _is_redis(url):
+            assert "prefix" in _query(url), "a Redis app needs a prefix of its own"
+        monkeypatch.setenv("CONVEYOR_BROKER_URL", url)  # read when the module is imported
+        monkeypatch.syspath_prepend(str(root))
         monkeypatch.setattr(sys, "dont_write_bytecode", True)
-        app = App(tmp_path, name, url, importlib.import_module(name))
+        app = App(root, name, url, importlib.import_module(name))
         made.append(app)
         await app.broker.startup()
         return app
@@ -92,6 +108,49 @@ async def make_app(
     for app in made:
         await app.broker.shutdown()
         sys.modules.pop(app.name, None)
+    for app in made:
+        if _is_redis(app.url):
+            _drop_keys(app.url)
+
+
+def _query(url: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(url).query))
+
+
+def _is_redis(url: str) -> bool:
+    scheme = urlsplit(url).scheme
+    return scheme.startswith("redis") or scheme == "unix"
+
+
+def _drop_keys(url: str) -> None:
+    """Delete the keys under the prefix of a Redis app's `url`.
+
+    The shared test Redis must answer; a private server (`private_redis`) may already be gone,
+    and its files go with `tmp_path`.
+    """
+    parts = urlsplit(url)
+    server = parts._replace(query="").geturl()
+    shared = urlsplit(os.environ.get("CONVEYOR_TEST_REDIS_URL", DEFAULT_REDIS_URL))
+    private = (parts.hostname, parts.port or 6379) != (shared.hostname, shared.port or 6379)
+    import redis  # the optional extra: only Redis apps need it
+
+    try:
+        drop_prefix(server, _query(url)["prefix"])
+    except redis.ConnectionError:
+        if not private:
+            raise
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A started `redis-server` of this test on a free port, its files in `tmp_path/redis`;
+    stopped at the end (by pid) if the test left it running."""
+    server = PrivateRedis(tmp_path / "redis", free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

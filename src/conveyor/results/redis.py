@@ -78,18 +78,23 @@ class RedisResultBackend(ResultBackend):
         return data
 
     async def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
-        """Block on the task's channel until its result is stored, or `timeout` passes."""
+        """Block on the task's channel until its result is stored, or `timeout` passes.
+
+        Rides out a Redis outage: reads are retried and the subscription is made again until
+        the deadline; meanwhile the result is re-read once a second.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         here = self.client.here()
         stored = asyncio.Event()
         channel = self.done_channel(task_id).encode()
+        watching = False
 
         def announced(_: bytes) -> None:
             stored.set()
 
-        await self.client.direct(here.watch, channel, announced)
         try:
             while True:
+                watching = watching or await here.try_watch(channel, announced)
                 data = await self._read_riding_out_outages(task_id, deadline)
                 if data is not None:
                     return data
@@ -101,7 +106,8 @@ class RedisResultBackend(ResultBackend):
                     await asyncio.wait_for(stored.wait(), wait)
                 stored.clear()
         finally:
-            await here.unwatch(channel, announced)
+            if watching:
+                await here.unwatch(channel, announced)
 
     async def _read_riding_out_outages(self, task_id: str, deadline: float | None) -> bytes | None:
         """`get_result`, retried through connection failures until the deadline."""

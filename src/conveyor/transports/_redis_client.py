@@ -218,14 +218,26 @@ class _LoopClient:
     # -- pub/sub ----------------------------------------------------------------------------------
 
     async def watch(self, channel: bytes, callback: Callable[[bytes], None]) -> None:
-        """Call `callback(channel)` for every message on `channel` until `unwatch`."""
+        """Call `callback(channel)` for every message on `channel` until `unwatch`.
+
+        Raises when the subscription cannot be made (Redis is down); call again later.
+        """
         if self.pubsub is None:
             self.pubsub = self.redis.pubsub()
-            await self.pubsub.subscribe(channel)
-            self.listener = self.loop.create_task(self._listen(), name="conveyor-redis-pubsub")
-        elif channel not in self.watchers:
+        if channel not in self.watchers:
             await self.pubsub.subscribe(channel)
         self.watchers.setdefault(channel, set()).add(callback)
+        if self.listener is None or self.listener.done():
+            self.listener = self.loop.create_task(self._listen(), name="conveyor-redis-pubsub")
+
+    async def try_watch(self, channel: bytes, callback: Callable[[bytes], None]) -> bool:
+        """`watch`, returning False instead of raising when Redis cannot be reached."""
+        try:
+            await self.watch(channel, callback)
+        except Exception:  # redis-py may fail in several ways while its connection drops
+            log.debug("could not subscribe to %r", channel, exc_info=True)
+            return False
+        return True
 
     async def unwatch(self, channel: bytes, callback: Callable[[bytes], None]) -> None:
         """Stop calling `callback` for `channel`."""
@@ -244,7 +256,7 @@ class _LoopClient:
             try:
                 message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 failures = 0
-            except (*_CONNECTION_ERRORS, redis_errors.RedisError):
+            except Exception:  # any failure of the connection: keep listening
                 failures += 1  # pub/sub reconnects and resubscribes on the next read
                 log.debug("pub/sub connection lost (%d)", failures, exc_info=True)
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
