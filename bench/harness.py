@@ -1,0 +1,285 @@
+"""Run every library's protocol on one private Redis, interleaved, and report (`bench/run`).
+
+    python -m bench.harness [--quick] [--only conveyor,taskiq] [--reps N]
+
+Each repetition runs every selected variant once, in order (A, B, C, ... then again). A
+session is one or two driver processes in the variant's venv: `bulk` (the bulk half of
+scenario a, for libraries with a bulk API) and `worker` (single sends, then b-e). Drivers
+run in their own process group, ended as a group if they overrun; a failed library prints a
+one-line reason and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.driver import PREFIX
+from bench.protocol import FULL, QUICK, Counts
+from bench.redis_server import RedisServer, RedisServerError
+from bench.variants import Variant, select
+
+__all__ = ["Run", "main"]
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+
+@dataclass
+class Run:
+    """Everything one invocation measured, in the order it happened."""
+
+    counts: Counts
+    reps: int
+    variants: list[Variant]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of `bench/run`."""
+    parser = argparse.ArgumentParser(
+        prog="bench/run", description="conveyor and its peers on one private Redis."
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts, one repetition")
+    parser.add_argument(
+        "--only", help="comma-separated variants or libraries, e.g. conveyor,taskiq"
+    )
+    parser.add_argument("--reps", type=int, help="repetitions (default 3, or 1 with --quick)")
+    parser.add_argument("--out", type=Path, default=BENCH / "results", help="results directory")
+    parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    parser.add_argument("--list", action="store_true", help="list the variants and exit")
+    return parser.parse_args(argv)
+
+
+def run_driver(
+    variant: Variant, phase: str, rep: int, run: Run, redis_url: str, workdir: Path, logs: Path
+) -> list[dict[str, Any]]:
+    """Run one driver phase and return its records (an `error` record when it failed)."""
+    python = BENCH / variant.venv / "bin" / "python"
+    stem = f"{variant.name}-r{rep + 1}-{phase}"
+    argv = [
+        str(python), "-m", "bench.driver",
+        "--variant", variant.name, "--phase", phase,
+        "--redis-url", redis_url, "--counts", run.counts.to_json(),
+        "--workdir", str(workdir), "--log", str(logs / f"{stem}.worker.log"),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), _pythonpath()]))}
+    limit = run.counts.timeout * (1 if phase == "bulk" else 5) + 60
+    with (logs / f"{stem}.driver.log").open("wb") as stderr:
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        try:
+            out, _ = proc.communicate(timeout=limit)
+            failure = None if proc.returncode == 0 else f"driver exited with code {proc.returncode}"
+        except subprocess.TimeoutExpired:
+            _end_group(proc)
+            out, _ = proc.communicate()
+            failure = f"driver overran its {limit:.0f} s limit and was stopped"
+        except BaseException:  # Ctrl-C: end the driver and its worker, then stop
+            _end_group(proc)
+            raise
+    records = _parse(out)
+    if failure is not None:
+        tail = _tail(logs / f"{stem}.driver.log")
+        records.append({"kind": "error", "key": phase, "reason": f"{failure}: {tail}"})
+    return records
+
+
+def _pythonpath() -> str:
+    return os.environ.get("PYTHONPATH", "")
+
+
+def _parse(out: bytes) -> list[dict[str, Any]]:
+    records = []
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith(PREFIX):
+            with contextlib.suppress(json.JSONDecodeError):
+                records.append(json.loads(line[len(PREFIX) :]))
+    return records
+
+
+def _tail(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        return " | ".join(lines[-2:])[:300] or "(no output)"
+    return "(no output)"
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the driver's own process group (driver and worker), SIGKILL it after 5 s."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            with contextlib.suppress(ProcessLookupError):  # children left behind by the worker
+                os.killpg(proc.pid, signal.SIGKILL)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_session(
+    variant: Variant, rep: int, run: Run, redis: RedisServer, workdir: Path, logs: Path
+) -> None:
+    """One variant in one repetition; prints one line of figures (or the skip reason)."""
+    start = time.monotonic()
+    got: list[dict[str, Any]] = []
+    phases = ["worker"]
+    if not has_bulk_api(variant):
+        got.append({"kind": "na", "key": "enqueue_bulk", "reason": "no bulk API", "phase": "bulk"})
+    elif variant.client_of in {v.name for v in run.variants}:
+        got.append({"kind": "shared", "key": "enqueue_bulk", "from": variant.client_of})
+    else:
+        phases.insert(0, "bulk")
+    for phase in phases:
+        redis.flushall()
+        records = run_driver(variant, phase, rep, run, redis.url(0), workdir, logs)
+        got += [{"phase": phase, **record} for record in records]
+        skip = next((r["reason"] for r in records if r["kind"] == "skip"), None)
+        if skip is not None:
+            run.skipped[variant.name] = skip
+            print(f"  {variant.name:<20} skipped: {skip}", flush=True)
+            return
+    run.records += [{"variant": variant.name, "rep": rep + 1, **record} for record in got]
+    print(f"  {variant.name:<20} {report.session_line(got)}  ({time.monotonic() - start:.0f} s)")
+    for record in got:
+        if record["kind"] == "error":
+            print(f"  {'':<20} ! {record['key']}: {record['reason']}", flush=True)
+
+
+def has_bulk_api(variant: Variant) -> bool:
+    """Whether the variant's adapter has a bulk API (adapter modules import no library)."""
+    module = importlib.import_module(f"bench.peers.{variant.adapter}")
+    return module.ADAPTER.bulk_api is not None
+
+
+def missing_venv(variant: Variant) -> str | None:
+    """Why `variant` cannot run from its venv, or None."""
+    python = BENCH / variant.venv / "bin" / "python"
+    if python.exists():
+        return None
+    return f"bench/{variant.venv} is missing (bench/run creates it from its requirements file)"
+
+
+def measure(run: Run) -> None:
+    """Start the private Redis and run every repetition of every variant."""
+    for variant in run.variants:
+        reason = missing_venv(variant)
+        if reason is not None:
+            run.skipped[variant.name] = reason
+            print(f"  {variant.name:<20} skipped: {reason}")
+    logs = run.meta["logs"] = str(Path(run.meta["out"]) / "logs")
+    Path(logs).mkdir(parents=True, exist_ok=True)
+    with RedisServer() as redis, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        run.meta["redis"] = {"version": redis.version(), "url": redis.url(0)}
+        print(f"redis-server {redis.version()} on {redis.url(0)} (pid {redis.pid})")
+        for rep in range(run.reps):
+            print(f"repetition {rep + 1}/{run.reps}", flush=True)
+            for variant in run.variants:
+                if variant.name not in run.skipped:
+                    run_session(variant, rep, run, redis, Path(tmp), Path(logs))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def conveyor_source() -> str:
+    """The commit conveyor was measured at, and whether src/ had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
+    dirty = git("status", "--porcelain", "--", "src")
+    return f"at {commit}" + (" with uncommitted changes in src/" if dirty else "")
+
+
+def warn_if_busy(run: Run) -> None:
+    """Say so when other processes already load the CPUs: the figures will be noisy."""
+    load = run.meta["load_at_start"][0]
+    if load > 0.5:
+        print(
+            f"warning: load average {load:.2f} before the run: other processes share the "
+            f"{os.cpu_count()} CPUs, so the figures will be noisy"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, then print the table and write the JSON and the chart."""
+    args = parse_args(argv)
+    try:
+        variants = select(args.only)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.list:
+        for v in variants:
+            print(f"{v.name:<20} bench/{v.venv}  {v.options or ''}")
+        return 0
+    counts = QUICK if args.quick else FULL
+    reps = args.reps or (1 if args.quick else 3)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    run = Run(counts, reps, variants)
+    run.meta.update(
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        mode="quick" if args.quick else "full",
+        out=str(out),
+        python=sys.version.split()[0],
+        machine=f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        conveyor_source=conveyor_source(),
+        load_at_start=os.getloadavg(),
+    )
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # clean up as on Ctrl-C
+        signal.signal(sig, _interrupt)
+    print(f"bench: {run.meta['mode']} run, {reps} repetition(s), {len(variants)} variant(s)")
+    print(f"conveyor {run.meta['conveyor_source']}")
+    warn_if_busy(run)
+    started = time.monotonic()
+    try:
+        measure(run)
+    except RedisServerError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; workers, drivers and redis-server stopped", file=sys.stderr)
+        return 130
+    run.meta["seconds"] = round(time.monotonic() - started, 1)
+    run.meta["load_at_end"] = os.getloadavg()
+    summary = report.summarize(run.records, run.variants, run.skipped)
+    print()
+    print(report.render(summary, run.counts, run.reps, run.meta))
+    path = report.write_json(out / "latest.json", run, summary)
+    print(f"JSON: {path}")
+    if not args.no_chart:
+        print(f"chart: {report.draw_chart(out / 'chart.png', summary, run.meta)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

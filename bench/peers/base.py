@@ -1,0 +1,124 @@
+"""The one small interface every library adapter implements for the scenarios.
+
+An adapter sends the three benchmark tasks (`noop`, `sleepy`, `stamp`, defined per library in
+`bench.apps`), tells whether a task's result is stored, and names the command that starts the
+library's worker. Sync clients simply block inside these coroutines: the driver runs nothing
+else meanwhile.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import importlib.metadata
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from bench.protocol import Counts
+
+__all__ = ["CHECK_BATCH", "TASKS", "Adapter", "Handle", "Unavailable"]
+
+#: What `send` returns: the library's own handle to the task's result.
+Handle = Any
+
+#: The benchmark tasks: a no-op returning True, `asyncio.sleep(0.01)` then True, and
+#: `stamp(sent)` returning `time.time() - sent` taken when it starts.
+TASKS = ("noop", "sleepy", "stamp")
+
+#: Result checks (and single sends in a burst) in flight at once.
+CHECK_BATCH = 200
+
+
+class Unavailable(Exception):
+    """The library or configuration cannot run here; the message says why."""
+
+
+class Adapter(abc.ABC):
+    """Drives one library from the client side of the benchmark.
+
+    Args:
+        redis_url: the harness's own Redis.
+        options: the variant's options (see `bench.variants`).
+        counts: the run's counts (concurrency is read from them).
+        workdir: a scratch directory for files (SQLite databases).
+    """
+
+    #: The PyPI distribution whose version is reported.
+    distribution: ClassVar[str]
+    #: False for libraries whose tasks are plain functions: the sleep scenario is skipped.
+    async_tasks: ClassVar[bool] = True
+    #: The library's API for sending many calls at once, or None when it has none.
+    bulk_api: ClassVar[str | None] = None
+
+    def __init__(
+        self, redis_url: str, options: Mapping[str, str], counts: Counts, workdir: Path
+    ) -> None:
+        self.redis_url = redis_url
+        self.options = dict(options)
+        self.counts = counts
+        self.workdir = workdir
+
+    def version(self) -> str:
+        """The installed version of the library."""
+        return importlib.metadata.version(self.distribution)
+
+    def env(self) -> dict[str, str]:
+        """Environment for this process (before `open`) and for the worker process."""
+        return {
+            "BENCH_REDIS_URL": self.redis_url,
+            "BENCH_CONCURRENCY": str(self.counts.concurrency),
+        }
+
+    @abc.abstractmethod
+    def worker_argv(self, bin_dir: Path) -> list[str]:
+        """The command that starts one worker process, with `bin_dir` the venv's bin/."""
+
+    def worker_settings(self) -> str:
+        """The worker's concurrency settings in a few words, for the report."""
+        return f"{self.counts.concurrency} concurrent tasks"
+
+    def reset(self) -> None:
+        """Delete every queue and result this library may have left (worker stopped)."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+    async def open(self) -> None:
+        """Import the library's app and connect its client.
+
+        Raises:
+            Unavailable: this configuration cannot run (the message says why).
+        """
+
+    async def close(self) -> None:
+        """Disconnect the client."""
+
+    @abc.abstractmethod
+    async def send(self, task: str, *args: Any) -> Handle:
+        """Send one call of `task` with one awaited (or blocking) call."""
+
+    async def send_many(self, task: str, count: int) -> list[Handle]:
+        """Send `count` argument-less calls of `task` with one call of the bulk API."""
+        raise NotImplementedError(f"{self.distribution} has no bulk API")
+
+    @abc.abstractmethod
+    async def is_done(self, handle: Handle) -> bool:
+        """True once the task's result is stored."""
+
+    @abc.abstractmethod
+    async def value(self, handle: Handle) -> Any:
+        """The stored return value of a finished task."""
+
+    async def missing(self, handles: Sequence[Handle]) -> list[Handle]:
+        """The handles whose results are not stored yet (checked `CHECK_BATCH` at a time)."""
+        left: list[Handle] = []
+        for start in range(0, len(handles), CHECK_BATCH):
+            batch = handles[start : start + CHECK_BATCH]
+            done = await asyncio.gather(*(self.is_done(h) for h in batch))
+            left += [h for h, ok in zip(batch, done, strict=True) if not ok]
+        return left

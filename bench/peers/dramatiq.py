@@ -1,0 +1,56 @@
+"""Dramatiq: `actor.send()` single, `group(...).run()` bulk, the `dramatiq` CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.peers.base import Adapter, Handle
+
+
+class DramatiqAdapter(Adapter):
+    """One worker process with Dramatiq's default 8 threads; results via `Results`."""
+
+    distribution = "dramatiq"
+    async_tasks = False
+    bulk_api = "group(...).run()"
+
+    def worker_argv(self, bin_dir: Path) -> list[str]:
+        return [str(bin_dir / "dramatiq"), "bench.apps.dramatiq_app", "--processes", "1"]
+
+    def worker_settings(self) -> str:
+        return "--processes 1 (threads: Dramatiq's default, 8)"
+
+    async def open(self) -> None:
+        from bench.apps import dramatiq_app
+        from dramatiq import group
+        from dramatiq.results import ResultMissing
+
+        self.app = dramatiq_app
+        self.group = group
+        self.result_missing = ResultMissing
+        self.tasks: dict[str, Any] = {"noop": dramatiq_app.noop, "stamp": dramatiq_app.stamp}
+
+    async def close(self) -> None:
+        self.app.broker.close()
+
+    async def send(self, task: str, *args: Any) -> Handle:
+        return self.tasks[task].send(*args)
+
+    async def send_many(self, task: str, count: int) -> list[Handle]:
+        messages = [self.tasks[task].message() for _ in range(count)]
+        self.group(messages).run()
+        return messages
+
+    async def is_done(self, handle: Handle) -> bool:
+        try:
+            handle.get_result(backend=self.app.backend)
+        except self.result_missing:
+            return False
+        return True
+
+    async def value(self, handle: Handle) -> Any:
+        return handle.get_result(backend=self.app.backend)
+
+
+ADAPTER = DramatiqAdapter

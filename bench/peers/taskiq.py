@@ -1,0 +1,64 @@
+"""taskiq with taskiq-redis: `broker=list` (ListQueueBroker) or `stream` (RedisStreamBroker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.peers.base import Adapter, Handle
+
+
+class TaskiqAdapter(Adapter):
+    """`task.kiq()` single (taskiq has no bulk send), `taskiq worker` CLI, Redis results."""
+
+    distribution = "taskiq"
+
+    def version(self) -> str:
+        return f"{super().version()} (taskiq-redis {_version('taskiq-redis')})"
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "BENCH_TASKIQ_BROKER": self.options.get("broker", "list")}
+
+    def worker_argv(self, bin_dir: Path) -> list[str]:
+        return [
+            str(bin_dir / "taskiq"), "worker", "bench.apps.taskiq_app:broker",
+            "--workers", "1",
+            "--max-async-tasks", str(self.counts.concurrency),
+            "--log-level", "WARNING",
+        ]  # fmt: skip
+
+    def worker_settings(self) -> str:
+        return f"--workers 1 --max-async-tasks {self.counts.concurrency}"
+
+    async def open(self) -> None:
+        from bench.apps import taskiq_app
+
+        self.app = taskiq_app
+        self.tasks: dict[str, Any] = {
+            "noop": taskiq_app.noop,
+            "sleepy": taskiq_app.sleepy,
+            "stamp": taskiq_app.stamp,
+        }
+        await taskiq_app.broker.startup()
+
+    async def close(self) -> None:
+        await self.app.broker.shutdown()
+
+    async def send(self, task: str, *args: Any) -> Handle:
+        return await self.tasks[task].kiq(*args)
+
+    async def is_done(self, handle: Handle) -> bool:
+        return bool(await handle.is_ready())
+
+    async def value(self, handle: Handle) -> Any:
+        result = await handle.get_result()
+        return result.return_value
+
+
+def _version(distribution: str) -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version(distribution)
+
+
+ADAPTER = TaskiqAdapter

@@ -1,0 +1,91 @@
+"""What is measured: the counts of a run and the metrics each library session reports.
+
+Shared by the harness, the driver (which may run in another venv) and the report, so it
+imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+__all__ = ["FULL", "METRICS", "QUICK", "Counts", "Metric", "metric"]
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many tasks each scenario uses, and the settings shared by every library.
+
+    Attributes:
+        enqueue: tasks sent by single awaited calls, and again by the bulk API (a).
+        bulk_batch: tasks per bulk call.
+        drain: no-op tasks pre-enqueued, then drained by one worker process (b).
+        sleep: tasks each awaiting `asyncio.sleep(0.01)` (c).
+        latency: tasks sent at `latency_rate` per second for the latency scenario (d).
+        latency_rate: the steady send rate of (d), tasks per second.
+        concurrency: tasks one async worker process runs at once.
+        poll: seconds between two checks for a result while waiting.
+        timeout: seconds any one scenario may take before it is reported as failed.
+    """
+
+    enqueue: int = 20_000
+    bulk_batch: int = 1_000
+    drain: int = 20_000
+    sleep: int = 5_000
+    latency: int = 1_000
+    latency_rate: float = 200.0
+    concurrency: int = 100
+    poll: float = 0.002
+    timeout: float = 180.0
+
+    def to_json(self) -> str:
+        """The counts as a JSON object (passed to the driver)."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Counts:
+        """Counts from `to_json`'s output."""
+        return cls(**json.loads(text))
+
+
+FULL = Counts()
+QUICK = Counts(enqueue=2_000, drain=2_000, sleep=1_000, latency=300, timeout=60.0)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of a library session.
+
+    Attributes:
+        key: the name in JSON and in the driver's records.
+        label: a short column title.
+        unit: what the number counts.
+        higher_is_better: the direction in which a ratio reads as a win.
+        scenario: the issue's letter for it.
+    """
+
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    scenario: str
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("enqueue_single", "enq single", "tasks/s", True, "a"),
+    Metric("enqueue_bulk", "enq bulk", "tasks/s", True, "a"),
+    Metric("drain", "drain", "tasks/s", True, "b"),
+    Metric("sleep", "sleep burst", "s", False, "c"),
+    Metric("latency_p50", "lat p50", "ms", False, "d"),
+    Metric("latency_p99", "lat p99", "ms", False, "d"),
+    Metric("rss_peak", "peak RSS", "MB", False, "e"),
+)
+
+
+def metric(key: str) -> Metric:
+    """The metric named `key`."""
+    for m in METRICS:
+        if m.key == key:
+            return m
+    raise KeyError(key)

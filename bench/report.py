@@ -1,0 +1,290 @@
+"""Medians, ratios to the best peer, the printed table, latest.json and chart.png."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.protocol import METRICS, Metric
+
+if TYPE_CHECKING:
+    from bench.harness import Run
+    from bench.variants import Variant
+
+__all__ = ["draw_chart", "render", "session_line", "summarize", "write_json"]
+
+EXTRA = ("drain_seconds", "latency_send_rate")  # kept in JSON, not in the table
+SHORT = {
+    "enqueue_single": "enq",
+    "enqueue_bulk": "bulk",
+    "drain": "drain",
+    "sleep": "sleep",
+    "latency_p50": "p50",
+    "latency_p99": "p99",
+    "rss_peak": "rss",
+}
+
+
+def fmt(value: float, unit: str) -> str:
+    """A figure in a few characters: 12.3k tasks/s, 0.41 s, 2.6 ms, 35 MB."""
+    if unit == "tasks/s":
+        if value >= 10_000:
+            return f"{value / 1000:.0f}k"
+        return f"{value / 1000:.1f}k" if value >= 1000 else f"{value:.0f}"
+    if unit == "ms":
+        return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+    if unit == "MB":
+        return f"{value:.0f}"
+    return f"{value:.2f}"
+
+
+def session_line(records: Iterable[dict[str, Any]]) -> str:
+    """One library session's figures on one line, for progress output."""
+    values = {r["key"]: r["value"] for r in records if r["kind"] == "metric"}
+    parts = []
+    for m in METRICS:
+        if m.key in values:
+            unit = {"tasks/s": "/s", "MB": "MB", "ms": "ms", "s": "s"}[m.unit]
+            parts.append(f"{SHORT[m.key]} {fmt(values[m.key], m.unit)}{unit}")
+    return " ".join(parts) or "no figures"
+
+
+def summarize(
+    records: Sequence[dict[str, Any]], variants: Sequence[Variant], skipped: dict[str, str]
+) -> dict[str, Any]:
+    """Per variant: info, medians/min/max of every metric, n/a and errors; then the ratios."""
+    table: dict[str, Any] = {}
+    for v in variants:
+        mine = [r for r in records if r.get("variant") == v.name]
+        info = next((r for r in mine if r["kind"] == "info"), {})
+        metrics = {}
+        for key in [m.key for m in METRICS] + list(EXTRA):
+            values = [float(r["value"]) for r in mine if r["kind"] == "metric" and r["key"] == key]
+            if values:
+                metrics[key] = {
+                    "median": statistics.median(values),
+                    "min": min(values),
+                    "max": max(values),
+                    "values": values,
+                }
+        errors: dict[str, list[str]] = {}
+        for r in mine:
+            if r["kind"] == "error":
+                errors.setdefault(r["key"], []).append(r["reason"])
+        table[v.name] = {
+            "library": v.adapter,
+            "conveyor": v.conveyor,
+            "options": v.options,
+            "venv": f"bench/{v.venv}",
+            "info": {k: info.get(k) for k in ("version", "bulk_api", "async_tasks", "worker")},
+            "skipped": skipped.get(v.name),
+            "metrics": metrics,
+            "na": {r["key"]: r["reason"] for r in mine if r["kind"] == "na"},
+            "errors": errors,
+            "shared": {r["key"]: r["from"] for r in mine if r["kind"] == "shared"},
+        }
+    for row in table.values():  # figures of the client twin (see Variant.client_of)
+        for key, twin in row["shared"].items():
+            if twin in table and key in table[twin]["metrics"]:
+                row["metrics"][key] = {**table[twin]["metrics"][key], "shared_from": twin}
+    best = best_peers(table)
+    return {"variants": table, "best_peer": best, "ratios": ratios(table, best)}
+
+
+def best_peers(table: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """For each metric, the non-conveyor variant with the best median in this run."""
+    best: dict[str, dict[str, Any]] = {}
+    for m in METRICS:
+        found = [
+            (row["metrics"][m.key]["median"], name)
+            for name, row in table.items()
+            if not row["conveyor"]
+            and m.key in row["metrics"]
+            and "shared_from" not in row["metrics"][m.key]
+        ]
+        if found:
+            value, name = max(found) if m.higher_is_better else min(found)
+            best[m.key] = {"variant": name, "value": value}
+    return best
+
+
+def ratios(table: dict[str, Any], best: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """conveyor's median / the best peer's median, per conveyor variant and metric."""
+    out: dict[str, Any] = {}
+    for name, row in table.items():
+        if not row["conveyor"]:
+            continue
+        out[name] = {}
+        for m in METRICS:
+            if m.key not in row["metrics"] or m.key not in best or not best[m.key]["value"]:
+                continue
+            value = row["metrics"][m.key]["median"]
+            ratio = value / best[m.key]["value"]
+            out[name][m.key] = {
+                "ratio": ratio,
+                "value": value,
+                "best_peer": best[m.key]["variant"],
+                "best_value": best[m.key]["value"],
+                "better": ratio >= 1 if m.higher_is_better else ratio <= 1,
+            }
+    return out
+
+
+def _cell(row: dict[str, Any], m: Metric, part: str) -> str:
+    if m.key in row["metrics"]:
+        figures = row["metrics"][m.key]
+        mark = "*" if "shared_from" in figures else ""
+        if part == "median":
+            return fmt(figures["median"], m.unit) + mark
+        return f"{fmt(figures['min'], m.unit)}-{fmt(figures['max'], m.unit)}{mark}"
+    if m.key in row["errors"]:
+        return "ERR"
+    return "n/a"
+
+
+def _grid(rows: list[list[str]], header_rows: int = 1, left: int = 2) -> str:
+    """Columns padded to their widest cell: the first `left` left-aligned, the rest right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i < left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    lines.insert(header_rows, "-" * len(lines[0]))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _figures(summary: dict[str, Any], part: str) -> str:
+    rows = [["variant", "version", *[m.label for m in METRICS]]]
+    rows.append(["", "", *[m.unit for m in METRICS]])
+    for name, row in summary["variants"].items():
+        if row["skipped"]:
+            continue
+        version = (row["info"]["version"] or "?").split(" ")[0]
+        rows.append([name, version, *[_cell(row, m, part) for m in METRICS]])
+    return _grid(rows, header_rows=2)
+
+
+def _ratio_table(summary: dict[str, Any]) -> str:
+    names = [n for n, row in summary["variants"].items() if row["conveyor"] and not row["skipped"]]
+    if not names:
+        return "no conveyor variant ran: no ratios"
+    if not summary["best_peer"]:
+        return "no peer ran: no ratios"
+    rows = [["metric", "best peer", *names]]
+    for m in METRICS:
+        best = summary["best_peer"].get(m.key)
+        if best is None:
+            continue
+        cells = [f"{m.label} ({m.unit})", f"{best['variant']} {fmt(best['value'], m.unit)}"]
+        for name in names:
+            r = summary["ratios"].get(name, {}).get(m.key)
+            verdict = "" if r is None else "better" if r["better"] else "worse"
+            cells.append("-" if r is None else f"{r['ratio']:.2f} {verdict}")
+        rows.append(cells)
+    return _grid(rows)
+
+
+def render(summary: dict[str, Any], counts: Any, reps: int, meta: dict[str, Any]) -> str:
+    """The printed report: figures, ranges, ratios to the best peer, skips and failures."""
+    parts = [
+        f"Medians of {reps} repetition(s); enqueue {counts.enqueue}, drain {counts.drain}, "
+        f"sleep burst {counts.sleep}, latency {counts.latency} tasks at "
+        f"{counts.latency_rate:g}/s; async concurrency {counts.concurrency}; "
+        f"redis {meta.get('redis', {}).get('version', '?')}; {meta.get('seconds', '?')} s.",
+        "",
+        _figures(summary, "median"),
+    ]
+    if reps > 1:
+        parts += ["", "min-max over the repetitions:", "", _figures(summary, "range")]
+    parts += [
+        "",
+        "conveyor / best peer in this run (tasks/s: higher is better; s, ms, MB: lower is better):",
+        "",
+        _ratio_table(summary),
+    ]
+    notes = _notes(summary)
+    if notes:
+        parts += ["", *notes]
+    return "\n".join(parts)
+
+
+def _notes(summary: dict[str, Any]) -> list[str]:
+    notes = []
+    shared = [
+        f"{name} <- {figures['shared_from']}"
+        for name, row in summary["variants"].items()
+        for figures in row["metrics"].values()
+        if "shared_from" in figures
+    ]
+    if shared:
+        notes.append(f"* same client, bulk API measured once: {', '.join(shared)}")
+    for name, row in summary["variants"].items():
+        if row["skipped"]:
+            notes.append(f"skipped {name}: {row['skipped']}")
+        for key, reasons in row["errors"].items():
+            notes.append(f"failed  {name} {key} ({len(reasons)}x): {reasons[-1]}")
+    return notes
+
+
+def write_json(path: Path, run: Run, summary: dict[str, Any]) -> Path:
+    """Write the run (counts, meta, every record) and its summary."""
+    payload = {
+        "meta": run.meta,
+        "counts": json.loads(run.counts.to_json()),
+        "reps": run.reps,
+        "metrics": [m.__dict__ for m in METRICS],
+        "summary": summary,
+        "records": run.records,
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def draw_chart(path: Path, summary: dict[str, Any], meta: dict[str, Any]) -> Path | str:
+    """One horizontal bar panel per metric, medians with min-max whiskers; conveyor in color."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        return f"not drawn ({exc})"
+    rows = {n: r for n, r in summary["variants"].items() if not r["skipped"]}
+    fig, axes = plt.subplots(2, 4, figsize=(20, 9), constrained_layout=True)
+    for ax, m in zip(axes.flat, METRICS, strict=False):
+        names = [n for n in rows if m.key in rows[n]["metrics"]]
+        figures = [rows[n]["metrics"][m.key] for n in names]
+        medians = [f["median"] for f in figures]
+        low = [f["median"] - f["min"] for f in figures]
+        high = [f["max"] - f["median"] for f in figures]
+        colors = ["tab:orange" if rows[n]["conveyor"] else "tab:gray" for n in names]
+        bars = ax.barh(names, medians, xerr=[low, high], color=colors, capsize=2)
+        ax.bar_label(bars, [fmt(v, m.unit) for v in medians], padding=3, fontsize=8)
+        if medians and min(medians) > 0 and max(medians) / min(medians) > 50:
+            ax.set_xscale("log")
+        ax.margins(x=0.15)
+        ax.invert_yaxis()
+        better = "higher" if m.higher_is_better else "lower"
+        ax.set_title(f"{m.label} ({m.unit}, {better} is better)", fontsize=10)
+        ax.tick_params(axis="y", labelsize=8)
+    last = axes.flat[-1]
+    last.axis("off")
+    last.text(
+        0.0,
+        0.9,
+        f"{meta.get('mode', '')} run, {meta.get('started', '')}\n"
+        f"redis {meta.get('redis', {}).get('version', '?')}, {meta.get('machine', '')}\n"
+        "orange: conveyor; gray: peers\nbars: median; whiskers: min-max",
+        va="top",
+        fontsize=9,
+        wrap=True,
+    )
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
