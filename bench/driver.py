@@ -1,7 +1,8 @@
 """One phase of one library session, run by the harness with the library's venv Python.
 
 `python -m bench.driver --variant NAME --phase bulk|worker ...` prints one record per line,
-`@@bench {json}`: `info`, `metric` (key, value), `na` and `error` (key, reason), `skip`.
+`@@bench {json}`: `info`, `metric` (key, value), `na` and `error` (key, reason), `skip`, and
+`timing` (wall time of a step, for finding where a session's time goes).
 The `bulk` phase times the bulk API (scenario a) with no worker; the `worker` phase times
 single sends (a), then starts one worker process that drains them (b), runs (c) and (d),
 and reports (e), its peak RSS.
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,16 @@ def load_adapter(variant: Variant, redis_url: str, counts: Counts, workdir: Path
     module = importlib.import_module(f"bench.peers.{variant.adapter}")
     adapter: Adapter = module.ADAPTER(redis_url, variant.options, counts, workdir)
     return adapter
+
+
+@contextlib.contextmanager
+def step(name: str) -> Iterator[None]:
+    """Emit the wall time of a step, checks and waits included (a `timing` record)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        emit("timing", key=name, value=time.perf_counter() - start)
 
 
 async def measure(key: str, work: Callable[[], Awaitable[float]]) -> bool:
@@ -81,14 +94,18 @@ async def worker_phase(adapter: Adapter, counts: Counts, log_path: Path) -> None
         return
     emit("metric", key="enqueue_single", value=rate)
     try:
-        await measure("drain", lambda: _drain(adapter, worker, handles, counts))
+        with step("drain"):
+            await measure("drain", lambda: _drain(adapter, worker, handles, counts))
         if adapter.async_tasks:
-            await measure("sleep", lambda: scenarios.sleep_burst(adapter, worker, counts))
+            with step("sleep"):
+                await measure("sleep", lambda: scenarios.sleep_burst(adapter, worker, counts))
         else:
             emit("na", key="sleep", reason="sync tasks (worker runs plain functions)")
-        await _latency(adapter, worker, counts)
+        with step("latency"):
+            await _latency(adapter, worker, counts)
     finally:
-        await worker.stop()
+        with step("stop"):
+            await worker.stop()
     if worker.peak_rss:
         emit("metric", key="rss_peak", value=worker.peak_rss_mb)
     else:
@@ -142,8 +159,9 @@ async def run(args: argparse.Namespace) -> int:
         else:
             await worker_phase(adapter, counts, Path(args.log))
     finally:
-        await adapter.close()
-        adapter.reset()
+        with step("close"):
+            await adapter.close()
+            adapter.reset()
     return 0
 
 

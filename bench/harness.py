@@ -34,6 +34,12 @@ from bench.variants import Variant, select
 
 __all__ = ["Run", "main"]
 
+#: The figures each driver phase reports (a driver that dies is charged with the missing ones).
+PHASE_KEYS = {
+    "bulk": ("enqueue_bulk",),
+    "worker": ("enqueue_single", "drain", "sleep", "latency_p50", "latency_p99", "rss_peak"),
+}
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 
@@ -59,11 +65,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", help="comma-separated variants or libraries, e.g. conveyor,taskiq"
     )
-    parser.add_argument("--reps", type=int, help="repetitions (default 3, or 1 with --quick)")
+    parser.add_argument("--reps", type=_positive, help="repetitions (default 3, or 1 with --quick)")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every task count, e.g. 0.5"
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="results directory")
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
     return parser.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def run_driver(
@@ -102,8 +118,10 @@ def run_driver(
             raise
     records = _parse(out)
     if failure is not None:
-        tail = _tail(logs / f"{stem}.driver.log")
-        records.append({"kind": "error", "key": phase, "reason": f"{failure}: {tail}"})
+        reason = f"{failure}: {_tail(logs / f'{stem}.driver.log')}"
+        reported = {r.get("key") for r in records}
+        missing = [key for key in PHASE_KEYS[phase] if key not in reported]
+        records += [{"kind": "error", "key": key, "reason": reason} for key in missing]
     return records
 
 
@@ -165,9 +183,8 @@ def run_session(
             return
     run.records += [{"variant": variant.name, "rep": rep + 1, **record} for record in got]
     print(f"  {variant.name:<20} {report.session_line(got)}  ({time.monotonic() - start:.0f} s)")
-    for record in got:
-        if record["kind"] == "error":
-            print(f"  {'':<20} ! {record['key']}: {record['reason']}", flush=True)
+    for line in report.error_lines(got):
+        print(f"  {'':<20} {line}", flush=True)
 
 
 def has_bulk_api(variant: Variant) -> bool:
@@ -204,6 +221,9 @@ def measure(run: Run) -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    """Turn the first signal into KeyboardInterrupt; ignore more, so clean-up runs to its end."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
@@ -229,6 +249,17 @@ def warn_if_busy(run: Run) -> None:
         )
 
 
+def finish(run: Run, out: Path, chart: bool) -> None:
+    """Print the report and write latest.json (and the chart)."""
+    run.meta["load_at_end"] = os.getloadavg()
+    summary = report.summarize(run.records, run.variants, run.skipped)
+    print()
+    print(report.render(summary, run.counts, run.reps, run.meta))
+    print(f"JSON: {report.write_json(out / 'latest.json', run, summary)}")
+    if chart:
+        print(f"chart: {report.draw_chart(out / 'chart.png', summary, run.meta)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure, then print the table and write the JSON and the chart."""
     args = parse_args(argv)
@@ -241,21 +272,24 @@ def main(argv: list[str] | None = None) -> int:
         for v in variants:
             print(f"{v.name:<20} bench/{v.venv}  {v.options or ''}")
         return 0
-    counts = QUICK if args.quick else FULL
+    if args.scale <= 0:
+        print("--scale must be above 0", file=sys.stderr)
+        return 2
+    counts = (QUICK if args.quick else FULL).scaled(args.scale)
     reps = args.reps or (1 if args.quick else 3)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     run = Run(counts, reps, variants)
     run.meta.update(
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        mode="quick" if args.quick else "full",
+        mode=("quick" if args.quick else "full") + ("" if args.scale == 1 else f" x{args.scale:g}"),
         out=str(out),
         python=sys.version.split()[0],
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         conveyor_source=conveyor_source(),
         load_at_start=os.getloadavg(),
     )
-    for sig in (signal.SIGTERM, signal.SIGHUP):  # clean up as on Ctrl-C
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # stop what we started, then exit
         signal.signal(sig, _interrupt)
     print(f"bench: {run.meta['mode']} run, {reps} repetition(s), {len(variants)} variant(s)")
     print(f"conveyor {run.meta['conveyor_source']}")
@@ -268,16 +302,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print("\nbench: interrupted; workers, drivers and redis-server stopped", file=sys.stderr)
+        run.meta["interrupted"] = True
+        if run.records:
+            finish(run, out, chart=False)
         return 130
     run.meta["seconds"] = round(time.monotonic() - started, 1)
-    run.meta["load_at_end"] = os.getloadavg()
-    summary = report.summarize(run.records, run.variants, run.skipped)
-    print()
-    print(report.render(summary, run.counts, run.reps, run.meta))
-    path = report.write_json(out / "latest.json", run, summary)
-    print(f"JSON: {path}")
-    if not args.no_chart:
-        print(f"chart: {report.draw_chart(out / 'chart.png', summary, run.meta)}")
+    finish(run, out, chart=not args.no_chart)
     return 0
 
 

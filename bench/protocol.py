@@ -33,7 +33,7 @@ class Counts:
     bulk_batch: int = 1_000
     drain: int = 20_000
     sleep: int = 5_000
-    latency: int = 1_000
+    latency: int = 600
     latency_rate: float = 200.0
     concurrency: int = 100
     poll: float = 0.002
@@ -42,6 +42,16 @@ class Counts:
     def to_json(self) -> str:
         """The counts as a JSON object (passed to the driver)."""
         return json.dumps(dataclasses.asdict(self))
+
+    def scaled(self, factor: float) -> Counts:
+        """These counts with every task count multiplied by `factor` (at least 1 each)."""
+        return dataclasses.replace(
+            self,
+            enqueue=max(1, round(self.enqueue * factor)),
+            drain=max(1, round(self.drain * factor)),
+            sleep=max(1, round(self.sleep * factor)),
+            latency=max(1, round(self.latency * factor)),
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Counts:

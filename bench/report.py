@@ -8,13 +8,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.protocol import METRICS, Metric
+from bench.protocol import METRICS, Counts, Metric
 
 if TYPE_CHECKING:
     from bench.harness import Run
     from bench.variants import Variant
 
-__all__ = ["draw_chart", "render", "session_line", "summarize", "write_json"]
+__all__ = ["draw_chart", "error_lines", "render", "session_line", "summarize", "write_json"]
 
 EXTRA = ("drain_seconds", "latency_send_rate")  # kept in JSON, not in the table
 SHORT = {
@@ -163,8 +163,8 @@ def _figures(summary: dict[str, Any], part: str) -> str:
     rows = [["variant", "version", *[m.label for m in METRICS]]]
     rows.append(["", "", *[m.unit for m in METRICS]])
     for name, row in summary["variants"].items():
-        if row["skipped"]:
-            continue
+        if row["skipped"] or not (row["metrics"] or row["errors"] or row["na"]):
+            continue  # skipped, or never reached (an interrupted run)
         version = (row["info"]["version"] or "?").split(" ")[0]
         rows.append([name, version, *[_cell(row, m, part) for m in METRICS]])
     return _grid(rows, header_rows=2)
@@ -190,10 +190,11 @@ def _ratio_table(summary: dict[str, Any]) -> str:
     return _grid(rows)
 
 
-def render(summary: dict[str, Any], counts: Any, reps: int, meta: dict[str, Any]) -> str:
+def render(summary: dict[str, Any], counts: Counts, reps: int, meta: dict[str, Any]) -> str:
     """The printed report: figures, ranges, ratios to the best peer, skips and failures."""
+    status = "INTERRUPTED, partial figures. " if meta.get("interrupted") else ""
     parts = [
-        f"Medians of {reps} repetition(s); enqueue {counts.enqueue}, drain {counts.drain}, "
+        f"{status}Medians of {reps} repetition(s); enqueue {counts.enqueue}, drain {counts.drain}, "
         f"sleep burst {counts.sleep}, latency {counts.latency} tasks at "
         f"{counts.latency_rate:g}/s; async concurrency {counts.concurrency}; "
         f"redis {meta.get('redis', {}).get('version', '?')}; {meta.get('seconds', '?')} s.",
@@ -227,9 +228,21 @@ def _notes(summary: dict[str, Any]) -> list[str]:
     for name, row in summary["variants"].items():
         if row["skipped"]:
             notes.append(f"skipped {name}: {row['skipped']}")
+        by_reason: dict[str, list[str]] = {}
         for key, reasons in row["errors"].items():
-            notes.append(f"failed  {name} {key} ({len(reasons)}x): {reasons[-1]}")
+            by_reason.setdefault(reasons[-1], []).append(f"{key} ({len(reasons)}x)")
+        for reason, keys in by_reason.items():
+            notes.append(f"failed  {name} {', '.join(keys)}: {reason}")
     return notes
+
+
+def error_lines(records: Iterable[dict[str, Any]]) -> list[str]:
+    """One line per distinct failure reason in a session: the figures it cost, and why."""
+    by_reason: dict[str, list[str]] = {}
+    for r in records:
+        if r["kind"] == "error":
+            by_reason.setdefault(r["reason"], []).append(r["key"])
+    return [f"! {', '.join(keys)}: {reason}" for reason, keys in by_reason.items()]
 
 
 def write_json(path: Path, run: Run, summary: dict[str, Any]) -> Path:
@@ -265,6 +278,9 @@ def draw_chart(path: Path, summary: dict[str, Any], meta: dict[str, Any]) -> Pat
         high = [f["max"] - f["median"] for f in figures]
         colors = ["tab:orange" if rows[n]["conveyor"] else "tab:gray" for n in names]
         bars = ax.barh(names, medians, xerr=[low, high], color=colors, capsize=2)
+        for bar, figure in zip(bars, figures, strict=True):
+            if "shared_from" in figure:  # measured on the client twin
+                bar.set_hatch("//")
         ax.bar_label(bars, [fmt(v, m.unit) for v in medians], padding=3, fontsize=8)
         if medians and min(medians) > 0 and max(medians) / min(medians) > 50:
             ax.set_xscale("log")
@@ -280,7 +296,8 @@ def draw_chart(path: Path, summary: dict[str, Any], meta: dict[str, Any]) -> Pat
         0.9,
         f"{meta.get('mode', '')} run, {meta.get('started', '')}\n"
         f"redis {meta.get('redis', {}).get('version', '?')}, {meta.get('machine', '')}\n"
-        "orange: conveyor; gray: peers\nbars: median; whiskers: min-max",
+        "orange: conveyor; gray: peers; hatched: same client, measured once\n"
+        "bars: median; whiskers: min-max",
         va="top",
         fontsize=9,
         wrap=True,

@@ -12,8 +12,9 @@ from taskiq_redis import ListQueueBroker, RedisAsyncResultBackend, RedisStreamBr
 URL = os.environ["BENCH_REDIS_URL"]
 KIND = os.environ.get("BENCH_TASKIQ_BROKER", "list")
 
+results: RedisAsyncResultBackend[object] = RedisAsyncResultBackend(URL)
 _base: AsyncBroker = ListQueueBroker(URL) if KIND == "list" else RedisStreamBroker(URL)
-broker = _base.with_result_backend(RedisAsyncResultBackend(URL))
+broker = _base.with_result_backend(results)
 
 
 @broker.task

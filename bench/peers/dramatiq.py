@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,20 @@ class DramatiqAdapter(Adapter):
 
     async def value(self, handle: Handle) -> Any:
         return handle.get_result(backend=self.app.backend)
+
+    async def missing(self, handles: Sequence[Handle]) -> list[Handle]:
+        # Pipelined EXISTS on the result keys instead of a read per message: this check is
+        # not timed, it only has to be quick.
+        backend = self.app.backend
+        left: list[Handle] = []
+        for start in range(0, len(handles), 1000):
+            batch = handles[start : start + 1000]
+            with backend.client.pipeline(transaction=False) as pipe:
+                for message in batch:
+                    pipe.exists(backend.build_message_key(message))
+                found = pipe.execute()
+            left += [h for h, n in zip(batch, found, strict=True) if not n]
+        return left
 
 
 ADAPTER = DramatiqAdapter

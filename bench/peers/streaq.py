@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.peers.base import Adapter, Handle
+from bench.peers.base import CHECK_BATCH, Adapter, Handle
 
 
 class StreaqAdapter(Adapter):
@@ -48,6 +50,19 @@ class StreaqAdapter(Adapter):
 
     async def is_done(self, handle: Handle) -> bool:
         return bool(await handle.status() == self.done)
+
+    async def missing(self, handles: Sequence[Handle]) -> list[Handle]:
+        # EXISTS on the result key instead of `status()` (a six-command transaction): this
+        # check is not timed, it only has to be quick.
+        worker = self.app.worker
+        left: list[Handle] = []
+        for start in range(0, len(handles), CHECK_BATCH):
+            batch = handles[start : start + CHECK_BATCH]
+            found = await asyncio.gather(
+                *(worker.redis.exists([worker.results_key + h.id]) for h in batch)
+            )
+            left += [h for h, n in zip(batch, found, strict=True) if not n]
+        return left
 
     async def value(self, handle: Handle) -> Any:
         # `task.result()` subscribes to a channel before reading (about 0.1 s per task): the

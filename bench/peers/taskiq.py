@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,23 @@ class TaskiqAdapter(Adapter):
 
     async def is_done(self, handle: Handle) -> bool:
         return bool(await handle.is_ready())
+
+    async def missing(self, handles: Sequence[Handle]) -> list[Handle]:
+        # One EXISTS per task pipelined on one connection (the backend stores a result under
+        # the task id): this check is not timed, it only has to be quick.
+        from redis.asyncio import Redis
+
+        backend = self.app.results
+        left: list[Handle] = []
+        async with Redis(connection_pool=backend.redis_pool) as redis:
+            for start in range(0, len(handles), 1000):
+                batch = handles[start : start + 1000]
+                pipe = redis.pipeline(transaction=False)
+                for h in batch:
+                    pipe.exists(h.task_id)
+                found = await pipe.execute()
+                left += [h for h, n in zip(batch, found, strict=True) if not n]
+        return left
 
     async def value(self, handle: Handle) -> Any:
         result = await handle.get_result()
