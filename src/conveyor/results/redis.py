@@ -13,6 +13,7 @@ import contextlib
 import time
 from typing import Any
 
+from conveyor.errors import BrokerConnectionError
 from conveyor.results.base import ResultBackend, StreamChunk
 from conveyor.transports._redis_client import RedisClient, client_for
 
@@ -111,8 +112,6 @@ class RedisResultBackend(ResultBackend):
 
     async def _read_riding_out_outages(self, task_id: str, deadline: float | None) -> bytes | None:
         """`get_result`, retried through connection failures until the deadline."""
-        from conveyor.errors import BrokerConnectionError
-
         while True:
             try:
                 return await self.get_result(task_id)

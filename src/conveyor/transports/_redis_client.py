@@ -18,7 +18,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 
@@ -107,7 +107,7 @@ def url_options(url: str) -> tuple[str, dict[str, str]]:
     parts = urlsplit(url)
     ours = {"prefix", "lease"}
     query = parse_qsl(parts.query, keep_blank_values=True)
-    kept = "&".join(f"{k}={v}" for k, v in query if k not in ours)
+    kept = urlencode([(k, v) for k, v in query if k not in ours])
     return parts._replace(query=kept).geturl(), {k: v for k, v in query if k in ours}
 
 

@@ -370,13 +370,12 @@ class Runner:
         if error is not None:
             for hook in self.broker.hooks("on_error"):
                 await hook(message, result, error)
-        data = self._encode(message, result)
-        ttl = _ttl(self.broker, message)
-        if delivery is not None:
+        if delivery is None:
+            await self._store(message, result)
+        else:
+            data, ttl = self._encode(message, result), _ttl(self.broker, message)
             transport = self.broker.transport
             await transport.ack_with_result(delivery, self.broker.result_backend, data, ttl)
-        elif data is not None:
-            await self.broker.result_backend.set_result(message.task_id, data, ttl)
         for hook in self.broker.hooks("post_save"):
             await hook(message, result)
 
