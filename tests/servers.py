@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -45,6 +45,46 @@ def need_server(name: str, url: str) -> str:
 def redis_url() -> str:
     """The Redis the tests use, or a skip."""
     return need_server("redis", os.environ.get("CONVEYOR_TEST_REDIS_URL", DEFAULT_REDIS_URL))
+
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def amqp_url() -> str:
+    """The RabbitMQ the tests use (`CONVEYOR_TEST_AMQP_URL`), or a skip.
+
+    RabbitMQ queues outlive a test: each test names its own prefix (`unique_prefix`) and
+    deletes what it declared (`AmqpTransport.delete_topology`).
+    """
+    return need_server("amqp", os.environ.get("CONVEYOR_TEST_AMQP_URL", DEFAULT_AMQP_URL))
+
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+def nats_url() -> str:
+    """The NATS JetStream server the tests use (`CONVEYOR_TEST_NATS_URL`), or a skip.
+
+    JetStream keeps streams on disk: each test names its own prefix (`unique_prefix`) and
+    deletes its streams afterwards (`drop_nats_prefix`).
+    """
+    return need_server("nats", os.environ.get("CONVEYOR_TEST_NATS_URL", DEFAULT_NATS_URL))
+
+
+async def drop_nats_prefix(url: str, prefix: str) -> None:
+    """Delete every JetStream stream (and so its consumers) named `<prefix>_...`."""
+    import json
+
+    import nats
+
+    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
+    try:
+        reply = await nc.request("$JS.API.STREAM.NAMES", b"{}", timeout=5)
+        for name in json.loads(reply.data).get("streams") or []:
+            if name.startswith(f"{prefix}_"):
+                await nc.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=5)
+    finally:
+        await nc.close()
 
 
 def unique_prefix() -> str:
@@ -81,6 +121,8 @@ class PrivateRedis:
     root: Path
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    #: More `redis-server` options, e.g. ["--requirepass", "pw"].
+    extra: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -94,7 +136,7 @@ class PrivateRedis:
             pytest.skip("redis-server is not installed")
         self.root.mkdir(parents=True, exist_ok=True)
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root)]
-        argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "always", *self.extra]
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )

@@ -22,9 +22,12 @@ from conveyor.transports.sqlite import SqliteTransport
 
 __all__ = [
     "DEFAULT_URL",
+    "AmqpBroker",
     "InMemoryBroker",
+    "NatsBroker",
     "RedisBroker",
     "SqliteBroker",
+    "ZeroMQBroker",
     "broker_from_url",
     "result_backend_from_url",
     "safe_url",
@@ -171,6 +174,122 @@ class RedisBroker(Broker):
         self.url = url
 
 
+class NatsBroker(Broker):
+    """NATS JetStream: work-queue streams, durable pull consumers, results in JetStream.
+
+    Args:
+        url: `nats://[user:password@]host:4222` (several separated by commas); query options
+            `prefix` and `lease`.
+        prefix: the start of every stream name and subject, so several apps share one server.
+        lease_seconds: the consumers' `ack_wait`; a crashed worker's messages are delivered
+            again about this long after its last renewal.
+        result_ttl: seconds results are kept when a task sets no `result_ttl`.
+        **options: `Broker` options (serializer, task_id_generator, secret_key, ...).
+    """
+
+    def __init__(
+        self,
+        url: str = "nats://localhost:4222",
+        *,
+        prefix: str = "conveyor",
+        lease_seconds: float = 30.0,
+        result_ttl: float | None = 24 * 3600.0,
+        **options: Any,
+    ) -> None:
+        from conveyor.results.nats import NatsResultBackend
+        from conveyor.transports._nats_client import client_for, url_options
+        from conveyor.transports.nats import NatsTransport
+
+        url, query = url_options(url)
+        prefix = query.get("prefix") or prefix
+        lease = _float_option(query, "lease", url)
+        client = client_for(url, prefix)
+        super().__init__(
+            NatsTransport(url, lease_seconds=lease or lease_seconds, client=client),
+            NatsResultBackend(url, result_ttl=result_ttl, client=client),
+            **options,
+        )
+        self.url = url
+
+
+class AmqpBroker(Broker):
+    """RabbitMQ: durable priority queues, publisher confirms, acks after the result is stored.
+
+    RabbitMQ keeps messages only, so task states, cancels, dedup, rate limits and the other
+    shared state live in a state store (`state_url`); see `docs/engines/amqp.md`.
+
+    Args:
+        url: `amqp://user:password@host:5672/vhost` or `amqps://...`; query options `prefix`,
+            `lease` and `state` (a URL-encoded state URL).
+        prefix: prefix of every queue and exchange, so several apps share a vhost.
+        state_url: `redis://...` or `sqlite:///state.db`; this process's memory when None.
+        lease_seconds: how long a worker holds a message without renewing.
+        result_backend: where results go; by default the state store's engine (Redis or SQLite),
+            else this process's memory.
+        **options: `Broker` options (serializer, task_id_generator, secret_key, ...).
+    """
+
+    def __init__(
+        self,
+        url: str = "amqp://guest:guest@localhost:5672/",
+        *,
+        prefix: str = "conveyor",
+        state_url: str | None = None,
+        lease_seconds: float = 30.0,
+        result_backend: ResultBackend | None = None,
+        **options: Any,
+    ) -> None:
+        from conveyor.transports.amqp import AmqpTransport
+
+        transport = AmqpTransport(
+            url, prefix=prefix, state_url=state_url, lease_seconds=lease_seconds
+        )
+        super().__init__(transport, result_backend or _beside(transport.state_url), **options)
+        self.url = transport.url
+
+
+class ZeroMQBroker(Broker):
+    """ZeroMQ, fire-and-forget: the sender binds a PUSH socket, workers connect PULL sockets.
+
+    Nothing is durable: see `docs/engines/zmq.md` for what it does not guarantee.
+
+    Args:
+        zmq_pub_host: where the sending process binds (the seed's name).
+        zmq_sub_host: where workers connect to it.
+        result_backend: where results go; by default the state store's engine, else memory.
+        task_id_generator: makes task ids.
+        state_url: shared state (`redis://...`, `sqlite:///state.db`); memory when None.
+        **options: `Broker` options.
+    """
+
+    def __init__(
+        self,
+        zmq_pub_host: str = "tcp://0.0.0.0:5555",
+        zmq_sub_host: str = "tcp://localhost:5555",
+        result_backend: ResultBackend | None = None,
+        task_id_generator: Callable[[], str] | None = None,
+        *,
+        state_url: str | None = None,
+        **options: Any,
+    ) -> None:
+        from conveyor.transports.zmq import ZmqTransport
+
+        transport = ZmqTransport(zmq_pub_host, zmq_sub_host, state_url=state_url)
+        super().__init__(
+            transport,
+            result_backend or _beside(state_url),
+            task_id_generator=task_id_generator,
+            **options,
+        )
+
+
+def _beside(state_url: str | None) -> ResultBackend:
+    """Results in the state store's engine, or in memory without one."""
+    if state_url is None:
+        return MemoryResultBackend()
+    return result_backend_from_url(state_url)
+
+
 def safe_url(url: str) -> str:
     """`url` with its password replaced by `***`, for logs and errors."""
     parts = urlsplit(url)
@@ -197,7 +316,10 @@ def broker_from_url(url: str | None = None, **options: Any) -> Broker:
 
     `memory://` and `sqlite:///file.db` (query option `lease`) are built in; Redis URLs
     (`redis://`, `rediss://`, `unix://`, `redis+sentinel://`, `redis+cluster://`, query options
-    `prefix` and `lease`) need the `redis` extra. A result store from
+    `prefix` and `lease`) need the `redis` extra; `amqp://` / `amqps://` (options `prefix`,
+    `lease`, `state`) the `amqp` extra; `nats://` (options `prefix`, `lease`) the `nats`
+    extra; `zmq://host:port` (option `state`) the `zmq` extra.
+    A result store from
     `CONVEYOR_RESULT_BACKEND_URL` replaces the engine's default.
 
     Raises:
@@ -214,10 +336,17 @@ def broker_from_url(url: str | None = None, **options: Any) -> Broker:
         broker = SqliteBroker(path, **({"lease_seconds": lease} if lease else {}), **options)
     elif scheme in _REDIS_SCHEMES:
         broker = RedisBroker(url, **options)
+    elif scheme == "nats":
+        broker = NatsBroker(url, **options)
+    elif scheme in ("amqp", "amqps"):
+        broker = AmqpBroker(url, **options)
+    elif scheme == "zmq":
+        broker = _zmq_from_url(url, **options)
     else:
         raise ConfigurationError(
-            f"unknown broker URL scheme in {safe_url(url)!r}:"
-            " use sqlite:///file.db, redis://host:port/db or memory://"
+            f"unknown broker URL scheme in {safe_url(url)!r}: use sqlite:///file.db,"
+            " redis://host:port/db, amqp://host:5672/, nats://host:4222, zmq://host:5555"
+            " or memory://"
         )
     results_url = os.environ.get("CONVEYOR_RESULT_BACKEND_URL")
     if results_url:
@@ -225,8 +354,23 @@ def broker_from_url(url: str | None = None, **options: Any) -> Broker:
     return broker
 
 
+def _zmq_from_url(url: str, **options: Any) -> Broker:
+    """`zmq://host:port?state=...`: the sender binds every interface on the port, workers
+    connect to host:port."""
+    parts = urlsplit(url)
+    if parts.port is None:
+        raise ConfigurationError(f"{url!r} names no port: use zmq://host:5555")
+    query = dict(parse_qsl(parts.query))
+    return ZeroMQBroker(
+        f"tcp://0.0.0.0:{parts.port}",
+        f"tcp://{parts.hostname or 'localhost'}:{parts.port}",
+        state_url=query.get("state"),
+        **options,
+    )
+
+
 def result_backend_from_url(url: str) -> ResultBackend:
-    """Make the result store a URL names (`memory://`, `sqlite:///file.db`, a Redis URL)."""
+    """Make the result store a URL names (`memory://`, `sqlite:///file.db`, Redis, `nats://`)."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryResultBackend()
@@ -238,6 +382,12 @@ def result_backend_from_url(url: str) -> ResultBackend:
 
         plain, query = url_options(url)
         return RedisResultBackend(plain, prefix=query.get("prefix") or "conveyor")
+    if scheme == "nats":
+        from conveyor.results.nats import NatsResultBackend
+        from conveyor.transports._nats_client import url_options as nats_options
+
+        plain, query = nats_options(url)
+        return NatsResultBackend(plain, prefix=query.get("prefix") or "conveyor")
     raise ConfigurationError(f"unknown result backend URL scheme in {safe_url(url)!r}")
 
 

@@ -19,7 +19,14 @@ from conveyor.results.sqlite import SqliteResultBackend
 from conveyor.transports.base import Transport
 from conveyor.transports.memory import MemoryTransport
 from conveyor.transports.sqlite import SqliteTransport
-from tests.servers import drop_prefix, redis_url, unique_prefix
+from tests.servers import (
+    amqp_url,
+    drop_nats_prefix,
+    drop_prefix,
+    nats_url,
+    redis_url,
+    unique_prefix,
+)
 
 #: Lease of the `transport` fixture: long enough that nothing expires by accident.
 DEFAULT_LEASE = 5.0
@@ -44,6 +51,39 @@ def _redis_transport(tmp_path: Path, lease_seconds: float) -> Transport:
     from conveyor.transports.redis import RedisTransport
 
     return RedisTransport(redis_url(), prefix=_prefix(tmp_path), lease_seconds=lease_seconds)
+
+
+def _amqp_transport(tmp_path: Path, lease_seconds: float) -> Transport:
+    from conveyor.transports.amqp import AmqpTransport
+
+    marker = tmp_path / "amqp-prefix"  # all transports of a test share the prefix and state
+    if not marker.exists():
+        marker.write_text(unique_prefix())
+    state = f"sqlite:///{tmp_path}/amqp-state.db"
+    url = amqp_url()
+    return AmqpTransport(
+        url, prefix=marker.read_text(), state_url=state, lease_seconds=lease_seconds
+    )
+
+
+def _nats_prefix(tmp_path: Path) -> str:
+    """One prefix per test, shared by its transports and result stores; dropped afterwards."""
+    marker = tmp_path / "nats-prefix"
+    if not marker.exists():
+        marker.write_text(unique_prefix())
+    return marker.read_text()
+
+
+def _nats_transport(tmp_path: Path, lease_seconds: float) -> Transport:
+    from conveyor.transports.nats import NatsTransport
+
+    return NatsTransport(nats_url(), prefix=_nats_prefix(tmp_path), lease_seconds=lease_seconds)
+
+
+def _nats_results(tmp_path: Path) -> ResultBackend:
+    from conveyor.results.nats import NatsResultBackend
+
+    return NatsResultBackend(nats_url(), prefix=_nats_prefix(tmp_path))
 
 
 def _prefix(tmp_path: Path) -> str:
@@ -72,12 +112,15 @@ TRANSPORT_ENGINES: list[Any] = [
     pytest.param(_memory_transport, id="memory"),
     pytest.param(_sqlite_transport, id="sqlite"),
     pytest.param(_redis_transport, id="redis"),
+    pytest.param(_amqp_transport, id="amqp"),
+    pytest.param(_nats_transport, id="nats"),
 ]
 
 RESULT_ENGINES: list[Any] = [
     pytest.param(_memory_results, id="memory"),
     pytest.param(_sqlite_results, id="sqlite"),
     pytest.param(_redis_results, id="redis"),
+    pytest.param(_nats_results, id="nats"),
 ]
 
 
@@ -97,8 +140,12 @@ async def make_transport(
 
     yield make
     for transport in made:
+        drop = getattr(transport, "delete_topology", None)  # RabbitMQ queues outlive the test
+        if drop is not None:
+            await drop()
         await transport.shutdown()
     _drop_redis_keys(tmp_path)
+    await _drop_nats_streams(tmp_path)
 
 
 @pytest.fixture
@@ -118,6 +165,13 @@ async def result_backend(
     yield backend
     await backend.shutdown()
     _drop_redis_keys(tmp_path)
+    await _drop_nats_streams(tmp_path)
+
+
+async def _drop_nats_streams(tmp_path: Path) -> None:
+    marker = tmp_path / "nats-prefix"
+    if marker.exists():
+        await drop_nats_prefix(nats_url(), marker.read_text())
 
 
 def _drop_redis_keys(tmp_path: Path) -> None:

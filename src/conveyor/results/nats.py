@@ -1,0 +1,153 @@
+"""Results in JetStream: one subject per task and kind in the stream `P_results`.
+
+Subjects (P = prefix, T = escaped task id; one message kept per subject): `P.r.res.T` result,
+`P.r.st.T` running state, `P.r.p.T` progress, `P.r.g.T` a generator's items (length-prefixed,
+one value, appended by compare-and-set; a closed stream has a flag byte first). A TTL travels in
+the `Conveyor-Expires` header (nats-server 2.9 has no per-message TTL): expired values read as
+absent. `wait_result` subscribes (core NATS) to the result's subject before it reads, so a
+stored result wakes it at once; it re-reads once a second in case a message was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import time
+
+from conveyor.errors import BrokerConnectionError
+from conveyor.results.base import ResultBackend, StreamChunk
+from conveyor.transports._nats_client import NatsClient, client_for
+from conveyor.transports._nats_conn import Msg, escape
+from conveyor.transports._nats_state import NatsState
+
+__all__ = ["NatsResultBackend"]
+
+_RECHECK_SECONDS = 1.0
+_OPEN, _CLOSED = b"o", b"c"
+
+
+class NatsResultBackend(ResultBackend):
+    """Keeps results, states, progress and generator streams in JetStream.
+
+    Args:
+        url: a NATS URL (see `NatsClient`); usable with any broker.
+        prefix: the start of every stream name and subject.
+        result_ttl: seconds a result is kept when the task sets no `result_ttl`; None keeps it.
+        client: a `NatsClient` to share with a `NatsTransport`.
+    """
+
+    def __init__(
+        self,
+        url: str = "nats://localhost:4222",
+        *,
+        prefix: str = "conveyor",
+        result_ttl: float | None = 24 * 3600.0,
+        client: NatsClient | None = None,
+    ) -> None:
+        self.client = client or client_for(url, prefix)
+        self.default_ttl = result_ttl
+        self._kinds = {
+            k: NatsState(self.client, "results", f"r.{k}") for k in ("res", "st", "p", "g")
+        }
+
+    async def startup(self) -> None:
+        """Connect and create the streams."""
+        await self.client.startup()
+
+    async def shutdown(self) -> None:
+        """Close this event loop's connection."""
+        await self.client.close()
+
+    async def set_result(self, task_id: str, data: bytes, ttl: float | None) -> None:
+        """Store the result (its publish also wakes every waiter)."""
+        await self._kinds["res"].put(task_id, data, ttl)
+
+    async def get_result(self, task_id: str) -> bytes | None:
+        """The stored result, or None."""
+        return await self._kinds["res"].get(task_id)
+
+    async def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
+        """Wait on the result's subject until it is stored, or `timeout` passes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stored = asyncio.Event()
+        sub = None
+
+        async def announced(_msg: Msg) -> None:
+            stored.set()
+
+        try:
+            while True:
+                if sub is None:
+                    with contextlib.suppress(BrokerConnectionError):
+                        nc = await self.client.connection()
+                        sub = await nc.subscribe(self._kinds["res"].subject(task_id), cb=announced)
+                data = await self._read_riding_out_outages(task_id, deadline)
+                if data is not None:
+                    return data
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                wait = _RECHECK_SECONDS if left is None else min(left, _RECHECK_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stored.wait(), wait)
+                stored.clear()
+        finally:
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _read_riding_out_outages(self, task_id: str, deadline: float | None) -> bytes | None:
+        while True:
+            try:
+                return await self.get_result(task_id)
+            except BrokerConnectionError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def delete(self, task_id: str) -> None:
+        """Forget everything stored for a task (one purge of every kind's subject)."""
+        await self.client.purge("results", self.client.subject("r", "*", escape(task_id)))
+
+    async def set_state(self, task_id: str, state: str, ttl: float | None) -> None:
+        """Record a non-final state."""
+        await self._kinds["st"].put(task_id, state.encode(), ttl)
+
+    async def get_state(self, task_id: str) -> str | None:
+        """The last recorded state, or None."""
+        state = await self._kinds["st"].get(task_id)
+        return None if state is None else state.decode()
+
+    async def set_progress(self, task_id: str, data: bytes, ttl: float | None) -> None:
+        """Store the latest progress report."""
+        await self._kinds["p"].put(task_id, data, ttl)
+
+    async def get_progress(self, task_id: str) -> bytes | None:
+        """The latest progress report, or None."""
+        return await self._kinds["p"].get(task_id)
+
+    async def push_stream(self, task_id: str, items: list[bytes], ttl: float | None) -> None:
+        """Append a generator's items; the stream's TTL restarts."""
+        added = b"".join(struct.pack(">I", len(item)) + item for item in items)
+        await self._kinds["g"].update(task_id, lambda live: ((live or _OPEN) + added, ttl))
+
+    async def reset_stream(self, task_id: str) -> None:
+        """Drop a stream so a redelivered generator starts afresh."""
+        await self._kinds["g"].delete(task_id)
+
+    async def close_stream(self, task_id: str, ttl: float | None) -> None:
+        """Mark the stream finished."""
+        await self._kinds["g"].update(task_id, lambda live: (_CLOSED + (live or _OPEN)[1:], ttl))
+
+    async def read_stream(self, task_id: str, offset: int) -> StreamChunk:
+        """Items from `offset` on, the next offset, and whether the stream is closed."""
+        value = await self._kinds["g"].get(task_id)
+        if not value:
+            return offset, [], False
+        items, at = [], 1
+        while at < len(value):
+            (size,) = struct.unpack_from(">I", value, at)
+            items.append(value[at + 4 : at + 4 + size])
+            at += 4 + size
+        return max(offset, len(items)), items[offset:], value[:1] == _CLOSED

@@ -1,0 +1,100 @@
+"""The index an `AmqpTransport` keeps in its state store, and RabbitMQ names and URL options.
+
+RabbitMQ cannot say where one message is, remove one message, or count what a consumer holds,
+so the transport keeps one small record per held task id in the state store (see
+`docs/engines/amqp.md`): `amqp:<prefix>:m:<task_id>` =
+`state|deliveries|lease_end|eta|prio|tag|queue`. Its state is "queued", "scheduled", "retrying",
+"running", or "x" (cancelled or purged: the message is dropped when it is next delivered).
+`tag` names the one copy of the message that counts (its `x-tag` header): a copy with another
+tag (the original of a republished retry whose ack was lost, a cancelled copy after the id was
+sent again) is dropped when delivered. `amqp:<prefix>:q:<queue>` notes every queue and
+`amqp:<prefix>:d:<k>` every delay bucket declared, for `receive([])` and `delete_topology`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass, replace
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from conveyor.errors import ConfigurationError
+
+__all__ = ["DROPPED", "RECORD_TTL", "Record", "delay_bucket", "new_tag", "split_url"]
+
+#: Seconds a record outlives its message's due time (a backlog older than this loses its index).
+RECORD_TTL = 7 * 24 * 3600.0
+DROPPED = "x"
+#: Delay buckets hold messages 2**k milliseconds, k = 0..MAX_BUCKET (about 24.9 days).
+MAX_BUCKET = 31
+_OURS = ("prefix", "lease", "state")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Where a held message is, as the index knows it."""
+
+    state: str
+    deliveries: int = 0
+    lease_end: float = 0.0
+    eta: float = 0.0
+    priority: int = 0
+    queue: str = ""
+    tag: str = ""
+
+    def encode(self) -> bytes:
+        """The stored form."""
+        return (
+            f"{self.state}|{self.deliveries}|{self.lease_end:.3f}|{self.eta:.3f}"
+            f"|{self.priority}|{self.tag}|{self.queue}"
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> Record | None:
+        """The record stored as `raw`, or None."""
+        if raw is None:
+            return None
+        state, n, lease_end, eta, priority, tag, queue = raw.decode().split("|", 6)
+        return cls(state, int(n), float(lease_end), float(eta), int(priority), queue, tag)
+
+    def with_(self, **changes: object) -> Record:
+        """A copy with some fields changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]  # dataclass fields by name
+
+    def where(self, now: float) -> str | None:
+        """The contract's state of this message at `now` (None when dropped)."""
+        if self.state == DROPPED:
+            return None
+        if self.state == "running":
+            return "running" if self.lease_end > now else "queued"
+        if self.state == "retrying":
+            return "retrying"
+        return "scheduled" if self.eta > now else "queued"
+
+    def ttl(self, now: float) -> float:
+        """How long to keep the record."""
+        return max(self.eta - now, 0.0) + RECORD_TTL
+
+
+def new_tag() -> str:
+    """A fresh tag for one published copy of a message."""
+    return uuid.uuid4().hex[:12]
+
+
+def delay_bucket(eta: float) -> int | None:
+    """The delay bucket a message due at `eta` waits in next, or None when it is due."""
+    left_ms = math.ceil((eta - time.time()) * 1000)
+    if left_ms <= 0:
+        return None
+    return min(left_ms.bit_length() - 1, MAX_BUCKET)
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    """Split conveyor's own query options (`prefix`, `lease`, `state`) off an AMQP URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ConfigurationError(f"not an AMQP URL (amqp:// or amqps://): {parts.scheme}://...")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kept = urlencode([(k, v) for k, v in query if k not in _OURS])
+    return parts._replace(query=kept).geturl(), {k: v for k, v in query if k in _OURS}

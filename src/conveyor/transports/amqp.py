@@ -1,0 +1,399 @@
+"""The RabbitMQ transport: durable priority queues, publisher confirms, manual acks.
+
+Layout for a prefix `P` (see `docs/engines/amqp.md`): each conveyor queue `q` is a durable
+classic queue `P.q` (`x-max-priority` 9) fed through the default exchange; `P.dead` is a direct
+exchange routing dead letters to `P.q.dead`; delays wait in `P.delay.<k>` queues with a fixed TTL
+of 2**k ms that dead-letter back to the work queue. A message still not due when it comes back
+(its `x-eta` header) waits again in the largest bucket that fits, so a delay takes at most ~32
+hops, never delivers early, and a fixed TTL per queue means no head-of-line blocking.
+
+A worker consumes with a prefetch of the capacity it asks for (`receive(max_count)` plus what it
+runs) and keeps the deliveries in a buffer sorted by priority. RabbitMQ has no lease while the
+consumer lives, so the transport keeps one: a delivery not extended within `lease_seconds` is
+nacked back to the queue and any later settle of it does nothing. Where messages are, cancels
+and dedup live in an index in the state store (`_amqp_records`). The connection lives in a
+thread of its own (`IoThread`), so callers may use any event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from conveyor.transports import _amqp_admin
+from conveyor.transports._amqp_link import AmqpLink, int_header, stale
+from conveyor.transports._amqp_records import DROPPED, Record, new_tag
+from conveyor.transports.base import DeadLetter, Delivery, QueueStats, TransportState
+
+try:
+    import aio_pika
+    from aio_pika.abc import AbstractIncomingMessage
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "the RabbitMQ engine needs the amqp extra: pip install 'conveyor[amqp]'"
+    ) from exc
+
+__all__ = ["AmqpTransport"]
+
+log = logging.getLogger("conveyor.amqp")
+
+_CANCEL_TTL = 3600.0
+
+
+class _Receipt:
+    """A leased delivery: its message, its lease timer, and whether it may still be settled."""
+
+    __slots__ = ("live", "message", "priority", "tag", "timer")
+
+    def __init__(self, message: AbstractIncomingMessage, priority: int, tag: str) -> None:
+        self.message, self.priority, self.tag = message, priority, tag
+        self.live = True
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class AmqpTransport(AmqpLink):
+    """Messages on RabbitMQ; state (index, cancels, kv) in a companion state store.
+
+    Args:
+        url: `amqp://user:password@host:5672/vhost` or `amqps://...`; query options `prefix`,
+            `lease` and `state` (a URL-encoded state URL) override the arguments below.
+        prefix: prefix of every queue and exchange name, so several apps share a vhost.
+        state_url: where the index and the small state live (`redis://...`,
+            `sqlite:///state.db`); this process's memory when None (logged as a WARNING).
+        lease_seconds: how long a delivery stays leased without `extend`.
+        linger_seconds: after a first message arrives at an idle receive, how long to wait for
+            the rest of its burst, so a batch sent at once is handed out by priority.
+    """
+
+    tracks_state = True
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    async def receive(
+        self, queues: Sequence[str], max_count: int, timeout: float
+    ) -> list[Delivery]:
+        """Lease up to `max_count` messages, waiting up to `timeout` seconds for one.
+
+        An empty `queues` means every queue noted in the state store.
+        """
+        if max_count <= 0:
+            return []
+        return await self._io.run(self._receive(list(dict.fromkeys(queues)), max_count, timeout))
+
+    async def _receive(self, queues: list[str], max_count: int, timeout: float) -> list[Delivery]:
+        await self._ready()
+        deadline = time.monotonic() + timeout
+        await self._set_prefetch(len(self._leased) + max_count)
+        lingered = True  # lingering is for a receive that had to wait
+        while True:
+            names = queues or await self._known_queues()
+            if await self._consume_only(names):
+                lingered = False  # new consumers: their backlogs arrive one by one
+            assert self._arrived is not None
+            self._arrived.clear()
+            waiting = self._waiting(names)
+            if 0 < waiting < max_count and not lingered and self.linger_seconds > 0:
+                lingered = True
+                await asyncio.sleep(self.linger_seconds)
+                continue
+            got = [d for d in await self._hand_out(self._take(names, max_count)) if d]
+            left = deadline - time.monotonic()
+            if got or left <= 0:
+                return got
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), min(left, 0.5) if not queues else left)
+            lingered = False
+
+    async def _set_prefetch(self, count: int) -> None:
+        if count != self._prefetch:
+            await self._channel.set_qos(prefetch_count=count, global_=True)
+            self._prefetch = count
+
+    async def _consume_only(self, names: Sequence[str]) -> bool:
+        """Consume exactly these queues: a consumer of another queue would hold prefetch slots
+        (the limit is per channel) with messages nobody asks for, so it is cancelled and its
+        buffered messages go back to their queue. True when a consumer was started."""
+        for queue in [q for q in self._consuming if q not in names]:
+            tag = self._consuming.pop(queue)
+            await self._queues[queue].cancel(tag)
+            for item in [item for item in self._buffer if item[2] == queue]:
+                self._buffer.remove(item)
+                await self._settle(partial(item[3].nack, requeue=True))
+        started = False
+        for queue in names:
+            if queue not in self._consuming:
+                declared = await self._declare(queue)
+                self._consuming[queue] = ""  # deliveries may come before consume-ok is read
+                self._consuming[queue] = await declared.consume(partial(self._on_message, queue))
+                started = True
+        return started
+
+    async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
+        if queue not in self._consuming:  # arrived after its consumer was cancelled
+            await self._settle(partial(message.nack, requeue=True))
+            return
+        self._buffer.append((-(message.priority or 0), next(self._seq), queue, message))
+        if self._arrived is not None:
+            self._arrived.set()
+
+    def _waiting(self, names: Sequence[str]) -> int:
+        self._buffer = [item for item in self._buffer if not stale(item[3])]
+        wanted = set(names)
+        return sum(1 for item in self._buffer if item[2] in wanted)
+
+    def _take(self, names: Sequence[str], count: int) -> list[tuple[str, AbstractIncomingMessage]]:
+        wanted = set(names)
+        mine = sorted(item for item in self._buffer if item[2] in wanted)[:count]
+        taken = {id(item) for item in mine}
+        self._buffer = [item for item in self._buffer if id(item) not in taken]
+        return [(queue, message) for _, _, queue, message in mine]
+
+    async def _hand_out(
+        self, taken: list[tuple[str, AbstractIncomingMessage]]
+    ) -> list[Delivery | None]:
+        keys = [self._key("m", message.message_id or "") for _, message in taken]
+        raws = await asyncio.gather(*(self.state_store.kv_get(key) for key in keys))
+        return list(
+            await asyncio.gather(
+                *(
+                    self._lease(queue, message, Record.decode(raw))
+                    for (queue, message), raw in zip(taken, raws, strict=True)
+                )
+            )
+        )
+
+    async def _lease(
+        self, queue: str, message: AbstractIncomingMessage, record: Record | None
+    ) -> Delivery | None:
+        """Lease one delivered message, or drop it (cancelled, a stale copy) or delay it again
+        (not due)."""
+        task_id = message.message_id or ""
+        key = self._key("m", task_id)
+        priority = message.priority or 0
+        tag = str((message.headers or {}).get("x-tag") or "")
+        if record is not None and record.tag and tag and tag != record.tag:
+            await self._settle(message.ack)  # another copy is the one that counts
+            return None
+        if record is not None and record.state == DROPPED:
+            await self._settle(message.ack)
+            await self.state_store.kv_delete(key)
+            return None
+        sent_n = int_header(message, "x-n")
+        eta = int_header(message, "x-eta-ms") / 1000
+        if eta > time.time():
+            await self._send(queue, task_id, message.body, priority, eta, sent_n, tag)
+            await self._settle(message.ack)
+            return None
+        # without a record (an index of another process) count from the header
+        n = record.deliveries + 1 if record else sent_n + 1 + bool(message.redelivered)
+        now = time.time()
+        leased = Record("running", n, now + self.lease_seconds, 0.0, priority, queue, tag)
+        await self.state_store.kv_set(key, leased.encode(), leased.ttl(now))
+        receipt = _Receipt(message, priority, tag)
+        self._leased.add(receipt)
+        self._arm(receipt)
+        return Delivery(task_id, queue, message.body, n, receipt)
+
+    def _arm(self, receipt: _Receipt) -> None:
+        if receipt.timer is not None:
+            receipt.timer.cancel()
+        loop = asyncio.get_running_loop()
+        receipt.timer = loop.call_later(self.lease_seconds, self._expire, receipt)
+
+    def _expire(self, receipt: _Receipt) -> None:
+        """The lease ran out: give the message back to the queue, to anyone."""
+        if not receipt.live:
+            return
+        receipt.live = False
+        self._leased.discard(receipt)
+        chore = asyncio.get_running_loop().create_task(
+            self._settle(partial(receipt.message.nack, requeue=True))
+        )
+        self._chores.add(chore)
+        chore.add_done_callback(self._chores.discard)
+
+    # -- settling -------------------------------------------------------------------------------
+
+    def _claim(self, delivery: Delivery) -> _Receipt | None:
+        """The receipt of a delivery this transport still holds, taken out of the lease set."""
+        receipt = delivery.receipt
+        if not isinstance(receipt, _Receipt):
+            raise TypeError(f"delivery {delivery.task_id!r} did not come from an AmqpTransport")
+        if not receipt.live or stale(receipt.message):
+            return None
+        receipt.live = False
+        self._leased.discard(receipt)
+        if receipt.timer is not None:
+            receipt.timer.cancel()
+        return receipt
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack deliveries this transport still holds and drop them from the index."""
+        await self._io.run(self._ack(deliveries))
+
+    async def _ack(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            receipt = self._claim(delivery)
+            if receipt is not None and await self._settle(receipt.message.ack):
+                await self.state_store.kv_delete(self._key("m", delivery.task_id))
+
+    async def release(
+        self,
+        delivery: Delivery,
+        *,
+        body: bytes | None = None,
+        delay: float = 0.0,
+        retrying: bool = False,
+    ) -> None:
+        """Put a held delivery back: nacked to its place, or published again (new body, delay)."""
+        await self._io.run(self._release(delivery, body, delay, retrying))
+
+    async def _release(
+        self, delivery: Delivery, body: bytes | None, delay: float, retrying: bool
+    ) -> None:
+        receipt = self._claim(delivery)
+        if receipt is None:
+            return
+        now = time.time()
+        eta = now + delay if delay > 0 else 0.0
+        state = "retrying" if retrying else "scheduled" if eta else "queued"
+        again = body is None and not eta  # nacked to its place: the same copy counts
+        tag = receipt.tag if again else new_tag()
+        record = Record(state, delivery.deliveries, 0.0, eta, receipt.priority, delivery.queue, tag)
+        key = self._key("m", delivery.task_id)
+        await self.state_store.kv_set(key, record.encode(), record.ttl(now))
+        message = receipt.message
+        if again:
+            await self._settle(partial(message.nack, requeue=True))
+            return
+        try:
+            await self._send(
+                delivery.queue,
+                delivery.task_id,
+                message.body if body is None else body,
+                receipt.priority,
+                eta or None,
+                delivery.deliveries,
+                tag,
+            )
+        except Exception as exc:  # not published: the original comes back when its lease ends
+            raise self._error(exc) from None
+        await self._settle(message.ack)
+
+    async def extend(self, deliveries: Sequence[Delivery]) -> None:
+        """Renew the leases this transport still holds."""
+        await self._io.run(self._extend(deliveries))
+
+    async def _extend(self, deliveries: Sequence[Delivery]) -> None:
+        now = time.time()
+        writes = []
+        for delivery in deliveries:
+            receipt = delivery.receipt
+            if not isinstance(receipt, _Receipt) or not receipt.live:
+                continue
+            self._arm(receipt)
+            record = Record("running", delivery.deliveries, now + self.lease_seconds, 0.0,
+                            receipt.priority, delivery.queue, receipt.tag)  # fmt: skip
+            key = self._key("m", delivery.task_id)
+            writes.append(self.state_store.kv_set(key, record.encode(), record.ttl(now)))
+        await asyncio.gather(*writes)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Publish a held delivery to `P.dead` (-> `P.q.dead`) with the reason, then ack it."""
+        await self._io.run(self._dead_letter(delivery, reason))
+
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        receipt = self._claim(delivery)
+        if receipt is None:
+            return
+        await self._declare(delivery.queue)
+        headers: dict[str, Any] = {
+            "x-reason": reason,
+            "x-failed-at-ms": int(time.time() * 1000),
+            "x-queue": delivery.queue,
+            "x-priority": receipt.priority,
+        }
+        message = aio_pika.Message(
+            receipt.message.body,
+            message_id=delivery.task_id,
+            headers=headers,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        exchange = await self._channel.get_exchange(f"{self.prefix}.dead", ensure=False)
+        try:
+            await exchange.publish(message, delivery.queue)
+        except Exception as exc:
+            raise self._error(exc) from None
+        if await self._settle(receipt.message.ack):
+            await self.state_store.kv_delete(self._key("m", delivery.task_id))
+
+    # -- cancellation, state, operations (`_amqp_admin`) -----------------------------------------
+
+    async def cancel(self, task_id: str) -> bool:
+        """Mark a waiting message dropped (True), or ask the worker running it to stop (False)."""
+        return await self._io.run(self._cancel(task_id))
+
+    async def _cancel(self, task_id: str) -> bool:
+        now = time.time()
+        record = Record.decode(await self.state_store.kv_get(self._key("m", task_id)))
+        if record is not None and record.where(now) not in (None, "running"):
+            dropped = record.with_(state=DROPPED)
+            await self.state_store.kv_set(
+                self._key("m", task_id), dropped.encode(), record.ttl(now)
+            )
+            return True
+        await self.state_store.kv_set(self._key("c", task_id), b"1", _CANCEL_TTL)
+        return False
+
+    async def cancel_requested(self, task_ids: Sequence[str]) -> set[str]:
+        """Which of these task ids were asked to cancel."""
+        return await self._io.run(self._cancel_requested(task_ids))
+
+    async def _cancel_requested(self, task_ids: Sequence[str]) -> set[str]:
+        found = await asyncio.gather(
+            *(self.state_store.kv_get(self._key("c", task_id)) for task_id in task_ids)
+        )
+        return {task_id for task_id, v in zip(task_ids, found, strict=True) if v is not None}
+
+    async def state(self, task_id: str) -> TransportState | None:
+        """Where the index says the message is, or None."""
+        return await self._io.run(self._state(task_id))
+
+    async def _state(self, task_id: str) -> TransportState | None:
+        record = Record.decode(await self.state_store.kv_get(self._key("m", task_id)))
+        return None if record is None else record.where(time.time())
+
+    async def records(self) -> dict[str, Record]:
+        """Every record of the index by task id (for `queue_stats` and `purge`)."""
+        found = await self.state_store.kv_scan(self._key("m", ""))
+        start = len(self._key("m", ""))
+        return {k[start:]: r for k, raw in found.items() if (r := Record.decode(raw)) is not None}
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Ready, scheduled and running counts from the index.
+
+        Read on the connection's thread, like settles, so a count never sees an ack whose
+        caller has not yet been told it is done.
+        """
+        return await self._io.run(_amqp_admin.queue_stats(self))
+
+    async def purge(self, queue: str | None = None) -> int:
+        """Drop waiting messages of one queue or all (running ones stay); return how many."""
+        return await self._io.run(_amqp_admin.purge(self, queue))
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters of every queue, oldest first (read without taking them)."""
+        return await self._io.run(_amqp_admin.dead_letters(self, limit))
+
+    async def requeue_dead(self, task_ids: Sequence[str] | None = None) -> int:
+        """Move dead letters (all when None) back to their queues; return how many."""
+        return await self._io.run(_amqp_admin.requeue_dead(self, task_ids))
+
+    async def delete_topology(self) -> None:
+        """Delete every queue and exchange of this prefix and forget the index (tests, teardown)."""
+        await self._io.run(_amqp_admin.delete_topology(self))

@@ -1,0 +1,381 @@
+"""The RabbitMQ engine with real worker processes started through the CLI.
+
+Each app has its own queue prefix on the test RabbitMQ (`tests/servers.py`) and its index in a
+SQLite state file in `tmp_path` (which also holds results unless a test says otherwise); its
+queues and exchanges are deleted when the test ends. The restart test stops and starts the
+shared server's RabbitMQ application with `rabbitmqctl`, and always starts it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import pytest
+
+from conveyor import (
+    AmqpBroker,
+    BrokerError,
+    ConfigurationError,
+    TaskHandle,
+    TaskStatus,
+    broker_from_url,
+)
+from conveyor.brokers import safe_url
+from conveyor.results.redis import RedisResultBackend
+from conveyor.testing import worker
+from conveyor.transports._amqp_records import DROPPED, Record, delay_bucket, split_url
+from conveyor.transports.amqp import AmqpTransport
+from conveyor.transports.base import Outgoing
+from tests.integration.test_redis_engine import conveyor, ok
+from tests.integration.test_worker_processes import (
+    assert_succeeded,
+    eventually,
+    numbers,
+    pid_of,
+    results,
+)
+from tests.servers import amqp_url, drop_prefix, free_port, redis_url, unique_prefix
+
+if TYPE_CHECKING:  # fixtures' types; pytest loads the conftest itself
+    from tests.integration.conftest import App, Workers
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+
+MakeApp = Callable[..., Awaitable["App"]]
+
+
+@pytest.fixture
+async def on_amqp(make_app: MakeApp, tmp_path: Path) -> AsyncIterator[MakeApp]:
+    """Yield `make(lease=2.0)`: an app on RabbitMQ under a fresh prefix, its state in SQLite.
+
+    Request it before `workers`, so the workers stop before its queues are deleted.
+    """
+    made: list[App] = []
+
+    async def make(lease: float = 2.0) -> App:
+        state = quote(f"sqlite:///{tmp_path}/amqp-state.db", safe="")
+        app = await make_app(
+            lease=lease, url=f"{amqp_url()}?prefix={unique_prefix()}&state={state}"
+        )
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        await app.broker.transport.delete_topology()  # type: ignore[attr-defined]
+
+
+async def heartbeating(app: App, *pids: int) -> None:
+    """Wait until the worker processes `pids` publish heartbeats (so they consume)."""
+
+    async def seen() -> bool:
+        return set(pids) <= set(await app.live_workers())
+
+    await eventually(seen, 15, f"workers {sorted(pids)} heartbeating")
+
+
+async def idle(app: App) -> bool:
+    """True when the index holds nothing queued, scheduled or running."""
+    return not await app.broker.transport.queue_stats()
+
+
+# -- SIGKILL and SIGTERM --------------------------------------------------------------------------
+
+
+async def test_sigkill_mid_run_hands_tasks_in_flight_to_the_other_worker(
+    on_amqp: MakeApp, workers: Workers
+) -> None:
+    app = await on_amqp()
+    victim = workers.start(app, "--max-async-tasks", "4")
+    other = workers.start(app, "--max-async-tasks", "4")
+    await heartbeating(app, victim.pid, other.pid)
+    handles = await app.broker.kiq_many([app.module.work.s(n, 1.0) for n in range(16)])
+
+    def victim_busy() -> bool:
+        return len(numbers(app, "started", victim.pid)) > len(numbers(app, "done", victim.pid))
+
+    await eventually(victim_busy, 15, "the first worker running tasks")
+    victim.kill()
+    killed_at = time.time()
+    in_flight = set(numbers(app, "started", victim.pid)) - set(numbers(app, "done", victim.pid))
+    assert in_flight, "nothing was running when the worker was killed"
+
+    found = await results(handles, timeout=30)
+    assert_succeeded(found)
+    assert [r.return_value for r in found] == list(range(16))
+    reruns = [f for f in app.marks("started") if int(f[1]) == other.pid]
+    for n in in_flight:
+        again = [float(f[2]) - killed_at for f in reruns if int(f[0]) == n]
+        assert again, f"task {n} in flight at the kill was not run again"
+        # RabbitMQ requeues a dead connection's unacked messages at once: no lease to wait for.
+        assert again[0] < 10.0, (n, again)
+        assert pid_of(found[n].worker) == other.pid
+    assert other.proc.poll() is None
+    await eventually(lambda: idle(app), 10, "the index empty")
+    assert await app.broker.transport.dead_letters() == []
+
+
+async def test_sigterm_finishes_running_tasks_and_leaves_the_rest_queued(
+    on_amqp: MakeApp, workers: Workers
+) -> None:
+    app = await on_amqp()
+    worker = workers.start(app, "--max-async-tasks", "2")
+    await heartbeating(app, worker.pid)
+    handles = await app.broker.kiq_many([app.module.work.s(n, 1.0) for n in range(6)])
+    await eventually(lambda: len(app.marks("started")) == 2, 15, "two tasks running")
+    running = set(numbers(app, "started"))
+
+    start = time.monotonic()
+    assert worker.terminate(timeout=10) == 0
+    assert time.monotonic() - start < 5
+    assert set(numbers(app, "started")) == running  # nothing started after SIGTERM
+    assert set(numbers(app, "done")) == running
+    for n, handle in enumerate(handles):
+        if n in running:
+            assert (await handle.wait_result(timeout=5)).status is TaskStatus.SUCCEEDED
+        else:
+            assert await handle.get_result() is None
+            assert await handle.status() is TaskStatus.QUEUED
+
+    workers.start(app)
+    assert_succeeded(await results(handles))
+    assert sorted(numbers(app, "done")) == list(range(6))  # each ran once
+
+
+async def test_task_longer_than_the_lease_runs_once_with_two_workers(
+    on_amqp: MakeApp, workers: Workers
+) -> None:
+    app = await on_amqp(lease=1.0)
+    one, two = workers.start(app), workers.start(app)
+    await heartbeating(app, one.pid, two.pid)
+    m = app.module
+    sigs = [m.work.s(1, 3.0), m.work.s(2, 3.0), m.work_sync.s(3, 3.0)]
+    found = await results(await app.broker.kiq_many(sigs), timeout=20)
+    assert_succeeded(found)
+    assert [r.attempts for r in found] == [1, 1, 1]
+    assert sorted(numbers(app, "started")) == [1, 2, 3]  # each ran exactly once
+
+
+# -- results in another engine -----------------------------------------------------------------
+
+
+async def test_messages_on_rabbitmq_results_in_redis(
+    on_amqp: MakeApp, workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results_url = f"{redis_url()}?prefix={unique_prefix()}"
+    monkeypatch.setenv("CONVEYOR_RESULT_BACKEND_URL", results_url)  # read by broker_from_url
+    try:
+        app = await on_amqp()
+        assert isinstance(app.broker, AmqpBroker)
+        assert isinstance(app.broker.result_backend, RedisResultBackend)
+        worker = workers.start(app)
+        await heartbeating(app, worker.pid)
+        handle = await app.module.add.kiq(2, 3)
+        result = await handle.wait_result(timeout=15)
+        assert result.return_value == 5
+        assert pid_of(result.worker) == worker.pid
+        stored = RedisResultBackend(redis_url(), prefix=results_url.rpartition("=")[2])
+        assert await stored.get_result(handle.task_id) is not None  # really in Redis
+        await stored.shutdown()
+    finally:
+        drop_prefix(redis_url(), results_url.rpartition("=")[2])
+
+
+def test_with_result_backend_pairs_any_store(tmp_path: Path) -> None:
+    broker = broker_from_url("amqp://guest:secret@127.0.0.1:5672/?prefix=x")
+    backend = RedisResultBackend("redis://127.0.0.1:6379/0", prefix="x")
+    assert broker.with_result_backend(backend).result_backend is backend
+    assert "secret" not in repr(broker)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+async def test_cli_shows_and_acts_on_rabbitmq_state(on_amqp: MakeApp, workers: Workers) -> None:
+    app = await on_amqp()
+    m = app.module
+    await app.broker.kiq_many([m.add.s(i, 1) for i in range(3)])
+    for _ in range(2):
+        await m.stamp.kicker().with_delay(300).kiq()
+    counts = "default: 3 ready, 2 scheduled, 0 running"
+    info = ok(await conveyor(app, "info", app.spec)).splitlines()
+    assert f"broker:   AmqpBroker {safe_url(amqp_url())}" in info
+    assert f"  {counts}" in info
+    assert ok(await conveyor(app, "inspect", "queues", app.spec)).splitlines() == [counts]
+    assert ok(await conveyor(app, "purge", app.spec)).strip() == "purged 5 message(s)"
+    assert await app.broker.transport.queue_stats() == []
+
+    worker = workers.start(app)
+    await heartbeating(app, worker.pid)
+    assert ok(await conveyor(app, "dlq", "list", app.spec)) == "the dead-letter queue is empty\n"
+    bad = await m.boom.kiq()
+    assert (await bad.wait_result(timeout=10)).status is TaskStatus.FAILED
+    (letter,) = ok(await conveyor(app, "dlq", "list", app.spec)).splitlines()
+    assert letter.startswith(f"{bad.task_id} {m.boom.name} queue=default at "), letter
+    assert letter.endswith("ValueError: boom"), letter
+    (first,) = await app.broker.transport.dead_letters()  # listing took nothing away
+    assert ok(await conveyor(app, "dlq", "requeue", app.spec)).strip() == "requeued 1 message(s)"
+
+    async def failed_again() -> bool:  # the worker ran it again, and it failed again
+        letters = await app.broker.transport.dead_letters()
+        return [d.task_id for d in letters] == [bad.task_id] and letters[0].failed_at > (
+            first.failed_at
+        )
+
+    await eventually(failed_again, 15, "the requeued task dead-lettered again")
+
+
+@pytest.mark.parametrize("command", [("info",), ("ping", "--timeout", "5")])
+async def test_cli_on_an_unreachable_rabbitmq_prints_one_line_without_the_password(
+    make_app: MakeApp, command: tuple[str, ...]
+) -> None:
+    app = await make_app()  # only the module: the command gets a URL nothing answers on
+    port = free_port()
+    url = f"amqp://guest:s3cret@127.0.0.1:{port}/?prefix={unique_prefix()}"
+    done = await conveyor(app, command[0], app.spec, *command[1:], url=url)
+    shown = f"exit {done.returncode}, stdout={done.stdout!r} stderr={done.stderr!r}"
+    assert done.returncode == 2, shown
+    assert "s3cret" not in done.stdout + done.stderr, shown
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, shown
+    assert f"amqp://guest:***@127.0.0.1:{port}/" in lines[0], shown
+
+
+# -- the index in the state store ----------------------------------------------------------------
+
+
+@pytest.fixture
+async def amqp_transport(tmp_path: Path) -> AsyncIterator[AmqpTransport]:
+    """A started transport under a fresh prefix with a SQLite state store; deleted afterwards."""
+    state = f"sqlite:///{tmp_path}/state.db"
+    transport = AmqpTransport(amqp_url(), prefix=unique_prefix(), state_url=state)
+    await transport.startup()
+    yield transport
+    await transport.delete_topology()
+    await transport.shutdown()
+
+
+async def test_a_cancelled_id_sent_again_runs_once(amqp_transport: AmqpTransport) -> None:
+    await amqp_transport.publish([Outgoing("t1", "q", b"first")])
+    assert await amqp_transport.cancel("t1") is True
+    await amqp_transport.publish([Outgoing("t1", "q", b"second")])
+    assert await amqp_transport.state("t1") == "queued"
+    got = await amqp_transport.receive(["q"], 10, 1.0)
+    assert [(d.task_id, d.body) for d in got] == [("t1", b"second")]
+    await amqp_transport.ack(got)
+    assert await amqp_transport.receive(["q"], 10, 0.3) == []  # the cancelled copy was dropped
+
+
+async def test_a_long_delay_hops_through_buckets_and_is_never_early(
+    amqp_transport: AmqpTransport,
+) -> None:
+    eta = time.time() + 1.3  # buckets of 1024, 256 and then a few ms
+    await amqp_transport.publish([Outgoing("later", "q", b"x", eta=eta)])
+    assert await amqp_transport.state("later") == "scheduled"
+    got = await amqp_transport.receive(["q"], 1, 5.0)
+    assert [d.task_id for d in got] == ["later"]
+    assert eta <= time.time() < eta + 1.0
+
+
+async def test_without_a_state_store_it_warns_once_and_works_in_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = AmqpBroker(amqp_url(), prefix=unique_prefix(), lease_seconds=2.0)
+
+    @broker.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    with caplog.at_level(logging.WARNING, logger="conveyor.transports"):
+        await broker.startup()
+    try:
+        assert [r.message for r in caplog.records if "per-process" in r.message]  # one warning
+        async with worker(broker):
+            assert (await (await add.kiq(1, 2)).wait_result(timeout=10)).return_value == 3
+    finally:
+        await broker.transport.delete_topology()  # type: ignore[attr-defined]
+        await broker.shutdown()
+
+
+def test_records_and_url_options() -> None:
+    record = Record("running", 2, 10.0, 0.0, 5, "odd|queue", "abc")
+    assert Record.decode(record.encode()) == record
+    assert record.where(9.0) == "running"
+    assert record.where(11.0) == "queued"  # its lease ran out
+    assert Record("scheduled", eta=20.0).where(19.0) == "scheduled"
+    assert Record(DROPPED).where(0.0) is None
+    assert delay_bucket(time.time() - 1) is None
+    assert delay_bucket(time.time() + 1.0) == 9  # 512 ms first
+    assert delay_bucket(time.time() + 10**8) == 31  # capped; it hops again
+    url, ours = split_url("amqps://u:p@h:5671/v?prefix=a&heartbeat=10&state=redis%3A%2F%2Fr")
+    assert url == "amqps://u:p@h:5671/v?heartbeat=10"
+    assert ours == {"prefix": "a", "state": "redis://r"}
+    with pytest.raises(ConfigurationError):
+        split_url("redis://h")
+
+
+# -- a server restart -----------------------------------------------------------------------------
+
+
+def _rabbitmqctl(*args: str) -> None:
+    done = subprocess.run(
+        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, f"rabbitmqctl {' '.join(args)}: {done.stderr.strip()}"
+
+
+async def _send_until(
+    app: App, stop: asyncio.Event, sent: list[TaskHandle[Any]], failed: list[str]
+) -> None:
+    """Send one task after another until `stop`; keep the handles of sends that returned."""
+    n = 0
+    while not stop.is_set():
+        try:
+            sent.append(await app.module.work.kiq(n, 0.01))
+            n += 1
+        except BrokerError as exc:
+            failed.append(str(exc))
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.timeout(150)
+async def test_rabbitmq_restart_mid_run_loses_no_acknowledged_send(
+    on_amqp: MakeApp, workers: Workers
+) -> None:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not installed")
+    app = await on_amqp()
+    worker = workers.start(app, "--max-async-tasks", "4")
+    await heartbeating(app, worker.pid)
+    stop = asyncio.Event()
+    sent: list[TaskHandle[Any]] = []
+    failed: list[str] = []
+    producer = asyncio.create_task(_send_until(app, stop, sent, failed))
+    await eventually(lambda: len(app.marks("done")) >= 10, 20, "a first part of the tasks done")
+    try:
+        await asyncio.to_thread(_rabbitmqctl, "stop_app")
+        await eventually(lambda: bool(failed), 20, "a send failing in the outage")
+    finally:
+        await asyncio.to_thread(_rabbitmqctl, "start_app")
+        await asyncio.to_thread(_rabbitmqctl, "await_startup")
+    before = len(sent)
+    await eventually(lambda: len(sent) >= before + 10, 30, "sends going through again")
+    stop.set()
+    await producer
+    assert "127.0.0.1:5672" in failed[0]
+    assert "guest:guest" not in failed[0]  # the password is hidden
+    found = await results(sent, timeout=60)
+    assert_succeeded(found)
+    assert {r.return_value for r in found} == set(range(len(sent)))
+    assert worker.proc.poll() is None  # it rode the outage out
+    await eventually(lambda: idle(app), 15, "the index empty")

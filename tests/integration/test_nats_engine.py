@@ -1,0 +1,362 @@
+"""The NATS JetStream engine with real worker processes started through the CLI.
+
+The test is the producer and `python -m conveyor worker` runs the tasks of `app_template.py`, as
+in `test_redis_engine.py`, but on NATS: each app has its own prefix (its own streams) on the test
+server (`tests/servers.py`), deleted when the test ends, and the restart test runs a
+`nats-server` of its own. Crashes are real signals; the tests wait on results, marks and logs,
+never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from conveyor import Broker, BrokerError, NatsBroker, TaskStatus, broker_from_url
+from conveyor.transports.base import Outgoing
+from tests.integration.test_redis_engine import conveyor, heartbeating, ok, stats
+from tests.integration.test_worker_processes import (
+    assert_succeeded,
+    eventually,
+    numbers,
+    pid_of,
+    results,
+)
+from tests.servers import _reachable, drop_nats_prefix, free_port, nats_url, unique_prefix
+
+if TYPE_CHECKING:  # fixtures' types; pytest loads the conftest itself
+    from tests.integration.conftest import App, Workers
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+
+#: The lease `make_app` gives an app: a killed worker's tasks come back about this long after.
+LEASE = 2.0
+
+#: Builds a broker URL on a NATS server under a fresh prefix, deleted when the test ends.
+OnNats = Callable[..., str]
+
+
+@pytest.fixture
+async def on_nats(workers: Workers) -> AsyncIterator[OnNats]:
+    """Yield `on_nats(server=None)`: a URL with a fresh prefix; its streams go at the end
+    (after the test's workers stop)."""
+    made: list[tuple[str, str]] = []
+
+    def url(server: str | None = None) -> str:
+        server = server or nats_url()
+        prefix = unique_prefix()
+        made.append((server, prefix))
+        return f"{server}?prefix={prefix}"
+
+    yield url
+    workers.stop_all()
+    for server, prefix in made:
+        if _reachable("127.0.0.1", int(server.rsplit(":", 1)[1])):
+            await drop_nats_prefix(server, prefix)
+
+
+# -- 1. SIGKILL loses nothing -------------------------------------------------------------------
+
+
+async def test_sigkill_mid_run_hands_tasks_in_flight_to_the_other_worker(
+    make_app: Callable[..., Awaitable[App]], workers: Workers, on_nats: OnNats
+) -> None:
+    app = await make_app(url=on_nats())
+    victim = workers.start(app, "--max-async-tasks", "4")
+    other = workers.start(app, "--max-async-tasks", "4")
+    await heartbeating(app, victim.pid, other.pid)
+    handles = await app.broker.kiq_many([app.module.work.s(n, 1.0) for n in range(16)])
+
+    def victim_busy() -> bool:
+        return len(numbers(app, "started", victim.pid)) > len(numbers(app, "done", victim.pid))
+
+    await eventually(victim_busy, 15, "the first worker running tasks")
+    victim.kill()
+    killed_at = time.time()
+    in_flight = set(numbers(app, "started", victim.pid)) - set(numbers(app, "done", victim.pid))
+    assert in_flight, "nothing was running when the worker was killed"
+
+    found = await results(handles, timeout=30)
+    assert_succeeded(found)
+    assert [r.return_value for r in found] == list(range(16))
+    assert set(numbers(app, "done")) == set(range(16))  # every effect recorded
+    reruns = [f for f in app.marks("started") if int(f[1]) == other.pid]
+    for n in in_flight:
+        again = [float(f[2]) - killed_at for f in reruns if int(f[0]) == n]
+        assert again, f"task {n} in flight at the kill was not run again"
+        # Not before the lease (renewed every 0.67 s) ran out, and soon after it did.
+        assert 0.5 < again[0] < LEASE + 3.0, (n, again)
+        assert pid_of(found[n].worker) == other.pid
+    assert other.proc.poll() is None
+    await eventually(lambda: _drained(app.broker), 10, "every message acked")
+    assert await app.broker.transport.dead_letters() == []
+
+
+# -- 2. lease renewal (JetStream "in progress") ---------------------------------------------------
+
+
+async def test_task_longer_than_the_lease_runs_once_with_two_workers(
+    make_app: Callable[..., Awaitable[App]], workers: Workers, on_nats: OnNats
+) -> None:
+    app = await make_app(lease=1.0, url=on_nats())
+    one, two = workers.start(app), workers.start(app)
+    await heartbeating(app, one.pid, two.pid)  # both fetch, so either would take a lapsed lease
+    m = app.module
+    sigs = [m.work.s(1, 4.0), m.work.s(2, 4.0), m.work_sync.s(3, 4.0)]
+    found = await results(await app.broker.kiq_many(sigs), timeout=20)
+    assert_succeeded(found)
+    assert [r.attempts for r in found] == [1, 1, 1]
+    assert sorted(numbers(app, "started")) == [1, 2, 3]  # each ran exactly once
+    assert sorted(numbers(app, "done")) == [1, 2, 3]
+    assert one.proc.poll() is None
+    assert two.proc.poll() is None
+
+
+# -- 3. SIGTERM drains ----------------------------------------------------------------------------
+
+
+async def test_sigterm_finishes_running_tasks_and_leaves_the_rest_queued(
+    make_app: Callable[..., Awaitable[App]], workers: Workers, on_nats: OnNats
+) -> None:
+    app = await make_app(url=on_nats())
+    worker = workers.start(app, "--max-async-tasks", "2")
+    await heartbeating(app, worker.pid)
+    handles = await app.broker.kiq_many([app.module.work.s(n, 1.0) for n in range(6)])
+    await eventually(lambda: len(app.marks("started")) == 2, 15, "two tasks running")
+    running = set(numbers(app, "started"))
+
+    start = time.monotonic()
+    assert worker.terminate(timeout=10) == 0
+    assert time.monotonic() - start < 5
+    assert set(numbers(app, "started")) == running  # nothing started after SIGTERM
+    assert set(numbers(app, "done")) == running
+    for n, handle in enumerate(handles):
+        if n in running:
+            assert (await handle.wait_result(timeout=5)).status is TaskStatus.SUCCEEDED
+        else:
+            assert await handle.get_result() is None
+            assert await handle.status() is TaskStatus.QUEUED
+    assert await stats(app.broker) == [("default", 4, 0, 0)]
+
+    workers.start(app)
+    assert_succeeded(await results(handles))
+    assert sorted(numbers(app, "done")) == list(range(6))  # each ran once
+    await eventually(lambda: _drained(app.broker), 10, "every message acked")
+
+
+async def _drained(broker: Broker) -> bool:
+    """True once no message is left (a result is stored just before its message is acked)."""
+    return await stats(broker) == []
+
+
+# -- 4. the command line on NATS ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+async def test_cli_shows_and_acts_on_nats_state(
+    make_app: Callable[..., Awaitable[App]], workers: Workers, on_nats: OnNats
+) -> None:
+    app = await make_app(url=on_nats())
+    m = app.module
+    await app.broker.kiq_many([m.add.s(i, 1) for i in range(3)])
+    for _ in range(2):
+        await m.stamp.kicker().with_delay(300).kiq()
+    counts = "default: 3 ready, 2 scheduled, 0 running"
+
+    shown_url = nats_url()  # the server, without conveyor's options
+    info = ok(await conveyor(app, "info", app.spec)).splitlines()
+    assert f"broker:   NatsBroker {shown_url}" in info
+    assert "results:  NatsResultBackend" in info
+    assert f"  {counts}" in info
+    assert ok(await conveyor(app, "inspect", "queues", app.spec)).splitlines() == [counts]
+    assert ok(await conveyor(app, "purge", app.spec)).strip() == "purged 5 message(s)"
+    await eventually(lambda: _drained(app.broker), 10, "nothing left after the purge")
+
+    worker = workers.start(app)
+    await heartbeating(app, worker.pid)
+    ping = ok(await conveyor(app, "ping", app.spec)).splitlines()
+    assert re.fullmatch(rf"broker {re.escape(shown_url)} reachable in [\d.]+ ms", ping[0])
+    assert re.fullmatch(rf"round trip through worker \S+:{worker.pid} in [\d.]+ ms", ping[1])
+
+    bad = await m.boom.kiq()
+    assert (await bad.wait_result(timeout=10)).status is TaskStatus.FAILED
+    (letter,) = ok(await conveyor(app, "dlq", "list", app.spec)).splitlines()
+    assert letter.startswith(f"{bad.task_id} {m.boom.name} queue=default at "), letter
+    assert letter.endswith("ValueError: boom"), letter
+    (first,) = await app.broker.transport.dead_letters()
+    assert ok(await conveyor(app, "dlq", "requeue", app.spec)).strip() == "requeued 1 message(s)"
+
+    async def failed_again() -> bool:  # the worker ran it again, and it failed again
+        letters = await app.broker.transport.dead_letters()
+        return [d.task_id for d in letters] == [bad.task_id] and letters[0].failed_at > (
+            first.failed_at
+        )
+
+    await eventually(failed_again, 15, "the requeued task dead-lettered again")
+
+
+# -- 5. an unreachable server ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [("info",), ("ping", "--timeout", "5")])
+async def test_cli_on_an_unreachable_nats_prints_one_line_without_the_password(
+    make_app: Callable[..., Awaitable[App]], command: tuple[str, ...]
+) -> None:
+    app = await make_app()  # only the module: the command gets a URL nothing answers on
+    port = free_port()
+    url = f"nats://user:s3cret@127.0.0.1:{port}?prefix={unique_prefix()}"
+    start = time.monotonic()
+    done = await conveyor(app, command[0], app.spec, *command[1:], url=url)
+    took = time.monotonic() - start
+    shown = f"exit {done.returncode}, stdout={done.stdout!r} stderr={done.stderr!r}"
+    assert done.returncode == 2, shown
+    assert "s3cret" not in done.stdout + done.stderr, shown
+    assert "Traceback" not in done.stdout + done.stderr, shown
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, shown
+    assert f"nats://user:***@127.0.0.1:{port}" in lines[0], shown
+    assert took < 15, f"took {took:.1f} s"
+
+
+@pytest.mark.parametrize("how", ["class", "url"])
+async def test_kiq_on_an_unreachable_nats_raises_naming_the_url_without_the_password(
+    how: str,
+) -> None:
+    port = free_port()
+    url = f"nats://user:s3cret@127.0.0.1:{port}"
+    broker: Broker
+    if how == "class":
+        broker = NatsBroker(url, prefix=unique_prefix(), lease_seconds=LEASE)
+    else:
+        broker = broker_from_url(f"{url}?prefix={unique_prefix()}&lease=2")
+
+    @broker.task
+    async def noop() -> None:
+        return None
+
+    start = time.monotonic()
+    try:
+        with pytest.raises(BrokerError) as caught:
+            await noop.kiq()
+        took = time.monotonic() - start
+    finally:
+        await broker.shutdown()
+    message = str(caught.value)
+    assert f"nats://user:***@127.0.0.1:{port}" in message, message
+    assert "s3cret" not in "".join(traceback.format_exception(caught.value))
+    assert took < 8, f"kiq took {took:.1f} s to fail"
+
+
+# -- 6. a server restart mid-run ------------------------------------------------------------------
+
+
+class PrivateNats:
+    """A `nats-server -js` of one test on a free port, storing in its own directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        if not os.path.exists(binary):
+            if os.environ.get("CI"):
+                pytest.fail("nats-server is not installed; CI is set")
+            pytest.skip("nats-server is not installed")
+        argv = [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.root)]
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + 10
+        while not _reachable("127.0.0.1", self.port):
+            assert self.proc.poll() is None, "nats-server exited at start"
+            assert time.monotonic() < deadline, "nats-server did not start in 10 s"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+@pytest.fixture
+def private_nats(tmp_path: Path) -> Iterator[PrivateNats]:
+    """A started `nats-server` of this test; stopped at the end (by pid)."""
+    server = PrivateNats(tmp_path / "nats")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(90)
+async def test_nats_restart_mid_run_loses_no_task(
+    private_nats: PrivateNats,
+    make_app: Callable[..., Awaitable[App]],
+    workers: Workers,
+    on_nats: OnNats,
+) -> None:
+    app = await make_app(url=on_nats(private_nats.url))
+    worker = workers.start(app, "--max-async-tasks", "4")
+    await heartbeating(app, worker.pid)
+    count = 60
+    handles = await app.broker.kiq_many([app.module.work.s(n, 0.1) for n in range(count)])
+    await eventually(lambda: len(app.marks("done")) >= 10, 20, "a first part of the tasks done")
+
+    private_nats.stop()  # SIGTERM by pid; JetStream keeps its streams on disk
+    await eventually(lambda: "receive failed" in worker.stderr(), 20, "the worker in the outage")
+    assert worker.proc.poll() is None
+    private_nats.start()  # the same port and directory
+
+    found = await results(handles, timeout=60)
+    assert_succeeded(found)
+    assert [r.return_value for r in found] == list(range(count))
+    assert set(numbers(app, "done")) == set(range(count))
+    assert worker.proc.poll() is None  # it rode the outage out
+    await eventually(lambda: _drained(app.broker), 10, "every message acked")
+    after = await (await app.module.add.kiq(2, 3)).wait_result(timeout=15)
+    assert after.return_value == 5  # the producer sends again too
+
+
+# -- 7. names that are not subject tokens ----------------------------------------------------------
+
+
+async def test_queue_names_and_task_ids_with_subject_characters(on_nats: OnNats) -> None:
+    url = on_nats()
+    broker = broker_from_url(url)
+    transport = broker.transport
+    await broker.startup()
+    try:
+        odd = ["a.b", "x y", "*", "q>", "é=1", ""]
+        await transport.publish([Outgoing(f"id.{n}", q, q.encode()) for n, q in enumerate(odd)])
+        assert await transport.state("id.1") == "queued"
+        assert sorted(s.name for s in await transport.queue_stats()) == sorted(odd)
+        got = await transport.receive(odd, 10, 2.0)
+        assert sorted((d.task_id, d.queue, d.body) for d in got) == sorted(
+            (f"id.{n}", q, q.encode()) for n, q in enumerate(odd)
+        )
+        await transport.kv_set("k.*> z", b"v", None)
+        assert await transport.kv_scan("k.") == {"k.*> z": b"v"}
+        await transport.ack(got)
+        await eventually(lambda: _drained(broker), 10, "every message acked")
+    finally:
+        await broker.shutdown()
