@@ -31,6 +31,7 @@ __all__ = ["Worker", "WorkerOptions"]
 log = logging.getLogger("conveyor.worker")
 
 HEARTBEAT_SECONDS = 5.0
+STATS_SECONDS = 1.0
 CANCEL_CHECK_SECONDS = 0.5
 
 
@@ -84,6 +85,8 @@ class Worker:
             asyncio.create_task(self._lease_loop(), name="conveyor-leases"),
             asyncio.create_task(self._heartbeat_loop(stop), name="conveyor-heartbeat"),
         ]
+        stats_done = asyncio.Event()
+        stats = asyncio.create_task(self._stats_loop(stats_done), name="conveyor-stats")
         log.info(
             "worker %s consuming %s on %s",
             self.name,
@@ -97,6 +100,8 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            stats_done.set()  # not cancelled: an `incr` cut short could be counted twice
+            await stats
             await self._forget_heartbeat()
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._processes.shutdown()
@@ -262,8 +267,21 @@ class Worker:
                 "started": self._started_at,
                 "seen": time.time(),
                 "rss_mb": round(rss_mb, 1),
+                "concurrency": self.options.max_async_tasks,
+                "counters": dict(self.runner.stats.totals),
             }
         ).encode()
+
+    async def _stats_loop(self, done: asyncio.Event) -> None:
+        """Publish counters and recent tasks every `STATS_SECONDS`, off the tasks' path, and a
+        last time when `done` is set."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), STATS_SECONDS)
+            try:
+                await self.runner.stats.flush(self.broker.transport)
+            except Exception:  # kept pending; the next flush tries again
+                log.debug("could not publish stats", exc_info=True)
 
     async def _forget_heartbeat(self) -> None:
         try:

@@ -1,0 +1,146 @@
+"""The dashboard: its page and static files, a live snapshot (JSON and Server-Sent Events) and
+the operator's actions (retry, cancel, requeue from the dead-letter queue, purge)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import StreamingResponse as Streaming
+from pydantic import BaseModel
+
+from conveyor.broker import Broker
+from conveyor.inspector import Inspector
+from conveyor.message import TaskMessage
+from conveyor.web.auth import COOKIE, UNAUTHORIZED, Detail, Guard, request_token, token_matches
+from conveyor.web.overview import overview
+from conveyor.web.state import WebState
+
+__all__ = ["dashboard_router"]
+
+STREAM_SECONDS = 1.0
+_STATIC = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
+_LOGIN = """<!doctype html><meta charset="utf-8"><title>conveyor</title>
+<body style="font-family:system-ui;margin:4rem auto;max-width:24rem">
+<h1>conveyor</h1><p>This dashboard needs its token.</p>
+<form method="get"><input name="token" type="password" placeholder="token" autofocus>
+<button>Open</button></form></body>"""
+
+
+class RequeueIn(BaseModel):
+    """Which dead letters to requeue; all when `task_ids` is null."""
+
+    task_ids: list[str] | None = None
+
+
+def _static(name: str) -> bytes:
+    return resources.files("conveyor.web").joinpath("static", name).read_bytes()
+
+
+def dashboard_router(broker: Broker, state: WebState, check: Guard, token: str | None) -> APIRouter:
+    """The page at `/`, its files at `/static/...` and its JSON API at `/api/...`."""
+    public = APIRouter()
+    web = APIRouter(dependencies=[Depends(check)], responses=UNAUTHORIZED)
+    inspector = Inspector(broker)
+
+    @public.get("/", include_in_schema=False)
+    async def page(request: Request) -> Response:
+        given = request.query_params.get("token")
+        if given is not None and token_matches(token, given):
+            rest = request.url.remove_query_params("token")  # relative: right behind a proxy
+            answer = RedirectResponse(rest.path + (f"?{rest.query}" if rest.query else ""), 303)
+            answer.set_cookie(COOKIE, given, httponly=True, samesite="strict")
+            return answer
+        if not token_matches(token, request_token(request)):
+            return HTMLResponse(_LOGIN, status_code=401)
+        return HTMLResponse(_static("index.html"))
+
+    @web.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if name not in _STATIC:
+            return JSONResponse({"detail": "not found"}, status_code=404)
+        return Response(_static(name), media_type=_STATIC[name])
+
+    @web.get("/api/overview", tags=["dashboard"])
+    async def snapshot() -> dict[str, Any]:
+        """Everything the dashboard shows, at once."""
+        return await overview(broker, inspector, state)
+
+    @web.get("/api/stream", include_in_schema=False)
+    async def stream(request: Request) -> Streaming:
+        return Streaming(_events(broker, inspector, state, request), media_type="text/event-stream")
+
+    _actions(web, broker, inspector, state)
+    public.include_router(web)
+    return public
+
+
+async def _events(broker: Broker, inspector: Inspector, state: WebState, request: Request) -> Any:
+    """Server-Sent Events: a snapshot every `STREAM_SECONDS` until the client goes away."""
+    while not await request.is_disconnected():
+        try:
+            data = await overview(broker, inspector, state)
+            yield f"data: {json.dumps(data, default=repr)}\n\n"
+        except Exception as exc:  # an outage: say so and keep the stream open
+            yield f"event: problem\ndata: {json.dumps(f'{type(exc).__name__}: {exc}')}\n\n"
+        await asyncio.sleep(STREAM_SECONDS)
+
+
+def _actions(web: APIRouter, broker: Broker, inspector: Inspector, state: WebState) -> None:
+    @web.post("/api/tasks/{task_id}/retry", tags=["dashboard"], responses={404: {"model": Detail}})
+    async def retry(task_id: str) -> Any:
+        """Send a failed (or any recent) task again with the same arguments, as a new task."""
+        message = await _find_message(broker, inspector, state, task_id)
+        if message is None:
+            return JSONResponse({"detail": f"no recent task {task_id!r}"}, status_code=404)
+        again = broker.build_message(
+            message.task_name, message.args, message.kwargs, None, message.labels, None
+        )
+        await broker.send([again])
+        state.sent(again.task_id, again.task_name, again.args, again.kwargs, again.labels)
+        return {"task_id": again.task_id, "retry_of": task_id}
+
+    @web.post("/api/tasks/{task_id}/cancel", tags=["dashboard"])
+    async def cancel(task_id: str) -> dict[str, Any]:
+        """Cancel a task: dropped if still queued, stopped if running."""
+        removed = await broker.get_handle(task_id).cancel()
+        return {"task_id": task_id, "removed_from_queue": removed}
+
+    @web.post("/api/dead-letters/requeue", tags=["dashboard"])
+    async def requeue(body: RequeueIn | None = None) -> dict[str, int]:
+        """Move dead letters (all, or the given ids) back to their queues."""
+        ids = body.task_ids if body is not None else None
+        return {"requeued": await broker.transport.requeue_dead(ids)}
+
+    @web.post("/api/queues/{queue}/purge", tags=["dashboard"])
+    async def purge(queue: str) -> dict[str, int]:
+        """Delete the waiting messages of a queue (the dashboard asks for a confirmation)."""
+        return {"purged": await broker.transport.purge(queue)}
+
+
+async def _find_message(
+    broker: Broker, inspector: Inspector, state: WebState, task_id: str
+) -> TaskMessage | None:
+    """The message of a recent task: from the dead-letter store, else the recent lists."""
+    for letter in await inspector.dead_letters(1000):
+        if letter.task_id == task_id:
+            try:
+                body = broker.signer.verify(letter.body)
+                return broker.serializer.decode(body, TaskMessage)
+            except Exception:
+                break  # an unreadable letter: try the recent lists
+    recent, failed = await inspector.recent()
+    for entry in [*failed, *recent, state.find(task_id) or {}]:
+        if entry.get("task_id") == task_id and "args_text" not in entry:
+            return TaskMessage(
+                task_id=task_id,
+                task_name=entry["task_name"],
+                labels=dict(entry.get("labels") or {}),
+                args=list(entry.get("args") or []),
+                kwargs=dict(entry.get("kwargs") or {}),
+            )
+    return None

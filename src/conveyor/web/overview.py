@@ -1,0 +1,75 @@
+"""The dashboard's snapshot: queues, workers, counters, recent and failed tasks, dead letters and
+schedules, as one JSON object."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from conveyor.broker import Broker
+from conveyor.inspector import Inspector
+from conveyor.result import TaskStatus
+from conveyor.web.state import WebState
+
+__all__ = ["overview"]
+
+DEAD_LETTERS_SHOWN = 50
+
+
+async def overview(broker: Broker, inspector: Inspector, state: WebState) -> dict[str, Any]:
+    """Everything the dashboard shows, read from the broker now."""
+    counts = await inspector.task_counts()
+    recent, failed = await inspector.recent()
+    merged = state.merged(recent)
+    await _refresh_waiting(broker, merged)
+    return {
+        "time": time.time(),
+        "broker": broker.transport.safe_url,
+        "queues": [asdict(q) for q in await inspector.queues()],
+        "workers": [asdict(w) for w in await inspector.workers()],
+        "tasks": {
+            name: {**c.counters, "duration_sum": c.duration_sum} for name, c in counts.items()
+        },
+        "registered": [asdict(t) for t in inspector.tasks()],
+        "recent": merged,
+        "failed": failed,
+        "dead_letters": [
+            {
+                "task_id": letter.task_id,
+                "queue": letter.queue,
+                "task_name": inspector.describe(letter),
+                "reason": letter.reason,
+                "failed_at": letter.failed_at,
+            }
+            for letter in (await inspector.dead_letters(DEAD_LETTERS_SHOWN))
+        ],
+        "schedules": await schedules(inspector),
+    }
+
+
+async def _refresh_waiting(broker: Broker, entries: list[dict[str, Any]]) -> None:
+    """Sent tasks no worker reported yet: read their status (queued, scheduled, cancelled...)."""
+    for entry in entries:
+        if "sent" in entry and "worker" not in entry:
+            status = await broker.task_status(entry["task_id"])
+            if status is not None:
+                entry["status"] = str(status)
+                if status is TaskStatus.CANCELLED:
+                    entry["finished"] = entry["sent"]
+
+
+async def schedules(inspector: Inspector) -> list[dict[str, Any]]:
+    """Label and stored schedules with their next run (unix time)."""
+    return [
+        {
+            "id": info.id,
+            "task_name": info.task_name,
+            "schedule": info.schedule,
+            "args": info.args,
+            "kwargs": info.kwargs,
+            "stored": info.stored,
+            "next_run": info.next_fire.timestamp() if info.next_fire else None,
+        }
+        for info in await inspector.schedules()
+    ]

@@ -1,0 +1,193 @@
+"""A worker's counters and recent tasks, kept in memory and published to the broker in batches.
+
+The hot path only bumps dictionaries (`started`, `ended`); the consumer's stats loop calls
+`flush` every second or so, which adds the deltas to cluster-wide counters with `incr` and
+writes this worker's recent tasks as one key. `conveyor web`'s `/metrics` and the dashboard read
+them back (see `conveyor.inspector`), so the numbers are right with any number of processes.
+
+Key layout in the broker's kv store (`<name>` is a task name, which may contain colons):
+
+* `stats:<counter>:<name>`: tasks received / succeeded / failed / retried / cancelled.
+* `stats:duration_us:<name>`: the sum of run times in microseconds.
+* `stats:bucket:<i>:<name>`: runs that took longer than `BUCKETS[i-1]` and at most `BUCKETS[i]`
+  (the last index counts the rest), so the histogram is rebuilt by summing.
+* `recent:<worker>`: JSON `{"recent": [...], "failed": [...]}` of this worker's last tasks.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from conveyor.labels import DEFAULT_QUEUE
+from conveyor.result import TaskStatus
+
+if TYPE_CHECKING:
+    from conveyor.message import TaskMessage
+    from conveyor.result import TaskResult
+    from conveyor.transports.base import Transport
+
+__all__ = ["BUCKETS", "COUNTERS", "RECENT_TTL", "WorkerStats"]
+
+#: Upper bounds (seconds) of the duration histogram; one more bucket holds the rest.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+#: The counters kept per task name.
+COUNTERS = ("received", "succeeded", "failed", "retried", "cancelled")
+#: Seconds a stopped worker's recent tasks stay visible.
+RECENT_TTL = 3600.0
+RECENT_SIZE = 30
+ARGS_LIMIT = 2000
+TRACEBACK_LIMIT = 8000
+
+#: Index of each counter in a task name's row; the duration sum and the buckets follow.
+_COLUMN = {
+    TaskStatus.SUCCEEDED: 1,
+    TaskStatus.FAILED: 2,
+    TaskStatus.RETRYING: 3,
+    TaskStatus.CANCELLED: 4,
+}
+_DURATION = len(COUNTERS)
+_FIRST_BUCKET = _DURATION + 1
+_ROW = _FIRST_BUCKET + len(BUCKETS) + 1
+
+
+class _Entry:
+    """One recent run: kept as references on the hot path, turned into JSON at flush."""
+
+    __slots__ = ("finished", "message", "result", "started")
+
+    def __init__(self, message: TaskMessage, started: float) -> None:
+        self.message = message
+        self.started = started
+        self.result: TaskResult[Any] | None = None
+        self.finished = 0.0
+
+
+class WorkerStats:
+    """Counters and recent tasks of one worker process since it started.
+
+    Per task name a row of integers: the `COUNTERS`, the duration sum in microseconds and the
+    histogram buckets. `flush` publishes what changed since the last flush.
+    """
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        self._rows: dict[str, list[int]] = {}
+        self._flushed: dict[str, list[int]] = {}
+        self._recent: deque[_Entry] = deque(maxlen=RECENT_SIZE)
+        self._failed: deque[_Entry] = deque(maxlen=RECENT_SIZE)
+        self._running: dict[str, _Entry] = {}
+        self._dirty = False
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """This process's counts over every task name (for its heartbeat)."""
+        rows = self._rows.values()
+        return {name: sum(row[i] for row in rows) for i, name in enumerate(COUNTERS)}
+
+    # -- the hot path: a few list and dict operations --------------------------------------
+
+    def _row(self, name: str) -> list[int]:
+        row = self._rows.get(name)
+        if row is None:
+            row = self._rows[name] = [0] * _ROW
+            self._flushed[name] = [0] * _ROW
+        return row
+
+    def started(self, message: TaskMessage) -> None:
+        """Count a message that begins to run and list it as running."""
+        self._row(message.task_name)[0] += 1
+        entry = _Entry(message, time.time())
+        self._recent.append(entry)
+        self._running[message.task_id] = entry
+        self._dirty = True
+
+    def ended(self, message: TaskMessage, result: TaskResult[Any]) -> None:
+        """Count how a run ended (a retry, or a final result) and record it."""
+        column = _COLUMN.get(result.status)
+        if column is None:
+            return
+        row = self._row(message.task_name)
+        elapsed = result.execution_time
+        row[column] += 1
+        row[_DURATION] += int(elapsed * 1_000_000)
+        row[_FIRST_BUCKET + bisect.bisect_left(BUCKETS, elapsed)] += 1
+        entry = self._running.pop(message.task_id, None)
+        if entry is None:  # failed before it started (an unknown task name)
+            entry = _Entry(message, time.time())
+            self._recent.append(entry)
+        entry.result, entry.finished = result, time.time()
+        if column == 2:
+            self._failed.append(entry)
+        self._dirty = True
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def flush(self, transport: Transport) -> None:
+        """Add what changed since the last flush to the broker's counters, and publish the
+        recent tasks.
+
+        A delta whose `incr` fails stays for the next flush, so nothing is lost or counted
+        twice.
+        """
+        for name, row in list(self._rows.items()):
+            done = self._flushed[name]
+            for index, value in enumerate(row):
+                delta = value - done[index]
+                if delta:
+                    await transport.incr(f"stats:{_key(index)}:{name}", delta)
+                    done[index] += delta
+        if self._dirty:
+            self._dirty = False
+            await transport.kv_set(f"recent:{self.worker}", self.recent_json(), RECENT_TTL)
+
+    def recent_json(self) -> bytes:
+        """This worker's recent and failed tasks as JSON (arguments cut when they are long)."""
+        return json.dumps(
+            {
+                "recent": [_public(e, self.worker) for e in self._recent],
+                "failed": [_public(e, self.worker) for e in self._failed],
+            },
+            default=repr,
+        ).encode()
+
+
+def _key(index: int) -> str:
+    if index < _DURATION:
+        return COUNTERS[index]
+    if index == _DURATION:
+        return "duration_us"
+    return f"bucket:{index - _FIRST_BUCKET}"
+
+
+def _public(entry: _Entry, worker: str) -> dict[str, Any]:
+    """An entry as JSON, its arguments checked to be JSON and short (cut ones are marked)."""
+    message, result = entry.message, entry.result
+    shown: dict[str, Any] = {
+        "task_id": message.task_id,
+        "task_name": message.task_name,
+        "status": "running" if result is None else str(result.status),
+        "queue": message.labels.get("queue") or DEFAULT_QUEUE,
+        "args": message.args,
+        "kwargs": message.kwargs,
+        "labels": message.labels,
+        "attempt": message.attempt,
+        "worker": worker,
+        "started": entry.started,
+    }
+    if result is not None:
+        shown.update(finished=entry.finished, duration=result.execution_time)
+        if result.is_err:
+            shown["error"] = f"{result.error_type}: {result.error_message}"
+            shown["traceback"] = (result.error_traceback or "")[-TRACEBACK_LIMIT:]
+    try:
+        text, plain = json.dumps([message.args, message.kwargs]), True
+    except (TypeError, ValueError):  # e.g. a pickle-serializer broker's objects
+        text, plain = repr([message.args, message.kwargs]), False
+    if len(text) > ARGS_LIMIT or not plain:
+        shown["args"], shown["kwargs"] = [], {}
+        shown["args_text"] = text[:ARGS_LIMIT] + ("..." if len(text) > ARGS_LIMIT else "")
+    return shown

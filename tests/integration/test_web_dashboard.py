@@ -1,0 +1,134 @@
+"""The dashboard in a real headless Chromium (Debian's `chromium` and `chromedriver`, driven by
+Selenium) against `conveyor web` and a worker process: tasks appear and finish live, and the
+cancel, retry and purge buttons work."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import App, Workers
+from tests.integration.webserver import WebServer, serve
+
+pytestmark = pytest.mark.slow
+
+WAIT = 20.0
+
+
+def _need(path: str | None, what: str) -> str:
+    if path and os.path.exists(path):
+        return path
+    reason = f"{what} not found (apt-get install -y chromium chromium-driver)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI is set, so this fails instead of skipping")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def web(app: App) -> Iterator[WebServer]:
+    yield from serve(app)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless Chromium through chromedriver."""
+    chromium = _need(shutil.which("chromium") or "/usr/bin/chromium", "chromium")
+    driver_path = _need(shutil.which("chromedriver"), "chromedriver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.add_argument("--window-size=1400,1600")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(browser: Any, check: Callable[[], Any], what: str) -> Any:
+    """Wait for `check()` to return something truthy, re-trying while the page re-renders."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    wait = WebDriverWait(browser, WAIT, poll_frequency=0.1, ignored_exceptions=ignored)
+    return wait.until(lambda _: check(), message=what)
+
+
+def _status(browser: Any, table: str, task_id: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    row = browser.find_element(By.CSS_SELECTOR, f'{table} tr[data-task-id="{task_id}"]')
+    return str(row.find_element(By.CSS_SELECTOR, ".badge").get_attribute("data-status"))
+
+
+def _click(browser: Any, selector: str) -> bool:
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.CSS_SELECTOR, selector).click()
+    return True
+
+
+def _toast(browser: Any) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(browser.find_element(By.ID, "toast").text)
+
+
+async def _send(client: httpx.AsyncClient, name: str, *args: Any, **labels: Any) -> str:
+    answer = await client.post(f"/tasks/{name}", json={"args": list(args), "labels": labels})
+    assert answer.status_code == 202, answer.text
+    task_id: str = answer.json()["task_id"]
+    return task_id
+
+
+async def test_dashboard_shows_tasks_live_and_its_buttons_work(
+    app: App, workers: Workers, web: WebServer, browser: Any
+) -> None:
+    worker = workers.start(app)
+    browser.get(f"{web.url}/?token={web.token}")
+    _wait(browser, lambda: browser.find_element("id", "live").text == "live", "live updates")
+    _wait(browser, lambda: str(worker.pid) in browser.find_element("id", "workers").text, "worker")
+    async with web.client() as client:
+        # a task sent during the test appears and finishes, without reloading the page
+        added = await _send(client, f"{app.name}:add", 20, 22)
+        _wait(browser, lambda: _status(browser, "#recent", added) == "succeeded", "add finishes")
+
+        # cancel a running task
+        sleepy = await _send(client, f"{app.name}:sleepy", "dash")
+        _wait(browser, lambda: _status(browser, "#recent", sleepy) == "running", "sleepy runs")
+        cancel = f'#recent tr[data-task-id="{sleepy}"] button[data-action="cancel"]'
+        _wait(browser, lambda: _click(browser, cancel), "click cancel")
+        _wait(browser, lambda: _status(browser, "#recent", sleepy) == "cancelled", "cancelled")
+        result = await client.get(f"/tasks/result/{sleepy}", params={"timeout": 5})
+        assert result.json()["status"] == "cancelled"
+
+        # retry a failed task: it is sent again as a new task, which shows up too
+        failed = await _send(client, f"{app.name}:boom")
+        row = f'#failed tr[data-task-id="{failed}"]'
+        _wait(browser, lambda: _click(browser, f'{row} button[data-action="retry"]'), "retry")
+        toast = _wait(browser, lambda: "sent again as" in _toast(browser) and _toast(browser), "")
+        again = toast.rsplit(" ", 1)[-1]
+        assert again != failed
+        _wait(browser, lambda: _status(browser, "#recent", again) == "failed", "retry ran")
+
+        # purge a queue, after the confirmation
+        await _send(client, f"{app.name}:add", 1, 1, delay=600)
+        purge = '#queues tr[data-queue="default"] button[data-action="purge"]'
+        _wait(browser, lambda: _click(browser, purge), "click purge")
+        _wait(browser, lambda: browser.find_element("id", "confirm").is_displayed(), "confirm")
+        browser.find_element("id", "confirm-ok").click()
+        _wait(browser, lambda: "purged 1 message" in _toast(browser), "purged")
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors
