@@ -4,8 +4,18 @@
 from the CLI; an embedded SQLite broker by default and real engines by URL.
 """
 
+from typing import TYPE_CHECKING
+
 from conveyor.broker import Broker
-from conveyor.brokers import InMemoryBroker, RedisBroker, SqliteBroker, broker_from_url
+from conveyor.brokers import (
+    AmqpBroker,
+    InMemoryBroker,
+    NatsBroker,
+    RedisBroker,
+    SqliteBroker,
+    ZeroMQBroker,
+    broker_from_url,
+)
 from conveyor.context import Context, Depends
 from conveyor.errors import (
     BrokerConnectionError,
@@ -35,12 +45,28 @@ from conveyor.middleware import (
 from conveyor.portal import SyncTaskHandle
 from conveyor.result import TaskHandle, TaskResult, TaskStatus
 from conveyor.results.base import ResultBackend
+from conveyor.scheduler import Scheduler
 from conveyor.task import Signature, Task
 from conveyor.transports.base import Transport
+from conveyor.workflows import chain, chord, group
+
+if TYPE_CHECKING:  # imported on first use: prometheus-client is the `web` extra
+    from conveyor.middleware.prometheus import PrometheusMiddleware
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """Names whose optional extra is imported only when used (`PrometheusMiddleware`)."""
+    if name == "PrometheusMiddleware":
+        from conveyor.middleware.prometheus import PrometheusMiddleware
+
+        return PrometheusMiddleware
+    raise AttributeError(f"module 'conveyor' has no attribute {name!r}")
+
+
 __all__ = [
+    "AmqpBroker",
     "Broker",
     "BrokerConnectionError",
     "BrokerError",
@@ -51,6 +77,8 @@ __all__ = [
     "InMemoryBroker",
     "Kicker",
     "Middleware",
+    "NatsBroker",
+    "PrometheusMiddleware",
     "RedisBroker",
     "Reject",
     "ResultBackend",
@@ -58,6 +86,7 @@ __all__ = [
     "ResultNotFound",
     "ResultTimeout",
     "Retry",
+    "Scheduler",
     "SerializationError",
     "Signature",
     "SignatureError",
@@ -77,6 +106,10 @@ __all__ = [
     "TaskiqMessage",
     "TaskiqMiddleware",
     "Transport",
+    "ZeroMQBroker",
     "__version__",
     "broker_from_url",
+    "chain",
+    "chord",
+    "group",
 ]

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conveyor.message import TaskMessage
+from conveyor.scheduler import ScheduleInfo, Scheduler
 from conveyor.transports.base import DeadLetter, QueueStats
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
 
-__all__ = ["Inspector", "TaskInfo", "WorkerInfo"]
+__all__ = ["Inspector", "TaskCounts", "TaskInfo", "WorkerInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,23 @@ class WorkerInfo:
     processed: int
     uptime: float
     rss_mb: float
+    concurrency: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TaskCounts:
+    """Cluster-wide counts of one task name, summed from every worker's published stats.
+
+    Attributes:
+        counters: received / succeeded / failed / retried / cancelled.
+        duration_sum: seconds all counted runs took.
+        buckets: runs per duration bucket (`conveyor.worker.stats.BUCKETS`, then the rest).
+    """
+
+    counters: dict[str, int] = field(default_factory=dict)
+    duration_sum: float = 0.0
+    buckets: dict[int, int] = field(default_factory=dict)
 
 
 class Inspector:
@@ -49,7 +67,11 @@ class Inspector:
         """Registered tasks, by name."""
         found = []
         for name, task in sorted(self.broker.get_all_tasks().items()):
-            params = [str(p) for p in task.call_signature.parameters.values()]
+            hints = task.arg_types or {}  # resolved: "x: int", not "x: 'int'" under PEP 563
+            params = [
+                str(p.replace(annotation=hints[p.name]) if p.name in hints else p)
+                for p in task.call_signature.parameters.values()
+            ]
             found.append(TaskInfo(name, {**self.broker.route_labels(name), **task.labels}, params))
         return found
 
@@ -75,6 +97,8 @@ class Inspector:
                         processed=int(beat["processed"]),
                         uptime=time.time() - float(beat["started"]),
                         rss_mb=float(beat.get("rss_mb", 0.0)),
+                        concurrency=int(beat.get("concurrency", 0)),
+                        counters=dict(beat.get("counters", {})),
                     )
                 )
             except (ValueError, KeyError, TypeError):
@@ -84,6 +108,44 @@ class Inspector:
     async def active(self) -> list[tuple[str, str]]:
         """(worker, task id) of every running task, from the heartbeats."""
         return [(w.name, task_id) for w in await self.workers() for task_id in w.running]
+
+    async def task_counts(self) -> dict[str, TaskCounts]:
+        """Counters and duration histograms by task name, from the workers' `stats:` keys."""
+        await self.broker.ensure_started()
+        found: dict[str, TaskCounts] = {}
+        for key, raw in (await self.broker.transport.kv_scan("stats:")).items():
+            kind, _, rest = key.removeprefix("stats:").partition(":")
+            try:
+                value = int(raw)
+                if kind == "bucket":
+                    index, _, name = rest.partition(":")
+                    counts = found.setdefault(name, TaskCounts())
+                    counts.buckets[int(index)] = counts.buckets.get(int(index), 0) + value
+                elif kind == "duration_us":
+                    found.setdefault(rest, TaskCounts()).duration_sum += value / 1_000_000
+                else:
+                    found.setdefault(rest, TaskCounts()).counters[kind] = value
+            except ValueError:
+                continue  # not ours
+        return dict(sorted(found.items()))
+
+    async def recent(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(recent, failed) tasks the workers reported, newest first, as JSON objects."""
+        await self.broker.ensure_started()
+        recent: dict[str, dict[str, Any]] = {}
+        failed: dict[str, dict[str, Any]] = {}
+        for raw in (await self.broker.transport.kv_scan("recent:")).values():
+            try:
+                lists = json.loads(raw)
+                _merge(recent, lists["recent"])
+                _merge(failed, lists["failed"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return _newest(recent), _newest(failed)
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """Label and stored schedules with their next fire time."""
+        return await Scheduler(self.broker).list()
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Dead-lettered messages, oldest first."""
@@ -97,3 +159,19 @@ class Inspector:
             return self.broker.serializer.decode(body, TaskMessage).task_name
         except Exception:
             return "?"
+
+
+def _merge(into: dict[str, dict[str, Any]], entries: list[dict[str, Any]]) -> None:
+    """Keep the latest entry of each task id (a retried task may have run on two workers)."""
+    for entry in entries:
+        known = into.get(entry["task_id"])
+        if known is None or _when(entry) >= _when(known):
+            into[entry["task_id"]] = entry
+
+
+def _when(entry: dict[str, Any]) -> float:
+    return float(entry.get("finished") or entry.get("started") or 0.0)
+
+
+def _newest(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(entries.values(), key=_when, reverse=True)

@@ -100,6 +100,10 @@ def _validate_options(labels: Mapping[str, Any]) -> None:
         raise ConfigurationError(f"executor must be 'thread' or 'process', not {executor!r}")
     if labels.get("rate_limit") is not None:
         parse_rate(labels["rate_limit"])
+    if labels.get("schedule") is not None:
+        from conveyor.scheduler.schedules import parse_label_schedules  # croniter: only if used
+
+        parse_label_schedules("", labels["schedule"])
 
 
 def _parse_datetime(text: str) -> datetime:

@@ -29,8 +29,11 @@ from conveyor.kicker import Kicker
 from conveyor.result import TaskHandle
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from conveyor.broker import Broker
     from conveyor.portal import SyncTaskHandle
+    from conveyor.scheduler import Cron, ScheduleEntry, Scheduler
 
 __all__ = [
     "AsyncGenTask",
@@ -109,6 +112,7 @@ class Task(Generic[P, R]):
         self.name = name
         self.labels = labels
         self.retry_on = retry_on
+        self.schedules: list[ScheduleEntry] = []  # from the `schedule` label
         self.is_async_gen = inspect.isasyncgenfunction(fn)
         self.is_gen = inspect.isgeneratorfunction(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
@@ -155,6 +159,38 @@ class Task(Generic[P, R]):
     def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """An immutable signature: in a chain it ignores the previous result."""
         return Signature(self.name, args, kwargs, immutable=True, task=self)
+
+    async def schedule_by_cron(
+        self, scheduler: Scheduler, cron: str | Cron, *args: P.args, **kwargs: P.kwargs
+    ) -> str:
+        """Store a schedule sending this call at every time of `cron` (a `Cron` sets a `tz`).
+
+        Returns:
+            The schedule's id, for `scheduler.remove`.
+
+        Raises:
+            ConfigurationError: a bad cron expression or time zone.
+        """
+        from conveyor.scheduler import Cron
+
+        schedule = Cron(cron) if isinstance(cron, str) else cron
+        return await scheduler.add(self.s(*args, **kwargs), schedule)
+
+    async def schedule_by_interval(
+        self, scheduler: Scheduler, seconds: float, *args: P.args, **kwargs: P.kwargs
+    ) -> str:
+        """Store a schedule sending this call every `seconds`, the first in `seconds`."""
+        from conveyor.scheduler import Interval
+
+        return await scheduler.add(self.s(*args, **kwargs), Interval(seconds))
+
+    async def schedule_by_time(
+        self, scheduler: Scheduler, when: datetime, *args: P.args, **kwargs: P.kwargs
+    ) -> str:
+        """Store a one-off run of this call at `when` (a naive datetime is local time)."""
+        from conveyor.scheduler import Once
+
+        return await scheduler.add(self.s(*args, **kwargs), Once.at_datetime(when))
 
 
 class AsyncTask(Task[P, R]):

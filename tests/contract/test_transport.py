@@ -371,6 +371,31 @@ async def test_incr_of_a_non_integer_fails(transport: Transport) -> None:
         await transport.incr("text")
 
 
+async def test_set_add_counts_each_member_once(transport: Transport) -> None:
+    assert await transport.set_add("group", "0") == 1
+    assert await transport.set_add("group", "1") == 2
+    assert await transport.set_add("group", "0") == 2  # a redelivered member counts once
+    assert await transport.set_add("other", "0") == 1
+    assert await transport.set_add("group", "2") == 3
+    assert await transport.kv_scan("group") == {}  # sets are not kv keys
+
+
+async def test_set_add_is_atomic(transport: Transport) -> None:
+    sizes = await asyncio.gather(*(transport.set_add("members", str(i)) for i in range(20)))
+    assert sorted(sizes) == list(range(1, 21))  # no two adds saw the same size
+    assert await transport.set_add("members", "7") == 20
+
+
+async def test_set_add_ttl_expires_the_whole_set(transport: Transport) -> None:
+    assert await transport.set_add("brief", "a", ttl=0.3) == 1
+    assert await transport.set_add("brief", "b", ttl=0.3) == 2
+
+    async def expired() -> bool:  # re-adding "a" without a ttl renews nothing
+        return await transport.set_add("brief", "a") == 1
+
+    await eventually(expired)
+
+
 def assert_no_window_over_limit(
     grants: list[tuple[float, float]], limit: int, period: float
 ) -> None:

@@ -54,6 +54,10 @@ SPEC_NAMES = [
     "TaskError",
     "BrokerError",
     "SyncTaskHandle",
+    "Scheduler",
+    "chain",
+    "group",
+    "chord",
 ]
 
 #: Names SPEC.md fixes that later issues add: exported as soon as they exist.
@@ -63,10 +67,6 @@ SPEC_NAMES_LATER = [
     "NatsBroker",
     "ZeroMQBroker",
     "PrometheusMiddleware",
-    "Scheduler",
-    "chain",
-    "group",
-    "chord",
 ]
 
 

@@ -15,8 +15,11 @@ import click
 from conveyor.broker import Broker
 from conveyor.cli.app import load_broker
 from conveyor.cli.logs import configure_logging
+from conveyor.cli.scheduler import scheduler
+from conveyor.cli.web import web
 from conveyor.errors import ConfigurationError, ConveyorError, ResultTimeout
 from conveyor.inspector import Inspector
+from conveyor.scheduler import ScheduleInfo
 
 __all__ = ["cli"]
 
@@ -104,7 +107,9 @@ def cli() -> None:
     show_default=True,
     help="seconds running tasks get to finish on SIGTERM",
 )
-@click.option("--with-scheduler", is_flag=True, help="also run the scheduler (not available yet)")
+@click.option(
+    "--with-scheduler", is_flag=True, help="also run the scheduler (in one worker process)"
+)
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
@@ -132,8 +137,6 @@ def worker(
     from conveyor.worker.supervisor import become_child, supervise_cli
 
     configure_logging(log_level, log_format)
-    if with_scheduler:
-        raise ConfigurationError("--with-scheduler is not available yet: run without it")
     broker = load_broker(app, modules, discover)
     supervised = workers > 1 or reload or max_memory or max_tasks_per_child
     if supervised and not child:
@@ -144,7 +147,10 @@ def worker(
         argv += ["-fsd"] if discover else []
         argv += ["--max-memory", str(max_memory)] if max_memory else []
         argv += ["--max-tasks-per-child", str(max_tasks_per_child)] if max_tasks_per_child else []
-        return supervise_cli(argv, workers, shutdown_timeout, Path.cwd() if reload else None)
+        reload_dir = Path.cwd() if reload else None
+        return supervise_cli(
+            argv, workers, shutdown_timeout, reload_dir, with_scheduler=with_scheduler
+        )
     if child:
         become_child()
     options = worker_options(
@@ -156,7 +162,7 @@ def worker(
         shutdown_timeout=shutdown_timeout,
     )
     install_uvloop()
-    asyncio.run(run_worker(broker, options))
+    asyncio.run(run_worker(broker, options, with_scheduler=with_scheduler))
     return 0
 
 
@@ -269,10 +275,10 @@ def result(app: str, task_id: str) -> int:
 
 
 @cli.command("inspect")
-@click.argument("what", type=click.Choice(["tasks", "queues", "workers", "active"]))
+@click.argument("what", type=click.Choice(["tasks", "queues", "workers", "active", "schedules"]))
 @click.argument("app")
 def inspect_cmd(what: str, app: str) -> None:
-    """Show registered tasks, queue depths, live workers or running tasks."""
+    """Show registered tasks, queue depths, live workers, running tasks or schedules."""
     broker = load_broker(app)
     inspector = Inspector(broker)
     if what == "tasks":
@@ -285,11 +291,25 @@ def inspect_cmd(what: str, app: str) -> None:
         for w in _run(broker, inspector.workers):
             click.echo(
                 f"{w.name} queues={','.join(w.queues)} running={len(w.running)} "
-                f"processed={w.processed} up={w.uptime:.0f}s rss={w.rss_mb:.0f}MB"
+                f"processed={w.processed} up={w.uptime:.0f}s rss={w.rss_mb:.0f}MB "
+                f"concurrency={w.concurrency} succeeded={w.counters.get('succeeded', 0)} "
+                f"failed={w.counters.get('failed', 0)} retried={w.counters.get('retried', 0)}"
             )
+    elif what == "schedules":
+        _print_schedules(_run(broker, inspector.schedules))
     else:
         for worker_name, task_id in _run(broker, inspector.active):
             click.echo(f"{worker_name} {task_id}")
+
+
+def _print_schedules(schedules: list[ScheduleInfo]) -> None:
+    for s in schedules:
+        when = s.next_fire.isoformat(timespec="seconds") if s.next_fire else "-"
+        source = "stored" if s.stored else "label"
+        call = json.dumps({"args": s.args, "kwargs": s.kwargs, "labels": s.labels}, default=str)
+        click.echo(f"{s.id} {s.task_name} {s.schedule} next={when} {source} {call}")
+    if not schedules:
+        click.echo("no schedules")
 
 
 @cli.command()
@@ -348,3 +368,7 @@ def demo(count: int, keep: bool) -> int:
     from conveyor.cli.demo import run_demo
 
     return run_demo(count, keep)
+
+
+cli.add_command(web)
+cli.add_command(scheduler)

@@ -229,6 +229,15 @@ class Transport(abc.ABC):
         """Atomically add `amount` to an integer key (0 when absent) and return the new value."""
 
     @abc.abstractmethod
+    async def set_add(self, key: str, member: str, ttl: float | None = None) -> int:
+        """Atomically add `member` to the set at `key` (adding it again changes nothing) and
+        return the set's size.
+
+        `ttl` (seconds), when given, is the whole set's expiry, renewed by each call. Workflows
+        count finished group members with it: a redelivered member counts once.
+        """
+
+    @abc.abstractmethod
     async def rate_acquire(self, key: str, limit: int, period: float) -> float:
         """Take one token of a global bucket of `limit` per `period` seconds.
 

@@ -89,6 +89,7 @@ class MemoryTransport(Transport):
         self._cancels: dict[str, float] = {}
         self._kv: dict[str, tuple[bytes, float | None]] = {}
         self._grants: dict[str, tuple[float, deque[float]]] = {}
+        self._sets: dict[str, tuple[set[str], float | None]] = {}
         self._last_sweep = time.monotonic()
 
     # -- indexing -------------------------------------------------------------------------
@@ -323,6 +324,7 @@ class MemoryTransport(Transport):
         self._last_sweep = now
         self._kv = {k: v for k, v in self._kv.items() if v[1] is None or v[1] > now}
         self._grants = {k: g for k, g in self._grants.items() if g[1] and g[1][-1] + g[0] > now}
+        self._sets = {k: v for k, v in self._sets.items() if v[1] is None or v[1] > now}
 
     async def set_nx(self, key: str, value: bytes, ttl: float | None) -> bool:
         """Store `key` only if absent or expired; return True when this call stored it."""
@@ -368,6 +370,16 @@ class MemoryTransport(Transport):
             expires_at = now + ttl
         self._kv[key] = (str(value).encode(), expires_at)
         return value
+
+    async def set_add(self, key: str, member: str, ttl: float | None = None) -> int:
+        """Add `member` to the set at `key` and return its size; `ttl` renews its expiry."""
+        now = time.monotonic()
+        members, expires_at = self._sets.get(key) or (set(), None)
+        if expires_at is not None and expires_at <= now:
+            members, expires_at = set(), None
+        members.add(member)
+        self._sets[key] = (members, expires_at if ttl is None else now + ttl)
+        return len(members)
 
     async def rate_acquire(self, key: str, limit: int, period: float) -> float:
         """Take one of `limit` grants per sliding `period`.

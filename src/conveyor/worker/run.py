@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import ConfigurationError
 from conveyor.worker.consumer import Worker, WorkerOptions
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
 
-__all__ = ["install_uvloop", "run_blocking", "run_in_loop", "run_worker"]
+__all__ = ["install_uvloop", "run_blocking", "run_in_loop", "run_scheduler", "run_worker"]
 
 log = logging.getLogger("conveyor.worker")
 
@@ -39,14 +39,50 @@ def worker_options(**options: Any) -> WorkerOptions:
 
 
 async def run_worker(
-    broker: Broker, options: WorkerOptions, stop: asyncio.Event | None = None
+    broker: Broker,
+    options: WorkerOptions,
+    stop: asyncio.Event | None = None,
+    *,
+    with_scheduler: bool = False,
 ) -> Worker:
-    """Run one worker in the running loop until SIGINT/SIGTERM (or `stop`), then drain."""
+    """Run one worker in the running loop until SIGINT/SIGTERM (or `stop`), then drain.
+
+    With `with_scheduler`, a `Scheduler` runs beside it until the worker stops.
+    """
     stop = stop or asyncio.Event()
     worker = Worker(broker, options)
+    # What the app made at import never needs collecting: frozen, it is not traversed by every
+    # full collection, which keeps the worker's GC pauses (and latency tail) short.
+    gc.freeze()
     with _signals_set(stop):
-        await worker.run(stop)
+        if not with_scheduler:
+            await worker.run(stop)
+            return worker
+        from conveyor.scheduler import Scheduler
+
+        await broker.startup()
+        scheduler = asyncio.create_task(Scheduler(broker).run(stop), name="conveyor-scheduler")
+        try:
+            await worker.run(stop, manage_broker=False)
+        finally:
+            stop.set()  # the worker may stop on its own (recycling): the scheduler goes too
+            await scheduler
+            await broker.shutdown()
     return worker
+
+
+async def run_scheduler(broker: Broker, **options: Any) -> None:
+    """Run a `Scheduler` (options: `misfire`, ...) until SIGINT/SIGTERM (`conveyor scheduler`)."""
+    from conveyor.scheduler import Scheduler
+
+    scheduler = Scheduler(broker, **options)
+    stop = asyncio.Event()
+    await broker.startup()
+    try:
+        with _signals_set(stop):
+            await scheduler.run(stop)
+    finally:
+        await broker.shutdown()
 
 
 @contextlib.contextmanager
@@ -83,27 +119,27 @@ def install_uvloop() -> bool:
     return True
 
 
-def _no_scheduler(options: dict[str, Any]) -> None:
-    if options.pop("with_scheduler", False):
-        raise ConfigurationError("with_scheduler: the scheduler is not available yet")
-
-
-async def run_in_loop(broker: Broker, *, workers: int = 1, **options: Any) -> None:
-    """`broker.run_async(...)`: run one worker in the current loop."""
-    _no_scheduler(options)
+async def run_in_loop(
+    broker: Broker, *, workers: int = 1, with_scheduler: bool = False, **options: Any
+) -> None:
+    """`broker.run_async(...)`: run one worker (and the scheduler) in the current loop."""
     if workers != 1:
         raise ValueError("run_async runs one worker; use broker.run(workers=N) or the CLI")
-    await run_worker(broker, worker_options(**options))
+    await run_worker(broker, worker_options(**options), with_scheduler=with_scheduler)
 
 
-def run_blocking(broker: Broker, *, workers: int = 1, **options: Any) -> None:
-    """`broker.run(...)`: block running workers until SIGINT/SIGTERM."""
-    _no_scheduler(options)
+def run_blocking(
+    broker: Broker, *, workers: int = 1, with_scheduler: bool = False, **options: Any
+) -> None:
+    """`broker.run(...)`: block running workers until SIGINT/SIGTERM.
+
+    With `with_scheduler`, one of the workers also runs the scheduler.
+    """
     opts = worker_options(**options)
     if workers <= 1:
         install_uvloop()
-        asyncio.run(run_worker(broker, opts))
+        asyncio.run(run_worker(broker, opts, with_scheduler=with_scheduler))
         return
     from conveyor.worker.supervisor import supervise_forked
 
-    supervise_forked(broker, opts, workers)
+    supervise_forked(broker, opts, workers, with_scheduler=with_scheduler)

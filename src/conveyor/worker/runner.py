@@ -35,9 +35,12 @@ from conveyor.worker.outcome import (
     describe,
     failed_result,
     log_end,
+    worker_name,
 )
 from conveyor.worker.pools import ProcessPool, ThreadSlot, call_in_process
+from conveyor.worker.stats import WorkerStats
 from conveyor.worker.timeouts import run_soft_limited
+from conveyor.workflows import WORKFLOW_LABEL, advance
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
@@ -81,6 +84,7 @@ class Runner:
         self.threads = threads
         self.processes = processes or ProcessPool(max(os.cpu_count() or 1, 1))
         self.track_state = not getattr(broker.transport, "tracks_state", False)
+        self.stats = WorkerStats(worker_name())
 
     async def handle(self, run: Run) -> bool:
         """Run one delivery to its end; never raises (bad input is recorded and dead-lettered).
@@ -150,6 +154,7 @@ class Runner:
             message.attempt,
             extra={"task_id": message.task_id, "task_name": message.task_name},
         )
+        self.stats.started(message)
         if self.track_state:
             await self.broker.result_backend.set_state(message.task_id, "running", None)
         outcome = Outcome(started_at=utcnow())
@@ -315,6 +320,7 @@ class Runner:
         delay: float,
     ) -> None:
         result = build_result(message, TaskStatus.RETRYING, outcome, error=error)
+        self.stats.ended(message, result)
         for hook in self.broker.hooks("post_execute"):
             await hook(message, result)
         for hook in self.broker.hooks("on_error"):
@@ -364,9 +370,15 @@ class Runner:
         *,
         delivery: Delivery | None = None,
     ) -> None:
-        """Run the hooks and store the result; with `delivery`, ack it with the result write."""
+        """Run the hooks and store the result; with `delivery`, ack it with the result write.
+
+        A workflow step first sends what follows it, so a crash before the ack loses nothing.
+        """
+        self.stats.ended(message, result)
         for hook in self.broker.hooks("post_execute"):
             await hook(message, result)
+        if WORKFLOW_LABEL in message.labels:
+            await advance(self.broker, message, result)
         if error is not None:
             for hook in self.broker.hooks("on_error"):
                 await hook(message, result, error)

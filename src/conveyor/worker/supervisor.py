@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import multiprocessing
 import os
@@ -178,23 +179,49 @@ def become_child() -> None:
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _one_with_scheduler(spawn: Callable[[bool], Child], wanted: bool) -> Callable[[], Child]:
+    """A spawn function giving the scheduler to one live child (to a new one if it died)."""
+    holder: list[Child] = []
+
+    def spawn_next() -> Child:
+        give = wanted and (not holder or holder[0].exitcode() is not None)
+        child = spawn(give)
+        if give:
+            holder[:] = [child]
+        return child
+
+    return spawn_next
+
+
 def supervise_cli(
-    argv: Sequence[str], count: int, shutdown_timeout: float, reload_dir: Path | None
+    argv: Sequence[str],
+    count: int,
+    shutdown_timeout: float,
+    reload_dir: Path | None,
+    *,
+    with_scheduler: bool = False,
 ) -> int:
-    """Supervise `count` copies of the worker command line `argv` (already with `--child`)."""
-    return Supervisor(
-        lambda: _Popen(argv), count, shutdown_timeout=shutdown_timeout, reload_dir=reload_dir
-    ).run()
+    """Supervise `count` copies of the worker command line `argv` (already with `--child`);
+    with `with_scheduler`, one of them gets `--with-scheduler`."""
+    spawn = _one_with_scheduler(
+        lambda give: _Popen([*argv, "--with-scheduler"] if give else argv), with_scheduler
+    )
+    return Supervisor(spawn, count, shutdown_timeout=shutdown_timeout, reload_dir=reload_dir).run()
 
 
-def supervise_forked(broker: Broker, options: WorkerOptions, count: int) -> None:
+def supervise_forked(
+    broker: Broker, options: WorkerOptions, count: int, *, with_scheduler: bool = False
+) -> None:
     """`broker.run(workers=N)`: fork N workers of this script's broker and supervise them."""
     from conveyor.worker.run import install_uvloop, run_worker
 
-    def child() -> None:
+    def child(scheduler: bool) -> None:
         os.setsid()
         become_child()
         install_uvloop()
-        asyncio.run(run_worker(broker, options))
+        asyncio.run(run_worker(broker, options, with_scheduler=scheduler))
 
-    Supervisor(lambda: _Forked(child), count, shutdown_timeout=options.shutdown_timeout).run()
+    spawn = _one_with_scheduler(
+        lambda give: _Forked(functools.partial(child, give)), with_scheduler
+    )
+    Supervisor(spawn, count, shutdown_timeout=options.shutdown_timeout).run()

@@ -1,0 +1,62 @@
+"""`conveyor scheduler APP`: send the runs of the app's schedules (any number may run)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from conveyor.cli.app import load_broker
+from conveyor.cli.logs import configure_logging
+
+__all__ = ["scheduler"]
+
+
+@click.command()
+@click.argument("app")
+@click.argument("modules", nargs=-1)
+@click.option(
+    "-fsd",
+    "--fs-discover",
+    "discover",
+    is_flag=True,
+    help="import every tasks.py below the current directory",
+)
+@click.option(
+    "--misfire",
+    type=click.Choice(["skip", "once"]),
+    default="skip",
+    show_default=True,
+    help="runs missed while no scheduler ran: skip them, or send one",
+)
+@click.option(
+    "--misfire-grace",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="seconds a run may be late and still be sent",
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def scheduler(
+    app: str,
+    modules: tuple[str, ...],
+    discover: bool,
+    misfire: str,
+    misfire_grace: float,
+    log_format: str,
+    log_level: str,
+) -> int:
+    """Send due runs of APP's label schedules and stored schedules until SIGINT/SIGTERM.
+
+    Each due run is sent exactly once however many schedulers run on the broker.
+    """
+    from conveyor.worker.run import install_uvloop, run_scheduler
+
+    configure_logging(log_level, log_format)
+    broker = load_broker(app, modules, discover)
+    install_uvloop()
+    asyncio.run(run_scheduler(broker, misfire=misfire, misfire_grace=misfire_grace))
+    return 0

@@ -1,0 +1,310 @@
+"""`Scheduler`: sends each due run of every schedule exactly once, however many run.
+
+Schedules come from two sources: the `schedule=[...]` labels of the broker's tasks, and entries
+stored in the broker (`add`, `Task.schedule_by_cron/interval/time`) under `sched:def:<id>`.
+Before sending the run due at time T, a scheduler claims `sched:fire:<id>:<T ms>` with the
+transport's `set_nx`; only the process whose claim succeeds sends it, with the task id
+`s-<hash of id>-<T ms>` (the same in every process, so a run is recognisable in results and
+logs). `sched:last:<id>` keeps the last fire time, so a scheduler that starts again knows what
+it missed while nobody ran.
+
+Missed runs (due more than `misfire_grace` seconds ago: the scheduler, or every scheduler, was
+down or cut off from the broker) are skipped by default (`misfire="skip"`), or caught up with a
+single run (`misfire="once"`). A one-off (`Once`) run is never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import BrokerError, ConfigurationError, ConveyorError
+from conveyor.labels import validate_labels
+from conveyor.scheduler.schedules import Interval, Once, Schedule, ScheduleEntry
+
+if TYPE_CHECKING:
+    from conveyor.broker import Broker
+    from conveyor.task import Signature
+
+__all__ = ["ScheduleInfo", "Scheduler"]
+
+log = logging.getLogger("conveyor.scheduler")
+
+DEF_PREFIX = "sched:def:"
+LAST_PREFIX = "sched:last:"
+FIRE_PREFIX = "sched:fire:"
+#: How long a fire-time claim is kept (at least): other schedulers try the same fire time only
+#: while it is on time (`misfire_grace`) or missed by all, which the last fire time tells.
+CLAIM_TTL = 300.0
+_MAX_PAUSE = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A schedule as `conveyor inspect schedules` and the dashboard show it."""
+
+    id: str
+    task_name: str
+    schedule: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    labels: dict[str, Any]
+    stored: bool
+    next_fire: datetime | None
+
+
+@dataclass(slots=True)
+class _State:
+    cursor: dict[str, float] = field(default_factory=dict)  # fire times up to here are handled
+    stored: list[ScheduleEntry] = field(default_factory=list)
+    refreshed: float = float("-inf")
+    failures: int = 0
+
+
+class Scheduler:
+    """Sends the runs of the label schedules and the stored schedules of `broker`.
+
+    Args:
+        broker: the application's broker; its tasks' `schedule` labels are read at each tick.
+        misfire: "skip" (default) drops runs missed while no scheduler ran; "once" sends one.
+        misfire_grace: seconds a run may be late and still be sent (a stalled event loop, a
+            short outage); runs later than that were missed.
+        refresh_seconds: how often stored schedules are read again from the broker.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        misfire: str = "skip",
+        misfire_grace: float = 10.0,
+        refresh_seconds: float = 1.0,
+    ) -> None:
+        if misfire not in ("skip", "once"):
+            raise ConfigurationError(f"misfire must be 'skip' or 'once', not {misfire!r}")
+        self.broker = broker
+        self.misfire = misfire
+        self.misfire_grace = misfire_grace
+        self.refresh_seconds = refresh_seconds
+        self._state = _State()
+
+    # -- stored schedules ---------------------------------------------------------------------
+
+    async def add(self, signature: Signature[Any], schedule: Schedule) -> str:
+        """Store a schedule of `signature` (its args, kwargs and labels) in the broker.
+
+        Returns:
+            The schedule's id, for `remove`.
+
+        Raises:
+            TypeError: the arguments do not fit the task's signature.
+            ConfigurationError: a known label has a bad value.
+        """
+        validate_labels(signature.labels, signature.task_name)
+        task = self.broker.find_task(signature.task_name)
+        if task is not None:
+            try:
+                task.call_signature.bind(*signature.args, **signature.kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{task.name}: {exc}") from None
+        await self.broker.ensure_started()
+        schedule_id = uuid.uuid4().hex
+        if isinstance(schedule, Interval) and schedule.anchor == 0.0:
+            schedule = Interval(schedule.seconds, anchor=time.time())
+        entry = ScheduleEntry(
+            id=schedule_id,
+            task_name=signature.task_name,
+            schedule=schedule,
+            args=list(signature.args),
+            kwargs=dict(signature.kwargs),
+            labels=dict(signature.labels),
+            stored=True,
+        )
+        transport = self.broker.transport
+        await transport.kv_set(LAST_PREFIX + schedule_id, repr(time.time()).encode(), None)
+        await transport.kv_set(DEF_PREFIX + schedule_id, entry.to_json(), None)
+        self._state.refreshed = float("-inf")
+        return schedule_id
+
+    async def remove(self, schedule_id: str) -> bool:
+        """Delete a stored schedule; True when it existed. Label schedules cannot be removed."""
+        await self.broker.ensure_started()
+        transport = self.broker.transport
+        existed = await transport.kv_get(DEF_PREFIX + schedule_id) is not None
+        await transport.kv_delete(DEF_PREFIX + schedule_id)
+        await transport.kv_delete(LAST_PREFIX + schedule_id)
+        self._state.refreshed = float("-inf")
+        return existed
+
+    async def stored_entries(self) -> list[ScheduleEntry]:
+        """The schedules stored in the broker (unreadable ones are logged and left out)."""
+        await self.broker.ensure_started()
+        found = []
+        for key, raw in (await self.broker.transport.kv_scan(DEF_PREFIX)).items():
+            try:
+                found.append(ScheduleEntry.from_json(raw))
+            except ConfigurationError as exc:
+                log.warning("skipping schedule %s: %s", key[len(DEF_PREFIX) :], exc)
+        return sorted(found, key=lambda e: e.id)
+
+    def label_entries(self) -> list[ScheduleEntry]:
+        """The schedules declared in the `schedule` labels of the broker's tasks."""
+        tasks = self.broker.get_all_tasks().values()
+        return [entry for task in tasks for entry in task.schedules]
+
+    async def list(self) -> list[ScheduleInfo]:
+        """Every schedule, label ones first, with its next fire time."""
+        now = time.time()
+        entries = self.label_entries() + await self.stored_entries()
+        return [_info(entry, now) for entry in entries]
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Send due runs until `stop` is set, riding out broker outages with backoff."""
+        stop = stop or asyncio.Event()
+        log.info(
+            "scheduler on %s: %d label schedule(s), misfire=%s",
+            self.broker.transport.safe_url,
+            len(self.label_entries()),
+            self.misfire,
+        )
+        while not stop.is_set():
+            pause = await self._guarded_tick()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+        log.info("scheduler stopped")
+
+    async def _guarded_tick(self) -> float:
+        state = self._state
+        try:
+            pause = await self.tick()
+        except (ConveyorError, OSError) as exc:
+            state.failures += 1
+            pause = min(0.2 * 2.0**state.failures, _MAX_PAUSE)
+            level = logging.WARNING if state.failures == 1 else logging.DEBUG
+            log.log(level, "scheduler: broker unavailable (%s); retrying in %.1f s", exc, pause)
+            return pause
+        if state.failures:
+            log.warning("scheduler: broker reachable again after %d failure(s)", state.failures)
+            state.failures = 0
+        return pause
+
+    async def tick(self, now: float | None = None) -> float:
+        """Send every run due by `now`; return the seconds until the next may be due."""
+        state = self._state
+        now = time.time() if now is None else now
+        if now - state.refreshed >= self.refresh_seconds:
+            state.stored = await self.stored_entries()
+            state.refreshed = now
+        entries = self.label_entries() + state.stored
+        live = {entry.id for entry in entries}
+        state.cursor = {k: v for k, v in state.cursor.items() if k in live}
+        soonest = now + self.refresh_seconds
+        for entry in entries:
+            try:
+                await self._run_due(entry, now)
+            except (BrokerError, OSError):
+                raise  # an outage: the whole tick is tried again
+            except Exception as exc:  # this schedule's call is broken: skip it, keep the others
+                log.error("schedule %s of %s failed: %s", entry.id, entry.task_name, exc)
+                state.cursor[entry.id] = now
+            upcoming = entry.schedule.next_after(state.cursor[entry.id])
+            if upcoming is not None:
+                soonest = min(soonest, upcoming)
+        return max(soonest - time.time(), 0.0)
+
+    async def _run_due(self, entry: ScheduleEntry, now: float) -> None:
+        cursor = self._state.cursor.get(entry.id)
+        if cursor is None:
+            cursor = await self._last_fire(entry, now)
+        schedule, grace = entry.schedule, self.misfire_grace
+        first = schedule.next_after(cursor)
+        if first is not None and first <= now - grace and not isinstance(schedule, Once):
+            await self._missed(entry, now)
+            cursor = now - grace
+        at = schedule.next_after(cursor)
+        while at is not None and at <= now:
+            await self._fire(entry, at)
+            at = schedule.next_after(at)
+        self._state.cursor[entry.id] = now
+
+    async def _missed(self, entry: ScheduleEntry, now: float) -> None:
+        """This scheduler is late (it was down or stalled): apply the misfire policy to the runs
+        that no scheduler sent (the last fire time in the broker says which)."""
+        missed = entry.schedule.next_after(await self._last_fire(entry, now))
+        if missed is None or missed > now - self.misfire_grace:
+            return  # another scheduler kept the schedule going
+        if self.misfire == "once":
+            await self._fire(entry, missed)
+        else:
+            log.info("skipped missed run(s) of %s since %s", entry.task_name, _iso(missed))
+
+    async def _last_fire(self, entry: ScheduleEntry, now: float) -> float:
+        raw = await self.broker.transport.kv_get(LAST_PREFIX + entry.id)
+        try:
+            return min(float(raw), now) if raw else now
+        except ValueError:
+            return now
+
+    async def _fire(self, entry: ScheduleEntry, at: float) -> None:
+        transport, at_ms = self.broker.transport, round(at * 1000)
+        if entry.stored and await transport.kv_get(DEF_PREFIX + entry.id) is None:
+            return  # removed since the last refresh
+        claim = f"{FIRE_PREFIX}{entry.id}:{at_ms}"
+        if await transport.set_nx(claim, b"1", max(CLAIM_TTL, 10 * self.misfire_grace)):
+            try:
+                await self.broker.send([self._message(entry, at_ms)])
+            except BaseException:
+                with contextlib.suppress(Exception):  # unclaim: the next tick tries again
+                    await transport.kv_delete(claim)
+                raise
+            log.info("sent %s for %s (%s)", entry.task_name, _iso(at), entry.schedule.describe())
+            await transport.kv_set(LAST_PREFIX + entry.id, repr(at).encode(), None)
+        if isinstance(entry.schedule, Once) and entry.stored:
+            await transport.kv_delete(DEF_PREFIX + entry.id)
+            await transport.kv_delete(LAST_PREFIX + entry.id)
+
+    def _message(self, entry: ScheduleEntry, at_ms: int) -> Any:
+        task = self.broker.find_task(entry.task_name)
+        return self.broker.build_message(
+            entry.task_name,
+            entry.args,
+            entry.kwargs,
+            task.labels if task is not None else None,
+            entry.labels,
+            run_id(entry.id, at_ms),
+        )
+
+
+def run_id(schedule_id: str, at_ms: int) -> str:
+    """The task id of the run of `schedule_id` due at `at_ms`: the same in every scheduler."""
+    digest = hashlib.sha1(schedule_id.encode(), usedforsecurity=False).hexdigest()[:16]
+    return f"s-{digest}-{at_ms}"
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+
+
+def _info(entry: ScheduleEntry, now: float) -> ScheduleInfo:
+    upcoming = entry.schedule.next_after(now)
+    if upcoming is None and isinstance(entry.schedule, Once) and entry.stored:
+        upcoming = entry.schedule.at  # late, not yet sent (a sent one is deleted)
+    return ScheduleInfo(
+        id=entry.id,
+        task_name=entry.task_name,
+        schedule=entry.schedule.describe(),
+        args=entry.args,
+        kwargs=entry.kwargs,
+        labels=entry.labels,
+        stored=entry.stored,
+        next_fire=None if upcoming is None else datetime.fromtimestamp(upcoming, UTC),
+    )
