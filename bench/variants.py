@@ -53,6 +53,8 @@ VARIANTS: tuple[Variant, ...] = (
     _conveyor("redis", 2),
     _conveyor("sqlite", 1),
     _conveyor("sqlite", 2),
+    _conveyor("nats", 1),
+    _conveyor("amqp", 1),
     Variant("taskiq-list", "taskiq", options={"broker": "list"}),
     Variant("taskiq-stream", "taskiq", options={"broker": "stream"}),
     Variant("arq", "arq", venv=REDIS5_VENV),

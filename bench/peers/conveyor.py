@@ -1,9 +1,20 @@
-"""conveyor on any engine `broker_from_url` knows: `engine=redis|sqlite`, `workers=N`."""
+"""conveyor on any engine `broker_from_url` knows: `engine=redis|sqlite|nats|amqp`, `workers=N`.
+
+Redis is the harness's own server. NATS and RabbitMQ are the servers this machine runs on
+127.0.0.1 (`BENCH_NATS_URL`, `BENCH_AMQP_URL`), under a prefix of this run that `reset` deletes;
+RabbitMQ keeps conveyor's state and results in the harness's Redis.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from bench.peers.base import Adapter, Handle, Unavailable
 
@@ -16,9 +27,20 @@ class ConveyorAdapter(Adapter):
 
     def url(self) -> str:
         """The broker URL of the configured engine."""
-        if self.options.get("engine") == "sqlite":
+        engine = self.options.get("engine")
+        if engine == "sqlite":
             return f"sqlite:///{self.workdir / 'conveyor.db'}"
+        if engine == "nats":
+            return f"{os.environ.get('BENCH_NATS_URL', 'nats://127.0.0.1:4222')}?prefix={self.prefix}"
+        if engine == "amqp":
+            server = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+            return f"{server}?prefix={self.prefix}&state={quote(self.redis_url, safe='')}"
         return self.redis_url
+
+    @property
+    def prefix(self) -> str:
+        """This run's prefix on the shared NATS/RabbitMQ servers (one per harness Redis)."""
+        return "bench" + hashlib.sha1(self.redis_url.encode()).hexdigest()[:10]
 
     def env(self) -> dict[str, str]:
         return {**super().env(), "BENCH_CONVEYOR_URL": self.url()}
@@ -36,11 +58,16 @@ class ConveyorAdapter(Adapter):
         return f"--workers {workers} --max-async-tasks {self.counts.concurrency}"
 
     def reset(self) -> None:
-        if self.options.get("engine") != "sqlite":
-            super().reset()
+        engine = self.options.get("engine")
+        if engine == "sqlite":
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                (self.workdir / f"conveyor.db{suffix}").unlink(missing_ok=True)
             return
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            (self.workdir / f"conveyor.db{suffix}").unlink(missing_ok=True)
+        if engine == "nats":
+            _in_thread(lambda: _drop_nats(self.url().partition("?")[0], self.prefix))
+        if engine == "amqp":  # before the Redis flush: the state store knows the queues
+            _in_thread(lambda: _drop_amqp(self.url()))
+        super().reset()
 
     async def open(self) -> None:
         from conveyor.errors import ConfigurationError
@@ -75,6 +102,53 @@ class ConveyorAdapter(Adapter):
     async def value(self, handle: Handle) -> Any:
         result = await handle.get_result()
         return None if result is None else result.return_value
+
+
+
+def _in_thread(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a coroutine to its end on a loop of its own (`reset` may be called inside a loop)."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(work())
+        except BaseException as exc:  # reported in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+async def _drop_nats(url: str, prefix: str) -> None:
+    """Delete the JetStream streams of `prefix` (conveyor names them `<prefix>_...`)."""
+    import json
+
+    import nats
+
+    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
+    try:
+        reply = await nc.request("$JS.API.STREAM.NAMES", b"{}", timeout=5)
+        for name in json.loads(reply.data).get("streams") or []:
+            if name.startswith(f"{prefix}_"):
+                await nc.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=5)
+    finally:
+        await nc.close()
+
+
+async def _drop_amqp(url: str) -> None:
+    """Delete the queues and exchanges conveyor declared under the URL's prefix."""
+    from conveyor import AmqpBroker
+    from conveyor.transports._amqp_admin import delete_topology
+
+    broker = AmqpBroker(url)
+    await broker.startup()
+    try:
+        await delete_topology(broker.transport)  # type: ignore[arg-type]
+    finally:
+        await broker.shutdown()
 
 
 ADAPTER = ConveyorAdapter

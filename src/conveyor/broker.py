@@ -10,7 +10,6 @@ import asyncio
 import fnmatch
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
@@ -136,7 +135,12 @@ class Broker:
             raise ConfigurationError(
                 f"task name {name!r} is already used by {existing.fn.__qualname__}"
             )
+        schedules = labels.pop("schedule", None)
         task = task_class(fn)(self, fn, name, labels, retry_on)
+        if schedules is not None:
+            from conveyor.scheduler.schedules import parse_label_schedules
+
+            task.schedules = parse_label_schedules(name, schedules, task.call_signature)
         self._tasks[name] = task
         return task
 
@@ -387,7 +391,11 @@ class Broker:
         if data is not None:
             return self.decode_result(data).status
         state = await self.transport.state(task_id) or await self.result_backend.get_state(task_id)
-        return TaskStatus(state) if state else None
+        if state:
+            return TaskStatus(state)
+        # Nothing held it: it may have been settled since the first read, result and all.
+        data = await self.result_backend.get_result(task_id)
+        return None if data is None else self.decode_result(data).status
 
     async def get_progress(self, task_id: str) -> Any:
         """The last progress a task reported, or None."""
@@ -461,4 +469,5 @@ async def _ping() -> str:
 
 
 def _uuid_hex() -> str:
-    return uuid.uuid4().hex
+    """A random 128-bit id in hex, as `uuid4().hex` but without building a UUID object."""
+    return os.urandom(16).hex()

@@ -95,7 +95,7 @@ class RedisResultBackend(ResultBackend):
 
         try:
             while True:
-                watching = watching or await here.try_watch(channel, announced)
+                watching = watching or await self.client.try_watch(here, channel, announced)
                 data = await self._read_riding_out_outages(task_id, deadline)
                 if data is not None:
                     return data

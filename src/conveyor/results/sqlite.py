@@ -8,6 +8,7 @@ deleted now and then.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from typing import TypeVar
@@ -129,10 +130,18 @@ class SqliteResultBackend(SqliteClient, ResultBackend):
     async def set_result(self, task_id: str, data: bytes, ttl: float | None) -> None:
         """Store the final result, replacing any earlier one, and wake local waiters."""
         await self._run(put_value, "results", task_id, data, ttl)
+        self.announce(task_id)
+        await self._db.sweep_now_and_then()
+
+    def same_file(self, path: str) -> bool:
+        """True when `path` is this store's database file."""
+        return os.path.realpath(path) == os.path.realpath(self.path)
+
+    def announce(self, task_id: str) -> None:
+        """Wake this process's waiters of a result stored by someone else (the transport)."""
         signal = self._stored.get(task_id)
         if signal is not None:
             signal.notify()
-        await self._db.sweep_now_and_then()
 
     async def get_result(self, task_id: str) -> bytes | None:
         """Return the stored result, or None."""

@@ -72,11 +72,11 @@ end
 return added
 
 --- fetch
--- ARGV[3] consumer, [4] count, [5] lease ms, [6] "1" to reclaim expired leases, [7] "1" to
--- return what a blocking wait needs. Moves due delayed messages to their streams, then leases
+-- ARGV[3] consumer, [4] count, [5] lease ms, [6] "1" to reclaim expired leases, [7] "1" when
+-- the caller may block next (every band's stream and group are then made to exist). Moves due delayed messages to their streams, then leases
 -- up to count messages, highest band first, reclaimed ones before new ones within a band.
 -- Returns {flat deliveries (band, entry id, task id, body, deliveries, token)...,
---          last entry id of each band 0-9 (or {} when not asked), next due ms or -1}.
+--          1 when every band is ready for a blocking XREADGROUP (else 0), next due ms or -1}.
 local base, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local left, lease, now = tonumber(ARGV[4]), ARGV[5], now_ms()
 local delayed = base .. ':delayed'
@@ -124,15 +124,13 @@ for band = 9, 0, -1 do
     end
   end
 end
-local last = {}
-if left > 0 and ARGV[7] == '1' then
-  for band = 0, 9 do
-    local tail = redis.call('XREVRANGE', base .. ':s:' .. band, '+', '-', 'COUNT', 1)
-    last[band + 1] = tail[1] and tail[1][1] or '0-0'
-  end
+local ready = 0
+if left > 0 and ARGV[7] == '1' then  -- the caller will block in XREADGROUP on every band
+  for band = 0, 9 do ensure_group(base .. ':s:' .. band, group) end
+  ready = 1
 end
 local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-return {out, last, first[2] and tonumber(first[2]) or -1}
+return {out, ready, first[2] and tonumber(first[2]) or -1}
 
 --- ack
 -- KEYS[2] the stream, KEYS[3] the result key when there is a result to store; ARGV[3]
@@ -302,3 +300,12 @@ if ARGV[2] ~= '' and redis.call('PTTL', KEYS[1]) == -1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return value
+
+--- set_add
+-- KEYS[1] the set (P:set:<key>); ARGV[1] member, ARGV[2] ttl ms or "" (renewed by each add).
+-- Returns the set's size after the add.
+redis.call('SADD', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SCARD', KEYS[1])

@@ -133,7 +133,10 @@ class RedisTransport(Transport):
         ):
             calls.append(self.client.call("SADD", self.client.key("queues"), *by_queue))
             self._queues_noted.update(dict.fromkeys(by_queue, now))
-        await asyncio.gather(*calls)
+        if len(calls) == 1:
+            await calls[0]
+        else:
+            await asyncio.gather(*calls)
 
     async def receive(
         self, queues: Sequence[str], max_count: int, timeout: float
@@ -150,22 +153,26 @@ class RedisTransport(Transport):
             reclaim = time.monotonic() - self._last_reclaim >= self._reclaim_every
             if reclaim:
                 self._last_reclaim = time.monotonic()
-            got, wake = await self._fetch(names, max_count, reclaim)
+            got, ready, due = await self._fetch(names, max_count, reclaim)
             left = deadline - time.monotonic()
             if got or left <= 0:
                 return got
-            await self._block(wake, min(left, self._reclaim_every))
+            got = await self._block(ready, due, max_count, min(left, self._reclaim_every))
+            if got:
+                return got
 
     async def _fetch(
         self, queues: list[str], count: int, reclaim: bool
-    ) -> tuple[list[Delivery], list[tuple[str, bytes, float]]]:
+    ) -> tuple[list[Delivery], list[str], float]:
+        """Lease what is ready; also say which queues can be blocked on and the next due time."""
         deliveries: list[tuple[int, Delivery]] = []
-        wake: list[tuple[str, bytes, float]] = []
+        ready: list[str] = []
+        next_due = -1.0
         lease_ms = int(self.lease_seconds * 1000)
         for queue in queues:
             left = count - len(deliveries)
             want_wake = "1" if left > 0 else "0"
-            out, last, due = await self._script(
+            out, blockable, due = await self._script(
                 "fetch", queue, self._consumer, max(left, 0), lease_ms, int(reclaim), want_wake
             )
             base = self.client.queue_base(queue)
@@ -174,31 +181,53 @@ class RedisTransport(Transport):
                 receipt = _Receipt(stream, str(band), entry.decode(), int(token))
                 delivery = Delivery(task_id.decode(), queue, body, int(n), receipt)
                 deliveries.append((-int(band), delivery))
-            for band, entry in zip(_BANDS, last, strict=False):
-                wake.append((f"{base}:s:{band}", entry, float(due)))
-            if not last and due >= 0:
-                wake.append(("", b"", float(due)))
+            if int(blockable):
+                ready.append(queue)
+            if due >= 0 and (next_due < 0 or due < next_due):
+                next_due = float(due)
         deliveries.sort(key=lambda item: item[0])  # stable: bands across queues, then order
-        return [d for _, d in deliveries], wake
+        return [d for _, d in deliveries], ready, next_due
 
-    async def _block(self, wake: list[tuple[str, bytes, float]], longest: float) -> None:
-        """Wait until a stream we read gets an entry, a delayed message is due, or `longest`."""
-        now_ms = time.time() * 1000
-        dues = [due for _, _, due in wake if due >= 0]
-        if dues:
-            longest = min(longest, max((min(dues) - now_ms) / 1000, 0.0))
-        streams = {key: entry for key, entry, _ in wake if key}
-        if self.client.cluster and streams:  # one XREAD may read only one slot: the first queue's
-            first = next(iter(streams)).partition("}")[0]
-            streams = {k: v for k, v in streams.items() if k.startswith(first)}
+    async def _block(
+        self, queues: list[str], due_ms: float, count: int, longest: float
+    ) -> list[Delivery]:
+        """Wait in XREADGROUP for new entries of `queues` (leased at once when they come), until
+        a delayed message is due or `longest` seconds."""
+        if due_ms >= 0:
+            longest = min(longest, max((due_ms - time.time() * 1000) / 1000, 0.0))
+        if self.client.cluster and queues:  # one XREADGROUP may read only one slot
+            queues = queues[:1]
         block_ms = int(longest * 1000)
         if block_ms <= 0:
-            return
-        if not streams:
+            return []
+        if not queues:
             await asyncio.sleep(longest)
-            return
-        redis = self.client.here().redis
-        await self.client.direct(redis.xread, streams, count=1, block=block_ms)
+            return []
+        streams = [f"{self.client.queue_base(q)}:s:{band}" for q in queues for band in _BANDS[::-1]]
+        command = ("XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", count, "BLOCK", block_ms)
+        try:
+            reply = await self.client.blocking(*command, "STREAMS", *streams, *[">"] * len(streams))
+        except BrokerError as exc:
+            if "NOGROUP" not in str(exc):  # a stream was deleted: the next fetch remakes it
+                raise
+            return []
+        got = [d for key, entries in reply or () for d in self._entries(key, entries)]
+        got.sort(key=lambda d: -int(d.receipt.band))
+        for extra in got[count:]:  # several bands filled at once: hand back what is too many
+            await self.release(extra)
+        return got[:count]
+
+    def _entries(self, key: Any, entries: Any) -> list[Delivery]:
+        stream = key.decode() if isinstance(key, bytes) else str(key)
+        base, _, band = stream.rpartition(":s:")
+        queue = base[len(self.client.prefix) + 2 : -1]  # P:{Q} -> Q
+        out = []
+        for entry, flat in entries:
+            fields = _fields(flat)
+            receipt = _Receipt(stream, band, entry.decode(), 1)
+            n = int(fields[b"n"]) + 1
+            out.append(Delivery(fields[b"t"].decode(), queue, fields[b"b"], n, receipt))
+        return out
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Settle deliveries this consumer still holds; a lost lease settles nothing."""
@@ -308,7 +337,7 @@ class RedisTransport(Transport):
         here = self.client.here()
         if self._listening is not here:
             channel = self.client.key("control").encode()
-            await self.client.direct(here.watch, channel, self._on_control)
+            await here.watch(channel, self._on_control)
             self._listening = here
             self._last_cancel_read = 0.0
         now = time.monotonic()
@@ -355,7 +384,8 @@ class RedisTransport(Transport):
         letters = []
         for queue in await self._queues():
             key = f"{self.client.queue_base(queue)}:dead"
-            for _, fields in await self.client.call("XRANGE", key, "-", "+", "COUNT", limit):
+            for _, flat in await self.client.call("XRANGE", key, "-", "+", "COUNT", limit):
+                fields = _fields(flat)
                 letters.append(
                     DeadLetter(
                         task_id=fields[b"t"].decode(),
@@ -398,8 +428,7 @@ class RedisTransport(Transport):
         """Every live key starting with `prefix`, with its value."""
         start = self._kv("")
         pattern = start + _glob_escape(prefix) + "*"
-        redis = self.client.here().redis
-        keys: list[bytes] = await self.client.direct(_scan, redis, pattern)
+        keys = await self.client.scan(pattern)
         if not keys:
             return {}
         values = await self.client.call("MGET", *keys)
@@ -420,6 +449,12 @@ class RedisTransport(Transport):
             if "not an integer" in str(exc):
                 raise BrokerError(f"kv key {key!r} does not hold an integer") from None
             raise
+
+    async def set_add(self, key: str, member: str, ttl: float | None = None) -> int:
+        """SADD and SCARD in one script; `ttl` renews the set's expiry."""
+        ttl_ms = "" if ttl is None else max(int(ttl * 1000), 1)
+        found = await self.client.script("set_add", [self.client.key("set", key)], [member, ttl_ms])
+        return int(found)
 
     async def rate_acquire(self, key: str, limit: int, period: float) -> float:
         """Take one grant of at most `limit` per sliding `period`; else the seconds to wait."""
@@ -442,5 +477,6 @@ def _glob_escape(text: str) -> str:
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
-async def _scan(redis: Any, pattern: str) -> list[bytes]:
-    return [key async for key in redis.scan_iter(match=pattern, count=1000)]
+def _fields(flat: Any) -> dict[bytes, bytes]:
+    """A stream entry's fields: a flat list from the bare connection, a dict from redis-py."""
+    return flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))

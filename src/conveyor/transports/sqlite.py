@@ -13,6 +13,7 @@ Publishing a `task_id` that is already in `messages` is ignored: the first copy 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sqlite3
@@ -23,9 +24,12 @@ from typing import Any, TypeVar
 
 from conveyor._signal import Signal
 from conveyor.errors import ConfigurationError
+from conveyor.results.base import ResultBackend
 from conveyor.transports._sqlite_db import (
+    Coalescer,
     SqliteClient,
     SqliteDb,
+    expiry,
     get_value,
     immediate,
     incr,
@@ -137,6 +141,18 @@ def _ack(conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
                 conn.execute("DELETE FROM cancels WHERE task_id = ?", (delivery.task_id,))
 
 
+def _settle(
+    conn: sqlite3.Connection, items: list[tuple[Delivery, bytes | None, float | None]]
+) -> None:
+    """Store results and ack their deliveries in one transaction (`ack_with_result`, batched)."""
+    with immediate(conn):
+        for delivery, data, ttl in items:
+            if data is not None:
+                put_value(conn, "results", delivery.task_id, data, ttl)
+            if conn.execute(f"DELETE FROM messages WHERE {_OWNED}", _owned(delivery)).rowcount:
+                conn.execute("DELETE FROM cancels WHERE task_id = ?", (delivery.task_id,))
+
+
 def _extend(conn: sqlite3.Connection, deliveries: Sequence[Delivery], lease: float) -> None:
     with immediate(conn):
         until = time.time() + lease
@@ -208,6 +224,28 @@ def _cancel(conn: sqlite3.Connection, task_id: str) -> bool:
     return False
 
 
+def _set_add(conn: sqlite3.Connection, key: str, member: str, ttl: float | None) -> int:
+    """A set is one `kv` row per member, keyed "<RS>set:<key><US><member>" (ASCII record and
+    unit separators, so a set never shows in a `kv_scan` of a printable prefix)."""
+    low = f"\x1eset:{key}\x1f"
+    high = f"\x1eset:{key}\x20"
+    with immediate(conn):
+        now = time.time()
+        in_set = "key >= ? AND key < ?"
+        conn.execute(f"DELETE FROM kv WHERE {in_set} AND expires_at <= ?", (low, high, now))
+        row = conn.execute(f"SELECT expires_at FROM kv WHERE {in_set} LIMIT 1", (low, high))
+        found = row.fetchone()
+        expires_at = expiry(ttl, now) if ttl is not None or found is None else found[0]
+        conn.execute(
+            "INSERT OR IGNORE INTO kv (key, value, expires_at) VALUES (?, x'', ?)",
+            (low + member, expires_at),
+        )
+        if ttl is not None:
+            conn.execute(f"UPDATE kv SET expires_at = ? WHERE {in_set}", (expires_at, low, high))
+        count = conn.execute(f"SELECT COUNT(*) FROM kv WHERE {in_set}", (low, high)).fetchone()
+    return int(count[0])
+
+
 def _queue_stats(conn: sqlite3.Connection) -> list[QueueStats]:
     rows = conn.execute(
         "SELECT queue, SUM(available_at <= ?1), SUM(available_at > ?1 AND owner IS NULL),"
@@ -244,6 +282,7 @@ class SqliteTransport(SqliteClient, Transport):
         self.poll_interval = poll_interval
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._published = Signal()
+        self._settles: Coalescer[tuple[Delivery, bytes | None, float | None]] | None = None
 
     # -- messages -------------------------------------------------------------------------
 
@@ -281,6 +320,24 @@ class SqliteTransport(SqliteClient, Transport):
         """Delete the messages this consumer still holds; others' claims are left alone."""
         if deliveries:
             await self._run(_ack, list(deliveries))
+
+    async def ack_with_result(
+        self, delivery: Delivery, results: ResultBackend, data: bytes | None, ttl: float | None
+    ) -> None:
+        """Store the result and ack in one transaction when `results` is this file; the settles
+        of tasks finishing together share that transaction."""
+        from conveyor.results.sqlite import SqliteResultBackend
+
+        if not (isinstance(results, SqliteResultBackend) and results.same_file(self.path)):
+            await super().ack_with_result(delivery, results, data, ttl)
+            return
+        if self._settles is None or self._settles.loop is not asyncio.get_running_loop():
+            await self.startup()
+            self._settles = Coalescer(self._db, _settle)
+        await self._settles.submit((delivery, data, ttl))
+        if data is not None:
+            results.announce(delivery.task_id)
+            await self._db.sweep_now_and_then()
 
     async def release(
         self,
@@ -399,6 +456,10 @@ class SqliteTransport(SqliteClient, Transport):
         `ttl` applies when the call creates the key; a live key keeps its expiry.
         """
         return await self._run(incr, key, amount, ttl)
+
+    async def set_add(self, key: str, member: str, ttl: float | None = None) -> int:
+        """Add `member` to the set at `key` and return its size; `ttl` renews its expiry."""
+        return await self._run(_set_add, key, member, ttl)
 
     async def rate_acquire(self, key: str, limit: int, period: float) -> float:
         """Take one of `limit` grants per sliding `period`, shared by every process.

@@ -1,0 +1,267 @@
+"""The connections of one event loop through redis-py, for `rediss://`, Sentinel and Cluster URLs.
+
+Plain `redis://` and `unix://` URLs use the bare client of `_resp` instead (faster, and a
+worker that never imports redis-py is about 11 MB smaller). Both offer the same methods to
+`RedisClient`. Commands issued in one event-loop turn go out as one redis-py pipeline; redis-py's
+exceptions are turned into built-in ones (`ConnectionError`, `TimeoutError`) or `BrokerError`
+before a caller sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from conveyor.errors import ConfigurationError
+
+try:
+    import redis.asyncio as aioredis
+    from redis import exceptions as redis_errors
+    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.sentinel import Sentinel
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "TLS, Sentinel and Cluster Redis URLs need the redis extra: pip install 'conveyor[redis]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from conveyor.transports._redis_client import RedisClient
+
+__all__ = ["PyLoopClient"]
+
+log = logging.getLogger("conveyor.redis")
+
+_CONNECTION_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+
+def plain(exc: BaseException) -> BaseException:
+    """A redis-py connection failure as the built-in `ConnectionError`; others unchanged."""
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
+        return ConnectionError(str(exc) or type(exc).__name__)
+    return exc
+
+
+def connect(url: str) -> Any:
+    """A redis-py asyncio client for a `rediss://`, `redis+sentinel://` or `redis+cluster://`
+    URL (or any other redis-py accepts)."""
+    options: dict[str, Any] = {"socket_connect_timeout": 5.0, "socket_timeout": 15.0}
+    parts = urlsplit(url)
+    if parts.scheme == "redis+cluster":
+        return RedisCluster.from_url(parts._replace(scheme="redis").geturl(), **options)
+    if parts.scheme == "redis+sentinel":
+        # redis+sentinel://[:password@]host:port[,host:port]/service[/db]
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            from conveyor.brokers import safe_url
+
+            raise ConfigurationError(f"{safe_url(url)!r} names no Sentinel service: add /mymaster")
+        hosts = []
+        for item in parts.netloc.rpartition("@")[2].split(","):
+            host, _, port = item.partition(":")
+            hosts.append((host, int(port or 26379)))
+        password = unquote(parts.password) if parts.password else None
+        db = int(path[1]) if len(path) > 1 else 0
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            hosts, sentinel_kwargs={"password": password}, **options
+        )
+        primary = sentinel.master_for(path[0], password=password, db=db)
+        primary.conveyor_sentinels = sentinel.sentinels  # closed with the client
+        return primary
+    return aioredis.Redis.from_url(url, **options)
+
+
+class _Batch:
+    """Commands issued in one event-loop turn, sent as one pipeline."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+        self.futures: list[asyncio.Future[Any]] = []
+
+
+class PyLoopClient:
+    """The redis-py connections, automatic pipeline and pub/sub of one event loop."""
+
+    def __init__(self, owner: RedisClient, loop: asyncio.AbstractEventLoop) -> None:
+        self.owner = owner
+        self.loop = loop
+        self.redis = connect(owner.url)
+        self.batch: _Batch | None = None
+        self.flushing: asyncio.Task[None] | None = None
+        self.pubsub: Any = None
+        self.listener: asyncio.Task[None] | None = None
+        self.watchers: dict[bytes, set[Callable[[bytes], None]]] = {}
+        self.closer: Any = None  # set by RedisClient: closes these when the loop ends
+
+    def error(self, exc: BaseException) -> BaseException:
+        """What a caller sees for a redis-py exception."""
+        return self.owner.command_error(plain(exc))
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def call(self, *command: Any) -> asyncio.Future[Any]:
+        """Queue one command for the next pipeline; the future gets its reply or error."""
+        if self.batch is None:
+            self.batch = _Batch()
+            if self.flushing is None or self.flushing.done():
+                self.flushing = self.loop.create_task(self._flush_soon())
+        future: asyncio.Future[Any] = self.loop.create_future()
+        self.batch.commands.append(command)
+        self.batch.futures.append(future)
+        return future
+
+    async def _flush_soon(self) -> None:
+        while self.batch is not None:
+            await asyncio.sleep(0)  # let every caller of this turn add its command
+            batch, self.batch = self.batch, None
+            if batch is not None:
+                await self._send(batch)
+
+    async def _send(self, batch: _Batch) -> None:
+        try:
+            replies = await self._pipeline_retrying(batch.commands)
+        except BaseException as exc:
+            error = self.error(exc)
+            for future in batch.futures:
+                if not future.done():
+                    future.set_exception(error)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for future, reply in zip(batch.futures, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(self.error(reply))
+            else:
+                future.set_result(reply)
+
+    async def _pipeline_retrying(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send a pipeline, again through connection failures for up to `RETRY_SECONDS`.
+
+        Every script is idempotent (it checks the lease or the id first), so a resend after a
+        reply was lost changes nothing.
+        """
+        from conveyor.transports._redis_client import RETRY_SECONDS
+
+        deadline = time.monotonic() + RETRY_SECONDS
+        while True:
+            try:
+                return await self._pipeline(commands)
+            except _CONNECTION_ERRORS:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if len(commands) == 1 and not self.owner.cluster:  # no pipeline object for one command
+            try:
+                replies = [await self.redis.execute_command(*commands[0])]
+            except redis_errors.ResponseError as exc:
+                replies = [exc]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies = await pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, redis_errors.NoScriptError)]
+        if missing:  # a restarted server forgot the scripts: load them and send those again
+            await self.load_scripts()
+            again = await self._pipeline([commands[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _direct(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except redis_errors.NoScriptError:
+            await self.load_scripts()
+            return await method(*args, **kwargs)
+        except redis_errors.RedisError as exc:
+            raise self.error(exc) from None
+        except OSError as exc:
+            raise self.error(exc) from None
+
+    async def blocking(self, *command: Any) -> Any:
+        """Run a blocking read outside the automatic pipeline."""
+        return await self._direct(self.redis.execute_command, *command)
+
+    async def scan(self, pattern: str) -> list[bytes]:
+        """Every key matching `pattern` (on every primary of a Cluster)."""
+
+        async def keys() -> list[bytes]:
+            return [key async for key in self.redis.scan_iter(match=pattern, count=1000)]
+
+        result: list[bytes] = await self._direct(keys)
+        return result
+
+    async def load_scripts(self) -> None:
+        """Load every Lua script (on every primary of a Cluster)."""
+        for name, source in self.owner.scripts.source.items():
+            sha = await self.redis.script_load(source)
+            self.owner.check_sha(name, sha)
+
+    # -- pub/sub ----------------------------------------------------------------------------------
+
+    async def watch(self, channel: bytes, callback: Callable[[bytes], None]) -> None:
+        """Call `callback(data)` for every message on `channel` until `unwatch`.
+
+        Raises `BrokerError` when the subscription cannot be made (Redis is down).
+        """
+        if self.pubsub is None:
+            self.pubsub = self.redis.pubsub()
+        if channel not in self.watchers:
+            await self._direct(self.pubsub.subscribe, channel)
+        self.watchers.setdefault(channel, set()).add(callback)
+        if self.listener is None or self.listener.done():
+            self.listener = self.loop.create_task(self._listen(), name="conveyor-redis-pubsub")
+
+    async def unwatch(self, channel: bytes, callback: Callable[[bytes], None]) -> None:
+        """Stop calling `callback` for `channel`."""
+        callbacks = self.watchers.get(channel)
+        if callbacks is None:
+            return
+        callbacks.discard(callback)
+        if not callbacks:
+            del self.watchers[channel]
+            with contextlib.suppress(*_CONNECTION_ERRORS, redis_errors.RedisError):
+                await self.pubsub.unsubscribe(channel)
+
+    async def _listen(self) -> None:
+        failures = 0
+        while True:
+            try:
+                message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                failures = 0
+            except Exception:  # any failure of the connection: keep listening
+                failures += 1  # pub/sub reconnects and resubscribes on the next read
+                log.debug("pub/sub connection lost (%d)", failures, exc_info=True)
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            for callback in list(self.watchers.get(message["channel"], ())):
+                callback(message["data"])
+
+    async def close(self) -> None:
+        """Close every connection of this loop."""
+        if self.flushing is not None and not self.flushing.done():
+            with contextlib.suppress(Exception):
+                await self.flushing
+        if self.listener is not None:
+            self.listener.cancel()
+            with contextlib.suppress(BaseException):
+                await self.listener
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self.pubsub.aclose()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+        for sentinel in getattr(self.redis, "conveyor_sentinels", ()):
+            with contextlib.suppress(Exception):
+                await sentinel.aclose()
