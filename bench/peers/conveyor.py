@@ -141,12 +141,11 @@ async def _drop_nats(url: str, prefix: str) -> None:
 async def _drop_amqp(url: str) -> None:
     """Delete the queues and exchanges conveyor declared under the URL's prefix."""
     from conveyor import AmqpBroker
-    from conveyor.transports._amqp_admin import delete_topology
 
     broker = AmqpBroker(url)
     await broker.startup()
     try:
-        await delete_topology(broker.transport)  # type: ignore[arg-type]
+        await broker.transport.delete_topology()  # type: ignore[attr-defined]
     finally:
         await broker.shutdown()
 
