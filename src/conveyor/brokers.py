@@ -9,7 +9,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from conveyor.broker import Broker
 from conveyor.errors import ConfigurationError
@@ -114,7 +114,8 @@ class InMemoryBroker(Broker):
         from conveyor.worker.runner import Run
 
         for out in outgoing:
-            await self._inplace.handle(Run(Delivery(out.task_id, out.queue, out.body)))
+            run = self._inplace.handle(Run(Delivery(out.task_id, out.queue, out.body)))
+            await asyncio.create_task(run)  # its own stack: a long chain run in place nests none
 
 
 class SqliteBroker(Broker):
@@ -197,13 +198,13 @@ class NatsBroker(Broker):
         **options: Any,
     ) -> None:
         from conveyor.results.nats import NatsResultBackend
-        from conveyor.transports._nats_client import client_for, url_options
+        from conveyor.transports._nats_client import NatsClient, url_options
         from conveyor.transports.nats import NatsTransport
 
         url, query = url_options(url)
         prefix = query.get("prefix") or prefix
         lease = _float_option(query, "lease", url)
-        client = client_for(url, prefix)
+        client = NatsClient(url, prefix)
         super().__init__(
             NatsTransport(url, lease_seconds=lease or lease_seconds, client=client),
             NatsResultBackend(url, result_ttl=result_ttl, client=client),
@@ -291,12 +292,36 @@ def _beside(state_url: str | None) -> ResultBackend:
 
 
 def safe_url(url: str) -> str:
-    """`url` with its password replaced by `***`, for logs and errors."""
+    """`url` for logs and errors: its password, or a bare token (`nats://token@host`), query
+    options named like a secret (`?password=`, `?token=`) and the secrets of any URL in its
+    query (`?state=redis://:pw@host`) replaced by `***`."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            netloc = f"{user}:***@{hosts}"
+        elif parts.scheme in _TOKEN_SCHEMES:  # nats://TOKEN@host: the user part is the secret
+            netloc = f"***@{hosts}"
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    hidden = [(k, _safe_option(k, v)) for k, v in pairs]
+    if hidden != pairs:
+        query = urlencode(hidden, safe=":/@*,")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # geturl() would also drop the empty authority of sqlite:///x.db
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+#: Schemes whose user part alone is a credential (a token), not a user name.
+_TOKEN_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
+
+
+def _safe_option(name: str, value: str) -> str:
+    if any(word in name.lower() for word in ("password", "passwd", "token", "secret")):
+        return "***"
+    return safe_url(value) if "://" in value else value
 
 
 def _sqlite_path(url: str) -> tuple[str, dict[str, str]]:
@@ -359,7 +384,7 @@ def _zmq_from_url(url: str, **options: Any) -> Broker:
     connect to host:port."""
     parts = urlsplit(url)
     if parts.port is None:
-        raise ConfigurationError(f"{url!r} names no port: use zmq://host:5555")
+        raise ConfigurationError(f"{safe_url(url)!r} names no port: use zmq://host:5555")
     query = dict(parse_qsl(parts.query))
     return ZeroMQBroker(
         f"tcp://0.0.0.0:{parts.port}",

@@ -20,6 +20,14 @@ from tests.servers import free_port
         ("nats://user:se%40cret@h:4222", "nats://user:***@h:4222"),
         ("redis://user:sec@ret@h:1/0", "redis://user:***@h:1/0"),
         ("redis://user:sec:ret@h:1/0", "redis://user:***@h:1/0"),
+        ("nats://secret@h:4222", "nats://***@h:4222"),
+        ("redis://h/0?password=secret&db=1", "redis://h/0?password=***&db=1"),
+        ("nats://h:4222?token=secret", "nats://h:4222?token=***"),
+        (
+            "amqp://guest:secret@h/?prefix=p&state=redis%3A%2F%2F%3Asecret%40r%3A6379%2F0",
+            "amqp://guest:***@h/?prefix=p&state=redis://:***@r:6379/0",
+        ),
+        ("sqlite:///x.db?lease=5", "sqlite:///x.db?lease=5"),
     ],
 )
 def test_safe_url_hides_the_password(url: str, shown: str) -> None:
