@@ -186,7 +186,10 @@ class BareLoopClient:
         from conveyor.transports._redis_client import RETRY_SECONDS
 
         sources = list(self.owner.scripts.source.values())
-        return BarePipeline(self.owner.url, self.owner.command_error, sources, RETRY_SECONDS)
+        owner = self.owner
+        return BarePipeline(
+            owner.url, owner.command_error, sources, owner.resendable, RETRY_SECONDS
+        )
 
     def call(self, *command: Any) -> asyncio.Future[Any]:
         """Queue one command for this turn's write; the future gets its reply or error."""

@@ -30,6 +30,8 @@ log = logging.getLogger("conveyor.redis")
 
 #: Seconds an idempotent command is retried through a connection failure before it raises.
 RETRY_SECONDS = 3.0
+_NOT_RESENDABLE_SCRIPTS = frozenset({"fetch", "incr", "rate"})
+_NOT_RESENDABLE_COMMANDS = frozenset({"INCR", "INCRBY", "XREADGROUP", "XADD", "LPUSH", "RPUSH"})
 
 
 class Scripts:
@@ -46,6 +48,7 @@ class Scripts:
             name: hashlib.sha1(src.encode(), usedforsecurity=False).hexdigest()
             for name, src in self.source.items()
         }
+        self.name_of = {sha: name for name, sha in self.sha.items()}
 
 
 _SCRIPTS: Scripts | None = None
@@ -150,6 +153,17 @@ class RedisClient:
             await self.here().load_scripts()
         except (OSError, TimeoutError) as exc:
             raise self.connection_error(exc) from None
+
+    def resendable(self, command: Sequence[Any]) -> bool:
+        """Whether a command whose reply was lost may be sent again: a second run changes
+        nothing (Lua steps that check the lease or the id, reads, plain writes). Not SET NX,
+        counters, rate grants, or reads that lease (XREADGROUP, the fetch script)."""
+        name = str(command[0]).upper()
+        if name == "EVALSHA":
+            return self.scripts.name_of.get(str(command[1])) not in _NOT_RESENDABLE_SCRIPTS
+        if name == "SET":
+            return not any(str(word).upper() == "NX" for word in command[3:])
+        return name not in _NOT_RESENDABLE_COMMANDS
 
     def check_sha(self, name: str, sha: str) -> None:
         """Fail when the server hashed a script other than we did."""

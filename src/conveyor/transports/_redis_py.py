@@ -141,19 +141,17 @@ class PyLoopClient:
                 future.set_result(reply)
 
     async def _pipeline_retrying(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Send a pipeline, again through connection failures for up to `RETRY_SECONDS`.
-
-        Every script is idempotent (it checks the lease or the id first), so a resend after a
-        reply was lost changes nothing.
-        """
+        """Send a pipeline, again through connection failures for up to `RETRY_SECONDS` when
+        every command in it may be sent twice (`RedisClient.resendable`)."""
         from conveyor.transports._redis_client import RETRY_SECONDS
 
         deadline = time.monotonic() + RETRY_SECONDS
+        again = all(self.owner.resendable(command) for command in commands)
         while True:
             try:
                 return await self._pipeline(commands)
             except _CONNECTION_ERRORS:
-                if time.monotonic() > deadline:
+                if not again or time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.1)
 

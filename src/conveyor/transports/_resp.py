@@ -8,9 +8,11 @@ commands issued in one event-loop turn go out in one write from a `call_soon` ca
 are parsed by hiredis as they arrive and set straight on each caller's future, with no task per
 call. TLS, Sentinel and Cluster URLs use redis-py (`_redis_py`).
 
-Every command sent here is idempotent (the Lua scripts check the lease or the id first), so
-through a lost connection the pipeline reconnects and sends the unanswered ones again for up to
-`retry_seconds`, and a server that forgot the scripts gets them loaded and the command again.
+Through a lost connection the pipeline reconnects and, for up to `retry_seconds`, sends again
+the commands that were never written and those written but unanswered that change nothing the
+second time (`resendable`: the Lua scripts check the lease or the id first); the others (SET NX,
+counters, XREADGROUP) fail with the connection error, since Redis may have run them. A server
+that forgot the scripts gets them loaded and the command again.
 """
 
 from __future__ import annotations
@@ -73,11 +75,14 @@ def _no_script(reply: Any) -> bool:
 class _Call:
     """One command and the future of its caller."""
 
-    __slots__ = ("command", "failed_at", "future", "reloaded")
+    __slots__ = ("command", "failed_at", "future", "internal", "reloaded")
 
-    def __init__(self, command: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self, command: tuple[Any, ...], future: asyncio.Future[Any], internal: bool = False
+    ) -> None:
         self.command = command
         self.future = future
+        self.internal = internal  # sent by the pipeline itself while (re)connecting
         self.failed_at: float | None = None  # first connection failure while it was unanswered
         self.reloaded = False  # scripts were loaded once for it already
 
@@ -213,6 +218,8 @@ class BarePipeline:
         url: a `redis://` or `unix://` URL.
         error: turns a redis-py or connection exception into what the caller sees.
         scripts: the Lua sources to load again when the server says NOSCRIPT.
+        resendable: whether a command written to a connection that dropped before its reply
+            may be sent again (it changes nothing the second time).
         retry_seconds: how long unanswered commands are sent again through connection failures.
     """
 
@@ -221,11 +228,13 @@ class BarePipeline:
         url: str,
         error: Callable[[BaseException], BaseException],
         scripts: Sequence[str],
+        resendable: Callable[[tuple[Any, ...]], bool],
         retry_seconds: float,
     ) -> None:
         self.url = url
         self.error = error
         self.scripts = scripts
+        self.resendable = resendable
         self.retry_seconds = retry_seconds
         self.loop = asyncio.get_running_loop()
         self.connection: _Connection | None = None
@@ -278,7 +287,8 @@ class BarePipeline:
             if call.future.done():
                 continue
             call.failed_at = call.failed_at or now
-            if self.closed or now - call.failed_at > self.retry_seconds:
+            late = now - call.failed_at > self.retry_seconds
+            if self.closed or late or call.internal or not self.resendable(call.command):
                 call.future.set_exception(self.error(ConnectionError(str(exc))))
             else:
                 again.append(call)
@@ -302,7 +312,8 @@ class BarePipeline:
                     if self.connection is None or not self.connection.usable:
                         self.connection = await self._open()
                     if self.recovery_reload:
-                        await self.direct([("SCRIPT", "LOAD", src) for src in self.scripts])
+                        async with asyncio.timeout(REPLY_TIMEOUT):
+                            await self.direct([("SCRIPT", "LOAD", src) for src in self.scripts])
                         self.recovery_reload = False
                     break
                 except (OSError, TimeoutError) as exc:
@@ -342,7 +353,7 @@ class BarePipeline:
     async def direct(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send commands on the open connection at once, ahead of anything queued."""
         assert self.connection is not None
-        calls = [_Call(command, self.loop.create_future()) for command in commands]
+        calls = [_Call(command, self.loop.create_future(), internal=True) for command in commands]
         self.connection.send(calls)
         return [await call.future for call in calls]
 
@@ -354,7 +365,7 @@ class BarePipeline:
             commands.append(("SELECT", options["db"]))
         if not commands:
             return
-        calls = [_Call(command, self.loop.create_future()) for command in commands]
+        calls = [_Call(command, self.loop.create_future(), internal=True) for command in commands]
         conn.send(calls)
         for call in calls:
             await call.future
