@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -253,6 +255,24 @@ async def test_cli_on_an_unreachable_rabbitmq_prints_one_line_without_the_passwo
 # -- the index in the state store ----------------------------------------------------------------
 
 
+@contextmanager
+def failing_writes(state_file: Path, when: str) -> Iterator[None]:
+    """Make the state store's `kv` writes matching the SQL condition `when` fail, for real: a
+    trigger in the SQLite file that another connection (the transport's) obeys at once."""
+    with sqlite3.connect(state_file, isolation_level=None) as conn:
+        for event in ("INSERT", "UPDATE"):
+            conn.execute(
+                f"CREATE TRIGGER fail_{event.lower()} BEFORE {event} ON kv WHEN {when}"
+                " BEGIN SELECT RAISE(ABORT, 'state store down'); END"
+            )
+    try:
+        yield
+    finally:
+        with sqlite3.connect(state_file, isolation_level=None) as conn:
+            conn.execute("DROP TRIGGER fail_insert")
+            conn.execute("DROP TRIGGER fail_update")
+
+
 @pytest.fixture
 async def amqp_transport(tmp_path: Path) -> AsyncIterator[AmqpTransport]:
     """A started transport under a fresh prefix with a SQLite state store; deleted afterwards."""
@@ -306,6 +326,58 @@ async def test_without_a_state_store_it_warns_once_and_works_in_process(
         await broker.shutdown()
 
 
+async def test_a_retry_whose_publish_fails_goes_back_and_is_not_lost(
+    amqp_transport: AmqpTransport, tmp_path: Path
+) -> None:
+    await amqp_transport.publish([Outgoing("t1", "q", b"first")])
+    (held,) = await amqp_transport.receive(["q"], 1, 5.0)
+    # The retry's delay bucket is new, so the publish declares it and notes it in the state
+    # store, and that note fails: the publish fails after the index record was written.
+    with failing_writes(tmp_path / "state.db", "NEW.key LIKE '%:d:%'"):
+        with pytest.raises(BrokerError, match="state store down"):
+            await amqp_transport.release(held, body=b"second", delay=0.3, retrying=True)
+        (again,) = await amqp_transport.receive(["q"], 1, 5.0)  # nacked back, not held
+    assert (again.task_id, again.body, again.deliveries) == ("t1", b"first", 2)
+    # the same bucket, declared again and noted this time (so the fixture deletes it)
+    await amqp_transport.release(again, body=b"second", delay=0.3, retrying=True)
+    assert await amqp_transport.state("t1") == "retrying"
+    (retried,) = await amqp_transport.receive(["q"], 1, 5.0)
+    assert (retried.body, retried.deliveries) == (b"second", 3)
+    await amqp_transport.ack([retried])
+    assert await amqp_transport.receive(["q"], 1, 0.3) == []  # the original was acked
+
+
+async def test_a_receive_whose_leases_fail_puts_every_message_back(
+    amqp_transport: AmqpTransport, tmp_path: Path
+) -> None:
+    await amqp_transport.publish([Outgoing(f"t{n}", "q", b"x") for n in range(3)])
+    failing = failing_writes(tmp_path / "state.db", "CAST(NEW.value AS TEXT) LIKE 'running|%'")
+    with failing, pytest.raises(BrokerError, match="state store down"):
+        await amqp_transport.receive(["q"], 10, 5.0)
+    got: list[str] = []
+    deadline = time.monotonic() + 5  # well within the 30 s lease: nothing is left held
+    while len(got) < 3 and time.monotonic() < deadline:
+        got += [d.task_id for d in await amqp_transport.receive(["q"], 10, 1.0)]
+    assert sorted(got) == ["t0", "t1", "t2"]
+
+
+async def test_without_a_state_store_a_send_leaves_no_record_and_an_id_may_run_again() -> None:
+    transport = AmqpTransport(amqp_url(), prefix=unique_prefix(), lease_seconds=2.0)
+    await transport.startup()
+    try:
+        for body in (b"first", b"again"):
+            await transport.publish([Outgoing("t1", "q", body)])
+            assert await transport.state("t1") is None  # the sender keeps no record
+            (got,) = await transport.receive(["q"], 1, 5.0)
+            assert got.body == body  # a second send of the id is not ignored
+            assert await transport.state("t1") == "running"  # the worker's own record
+            await transport.ack([got])
+        assert await transport.queue_stats() == []
+    finally:
+        await transport.delete_topology()
+        await transport.shutdown()
+
+
 def test_records_and_url_options() -> None:
     record = Record("running", 2, 10.0, 0.0, 5, "odd|queue", "abc")
     assert Record.decode(record.encode()) == record
@@ -321,6 +393,12 @@ def test_records_and_url_options() -> None:
     assert ours == {"prefix": "a", "state": "redis://r"}
     with pytest.raises(ConfigurationError):
         split_url("redis://h")
+    with pytest.raises(ConfigurationError, match=r"amqp://u:\*\*\*@h/.*'soon'") as caught:
+        AmqpTransport("amqp://u:secret@h/?lease=soon")
+    assert "secret" not in str(caught.value)
+    assert Record("queued", tag="new,old").accepts("old")
+    assert not Record("queued", tag="new,old").accepts("other")
+    assert Record.decode(b"not a record") is None
 
 
 # -- a server restart -----------------------------------------------------------------------------

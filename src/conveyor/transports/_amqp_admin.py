@@ -1,4 +1,5 @@
-"""Operations of `AmqpTransport` beyond moving messages: counts, purge, dead letters, teardown.
+"""Operations of `AmqpTransport` beyond moving messages: cancels, states, counts, purge, dead
+letters, teardown. Each runs on the transport's connection thread.
 
 Dead letters are read with `basic.get` on a channel of their own that is then closed, so
 RabbitMQ puts every unacked one back in its place: listing takes nothing away.
@@ -6,6 +7,7 @@ RabbitMQ puts every unacked one back in its place: listing takes nothing away.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
@@ -17,14 +19,57 @@ from conveyor.transports.base import DeadLetter, QueueStats
 if TYPE_CHECKING:
     from conveyor.transports.amqp import AmqpTransport
 
-__all__ = ["dead_letters", "delete_topology", "purge", "queue_stats", "requeue_dead"]
+__all__ = [
+    "cancel",
+    "cancel_requested",
+    "dead_letters",
+    "delete_topology",
+    "purge",
+    "queue_stats",
+    "records",
+    "requeue_dead",
+    "state",
+]
+
+_CANCEL_TTL = 3600.0
+
+
+async def cancel(transport: AmqpTransport, task_id: str) -> bool:
+    """Mark a waiting message dropped (True), or note a cancel request for its worker (False)."""
+    now = time.time()
+    record = Record.decode(await transport.state_store.kv_get(transport._key("m", task_id)))
+    if record is not None and record.where(now) not in (None, "running"):
+        await transport._put(task_id, record.with_(state=DROPPED), now)
+        return True
+    await transport.state_store.kv_set(transport._key("c", task_id), b"1", _CANCEL_TTL)
+    return False
+
+
+async def cancel_requested(transport: AmqpTransport, task_ids: Sequence[str]) -> set[str]:
+    """Which of these task ids have a cancel request."""
+    store = transport.state_store
+    found = await asyncio.gather(*(store.kv_get(transport._key("c", t)) for t in task_ids))
+    return {task_id for task_id, v in zip(task_ids, found, strict=True) if v is not None}
+
+
+async def state(transport: AmqpTransport, task_id: str) -> str | None:
+    """Where the index says the message is, or None."""
+    record = Record.decode(await transport.state_store.kv_get(transport._key("m", task_id)))
+    return None if record is None else record.where(time.time())
+
+
+async def records(transport: AmqpTransport) -> dict[str, Record]:
+    """Every record of the index by task id."""
+    found = await transport.state_store.kv_scan(transport._key("m", ""))
+    start = len(transport._key("m", ""))
+    return {k[start:]: r for k, raw in found.items() if (r := Record.decode(raw)) is not None}
 
 
 async def queue_stats(transport: AmqpTransport) -> list[QueueStats]:
     """Ready, scheduled and running counts of each queue, from the index."""
     now = time.time()
     counts: dict[str, list[int]] = {}
-    for record in (await transport.records()).values():
+    for record in (await records(transport)).values():
         where = record.where(now)
         if where is None:
             continue
@@ -40,15 +85,13 @@ async def purge(transport: AmqpTransport, queue: str | None) -> int:
     index (a per-process state store) knew fewer.
     """
     now = time.time()
-    store = transport.state_store
     doomed = {
         task_id: r
-        for task_id, r in (await transport.records()).items()
+        for task_id, r in (await records(transport)).items()
         if (queue is None or r.queue == queue) and r.where(now) not in (None, "running")
     }
     for task_id, record in doomed.items():
-        key = transport._key("m", task_id)
-        await store.kv_set(key, record.with_(state=DROPPED).encode(), record.ttl(now))
+        await transport._put(task_id, record.with_(state=DROPPED), now)
     purged = 0
     for name in [queue] if queue is not None else await transport._known_queues():
         declared = await transport._declare(name)
@@ -63,14 +106,19 @@ async def _read_dead(
     """Open a channel and `basic.get` up to `limit` dead letters of `queue` (unacked)."""
     await transport._ready()
     channel = await transport._conn.channel()
-    await transport._declare(queue)
-    dead = await channel.declare_queue(f"{transport.queue_name(queue)}.dead", durable=True)
     got: list[Any] = []
-    while limit is None or len(got) < limit:
-        message = await dead.get(no_ack=False, fail=False)
-        if message is None:
-            break
-        got.append(message)
+    try:
+        await transport._declare(queue)
+        dead = await channel.declare_queue(f"{transport.queue_name(queue)}.dead", durable=True)
+        while limit is None or len(got) < limit:
+            message = await dead.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            got.append(message)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await channel.close()  # what it got goes back in its place
+        raise
     return channel, got
 
 
@@ -111,8 +159,7 @@ async def requeue_dead(transport: AmqpTransport, task_ids: Sequence[str] | None)
                 letter = _letter(message, queue)
                 priority = int((message.headers or {}).get("x-priority") or 0)
                 record = Record("queued", 0, 0.0, 0.0, priority, letter.queue, new_tag())
-                key = transport._key("m", letter.task_id)
-                await transport.state_store.kv_set(key, record.encode(), record.ttl(now))
+                await transport._put(letter.task_id, record, now)
                 await transport._send(
                     letter.queue, letter.task_id, letter.body, priority, None, 0, record.tag
                 )

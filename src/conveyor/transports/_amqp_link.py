@@ -17,8 +17,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
-from conveyor.transports._amqp_records import DROPPED, Record, delay_bucket, new_tag, split_url
-from conveyor.transports._delegated import DelegatedState, IoThread
+from conveyor.transports._amqp_records import (
+    DROPPED,
+    LOCAL_RECORD_TTL,
+    RECORD_TTL,
+    Record,
+    delay_bucket,
+    new_tag,
+    split_url,
+)
+from conveyor.transports._delegated import DelegatedState, IoThread, reset_after_fork
 from conveyor.transports.base import Outgoing
 
 try:
@@ -89,9 +97,15 @@ class AmqpLink(DelegatedState):
         self.url, query = split_url(url)
         self.safe_url = safe_url(self.url)
         self.prefix = query.get("prefix") or prefix
-        self.lease_seconds = float(query.get("lease") or lease_seconds)
-        if self.lease_seconds <= 0:
-            raise ConfigurationError(f"lease_seconds must be positive, not {lease_seconds!r}")
+        try:
+            self.lease_seconds = float(query.get("lease") or lease_seconds)
+        except ValueError:
+            self.lease_seconds = math.nan
+        if not self.lease_seconds > 0:
+            lease = query.get("lease") or lease_seconds
+            raise ConfigurationError(
+                f"the lease of {self.safe_url} must be a positive number of seconds, not {lease!r}"
+            )
         self.linger_seconds = linger_seconds
         self.init_state(query.get("state") or state_url)
         self._io = IoThread("conveyor-amqp")
@@ -107,11 +121,30 @@ class AmqpLink(DelegatedState):
         self._prefetch = 0
         self._leased: set[Any] = set()  # `_Receipt`s of live leases
         self._chores: set[asyncio.Task[Any]] = set()
+        reset_after_fork(self._forget)
+
+    def _forget(self) -> list[Any]:
+        """In a forked child: drop the parent's connection, consumers and leases, unused."""
+        dropped = [self._conn, self._channel, self._queues, self._buckets, self._buffer]
+        dropped += [self._leased, self._chores]
+        self._conn = self._channel = self._arrived = None
+        self._queues, self._consuming, self._buckets = {}, {}, {}
+        self._buffer, self._leased, self._chores = [], set(), set()
+        self._topology, self._prefetch = asyncio.Lock(), 0
+        return dropped
 
     # -- names and connection ---------------------------------------------------------------
 
     def _key(self, kind: str, name: str) -> str:
         return f"amqp:{self.prefix}:{kind}:{name}"
+
+    def _ttl(self, record: Record, now: float) -> float:
+        return record.ttl(now, RECORD_TTL if self.state_shared else LOCAL_RECORD_TTL)
+
+    async def _put(self, task_id: str, record: Record, now: float) -> None:
+        """Write the index record of a task id."""
+        key = self._key("m", task_id)
+        await self.state_store.kv_set(key, record.encode(), self._ttl(record, now))
 
     def queue_name(self, queue: str) -> str:
         """The RabbitMQ queue of a conveyor queue."""
@@ -224,7 +257,7 @@ class AmqpLink(DelegatedState):
     # -- publishing -----------------------------------------------------------------------------
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
-        """Publish with confirms; a task id the index already holds is ignored."""
+        """Publish with confirms; a task id the (shared) index already holds is ignored."""
         await self._io.run(self._publish(messages))
 
     async def _publish(self, messages: Sequence[Outgoing]) -> None:
@@ -235,28 +268,40 @@ class AmqpLink(DelegatedState):
             for m in messages
         ]  # fmt: skip
         pairs = list(zip(messages, records, strict=True))
-        claims = await asyncio.gather(*(self._claim_id(m, r, now) for m, r in pairs))
-        fresh = [pair for pair, claimed in zip(pairs, claims, strict=True) if claimed]
+        fresh = pairs
+        if self.state_shared:
+            claims = await asyncio.gather(*(self._claim_id(m, r, now) for m, r in pairs))
+            fresh = [pair for pair, claimed in zip(pairs, claims, strict=True) if claimed]
+        else:  # no index of sends in a per-process store: it would only grow (see the docs)
+            await asyncio.gather(*(self._undrop(m.task_id) for m in messages))
         try:
             sends = [self._send(m.queue, m.task_id, m.body, m.priority, m.eta, 0, r.tag)
                      for m, r in fresh]  # fmt: skip
             await asyncio.gather(*sends)
         except Exception as exc:
-            await asyncio.gather(
-                *(self.state_store.kv_delete(self._key("m", m.task_id)) for m, _ in fresh)
-            )
+            if self.state_shared:  # unsent: the id may be sent again
+                keys = [self._key("m", m.task_id) for m, _ in fresh]
+                await asyncio.gather(
+                    *(self.state_store.kv_delete(key) for key in keys), return_exceptions=True
+                )
             raise self._error(exc) from None
 
     async def _claim_id(self, message: Outgoing, record: Record, now: float) -> bool:
         """Create the index record; False when the id is held (a cancelled id is sent again)."""
         key = self._key("m", message.task_id)
-        if await self.state_store.set_nx(key, record.encode(), record.ttl(now)):
+        if await self.state_store.set_nx(key, record.encode(), self._ttl(record, now)):
             return True
         held = Record.decode(await self.state_store.kv_get(key))
         if held is None or held.state != DROPPED:
             return False
-        await self.state_store.kv_set(key, record.encode(), record.ttl(now))
+        await self._put(message.task_id, record, now)
         return True
+
+    async def _undrop(self, task_id: str) -> None:
+        """Forget a local cancel of a task id that is sent again."""
+        held = Record.decode(await self.state_store.kv_get(self._key("m", task_id)))
+        if held is not None and held.state == DROPPED:
+            await self.state_store.kv_delete(self._key("m", task_id))
 
     async def _send(
         self,

@@ -5,10 +5,13 @@ so the transport keeps one small record per held task id in the state store (see
 `docs/engines/amqp.md`): `amqp:<prefix>:m:<task_id>` =
 `state|deliveries|lease_end|eta|prio|tag|queue`. Its state is "queued", "scheduled", "retrying",
 "running", or "x" (cancelled or purged: the message is dropped when it is next delivered).
-`tag` names the one copy of the message that counts (its `x-tag` header): a copy with another
-tag (the original of a republished retry whose ack was lost, a cancelled copy after the id was
-sent again) is dropped when delivered. `amqp:<prefix>:q:<queue>` notes every queue and
-`amqp:<prefix>:d:<k>` every delay bucket declared, for `receive([])` and `delete_topology`.
+`tag` names the copy of the message that counts (its `x-tag` header): a copy with another tag
+(a cancelled copy after the id was sent again, the original of a retry whose new copy was
+delivered first) is dropped when delivered. While a retry is being republished the record names
+both copies (`new,old`), so a failed publish never leaves the message without a copy that
+counts; the first of them to be delivered becomes the only one. `amqp:<prefix>:q:<queue>` notes
+every queue and `amqp:<prefix>:d:<k>` every delay bucket declared, for `receive([])` and
+`delete_topology`.
 """
 
 from __future__ import annotations
@@ -21,10 +24,20 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from conveyor.errors import ConfigurationError
 
-__all__ = ["DROPPED", "RECORD_TTL", "Record", "delay_bucket", "new_tag", "split_url"]
+__all__ = [
+    "DROPPED",
+    "LOCAL_RECORD_TTL",
+    "RECORD_TTL",
+    "Record",
+    "delay_bucket",
+    "new_tag",
+    "split_url",
+]
 
 #: Seconds a record outlives its message's due time (a backlog older than this loses its index).
 RECORD_TTL = 7 * 24 * 3600.0
+#: The same in a per-process (memory) state store, where nobody else ever deletes a record.
+LOCAL_RECORD_TTL = 600.0
 DROPPED = "x"
 #: Delay buckets hold messages 2**k milliseconds, k = 0..MAX_BUCKET (about 24.9 days).
 MAX_BUCKET = 31
@@ -44,7 +57,7 @@ class Record:
     tag: str = ""
 
     def encode(self) -> bytes:
-        """The stored form."""
+        """The stored form (`queue` last: it may hold `|`)."""
         return (
             f"{self.state}|{self.deliveries}|{self.lease_end:.3f}|{self.eta:.3f}"
             f"|{self.priority}|{self.tag}|{self.queue}"
@@ -52,11 +65,14 @@ class Record:
 
     @classmethod
     def decode(cls, raw: bytes | None) -> Record | None:
-        """The record stored as `raw`, or None."""
+        """The record stored as `raw`, or None (also for a malformed one: it counts as absent)."""
         if raw is None:
             return None
-        state, n, lease_end, eta, priority, tag, queue = raw.decode().split("|", 6)
-        return cls(state, int(n), float(lease_end), float(eta), int(priority), queue, tag)
+        try:
+            state, n, lease_end, eta, priority, tag, queue = raw.decode().split("|", 6)
+            return cls(state, int(n), float(lease_end), float(eta), int(priority), queue, tag)
+        except ValueError:  # a foreign or truncated value: run the message rather than lose it
+            return None
 
     def with_(self, **changes: object) -> Record:
         """A copy with some fields changed."""
@@ -72,9 +88,13 @@ class Record:
             return "retrying"
         return "scheduled" if self.eta > now else "queued"
 
-    def ttl(self, now: float) -> float:
-        """How long to keep the record."""
-        return max(self.eta - now, 0.0) + RECORD_TTL
+    def accepts(self, tag: str) -> bool:
+        """True when the copy tagged `tag` counts (an untagged record or copy always does)."""
+        return not self.tag or not tag or tag in self.tag.split(",")
+
+    def ttl(self, now: float, keep: float = RECORD_TTL) -> float:
+        """How long to keep the record: `keep` seconds past its due time."""
+        return max(self.eta - now, 0.0) + keep
 
 
 def new_tag() -> str:

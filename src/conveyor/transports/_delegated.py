@@ -15,14 +15,21 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Coroutine
+import weakref
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from conveyor.errors import ConfigurationError
 from conveyor.transports.base import Transport
 
-__all__ = ["PER_PROCESS_WARNING", "DelegatedState", "IoThread", "state_transport"]
+__all__ = [
+    "PER_PROCESS_WARNING",
+    "DelegatedState",
+    "IoThread",
+    "reset_after_fork",
+    "state_transport",
+]
 
 log = logging.getLogger("conveyor.transports")
 
@@ -64,6 +71,27 @@ def state_transport(url: str | None) -> Transport:
     raise ConfigurationError(
         f"unknown state URL scheme in {safe_url(url)!r}: use redis://, sqlite:/// or memory://"
     )
+
+
+#: What forked children inherited from their parent's connections: kept, never used or closed
+#: (closing would act on the parent's sockets, and a collected one may log or block).
+_INHERITED: list[Any] = []
+
+
+def reset_after_fork(forget: Callable[[], list[Any]]) -> None:
+    """Call the bound method `forget` in every forked child, to drop the parent's connection.
+
+    `forget` resets its object's connection state and returns what it dropped, which is kept
+    alive, untouched, for the child's lifetime. The object is held weakly.
+    """
+    method = weakref.WeakMethod(forget)
+
+    def in_child() -> None:
+        bound = method()
+        if bound is not None:
+            _INHERITED.extend(bound())
+
+    os.register_at_fork(after_in_child=in_child)
 
 
 class IoThread:
@@ -118,12 +146,14 @@ class IoThread:
 class DelegatedState(Transport):
     """The contract's state primitives, forwarded to a companion state transport.
 
-    Subclasses call `init_state` in their constructor and `start_state` / `stop_state` in
-    `startup` / `shutdown`; user keys are stored under `kv:`, so an engine's own keys in the
-    same store never show up in `kv_scan`.
+    Subclasses set `_io`, call `init_state` in their constructor and `start_state` /
+    `stop_state` in `startup` / `shutdown`; user keys are stored under `kv:`, so an engine's own
+    keys in the same store never show up in `kv_scan`. A per-process (memory) store is only
+    used from the `_io` thread, as the engine's own calls are.
     """
 
     state_store: Transport
+    _io: IoThread  # the engine's connection thread, set by the subclass
     state_url: str | None = None
     state_shared: bool = False
     _warned: bool = False
@@ -145,35 +175,41 @@ class DelegatedState(Transport):
         """Close the state store."""
         await self.state_store.shutdown()
 
+    async def _on_store(self, call: Coroutine[Any, Any, T]) -> T:
+        """Await a state-store call; a memory store has no lock, so only the I/O thread uses it."""
+        if self.state_shared:
+            return await call
+        return await self._io.run(call)
+
     async def set_nx(self, key: str, value: bytes, ttl: float | None) -> bool:
         """Store `key` only if absent (or expired); True when this call stored it."""
-        return await self.state_store.set_nx(USER_PREFIX + key, value, ttl)
+        return await self._on_store(self.state_store.set_nx(USER_PREFIX + key, value, ttl))
 
     async def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
         """Store `key`, expiring after `ttl` seconds when given."""
-        await self.state_store.kv_set(USER_PREFIX + key, value, ttl)
+        await self._on_store(self.state_store.kv_set(USER_PREFIX + key, value, ttl))
 
     async def kv_get(self, key: str) -> bytes | None:
         """The value of a live key, or None."""
-        return await self.state_store.kv_get(USER_PREFIX + key)
+        return await self._on_store(self.state_store.kv_get(USER_PREFIX + key))
 
     async def kv_scan(self, prefix: str) -> dict[str, bytes]:
         """Every live key starting with `prefix`, with its value."""
-        found = await self.state_store.kv_scan(USER_PREFIX + prefix)
+        found = await self._on_store(self.state_store.kv_scan(USER_PREFIX + prefix))
         return {key[len(USER_PREFIX) :]: value for key, value in found.items()}
 
     async def kv_delete(self, key: str) -> None:
         """Delete a key if present."""
-        await self.state_store.kv_delete(USER_PREFIX + key)
+        await self._on_store(self.state_store.kv_delete(USER_PREFIX + key))
 
     async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         """Atomically add `amount` to an integer key and return the new value."""
-        return await self.state_store.incr(USER_PREFIX + key, amount, ttl)
+        return await self._on_store(self.state_store.incr(USER_PREFIX + key, amount, ttl))
 
     async def rate_acquire(self, key: str, limit: int, period: float) -> float:
         """Take one grant of a global bucket; else the seconds to wait."""
-        return await self.state_store.rate_acquire(USER_PREFIX + key, limit, period)
+        return await self._on_store(self.state_store.rate_acquire(USER_PREFIX + key, limit, period))
 
     async def set_add(self, key: str, member: str, ttl: float | None = None) -> int:
         """Atomically add `member` to the set at `key`; return the set's size."""
-        return await self.state_store.set_add(USER_PREFIX + key, member, ttl)
+        return await self._on_store(self.state_store.set_add(USER_PREFIX + key, member, ttl))

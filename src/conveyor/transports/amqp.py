@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 from conveyor.transports import _amqp_admin
 from conveyor.transports._amqp_link import AmqpLink, int_header, stale
@@ -41,8 +41,6 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 __all__ = ["AmqpTransport"]
 
 log = logging.getLogger("conveyor.amqp")
-
-_CANCEL_TTL = 3600.0
 
 
 class _Receipt:
@@ -101,7 +99,7 @@ class AmqpTransport(AmqpLink):
                 lingered = True
                 await asyncio.sleep(self.linger_seconds)
                 continue
-            got = [d for d in await self._hand_out(self._take(names, max_count)) if d]
+            got = await self._hand_out(self._take(names, max_count))
             left = deadline - time.monotonic()
             if got or left <= 0:
                 return got
@@ -129,7 +127,12 @@ class AmqpTransport(AmqpLink):
             if queue not in self._consuming:
                 declared = await self._declare(queue)
                 self._consuming[queue] = ""  # deliveries may come before consume-ok is read
-                self._consuming[queue] = await declared.consume(partial(self._on_message, queue))
+                try:
+                    tag = await declared.consume(partial(self._on_message, queue))
+                except BaseException:
+                    del self._consuming[queue]  # the next receive tries again
+                    raise
+                self._consuming[queue] = tag
                 started = True
         return started
 
@@ -153,35 +156,50 @@ class AmqpTransport(AmqpLink):
         self._buffer = [item for item in self._buffer if id(item) not in taken]
         return [(queue, message) for _, _, queue, message in mine]
 
-    async def _hand_out(
-        self, taken: list[tuple[str, AbstractIncomingMessage]]
-    ) -> list[Delivery | None]:
-        keys = [self._key("m", message.message_id or "") for _, message in taken]
-        raws = await asyncio.gather(*(self.state_store.kv_get(key) for key in keys))
-        return list(
-            await asyncio.gather(
-                *(
-                    self._lease(queue, message, Record.decode(raw))
-                    for (queue, message), raw in zip(taken, raws, strict=True)
-                )
+    async def _hand_out(self, taken: list[tuple[str, AbstractIncomingMessage]]) -> list[Delivery]:
+        """Lease the taken messages. One neither leased nor settled, because a call failed or
+        the receive was cancelled, is nacked back to its queue: none is left held untimed."""
+        outcomes: list[Delivery | BaseException | None] = []
+        got: list[Delivery] = []
+        try:
+            outcomes = await asyncio.gather(
+                *(self._lease(queue, message) for queue, message in taken), return_exceptions=True
             )
-        )
+            got = [d for d in outcomes if isinstance(d, Delivery)]
+        finally:
+            await self._put_back([message for _, message in taken], got)
+        errors = [e for e in outcomes if isinstance(e, BaseException)]
+        if errors and not got:
+            raise self._error(errors[0])
+        for error in errors:
+            log.warning("a delivery went back to its queue: %s", self._error(error))
+        return got
 
-    async def _lease(
-        self, queue: str, message: AbstractIncomingMessage, record: Record | None
-    ) -> Delivery | None:
+    async def _put_back(
+        self, messages: list[AbstractIncomingMessage], handed: list[Delivery]
+    ) -> None:
+        kept = {id(delivery.receipt.message) for delivery in handed}
+        for message in messages:
+            if id(message) in kept or message.processed:
+                continue
+            for receipt in [r for r in self._leased if r.message is message]:
+                self._unlease(receipt)  # leased, but the receive was cancelled before returning
+            await self._settle(partial(message.nack, requeue=True))
+
+    async def _lease(self, queue: str, message: AbstractIncomingMessage) -> Delivery | None:
         """Lease one delivered message, or drop it (cancelled, a stale copy) or delay it again
         (not due)."""
         task_id = message.message_id or ""
         key = self._key("m", task_id)
+        record = Record.decode(await self.state_store.kv_get(key))
         priority = message.priority or 0
         tag = str((message.headers or {}).get("x-tag") or "")
-        if record is not None and record.tag and tag and tag != record.tag:
+        if record is not None and not record.accepts(tag):
             await self._settle(message.ack)  # another copy is the one that counts
             return None
         if record is not None and record.state == DROPPED:
-            await self._settle(message.ack)
-            await self.state_store.kv_delete(key)
+            if await self._settle(message.ack):
+                await self.state_store.kv_delete(key)
             return None
         sent_n = int_header(message, "x-n")
         eta = int_header(message, "x-eta-ms") / 1000
@@ -192,8 +210,8 @@ class AmqpTransport(AmqpLink):
         # without a record (an index of another process) count from the header
         n = record.deliveries + 1 if record else sent_n + 1 + bool(message.redelivered)
         now = time.time()
-        leased = Record("running", n, now + self.lease_seconds, 0.0, priority, queue, tag)
-        await self.state_store.kv_set(key, leased.encode(), leased.ttl(now))
+        await self._put(task_id, Record("running", n, now + self.lease_seconds, 0.0, priority,
+                                        queue, tag), now)  # fmt: skip
         receipt = _Receipt(message, priority, tag)
         self._leased.add(receipt)
         self._arm(receipt)
@@ -205,12 +223,17 @@ class AmqpTransport(AmqpLink):
         loop = asyncio.get_running_loop()
         receipt.timer = loop.call_later(self.lease_seconds, self._expire, receipt)
 
+    def _unlease(self, receipt: _Receipt) -> None:
+        receipt.live = False
+        self._leased.discard(receipt)
+        if receipt.timer is not None:
+            receipt.timer.cancel()
+
     def _expire(self, receipt: _Receipt) -> None:
         """The lease ran out: give the message back to the queue, to anyone."""
         if not receipt.live:
             return
-        receipt.live = False
-        self._leased.discard(receipt)
+        self._unlease(receipt)
         chore = asyncio.get_running_loop().create_task(
             self._settle(partial(receipt.message.nack, requeue=True))
         )
@@ -224,13 +247,17 @@ class AmqpTransport(AmqpLink):
         receipt = delivery.receipt
         if not isinstance(receipt, _Receipt):
             raise TypeError(f"delivery {delivery.task_id!r} did not come from an AmqpTransport")
-        if not receipt.live or stale(receipt.message):
+        if not receipt.live:
             return None
-        receipt.live = False
-        self._leased.discard(receipt)
-        if receipt.timer is not None:
-            receipt.timer.cancel()
-        return receipt
+        self._unlease(receipt)
+        return None if stale(receipt.message) else receipt
+
+    async def _give_back(self, receipt: _Receipt, exc: BaseException) -> NoReturn:
+        """A settle failed: nack the delivery back to its place (it runs again) and raise."""
+        await self._settle(partial(receipt.message.nack, requeue=True))
+        if isinstance(exc, Exception):
+            raise self._error(exc) from None
+        raise exc
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Ack deliveries this transport still holds and drop them from the index."""
@@ -262,28 +289,33 @@ class AmqpTransport(AmqpLink):
         now = time.time()
         eta = now + delay if delay > 0 else 0.0
         state = "retrying" if retrying else "scheduled" if eta else "queued"
-        again = body is None and not eta  # nacked to its place: the same copy counts
-        tag = receipt.tag if again else new_tag()
-        record = Record(state, delivery.deliveries, 0.0, eta, receipt.priority, delivery.queue, tag)
-        key = self._key("m", delivery.task_id)
-        await self.state_store.kv_set(key, record.encode(), record.ttl(now))
-        message = receipt.message
-        if again:
-            await self._settle(partial(message.nack, requeue=True))
+        record = Record(state, delivery.deliveries, 0.0, eta, receipt.priority, delivery.queue,
+                        receipt.tag)  # fmt: skip
+        if body is not None or eta:
+            await self._republish(delivery, receipt, record, body)
             return
+        try:  # nacked to its place: the same copy counts
+            await self._put(delivery.task_id, record, now)
+        finally:
+            await self._settle(partial(receipt.message.nack, requeue=True))
+
+    async def _republish(
+        self, delivery: Delivery, receipt: _Receipt, record: Record, body: bytes | None
+    ) -> None:
+        """Publish a new copy, then ack the original. Until one of them is delivered the record
+        names both, so a failure or a crash at any step may run the task twice, never lose it."""
+        tag, original = new_tag(), receipt.message
         try:
-            await self._send(
-                delivery.queue,
-                delivery.task_id,
-                message.body if body is None else body,
-                receipt.priority,
-                eta or None,
-                delivery.deliveries,
-                tag,
-            )
-        except Exception as exc:  # not published: the original comes back when its lease ends
-            raise self._error(exc) from None
-        await self._settle(message.ack)
+            both = record.with_(tag=f"{tag},{receipt.tag}")
+            await self._put(delivery.task_id, both, time.time())
+            await self._send(delivery.queue, delivery.task_id,
+                             original.body if body is None else body, receipt.priority,
+                             record.eta or None, delivery.deliveries, tag)  # fmt: skip
+        except BaseException as exc:  # the original goes back to its place, and counts
+            await self._give_back(receipt, exc)
+        if not await self._settle(original.ack):  # RabbitMQ requeued it: only the new one counts
+            with contextlib.suppress(Exception):
+                await self._put(delivery.task_id, record.with_(tag=tag), time.time())
 
     async def extend(self, deliveries: Sequence[Delivery]) -> None:
         """Renew the leases this transport still holds."""
@@ -296,11 +328,13 @@ class AmqpTransport(AmqpLink):
             receipt = delivery.receipt
             if not isinstance(receipt, _Receipt) or not receipt.live:
                 continue
+            if stale(receipt.message):  # RabbitMQ requeued it when the channel closed
+                self._unlease(receipt)
+                continue
             self._arm(receipt)
             record = Record("running", delivery.deliveries, now + self.lease_seconds, 0.0,
                             receipt.priority, delivery.queue, receipt.tag)  # fmt: skip
-            key = self._key("m", delivery.task_id)
-            writes.append(self.state_store.kv_set(key, record.encode(), record.ttl(now)))
+            writes.append(self._put(delivery.task_id, record, now))
         await asyncio.gather(*writes)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -311,7 +345,6 @@ class AmqpTransport(AmqpLink):
         receipt = self._claim(delivery)
         if receipt is None:
             return
-        await self._declare(delivery.queue)
         headers: dict[str, Any] = {
             "x-reason": reason,
             "x-failed-at-ms": int(time.time() * 1000),
@@ -324,11 +357,12 @@ class AmqpTransport(AmqpLink):
             headers=headers,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        exchange = await self._channel.get_exchange(f"{self.prefix}.dead", ensure=False)
         try:
+            await self._declare(delivery.queue)
+            exchange = await self._channel.get_exchange(f"{self.prefix}.dead", ensure=False)
             await exchange.publish(message, delivery.queue)
-        except Exception as exc:
-            raise self._error(exc) from None
+        except BaseException as exc:  # not kept aside: back to its queue, to run again
+            await self._give_back(receipt, exc)
         if await self._settle(receipt.message.ack):
             await self.state_store.kv_delete(self._key("m", delivery.task_id))
 
@@ -336,43 +370,15 @@ class AmqpTransport(AmqpLink):
 
     async def cancel(self, task_id: str) -> bool:
         """Mark a waiting message dropped (True), or ask the worker running it to stop (False)."""
-        return await self._io.run(self._cancel(task_id))
-
-    async def _cancel(self, task_id: str) -> bool:
-        now = time.time()
-        record = Record.decode(await self.state_store.kv_get(self._key("m", task_id)))
-        if record is not None and record.where(now) not in (None, "running"):
-            dropped = record.with_(state=DROPPED)
-            await self.state_store.kv_set(
-                self._key("m", task_id), dropped.encode(), record.ttl(now)
-            )
-            return True
-        await self.state_store.kv_set(self._key("c", task_id), b"1", _CANCEL_TTL)
-        return False
+        return await self._io.run(_amqp_admin.cancel(self, task_id))
 
     async def cancel_requested(self, task_ids: Sequence[str]) -> set[str]:
         """Which of these task ids were asked to cancel."""
-        return await self._io.run(self._cancel_requested(task_ids))
-
-    async def _cancel_requested(self, task_ids: Sequence[str]) -> set[str]:
-        found = await asyncio.gather(
-            *(self.state_store.kv_get(self._key("c", task_id)) for task_id in task_ids)
-        )
-        return {task_id for task_id, v in zip(task_ids, found, strict=True) if v is not None}
+        return await self._io.run(_amqp_admin.cancel_requested(self, task_ids))
 
     async def state(self, task_id: str) -> TransportState | None:
         """Where the index says the message is, or None."""
-        return await self._io.run(self._state(task_id))
-
-    async def _state(self, task_id: str) -> TransportState | None:
-        record = Record.decode(await self.state_store.kv_get(self._key("m", task_id)))
-        return None if record is None else record.where(time.time())
-
-    async def records(self) -> dict[str, Record]:
-        """Every record of the index by task id (for `queue_stats` and `purge`)."""
-        found = await self.state_store.kv_scan(self._key("m", ""))
-        start = len(self._key("m", ""))
-        return {k[start:]: r for k, raw in found.items() if (r := Record.decode(raw)) is not None}
+        return await self._io.run(_amqp_admin.state(self, task_id))
 
     async def queue_stats(self) -> list[QueueStats]:
         """Ready, scheduled and running counts from the index.

@@ -7,7 +7,8 @@ capacity and keeps what it read in an in-process `MemoryTransport`, which gives 
 delays, retries and leases inside that worker. Nothing is durable: see `docs/engines/zmq.md`.
 
 Small shared state (rate limits, heartbeats, cancel requests) lives in the state store
-(`DelegatedState`). The sockets live in a thread of their own (`IoThread`).
+(`DelegatedState`). The sockets and the in-process queues live in a thread of their own
+(`IoThread`): every call reaches them through it, so they need no lock.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.errors import BrokerConnectionError, BrokerError
-from conveyor.transports._delegated import DelegatedState, IoThread
+from conveyor.transports._delegated import DelegatedState, IoThread, reset_after_fork
 from conveyor.transports.base import DeadLetter, Delivery, Outgoing, QueueStats, TransportState
 from conveyor.transports.memory import MemoryTransport
 
@@ -73,6 +74,15 @@ class ZmqTransport(DelegatedState):
         self._push: Any = None
         self._pull: Any = None
         self.consumer = False  # set by the first receive: this process's sends stay here
+        reset_after_fork(self._forget)
+
+    def _forget(self) -> list[Any]:
+        """In a forked child: drop the parent's context, sockets and in-process queues."""
+        dropped = [self._context, self._push, self._pull, self.local]
+        self._context = self._push = self._pull = None
+        self.local = MemoryTransport(lease_seconds=self.lease_seconds)
+        self.consumer = False
+        return dropped
 
     async def startup(self) -> None:
         """Start the state store; sockets open on first use."""
@@ -200,7 +210,7 @@ class ZmqTransport(DelegatedState):
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Forget deliveries (nothing to tell the sender)."""
-        await self.local.ack(deliveries)
+        await self._io.run(self.local.ack(deliveries))
 
     async def release(
         self,
@@ -211,20 +221,23 @@ class ZmqTransport(DelegatedState):
         retrying: bool = False,
     ) -> None:
         """Put a delivery back in this worker (a retry runs here, after `delay`)."""
-        await self.local.release(delivery, body=body, delay=delay, retrying=retrying)
+        await self._io.run(self.local.release(delivery, body=body, delay=delay, retrying=retrying))
 
     async def extend(self, deliveries: Sequence[Delivery]) -> None:
         """Renew leases inside this worker."""
-        await self.local.extend(deliveries)
+        await self._io.run(self.local.extend(deliveries))
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Keep a delivery aside in this worker's memory."""
-        await self.local.dead_letter(delivery, reason)
+        await self._io.run(self.local.dead_letter(delivery, reason))
 
     # -- cancellation, state, inspection: this process only -----------------------------------
 
     async def cancel(self, task_id: str) -> bool:
         """Drop it if this process holds it waiting; else ask whoever runs it to stop."""
+        return await self._io.run(self._cancel(task_id))
+
+    async def _cancel(self, task_id: str) -> bool:
         if await self.local.cancel(task_id):
             return True
         await self.state_store.kv_set(f"zmq:cancel:{task_id}", b"1", _CANCEL_TTL)
@@ -232,6 +245,9 @@ class ZmqTransport(DelegatedState):
 
     async def cancel_requested(self, task_ids: Sequence[str]) -> set[str]:
         """Which of these task ids were asked to cancel, here or through the state store."""
+        return await self._io.run(self._cancel_requested(task_ids))
+
+    async def _cancel_requested(self, task_ids: Sequence[str]) -> set[str]:
         wanted = await self.local.cancel_requested(task_ids)
         found = await asyncio.gather(
             *(self.state_store.kv_get(f"zmq:cancel:{task_id}") for task_id in task_ids)
@@ -240,20 +256,20 @@ class ZmqTransport(DelegatedState):
 
     async def state(self, task_id: str) -> TransportState | None:
         """Where the message is, when this process holds it."""
-        return await self.local.state(task_id)
+        return await self._io.run(self.local.state(task_id))
 
     async def queue_stats(self) -> list[QueueStats]:
         """Counts of what this process holds."""
-        return await self.local.queue_stats()
+        return await self._io.run(self.local.queue_stats())
 
     async def purge(self, queue: str | None = None) -> int:
         """Drop what this process holds waiting."""
-        return await self.local.purge(queue)
+        return await self._io.run(self.local.purge(queue))
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Dead letters of this process."""
-        return await self.local.dead_letters(limit)
+        return await self._io.run(self.local.dead_letters(limit))
 
     async def requeue_dead(self, task_ids: Sequence[str] | None = None) -> int:
         """Requeue dead letters of this process, to run here."""
-        return await self.local.requeue_dead(task_ids)
+        return await self._io.run(self.local.requeue_dead(task_ids))
