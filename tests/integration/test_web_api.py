@@ -1,5 +1,6 @@
 """The HTTP API of `conveyor web` (SPEC §8) through a real uvicorn process and real workers:
-send, status, result, list, health, auth on every route, /metrics counts, and schemathesis."""
+send, status, result, list, health, auth on every route, the token kept out of URLs and logs,
+no state change from another site, 503 during an outage, /metrics counts, and schemathesis."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import conveyor
 from tests.integration.conftest import App, Workers
 from tests.integration.webserver import WebServer, serve, start_web
 from tests.servers import PrivateRedis, unique_prefix
@@ -88,6 +90,34 @@ async def test_errors_are_404_and_422(web: WebServer, app: App) -> None:
         assert (await client.get("/tasks/result/nope")).status_code == 404
 
 
+async def test_a_retried_workflow_step_does_not_resume_its_chain(
+    app: App, workers: Workers, web: WebServer
+) -> None:
+    workers.start(app)
+    boom = f"{app.name}:boom"
+    await conveyor.chain(app.module.boom.s(), app.module.add.s(1)).kiq()
+    async with web.client() as client:
+        failed: list[dict[str, Any]] = []
+
+        async def step_failed() -> bool:
+            snapshot = (await client.get("/api/overview")).json()
+            failed[:] = [e for e in snapshot["failed"] if e["task_name"] == boom]
+            return bool(failed)
+
+        await _until(step_failed)
+        step = failed[0]
+        assert "workflow" not in step["labels"]  # the rest of the chain is not listed
+        stored = await client.get(f"/tasks/result/{step['task_id']}")
+        assert "workflow" in stored.json()["labels"]
+        retried = await client.post(f"/api/tasks/{step['task_id']}/retry")
+        assert retried.status_code == 200, retried.text
+        again = await client.get(
+            f"/tasks/result/{retried.json()['task_id']}", params={"timeout": 15}
+        )
+        assert again.json()["status"] == "failed"
+        assert "workflow" not in again.json().get("labels", {})  # empty labels are left out
+
+
 async def test_every_route_but_health_needs_the_token(web: WebServer) -> None:
     async with web.client() as client:
         schema = (await client.get("/openapi.json")).json()
@@ -106,10 +136,55 @@ async def test_every_route_but_health_needs_the_token(web: WebServer) -> None:
                 answer = await anonymous.request(method, path, headers=headers, json={})
                 expected = 200 if path == "/tasks/health" else 401
                 assert answer.status_code == expected, (method, path, answer.text)
-        page = await anonymous.get("/", params={"token": web.token})
+        page = await anonymous.post("/", data={"token": web.token})  # the login form
         assert page.status_code == 200  # the redirect set the cookie the page is read with
         assert "conveyor" in page.text
         assert (await anonymous.get("/metrics")).status_code == 200
+
+
+async def test_the_token_stays_out_of_urls_and_logs(web: WebServer) -> None:
+    async with httpx.AsyncClient(base_url=web.url, follow_redirects=True) as browser:
+        wrong = await browser.post("/", data={"token": "wrong"})
+        assert wrong.status_code == 401
+        assert "Wrong token" in wrong.text
+        in_url = await browser.get("/", params={"token": web.token})
+        assert in_url.status_code == 401  # a token in the URL is not taken
+        page = await browser.post("/", data={"token": web.token})
+        assert page.status_code == 200
+        login = page.history[0]
+        assert login.status_code == 303
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie
+        assert "samesite=strict" in cookie
+        assert (await browser.get("/api/overview")).status_code == 200
+    output = web.output()
+    assert '"POST / HTTP/1.1" 303' in output, output  # access lines are logged...
+    assert '"GET / HTTP/1.1" 401' in output, output  # ...without their query string
+    assert web.token not in output
+
+
+async def test_state_changes_need_a_request_no_other_site_can_send(
+    web: WebServer, app: App
+) -> None:
+    purge = "/api/queues/default/purge"
+    async with httpx.AsyncClient(base_url=web.url, follow_redirects=True) as browser:
+        await browser.post("/", data={"token": web.token})  # signed in by cookie, as a browser
+        plain = {"content-type": "text/plain"}
+        for options in ({}, {"data": {"a": "b"}}, {"content": b"{}", "headers": plain}):
+            refused = await browser.post(purge, **options)
+            assert refused.status_code == 403, (options, refused.text)
+        form = await browser.post(f"/tasks/{app.name}:add", content=b"{}", headers=plain)
+        assert form.status_code == 403
+        assert (await browser.post(purge, headers={"x-conveyor": "1"})).json() == {"purged": 0}
+        assert (await browser.post(purge, json={})).json() == {"purged": 0}
+        # DNS rebinding: a page whose own name points at 127.0.0.1 is not answered
+        evil = await browser.get("/tasks/health", headers={"host": "evil.example"})
+        assert evil.status_code == 400
+        port = web.url.rsplit(":", 1)[1]
+        local = await browser.get("/tasks/health", headers={"host": f"localhost:{port}"})
+        assert local.status_code == 200
+    async with web.client() as api:  # curl-like: a bearer token and no body is fine
+        assert (await api.post(purge)).json() == {"purged": 0}
 
 
 def _samples(text: str) -> dict[tuple[str, str], float]:
@@ -236,6 +311,7 @@ async def test_health_is_503_while_the_broker_is_down(
             assert down.status_code == 503
             assert down.json()["status"] == "unavailable"
             assert f"127.0.0.1:{private_redis.port}" in down.json()["broker"]
+            await _all_unavailable(server)
             private_redis.start()
 
             async def healthy() -> bool:
@@ -244,3 +320,22 @@ async def test_health_is_503_while_the_broker_is_down(
             await _until(healthy)
     finally:
         server.stop()
+
+
+async def _all_unavailable(server: WebServer) -> None:
+    """Every route that reads the broker answers 503 with one line, and logs no traceback."""
+    async with server.client() as client:
+        for method, path in [
+            ("GET", "/tasks/status/x"),
+            ("GET", "/tasks/result/x"),
+            ("GET", "/metrics"),
+            ("GET", "/api/overview"),
+            ("POST", "/api/queues/default/purge"),
+            ("POST", "/api/tasks/x/cancel"),
+        ]:
+            answer = await client.request(method, path)
+            assert answer.status_code == 503, (path, answer.text)
+            detail = answer.json()["detail"]
+            assert detail.startswith("broker unavailable: "), detail
+            assert "\n" not in detail
+    assert "Traceback" not in server.output()

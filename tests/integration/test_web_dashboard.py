@@ -97,7 +97,11 @@ async def test_dashboard_shows_tasks_live_and_its_buttons_work(
     app: App, workers: Workers, web: WebServer, browser: Any
 ) -> None:
     worker = workers.start(app)
-    browser.get(f"{web.url}/?token={web.token}")
+    browser.get(f"{web.url}/")  # the login form: the token goes in a POST body, then a cookie
+    browser.find_element("name", "token").send_keys(web.token)
+    browser.find_element("css selector", "form button").click()
+    _wait(browser, lambda: browser.find_elements("id", "live"), "the dashboard after the login")
+    browser.get_log("browser")  # drop the login page's expected 401
     _wait(browser, lambda: browser.find_element("id", "live").text == "live", "live updates")
     _wait(browser, lambda: str(worker.pid) in browser.find_element("id", "workers").text, "worker")
     async with web.client() as client:

@@ -1,12 +1,15 @@
 """Worker counters and recent tasks: published to the broker in batches, read back exactly by the
-inspector, by `render_metrics` and by `PrometheusMiddleware`'s HTTP server."""
+inspector, by `render_metrics` and by `PrometheusMiddleware`'s HTTP server; bounded against
+unknown task names, runs that never end and large labels."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -14,11 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import conveyor.testing
 from conveyor import Broker, InMemoryBroker, PrometheusMiddleware, Retry, SqliteBroker
+from conveyor.errors import TaskNotFound
 from conveyor.inspector import Inspector
 from conveyor.message import TaskMessage
 from conveyor.middleware.prometheus import read_metrics, render_metrics
+from conveyor.result import TaskResult, TaskStatus
 from conveyor.transports.memory import MemoryTransport
-from conveyor.worker.stats import WorkerStats
+from conveyor.worker.outcome import Outcome, build_result, failed_result
+from conveyor.worker.stats import UNKNOWN_TASK, WorkerStats
 from tests.servers import free_port
 
 
@@ -128,3 +134,50 @@ async def test_prometheus_middleware_serves_the_cluster_numbers() -> None:
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as answer:
         return str(answer.read().decode())
+
+
+def _failed(message: TaskMessage) -> TaskResult[Any]:
+    return failed_result(message, TaskNotFound("unknown"), Outcome())
+
+
+async def test_unknown_task_names_are_counted_under_one_name() -> None:
+    transport = MemoryTransport()
+    stats = WorkerStats("w")
+    for n in range(3):  # a foreign producer's names: never started, failed at once
+        junk = TaskMessage(task_id=str(n), task_name=f"junk-{n}" + "x" * 500)
+        stats.ended(junk, _failed(junk))
+    await stats.flush(transport)
+    keys = await transport.kv_scan("stats:")
+    assert {key for key in keys if "junk" in key} == set()
+    assert await transport.kv_get(f"stats:failed:{UNKNOWN_TASK}") == b"3"
+    recent = json.loads(stats.recent_json())["recent"]
+    assert [len(entry["task_name"]) for entry in recent] == [200] * 3  # shown, but cut
+
+
+def test_a_run_that_never_ended_leaves_the_running_list() -> None:
+    stats = WorkerStats("w")
+    lost, kept = (TaskMessage(task_id=n, task_name="t") for n in ("lost", "kept"))
+    stats.started(lost)  # the worker raised or handed it back before `ended`
+    stats.started(kept)
+    stats.ended(kept, build_result(kept, TaskStatus.SUCCEEDED, Outcome()))
+    for message in (lost, kept):
+        stats.done(message.task_id)
+    shown = json.loads(stats.recent_json())["recent"]
+    assert [(entry["task_id"], entry["status"]) for entry in shown] == [("kept", "succeeded")]
+    assert stats.totals["received"] == 2
+
+
+def test_recent_entries_leave_out_the_workflow_and_cut_long_labels() -> None:
+    stats = WorkerStats("w")
+    step = TaskMessage(
+        task_id="a", task_name="t", labels={"queue": "q", "workflow": {"k": ["x"] * 1000}}
+    )
+    big = TaskMessage(task_id="b", task_name="t", labels={"note": "y" * 5000})
+    for message in (step, big):
+        stats.started(message)
+        stats.ended(message, _failed(message))
+    first, second = json.loads(stats.recent_json())["recent"]
+    assert first["labels"] == {"queue": "q"}
+    assert second["labels"] == {}
+    assert len(second["labels_text"]) <= 2003
+    assert len(stats.recent_json()) < 12_000

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,9 +15,26 @@ from conveyor.cli.app import load_broker
 from conveyor.cli.logs import configure_logging
 from conveyor.errors import ConfigurationError
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 __all__ = ["web"]
 
 log = logging.getLogger("conveyor.web")
+
+#: Host names a server bound to a loopback address answers to (DNS rebinding protection).
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+class _NoQuery(logging.Filter):
+    """Drops the query string from uvicorn's access lines: a URL may carry a secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the path argument of an access record; keep every record."""
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].partition("?")[0], *args[3:])
+        return True
 
 
 @click.command()
@@ -39,7 +58,7 @@ def web(
     try:
         import uvicorn
 
-        from conveyor.web import create_app
+        import conveyor.web  # noqa: F401 - fail here, naming what is missing
     except ImportError as exc:
         raise ConfigurationError(f"{exc} (missing {exc.name})") from None
     broker = load_broker(app, modules)
@@ -50,13 +69,28 @@ def web(
     log.info("dashboard and API on http://%s:%d/ for %s", host, bound, broker.transport.safe_url)
     if token is None:
         log.warning("no --token: anyone who reaches this port can send and cancel tasks")
+    logging.getLogger("uvicorn.access").addFilter(_NoQuery())
     config = uvicorn.Config(
-        create_app(broker, token=token),
+        _web_app(broker, token, host),
         log_config=None,
         log_level=log_level.lower(),
         timeout_graceful_shutdown=3,
     )
     uvicorn.Server(config).run(sockets=[listener])
+
+
+def _web_app(broker: Broker, token: str | None, host: str) -> FastAPI:
+    """`create_app(broker)`, answering only to local host names when bound to a loopback address
+    (so a web page cannot reach it by pointing its own name at 127.0.0.1: DNS rebinding)."""
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    from conveyor.web import create_app
+
+    app = create_app(broker, token=token)
+    if _is_loopback(host):
+        names = [*LOOPBACK_NAMES, f"[{host}]" if ":" in host else host]
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=names)
+    return app
 
 
 async def _reachable(broker: Broker) -> None:
@@ -65,6 +99,16 @@ async def _reachable(broker: Broker) -> None:
         await broker.startup()
     finally:
         await broker.shutdown()
+
+
+def _is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses: only this machine should reach the server."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _listen(host: str, port: int) -> socket.socket:

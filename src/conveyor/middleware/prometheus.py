@@ -182,9 +182,9 @@ class PrometheusMiddleware(Middleware):
                 await self._refresher
             self._refresher = None
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+            server, self._server = self._server, None
+            await asyncio.to_thread(server.shutdown)  # waits up to its 0.5 s poll: not in the loop
+            server.server_close()
 
     async def _refresh(self) -> None:
         await asyncio.sleep(min(1.0, self.refresh_seconds))  # let the broker finish starting

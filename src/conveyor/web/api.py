@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import Any
 
 import msgspec
@@ -17,12 +16,11 @@ from conveyor.errors import BrokerError, ConveyorError, ResultTimeout
 from conveyor.inspector import Inspector
 from conveyor.labels import validate_labels
 from conveyor.middleware.prometheus import read_metrics, render_metrics
-from conveyor.web.auth import UNAUTHORIZED, Detail, Guard
+from conveyor.web.auth import COMMON_ANSWERS, Detail, Guard, not_cross_site
+from conveyor.web.routing import BrokerRoute
 from conveyor.web.state import WebState
 
 __all__ = ["api_router"]
-
-log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT = 5.0
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -94,8 +92,12 @@ def _detail(status: int, text: str) -> JSONResponse:
 
 def api_router(broker: Broker, state: WebState, check: Guard) -> APIRouter:
     """The routes of SPEC §8 except the dashboard's."""
-    public = APIRouter()
-    api = APIRouter(dependencies=[Depends(check)], responses=UNAUTHORIZED)
+    public = APIRouter(route_class=BrokerRoute)
+    api = APIRouter(
+        dependencies=[Depends(check), Depends(not_cross_site)],
+        responses=COMMON_ANSWERS,
+        route_class=BrokerRoute,
+    )
     inspector = Inspector(broker)
 
     @api.get("/tasks/", response_model=list[TaskInfoOut], tags=["tasks"])
@@ -147,7 +149,7 @@ def api_router(broker: Broker, state: WebState, check: Guard) -> APIRouter:
         "/tasks/{task_name}",
         status_code=202,
         response_model=SendOut,
-        responses={404: {"model": Detail}, 422: {"model": Detail}, 503: {"model": Detail}},
+        responses={404: {"model": Detail}, 422: {"model": Detail}},
         tags=["tasks"],
     )
     async def send(task_name: str, body: SendIn | None = None) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -12,13 +11,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from conveyor.broker import Broker
 from conveyor.web.api import api_router
-from conveyor.web.auth import guard
+from conveyor.web.auth import guard, resolve_token
 from conveyor.web.dashboard import dashboard_router
 from conveyor.web.state import WebState
 
 __all__ = ["create_app", "router"]
-
-TOKEN_ENV = "CONVEYOR_WEB_TOKEN"
 
 
 def router(broker: Broker, *, token: str | None = None) -> APIRouter:
@@ -29,7 +26,7 @@ def router(broker: Broker, *, token: str | None = None) -> APIRouter:
         token: the bearer token every route but `/tasks/health` needs;
             `CONVEYOR_WEB_TOKEN` when None; no authentication when neither is set.
     """
-    token = token or os.environ.get(TOKEN_ENV) or None
+    token = resolve_token(token)
     state, check = WebState(), guard(token)
     routes = APIRouter()
     routes.include_router(api_router(broker, state, check))
@@ -48,7 +45,7 @@ def create_app(broker: Broker, *, token: str | None = None, title: str = "convey
         finally:
             await broker.shutdown()
 
-    token = token or os.environ.get(TOKEN_ENV) or None
+    token = resolve_token(token)
     app = FastAPI(
         title=title,
         lifespan=lifespan,

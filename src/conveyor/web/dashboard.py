@@ -7,6 +7,7 @@ import asyncio
 import json
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -16,18 +17,30 @@ from pydantic import BaseModel
 from conveyor.broker import Broker
 from conveyor.inspector import Inspector
 from conveyor.message import TaskMessage
-from conveyor.web.auth import COOKIE, UNAUTHORIZED, Detail, Guard, request_token, token_matches
-from conveyor.web.overview import overview
+from conveyor.web.auth import (
+    COMMON_ANSWERS,
+    COOKIE,
+    Detail,
+    Guard,
+    not_cross_site,
+    request_token,
+    token_matches,
+)
+from conveyor.web.overview import SharedOverview
+from conveyor.web.routing import BrokerRoute
 from conveyor.web.state import WebState
+from conveyor.workflows import WORKFLOW_LABEL
 
 __all__ = ["dashboard_router"]
 
 STREAM_SECONDS = 1.0
+LOGIN_BODY_LIMIT = 4096
 _STATIC = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 _LOGIN = """<!doctype html><meta charset="utf-8"><title>conveyor</title>
+<link rel="icon" href="data:,">
 <body style="font-family:system-ui;margin:4rem auto;max-width:24rem">
-<h1>conveyor</h1><p>This dashboard needs its token.</p>
-<form method="get"><input name="token" type="password" placeholder="token" autofocus>
+<h1>conveyor</h1><p>{message}</p>
+<form method="post"><input name="token" type="password" placeholder="token" autofocus>
 <button>Open</button></form></body>"""
 
 
@@ -41,23 +54,39 @@ def _static(name: str) -> bytes:
     return resources.files("conveyor.web").joinpath("static", name).read_bytes()
 
 
+def _login(message: str) -> HTMLResponse:
+    return HTMLResponse(_LOGIN.format(message=message), status_code=401)
+
+
 def dashboard_router(broker: Broker, state: WebState, check: Guard, token: str | None) -> APIRouter:
     """The page at `/`, its files at `/static/...` and its JSON API at `/api/...`."""
-    public = APIRouter()
-    web = APIRouter(dependencies=[Depends(check)], responses=UNAUTHORIZED)
+    public = APIRouter(route_class=BrokerRoute)
+    web = APIRouter(
+        dependencies=[Depends(check), Depends(not_cross_site)],
+        responses=COMMON_ANSWERS,
+        route_class=BrokerRoute,
+    )
     inspector = Inspector(broker)
+    shared = SharedOverview(broker, inspector, state, max_age=STREAM_SECONDS * 0.9)
 
     @public.get("/", include_in_schema=False)
     async def page(request: Request) -> Response:
-        given = request.query_params.get("token")
-        if given is not None and token_matches(token, given):
-            rest = request.url.remove_query_params("token")  # relative: right behind a proxy
-            answer = RedirectResponse(rest.path + (f"?{rest.query}" if rest.query else ""), 303)
-            answer.set_cookie(COOKIE, given, httponly=True, samesite="strict")
-            return answer
         if not token_matches(token, request_token(request)):
-            return HTMLResponse(_LOGIN, status_code=401)
+            return _login("This dashboard needs its token.")
         return HTMLResponse(_static("index.html"))
+
+    @public.post("/", include_in_schema=False)
+    async def sign_in(request: Request) -> Response:
+        """The login form: the token comes in the body, goes into a cookie, and never into a
+        URL (where access logs and the browser's history would keep it)."""
+        given = await _form_token(request)
+        if not token_matches(token, given):
+            return _login("Wrong token.")
+        answer = RedirectResponse("./", 303)  # this page; relative, so right behind a proxy
+        if token is not None and given is not None:
+            secure = request.url.scheme == "https"
+            answer.set_cookie(COOKIE, given, httponly=True, samesite="strict", secure=secure)
+        return answer
 
     @web.get("/static/{name}", include_in_schema=False)
     async def static(name: str) -> Response:
@@ -68,22 +97,33 @@ def dashboard_router(broker: Broker, state: WebState, check: Guard, token: str |
     @web.get("/api/overview", tags=["dashboard"])
     async def snapshot() -> dict[str, Any]:
         """Everything the dashboard shows, at once."""
-        return await overview(broker, inspector, state)
+        return await shared.get()
 
     @web.get("/api/stream", include_in_schema=False)
     async def stream(request: Request) -> Streaming:
-        return Streaming(_events(broker, inspector, state, request), media_type="text/event-stream")
+        return Streaming(_events(shared, request), media_type="text/event-stream")
 
     _actions(web, broker, inspector, state)
     public.include_router(web)
     return public
 
 
-async def _events(broker: Broker, inspector: Inspector, state: WebState, request: Request) -> Any:
+async def _form_token(request: Request) -> str | None:
+    """The `token` field of a small url-encoded form body, or None."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > LOGIN_BODY_LIMIT:
+            return None
+    values = parse_qs(body.decode(errors="replace")).get("token")
+    return values[0] if values else None
+
+
+async def _events(shared: SharedOverview, request: Request) -> Any:
     """Server-Sent Events: a snapshot every `STREAM_SECONDS` until the client goes away."""
     while not await request.is_disconnected():
         try:
-            data = await overview(broker, inspector, state)
+            data = await shared.get()
             yield f"data: {json.dumps(data, default=repr)}\n\n"
         except Exception as exc:  # an outage: say so and keep the stream open
             yield f"event: problem\ndata: {json.dumps(f'{type(exc).__name__}: {exc}')}\n\n"
@@ -93,12 +133,16 @@ async def _events(broker: Broker, inspector: Inspector, state: WebState, request
 def _actions(web: APIRouter, broker: Broker, inspector: Inspector, state: WebState) -> None:
     @web.post("/api/tasks/{task_id}/retry", tags=["dashboard"], responses={404: {"model": Detail}})
     async def retry(task_id: str) -> Any:
-        """Send a failed (or any recent) task again with the same arguments, as a new task."""
+        """Send a failed (or any recent) task again with the same arguments, as a new task.
+
+        Only that task runs again: a workflow step's retry does not resume the rest of its chain.
+        """
         message = await _find_message(broker, inspector, state, task_id)
         if message is None:
             return JSONResponse({"detail": f"no recent task {task_id!r}"}, status_code=404)
+        labels = {k: v for k, v in message.labels.items() if k != WORKFLOW_LABEL}
         again = broker.build_message(
-            message.task_name, message.args, message.kwargs, None, message.labels, None
+            message.task_name, message.args, message.kwargs, None, labels, None
         )
         await broker.send([again])
         state.sent(again.task_id, again.task_name, again.args, again.kwargs, again.labels)
@@ -135,7 +179,8 @@ async def _find_message(
                 break  # an unreadable letter: try the recent lists
     recent, failed = await inspector.recent()
     for entry in [*failed, *recent, state.find(task_id) or {}]:
-        if entry.get("task_id") == task_id and "args_text" not in entry:
+        cut = "args_text" in entry or "labels_text" in entry  # not the whole message
+        if entry.get("task_id") == task_id and not cut:
             return TaskMessage(
                 task_id=task_id,
                 task_name=entry["task_name"],

@@ -3,6 +3,7 @@ schedules, as one JSON object."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import asdict
 from typing import Any
@@ -12,7 +13,7 @@ from conveyor.inspector import Inspector
 from conveyor.result import TaskStatus
 from conveyor.web.state import WebState
 
-__all__ = ["overview"]
+__all__ = ["SharedOverview", "overview"]
 
 DEAD_LETTERS_SHOWN = 50
 
@@ -46,6 +47,31 @@ async def overview(broker: Broker, inspector: Inspector, state: WebState) -> dic
         ],
         "schedules": await schedules(inspector),
     }
+
+
+class SharedOverview:
+    """One snapshot at a time for every dashboard client, read again once it is `max_age` old.
+
+    Each open dashboard asks once a second; without sharing, N tabs would cost N reads of the
+    broker per second.
+    """
+
+    def __init__(
+        self, broker: Broker, inspector: Inspector, state: WebState, max_age: float
+    ) -> None:
+        self.broker, self.inspector, self.state = broker, inspector, state
+        self.max_age = max_age
+        self._lock = asyncio.Lock()
+        self._data: dict[str, Any] | None = None
+        self._read_at = 0.0
+
+    async def get(self) -> dict[str, Any]:
+        """The current snapshot (callers must not change it)."""
+        async with self._lock:
+            if self._data is None or time.monotonic() - self._read_at >= self.max_age:
+                self._data = await overview(self.broker, self.inspector, self.state)
+                self._read_at = time.monotonic()
+            return self._data
 
 
 async def _refresh_waiting(broker: Broker, entries: list[dict[str, Any]]) -> None:

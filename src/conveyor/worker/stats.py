@@ -12,11 +12,15 @@ Key layout in the broker's kv store (`<name>` is a task name, which may contain 
 * `stats:bucket:<i>:<name>`: runs that took longer than `BUCKETS[i-1]` and at most `BUCKETS[i]`
   (the last index counts the rest), so the histogram is rebuilt by summing.
 * `recent:<worker>`: JSON `{"recent": [...], "failed": [...]}` of this worker's last tasks.
+
+A message that ends without having started (its task name is unknown to the worker, e.g. from a
+foreign producer) is counted under `UNKNOWN_TASK`, so stray names add no keys or series.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import time
 from collections import deque
@@ -24,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.labels import DEFAULT_QUEUE
 from conveyor.result import TaskStatus
+from conveyor.workflows import WORKFLOW_LABEL
 
 if TYPE_CHECKING:
     from conveyor.message import TaskMessage
     from conveyor.result import TaskResult
     from conveyor.transports.base import Transport
 
-__all__ = ["BUCKETS", "COUNTERS", "RECENT_TTL", "WorkerStats"]
+__all__ = ["BUCKETS", "COUNTERS", "RECENT_TTL", "UNKNOWN_TASK", "WorkerStats"]
 
 #: Upper bounds (seconds) of the duration histogram; one more bucket holds the rest.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -38,8 +43,12 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 COUNTERS = ("received", "succeeded", "failed", "retried", "cancelled")
 #: Seconds a stopped worker's recent tasks stay visible.
 RECENT_TTL = 3600.0
+#: The task name unknown tasks are counted under.
+UNKNOWN_TASK = "<unknown>"
 RECENT_SIZE = 30
 ARGS_LIMIT = 2000
+LABELS_LIMIT = 2000
+NAME_LIMIT = 200
 TRACEBACK_LIMIT = 8000
 
 #: Index of each counter in a task name's row; the duration sum and the buckets follow.
@@ -110,19 +119,31 @@ class WorkerStats:
         column = _COLUMN.get(result.status)
         if column is None:
             return
-        row = self._row(message.task_name)
+        entry = self._running.pop(message.task_id, None)
+        name = message.task_name
+        if entry is None:  # failed before it started (an unknown task name)
+            entry, name = _Entry(message, time.time()), UNKNOWN_TASK
+            self._recent.append(entry)
+        row = self._row(name)
         elapsed = result.execution_time
         row[column] += 1
         row[_DURATION] += int(elapsed * 1_000_000)
         row[_FIRST_BUCKET + bisect.bisect_left(BUCKETS, elapsed)] += 1
-        entry = self._running.pop(message.task_id, None)
-        if entry is None:  # failed before it started (an unknown task name)
-            entry = _Entry(message, time.time())
-            self._recent.append(entry)
         entry.result, entry.finished = result, time.time()
         if column == 2:
             self._failed.append(entry)
         self._dirty = True
+
+    def done(self, task_id: str) -> None:
+        """Forget a run that left without `ended` (the worker failed to settle or handed it back).
+
+        Called after every run, so the running list never keeps a task that is not running.
+        """
+        entry = self._running.pop(task_id, None)
+        if entry is not None:
+            with contextlib.suppress(ValueError):  # already pushed out by newer runs
+                self._recent.remove(entry)  # it is delivered again: shown again when it runs
+            self._dirty = True
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -168,12 +189,11 @@ def _public(entry: _Entry, worker: str) -> dict[str, Any]:
     message, result = entry.message, entry.result
     shown: dict[str, Any] = {
         "task_id": message.task_id,
-        "task_name": message.task_name,
+        "task_name": message.task_name[:NAME_LIMIT],
         "status": "running" if result is None else str(result.status),
-        "queue": message.labels.get("queue") or DEFAULT_QUEUE,
+        "queue": str(message.labels.get("queue") or DEFAULT_QUEUE)[:NAME_LIMIT],
         "args": message.args,
         "kwargs": message.kwargs,
-        "labels": message.labels,
         "attempt": message.attempt,
         "worker": worker,
         "started": entry.started,
@@ -183,6 +203,7 @@ def _public(entry: _Entry, worker: str) -> dict[str, Any]:
         if result.is_err:
             shown["error"] = f"{result.error_type}: {result.error_message}"
             shown["traceback"] = (result.error_traceback or "")[-TRACEBACK_LIMIT:]
+    shown.update(_labels(message.labels))
     try:
         text, plain = json.dumps([message.args, message.kwargs]), True
     except (TypeError, ValueError):  # e.g. a pickle-serializer broker's objects
@@ -191,3 +212,16 @@ def _public(entry: _Entry, worker: str) -> dict[str, Any]:
         shown["args"], shown["kwargs"] = [], {}
         shown["args_text"] = text[:ARGS_LIMIT] + ("..." if len(text) > ARGS_LIMIT else "")
     return shown
+
+
+def _labels(labels: dict[str, Any]) -> dict[str, Any]:
+    """The labels to show, without the rest of a workflow, as text when they are long."""
+    shown = {k: v for k, v in labels.items() if k != WORKFLOW_LABEL}
+    try:
+        text = json.dumps(shown)
+    except (TypeError, ValueError):
+        text = repr(shown)
+    else:
+        if len(text) <= LABELS_LIMIT:
+            return {"labels": shown}
+    return {"labels": {}, "labels_text": text[:LABELS_LIMIT] + "..."}
