@@ -17,12 +17,13 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from conveyor import Broker, BrokerError, NatsBroker, TaskStatus, broker_from_url
 from conveyor.transports.base import Outgoing
+from conveyor.transports.nats import NatsTransport
 from tests.integration.test_redis_engine import conveyor, heartbeating, ok, stats
 from tests.integration.test_worker_processes import (
     assert_succeeded,
@@ -360,3 +361,97 @@ async def test_queue_names_and_task_ids_with_subject_characters(on_nats: OnNats)
         await eventually(lambda: _drained(broker), 10, "every message acked")
     finally:
         await broker.shutdown()
+
+
+# -- 8. nothing grows without bound ----------------------------------------------------------------
+
+
+async def test_housekeeping_deletes_expired_kv_entries_and_keeps_the_others(
+    on_nats: OnNats,
+) -> None:
+    broker = broker_from_url(on_nats())
+    transport = cast(NatsTransport, broker.transport)
+    await broker.startup()
+    try:
+        for n in range(300):  # more than one batch of the walk
+            await transport.set_nx(f"lock:{n}", b"1", 0.05)
+        await transport.kv_set("sched:def:a", b"kept", None)
+        await transport.kv_set("worker:w", b"live", 60)
+        await transport.set_add("workflow:g", "0", 0.05)
+        await eventually(
+            lambda: _is_none(transport.kv_get("lock:299")), 10, "the short TTLs expired"
+        )
+        await transport.receive(["nothing"], 1, 0)  # a worker's fetch does the housekeeping
+        counts = await transport.client.subject_counts("kv", transport.client.subject(">"))
+        assert sorted(counts) == sorted(
+            transport.client.subject("kv", k) for k in ("sched:def:a", "worker:w")
+        )
+        assert await transport.kv_get("sched:def:a") == b"kept"
+    finally:
+        await broker.shutdown()
+
+
+async def _is_none(value: Awaitable[bytes | None]) -> bool:
+    return await value is None
+
+
+async def test_an_older_layout_is_moved_at_startup(on_nats: OnNats) -> None:
+    url = on_nats()
+    old = NatsBroker(url)
+    client = cast(NatsTransport, old.transport).client
+    meta = client.stream("meta")
+    subjects = [client.subject(s, ">") for s in ("i", "l", "c")]
+    await client.api(f"STREAM.CREATE.{meta}", {"name": meta, "subjects": subjects})
+    await client.publish(client.subject("i", "held"), b"s default 0 1")
+    await client.publish(client.subject("c", "gone"), b"1")
+    await old.shutdown()
+
+    broker = broker_from_url(url)
+    transport = cast(NatsTransport, broker.transport)
+    await broker.startup()
+    try:
+        info = await transport.client.api(f"STREAM.INFO.{meta}")
+        assert info["config"]["subjects"] == [transport.client.subject("i", ">")]
+        assert info["state"]["messages"] == 1  # the index entry is kept, the request dropped
+        assert await transport.meta.get("held") == b"s default 0 1"
+        await transport.cancel("running-one")
+        assert await transport.cancel_requested(["running-one", "gone"]) == {"running-one"}
+    finally:
+        await broker.shutdown()
+
+
+async def test_generator_streams_longer_than_a_message_read_from_an_offset(
+    on_nats: OnNats,
+) -> None:
+    broker = broker_from_url(on_nats())
+    results = broker.result_backend
+    await broker.startup()
+    try:
+        big = [bytes([n]) * 400_000 for n in range(4)]  # 1.6 MB in all: over max_payload
+        for item in big:
+            await results.push_stream("t", [item], 60)
+        small = [b"%d" % n for n in range(300)]
+        await results.push_stream("t", small, 60)
+        await results.close_stream("t", 60)
+        assert await results.read_stream("t", 2) == (258, big[2:] + small[:254], False)
+        assert await results.read_stream("t", 258) == (304, small[254:], True)  # bounded reads
+        assert await results.read_stream("t", 300) == (304, small[296:], True)
+    finally:
+        await broker.shutdown()
+
+
+async def test_shutting_a_broker_down_leaves_another_on_the_same_url_working(
+    on_nats: OnNats,
+) -> None:
+    url = on_nats()
+    one, two = broker_from_url(url), broker_from_url(url)
+    await one.startup()
+    await two.startup()
+    try:
+        connection = await cast(NatsTransport, two.transport).client.connection()
+        await one.shutdown()
+        assert connection.is_connected  # not closed under the other broker
+        await two.transport.kv_set("k", b"v", None)
+        assert await two.transport.kv_get("k") == b"v"
+    finally:
+        await two.shutdown()

@@ -1,23 +1,24 @@
 """Results in JetStream: one subject per task and kind in the stream `P_results`.
 
 Subjects (P = prefix, T = escaped task id; one message kept per subject): `P.r.res.T` result,
-`P.r.st.T` running state, `P.r.p.T` progress, `P.r.g.T` a generator's items (length-prefixed,
-one value, appended by compare-and-set; a closed stream has a flag byte first). A TTL travels in
-the `Conveyor-Expires` header (nats-server 2.9 has no per-message TTL): expired values read as
-absent. `wait_result` subscribes (core NATS) to the result's subject before it reads, so a
-stored result wakes it at once; it re-reads once a second in case a message was lost.
+`P.r.st.T` running state, `P.r.p.T` progress; a generator's stream is one message per item,
+`P.r.gi.T.<n>` for item n, and a head `P.r.gh.T` (`o<count>`, `c<count>` once closed) moved on
+by compare-and-set after the items it counts are stored, so readers never see a gap. A TTL
+travels in the `Conveyor-Expires` header (nats-server 2.9 has no per-message TTL): expired
+values read as absent (a stream's TTL is its head's). `wait_result` subscribes (core NATS) to
+the result's subject before it reads, so a stored result wakes it at once; it re-reads once a
+second in case a message was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 import time
 
 from conveyor.errors import BrokerConnectionError
 from conveyor.results.base import ResultBackend, StreamChunk
-from conveyor.transports._nats_client import NatsClient, client_for
+from conveyor.transports._nats_client import NatsClient
 from conveyor.transports._nats_conn import Msg, escape
 from conveyor.transports._nats_state import NatsState
 
@@ -25,6 +26,8 @@ __all__ = ["NatsResultBackend"]
 
 _RECHECK_SECONDS = 1.0
 _OPEN, _CLOSED = b"o", b"c"
+#: Most items one `read_stream` returns (one direct get each, concurrently).
+_READ_AT_MOST = 256
 
 
 class NatsResultBackend(ResultBackend):
@@ -45,10 +48,10 @@ class NatsResultBackend(ResultBackend):
         result_ttl: float | None = 24 * 3600.0,
         client: NatsClient | None = None,
     ) -> None:
-        self.client = client or client_for(url, prefix)
+        self.client = client or NatsClient(url, prefix)
         self.default_ttl = result_ttl
         self._kinds = {
-            k: NatsState(self.client, "results", f"r.{k}") for k in ("res", "st", "p", "g")
+            k: NatsState(self.client, "results", f"r.{k}") for k in ("res", "st", "p", "gh")
         }
 
     async def startup(self) -> None:
@@ -107,8 +110,12 @@ class NatsResultBackend(ResultBackend):
                 await asyncio.sleep(0.5)
 
     async def delete(self, task_id: str) -> None:
-        """Forget everything stored for a task (one purge of every kind's subject)."""
-        await self.client.purge("results", self.client.subject("r", "*", escape(task_id)))
+        """Forget everything stored for a task (a purge of every kind's subject and one of the
+        stream's items)."""
+        await asyncio.gather(
+            self.client.purge("results", self.client.subject("r", "*", escape(task_id))),
+            self._drop_items(task_id),
+        )
 
     async def set_state(self, task_id: str, state: str, ttl: float | None) -> None:
         """Record a non-final state."""
@@ -127,27 +134,64 @@ class NatsResultBackend(ResultBackend):
         """The latest progress report, or None."""
         return await self._kinds["p"].get(task_id)
 
+    def _item(self, task_id: str, n: int) -> str:
+        return self.client.subject("r", "gi", escape(task_id), str(n))
+
+    async def _drop_items(self, task_id: str) -> None:
+        await self.client.purge("results", self.client.subject("r", "gi", escape(task_id), ">"))
+
     async def push_stream(self, task_id: str, items: list[bytes], ttl: float | None) -> None:
-        """Append a generator's items; the stream's TTL restarts."""
-        added = b"".join(struct.pack(">I", len(item)) + item for item in items)
-        await self._kinds["g"].update(task_id, lambda live: ((live or _OPEN) + added, ttl))
+        """Store a generator's items, then count them in the head; the stream's TTL restarts.
+
+        The head's TTL is the stream's: items outlive it (until the stream's age limit) and
+        are overwritten when a stream of the same id starts again.
+        """
+        head = self._kinds["gh"]
+        while True:
+            entry = await head.read(task_id)
+            live = None if entry is None or entry.expired else entry.data
+            closed, count = _head(live)
+            await asyncio.gather(
+                *(
+                    self.client.publish(self._item(task_id, count + i), item)
+                    for i, item in enumerate(items)
+                )
+            )
+            value = (_CLOSED if closed else _OPEN) + str(count + len(items)).encode()
+            revision = 0 if entry is None else entry.seq
+            if await head.put_if(task_id, value, ttl, revision) is not None:
+                return
 
     async def reset_stream(self, task_id: str) -> None:
         """Drop a stream so a redelivered generator starts afresh."""
-        await self._kinds["g"].delete(task_id)
+        await self._kinds["gh"].delete(task_id)
+        await self._drop_items(task_id)
 
     async def close_stream(self, task_id: str, ttl: float | None) -> None:
         """Mark the stream finished."""
-        await self._kinds["g"].update(task_id, lambda live: (_CLOSED + (live or _OPEN)[1:], ttl))
+        await self._kinds["gh"].update(
+            task_id, lambda live: (_CLOSED + str(_head(live)[1]).encode(), ttl)
+        )
 
     async def read_stream(self, task_id: str, offset: int) -> StreamChunk:
-        """Items from `offset` on, the next offset, and whether the stream is closed."""
-        value = await self._kinds["g"].get(task_id)
-        if not value:
-            return offset, [], False
-        items, at = [], 1
-        while at < len(value):
-            (size,) = struct.unpack_from(">I", value, at)
-            items.append(value[at + 4 : at + 4 + size])
-            at += 4 + size
-        return max(offset, len(items)), items[offset:], value[:1] == _CLOSED
+        """Items from `offset` on (at most `_READ_AT_MOST`), the next offset, and whether the
+        stream is closed."""
+        closed, count = _head(await self._kinds["gh"].get(task_id))
+        wanted = range(offset, min(count, offset + _READ_AT_MOST))
+        found = await asyncio.gather(
+            *(self.client.get("results", self._item(task_id, n)) for n in wanted)
+        )
+        items = []
+        for stored in found:
+            if stored is None:  # removed by the age limit: stop there
+                break
+            items.append(stored.data)
+        at = offset + len(items)
+        return at, items, closed and (at >= count or len(items) < len(wanted))
+
+
+def _head(value: bytes | None) -> tuple[bool, int]:
+    """(closed, item count) of a stream's head; an absent one is open and empty."""
+    if not value:
+        return False, 0
+    return value[:1] == _CLOSED, int(value[1:] or b"0")

@@ -1,7 +1,8 @@
 """The NATS connection shared by `NatsTransport` and `NatsResultBackend`.
 
-One `NatsClient` per URL and prefix holds the names of the JetStream streams of one app and, per
-event loop, one nats-py connection (a portal thread or `asyncio.run` elsewhere gets its own).
+A `NatsBroker` makes one `NatsClient` for its transport and result store (a standalone one
+makes its own); it holds the names of the JetStream streams of one app and, per event loop, one
+nats-py connection (a portal thread or `asyncio.run` elsewhere gets its own).
 It speaks the JetStream API as JSON requests, so every call is one round trip that can run
 concurrently with others on the same connection. Errors surface as `BrokerError` /
 `BrokerConnectionError` naming the URL with its password hidden.
@@ -29,7 +30,14 @@ from conveyor.transports._nats_conn import (
     url_options,
 )
 
-__all__ = ["STREAM_SETTINGS", "NatsClient", "WrongSequence", "client_for", "url_options"]
+__all__ = [
+    "CANCEL_SECONDS",
+    "MARKER_SECONDS",
+    "STREAM_SETTINGS",
+    "NatsClient",
+    "WrongSequence",
+    "url_options",
+]
 
 #: Seconds a request waits for the server before it fails.
 REQUEST_TIMEOUT = 5.0
@@ -38,18 +46,40 @@ WRONG_LAST_SEQUENCE = 10071
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
 #: Nanoseconds anything stays in the results stream (its `max_age`).
 RESULTS_MAX_AGE = 7 * 24 * 3600 * 10**9
+#: Seconds a lease marker `P.l.<seq>` guards a redelivered message (its stream's `max_age`).
+MARKER_SECONDS = 24 * 3600.0
+#: Seconds a cancel request `P.c.<id>` is kept (its stream's `max_age`).
+CANCEL_SECONDS = 3600.0
 
-#: Streams of one app; each is created (with these settings) on startup.
+#: Streams of one app; each is created (with these settings) on startup. Expiring values carry
+#: a `Conveyor-Expires` header (no per-message TTL before nats-server 2.11); a stream whose
+#: values all share one lifetime also has it as `max_age`, so the server drops them.
 STREAM_SETTINGS: dict[str, dict[str, Any]] = {
     "tasks": {"subjects": ["q"], "retention": "workqueue", "duplicate_window": 120 * 10**9},
     "delayed": {"subjects": ["d"], "retention": "workqueue"},
     "dead": {"subjects": ["x"], "max_msgs": 100_000},
-    "meta": {"subjects": ["i", "l", "c"], "max_msgs_per_subject": 1},
+    "meta": {"subjects": ["i"], "max_msgs_per_subject": 1},
+    "leases": {
+        "subjects": ["l"],
+        "max_msgs_per_subject": 1,
+        "max_age": int(MARKER_SECONDS * 1e9),
+    },
+    "cancels": {
+        "subjects": ["c"],
+        "max_msgs_per_subject": 1,
+        "max_age": int(CANCEL_SECONDS * 1e9),
+    },
+    # No max age: values without a TTL (schedules, counters) live for ever; expired ones are
+    # removed by `NatsState.expire`.
     "kv": {"subjects": ["kv", "set"], "max_msgs_per_subject": 1},
-    # No per-message TTL before nats-server 2.11: expired results are hidden on read and
-    # removed by the stream's age limit (a week), which also bounds results kept "for ever".
+    # Expired results are hidden on read and removed by the stream's age limit (a week), which
+    # also bounds results kept "for ever".
     "results": {"subjects": ["r"], "max_msgs_per_subject": 1, "max_age": RESULTS_MAX_AGE},
 }
+#: Subjects a stream held in an older layout, purged before its new settings are applied.
+LEGACY_SUBJECTS: dict[str, list[str]] = {"meta": ["l", "c"]}
+#: Streams created after the others: they hold subjects an older `P_meta` held.
+_CREATED_LAST = ("leases", "cancels")
 
 
 class NatsClient:
@@ -112,7 +142,9 @@ class NatsClient:
         await self.connection()
         if self._streams_ready:
             return
-        await asyncio.gather(*(self._add_stream(kind) for kind in STREAM_SETTINGS))
+        first = [k for k in STREAM_SETTINGS if k not in _CREATED_LAST]
+        await asyncio.gather(*(self._add_stream(kind) for kind in first))
+        await asyncio.gather(*(self._add_stream(kind) for kind in _CREATED_LAST))
         self._streams_ready = True
 
     async def _add_stream(self, kind: str) -> None:
@@ -131,6 +163,8 @@ class NatsClient:
         except BrokerError as exc:
             if "already in use" not in str(exc):
                 raise
+            for old in LEGACY_SUBJECTS.get(kind, []):  # while the stream still holds them
+                await self.purge(kind, self.subject(old, ">"))
             await self.api(f"STREAM.UPDATE.{config['name']}", config)
 
     async def ensure_consumer(self, kind: str, name: str, config: dict[str, Any]) -> None:
@@ -150,8 +184,9 @@ class NatsClient:
             if other is loop:
                 await conn.close()
             elif other.is_running():
+                closing = asyncio.run_coroutine_threadsafe(conn.close(), other)
                 with contextlib.suppress(Exception):
-                    asyncio.run_coroutine_threadsafe(conn.close(), other).result(5.0)
+                    await asyncio.wait_for(asyncio.wrap_future(closing), REQUEST_TIMEOUT)
             self._loops.pop(other, None)
 
     def forget(self, conn: LoopConn) -> None:
@@ -300,6 +335,26 @@ class NatsClient:
             raise self.connection_error(exc) from None
         return got
 
+    async def walker(self, kind: str, start: int) -> str:
+        """A pull consumer reading a stream from sequence `start` on without acks; the server
+        removes it a minute after its last use (`drop_consumer` does at once)."""
+        config = {
+            "ack_policy": "none",
+            "deliver_policy": "by_start_sequence",
+            "opt_start_seq": max(start, 1),
+            "inactive_threshold": 60 * 10**9,
+        }
+        stream = self.stream(kind)
+        answer = await self.api(
+            f"CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config}
+        )
+        return str(answer["name"])
+
+    async def drop_consumer(self, kind: str, name: str) -> None:
+        """Delete a consumer (one that is already gone is fine)."""
+        with contextlib.suppress(BrokerError):
+            await self.api(f"CONSUMER.DELETE.{self.stream(kind)}.{name}")
+
     async def send(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         """Publish without waiting for an answer (acks, index updates): the server handles a
         connection's messages in order, so a later request on this loop sees its effect."""
@@ -331,16 +386,3 @@ def _stored(reply: Msg) -> Stored | None:
 
 def _describe(error: dict[str, Any]) -> str:
     return f"{error.get('description', error)} (code {error.get('err_code', '?')})"
-
-
-_CLIENTS: dict[tuple[str, str], weakref.ReferenceType[NatsClient]] = {}
-
-
-def client_for(url: str, prefix: str) -> NatsClient:
-    """The `NatsClient` for a URL and prefix, shared while anything holds it."""
-    ref = _CLIENTS.get((url, prefix))
-    client = ref() if ref is not None else None
-    if client is None:
-        client = NatsClient(url, prefix)
-        _CLIENTS[(url, prefix)] = weakref.ref(client)
-    return client

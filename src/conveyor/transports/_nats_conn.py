@@ -33,6 +33,7 @@ __all__ = [
     "Stored",
     "escape",
     "expiry",
+    "has_expired",
     "one_line",
     "unescape",
     "url_options",
@@ -107,8 +108,13 @@ class Stored:
     @property
     def expired(self) -> bool:
         """Whether the value's own expiry (header `Conveyor-Expires`) has passed."""
-        expires = self.headers.get(EXPIRES)
-        return expires is not None and float(expires) <= time.time()
+        return has_expired(self.headers)
+
+
+def has_expired(headers: dict[str, str] | None) -> bool:
+    """Whether a message's own expiry (header `Conveyor-Expires`) has passed."""
+    expires = (headers or {}).get(EXPIRES)
+    return expires is not None and float(expires) <= time.time()
 
 
 def expiry(ttl: float | None) -> dict[str, str]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from conveyor.errors import BrokerError
-from conveyor.transports._nats_client import NatsClient
+from conveyor.transports._nats_client import CANCEL_SECONDS, NatsClient
 from conveyor.transports._nats_conn import Msg, escape, unescape
 from conveyor.transports._nats_publish import CLAIM_SECONDS, NatsPublishing
 from conveyor.transports.base import DeadLetter, Delivery, QueueStats, TransportState
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["NatsOperations"]
 
 _PURGE_BATCH = 256
-_CANCEL_TTL = 3600.0
 
 
 class NatsOperations(NatsPublishing):
@@ -31,7 +30,7 @@ class NatsOperations(NatsPublishing):
     client: NatsClient
     meta: NatsState
     settling: Counter[str]
-    cancels_seen: set[str]
+    cancels_seen: dict[str, float]
 
     # -- counts -------------------------------------------------------------------------------
 
@@ -202,7 +201,7 @@ class NatsOperations(NatsPublishing):
         await self.client.publish(
             self.client.subject("c", escape(task_id)),
             b"1",
-            {"Conveyor-Expires": repr(time.time() + _CANCEL_TTL)},
+            {"Conveyor-Expires": repr(time.time() + CANCEL_SECONDS)},
         )
         return False
 
@@ -223,14 +222,15 @@ class NatsOperations(NatsPublishing):
         if not task_ids:
             return set()
         start = len(self.client.subject("c", ""))
-        counts = await self.client.subject_counts("meta", self.client.subject("c", ">"))
+        counts = await self.client.subject_counts("cancels", self.client.subject("c", ">"))
         asked = {unescape(s[start:]) for s in counts} & set(task_ids)
         wanted = set()
         for task_id in asked:
-            entry = await self.client.get("meta", self.client.subject("c", escape(task_id)))
+            entry = await self.client.get("cancels", self.client.subject("c", escape(task_id)))
             if entry is not None and not entry.expired:
                 wanted.add(task_id)
-        self.cancels_seen |= wanted  # their requests are dropped when they are settled
+        now = time.monotonic()
+        self.cancels_seen.update((t, now) for t in wanted)  # dropped when they are settled
         return wanted
 
     async def state(self, task_id: str) -> TransportState | None:

@@ -4,23 +4,27 @@ Each key is one subject of the app's `kv` stream (one message kept per subject).
 absent" and compare-and-set are publishes with `Nats-Expected-Last-Subject-Sequence` (0 for
 absent, else the revision read), retried when another writer wins. nats-server before 2.11 has
 no per-message TTL, so a value's expiry travels in its `Conveyor-Expires` header: an expired
-value reads as absent and is replaced by compare-and-set over its revision.
+value reads as absent and is replaced by compare-and-set over its revision; `expire` walks the
+stream a bounded batch at a time and deletes expired values that nobody writes again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
 
 from conveyor.errors import BrokerError, ConfigurationError
 from conveyor.transports._nats_client import NatsClient, WrongSequence
-from conveyor.transports._nats_conn import Stored, escape, expiry
+from conveyor.transports._nats_conn import Stored, escape, expiry, has_expired
 from conveyor.transports._nats_conn import unescape as _unescape
 
 __all__ = ["NatsState"]
 
 _EXPECT = "Nats-Expected-Last-Subject-Sequence"
+#: Messages read per request, and requests per call, of `NatsState.expire`.
+_EXPIRE_BATCH, _EXPIRE_BATCHES = 256, 8
 
 #: Given the live value (None when absent), return (new value, ttl) or None to change nothing.
 Update = Callable[[bytes | None], "tuple[bytes, float | None] | None"]
@@ -99,6 +103,25 @@ class NatsState:
         entry = await self.read(key)
         if entry is not None and entry.seq == revision:
             await self.delete(key)
+
+    async def expire(self, start: int) -> int:
+        """Delete expired values from stream sequence `start` on, reading a bounded number.
+
+        Returns where the next call starts: 0 once the end of the stream was reached. Deleting
+        by sequence spares a value written again meanwhile (it has a new sequence).
+        """
+        walker = await self.client.walker(self.kind, start)
+        try:
+            for _ in range(_EXPIRE_BATCHES):
+                msgs = await self.client.pull(self.kind, walker, _EXPIRE_BATCH)
+                dead = [int(m.metadata.sequence.stream) for m in msgs if has_expired(m.headers)]
+                await asyncio.gather(*(self.client.delete(self.kind, seq) for seq in dead))
+                if len(msgs) < _EXPIRE_BATCH:
+                    return 0
+                start = int(msgs[-1].metadata.sequence.stream) + 1
+            return start
+        finally:
+            await self.client.drop_consumer(self.kind, walker)
 
     # -- the contract's primitives ------------------------------------------------------------
 

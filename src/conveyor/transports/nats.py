@@ -7,24 +7,28 @@ reads the bands that hold messages highest first. Delayed and retrying messages 
 `P_delayed`, whose consumer `sweep` holds each one with a negative ack delayed until it is due
 (the server keeps the timers); whichever worker fetches it then moves it to `P_tasks`. Dead
 letters go to `P_dead`. `P_meta` keeps, per task id, where its message is (`P.i.<id>`), so that
-a held id is not published twice and `state` / `cancel` find it.
+a held id is not published twice and `state` / `cancel` find it; cancel requests (`P_cancels`)
+and lease markers (`P_leases`) live in streams whose age limit drops them.
 
 JetStream accepts an ack from any earlier delivery of a message, so settling checks the lease
 first: a delivery whose lease has not run out here is certainly still ours; a late one is ours
 only if no later delivery recorded itself in `P.l.<seq>` (a redelivery writes that marker).
+What this process remembers of deliveries and cancel requests is forgotten after a while
+(`_HOUSEKEEPING`), so lost leases leave nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from conveyor.errors import ConfigurationError
+from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 from conveyor.results.base import ResultBackend
-from conveyor.transports._nats_client import NatsClient, client_for
+from conveyor.transports._nats_client import CANCEL_SECONDS, MARKER_SECONDS, NatsClient
 from conveyor.transports._nats_conn import Msg, escape, unescape
 from conveyor.transports._nats_ops import NatsOperations
 from conveyor.transports._nats_state import NatsState
@@ -32,7 +36,15 @@ from conveyor.transports.base import Delivery
 
 __all__ = ["NatsTransport"]
 
-_MARKER_TTL = 24 * 3600.0
+log = logging.getLogger("conveyor.nats")
+
+#: Seconds between two looks at what can be forgotten: here, and expired `P_kv` values (one
+#: worker of the app per period).
+_HOUSEKEEPING = 30.0
+#: Seconds this process remembers a delivery it saw (a later lease check asks `P_leases`).
+_REMEMBER_DELIVERY = 3600.0
+#: The key (in `P_leases`, next to the markers) of the worker that looks for expired values.
+_EXPIRE_LOCK = "expire"
 
 
 class _Receipt:
@@ -67,17 +79,20 @@ class NatsTransport(NatsOperations):
     ) -> None:
         if lease_seconds <= 0:
             raise ConfigurationError(f"lease_seconds must be positive, not {lease_seconds!r}")
-        self.client = client or client_for(url, prefix)
+        self.client = client or NatsClient(url, prefix)
         self.safe_url = self.client.safe_url
         self.lease_seconds = lease_seconds
         self.kv = NatsState(self.client)
         self.meta = NatsState(self.client, "meta", "i")
         self.sets = NatsState(self.client, "kv", "set")
+        self._leases = NatsState(self.client, "leases", "l")
         self._poll = min(max(lease_seconds / 4, 0.05), 1.0)
         self._next_sweep = 0.0  # monotonic time of the next look at due delayed messages
-        self._latest: dict[int, int] = {}  # stream seq -> highest delivery count seen here
+        self._latest: dict[int, tuple[int, float]] = {}  # seq -> (highest count seen, when)
         self.settling: Counter[str] = Counter()  # queue -> settles under way in this process
-        self.cancels_seen: set[str] = set()  # task ids whose cancel request a worker read
+        self.cancels_seen: dict[str, float] = {}  # task id -> when a worker read its request
+        self._next_housekeeping = 0.0
+        self._expire_from = 0  # where the next walk of `P_kv` for expired values starts
 
     async def startup(self) -> None:
         """Connect and create the streams."""
@@ -105,6 +120,8 @@ class NatsTransport(NatsOperations):
             seen = await conn.wake_generation(self.client.subject("n", ">"))
             if time.monotonic() >= self._next_sweep:
                 await self._sweep()
+            if time.monotonic() >= self._next_housekeeping:
+                await self._housekeeping()
             got = await self._fetch(wanted, max_count)
             left = deadline - time.monotonic()
             if got or left <= 0:
@@ -142,7 +159,7 @@ class NatsTransport(NatsOperations):
         headers = msg.headers or {}
         dc, seq = int(meta.num_delivered), int(meta.sequence.stream)
         receipt = _Receipt(msg, band, seq, dc, started + self.lease_seconds)
-        self._latest[seq] = max(self._latest.get(seq, 0), dc)
+        self._latest[seq] = (max(self._latest.get(seq, (0, 0.0))[0], dc), time.monotonic())
         earlier = int(headers.get("Conveyor-Deliveries", 0))
         task_id = unescape(headers.get("Conveyor-Task", "="))
         return Delivery(task_id, queue, msg.data, earlier + dc, receipt)
@@ -152,8 +169,26 @@ class NatsTransport(NatsOperations):
         await self.client.publish(
             self._marker(r.seq),
             str(r.dc).encode(),
-            {"Conveyor-Expires": repr(time.time() + _MARKER_TTL)},
+            {"Conveyor-Expires": repr(time.time() + MARKER_SECONDS)},
         )
+
+    async def _housekeeping(self) -> None:
+        """Forget old deliveries and cancel requests seen here; one worker of the app per
+        period also deletes a bounded batch of expired key/value entries."""
+        now = time.monotonic()
+        self._next_housekeeping = now + _HOUSEKEEPING
+        latest, seen = self._latest, self.cancels_seen
+        for seq in [s for s, (_, at) in latest.items() if at < now - _REMEMBER_DELIVERY]:
+            del latest[seq]
+        for task_id in [t for t, at in seen.items() if at < now - CANCEL_SECONDS]:
+            del seen[task_id]
+        try:
+            if await self._leases.set_nx(_EXPIRE_LOCK, b"1", _HOUSEKEEPING):
+                self._expire_from = await self.kv.expire(self._expire_from)
+        except BrokerConnectionError:
+            raise
+        except BrokerError as exc:  # not worth failing a fetch for: the next period tries again
+            log.warning("removing expired NATS key/value entries failed: %s", exc)
 
     def _cancel_subject(self, task_id: str) -> str:
         return self.client.subject("c", escape(task_id))
@@ -165,11 +200,11 @@ class NatsTransport(NatsOperations):
 
     async def _still_ours(self, delivery: Delivery) -> bool:
         r = _receipt(delivery)
-        if self._latest.get(r.seq, r.dc) > r.dc:
+        if self._latest.get(r.seq, (r.dc, 0.0))[0] > r.dc:
             return False
         if time.monotonic() < r.deadline:
             return True
-        marker = await self.client.get("meta", self._marker(r.seq))
+        marker = await self.client.get("leases", self._marker(r.seq))
         return marker is None or marker.expired or int(marker.data) <= r.dc
 
     async def _settle(
@@ -181,11 +216,10 @@ class NatsTransport(NatsOperations):
         steps: list[Awaitable[Any]] = [] if first is None else [first]
         if forget_id:
             steps.append(self.client.purge_later("meta", self.meta.subject(delivery.task_id)))
-        if delivery.task_id in self.cancels_seen:
-            self.cancels_seen.discard(delivery.task_id)
-            steps.append(self.client.purge_later("meta", self._cancel_subject(delivery.task_id)))
+        if self.cancels_seen.pop(delivery.task_id, None) is not None:
+            steps.append(self.client.purge_later("cancels", self._cancel_subject(delivery.task_id)))
         if r.dc > 1:
-            steps.append(self.client.purge("meta", self._marker(r.seq)))
+            steps.append(self.client.purge("leases", self._marker(r.seq)))
         # Until this returns, `queue_stats` here counts the message as running: the server may
         # already have dropped it, but the worker has not finished with it.
         self.settling[delivery.queue] += 1
@@ -194,7 +228,9 @@ class NatsTransport(NatsOperations):
             await self.client.ack(r.msg)
         finally:
             self.settling[delivery.queue] -= 1
-        if self._latest.get(r.seq) == r.dc:
+            if not self.settling[delivery.queue]:
+                del self.settling[delivery.queue]
+        if self._latest.get(r.seq, (0, 0.0))[0] == r.dc:
             del self._latest[r.seq]
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
