@@ -33,6 +33,7 @@ from conveyor.errors import (
     TaskCancelled,
     TaskError,
     TaskNotFound,
+    WorkflowError,
 )
 from conveyor.kicker import Kicker
 from conveyor.message import TaskiqMessage, TaskMessage
@@ -106,6 +107,7 @@ __all__ = [
     "TaskiqMessage",
     "TaskiqMiddleware",
     "Transport",
+    "WorkflowError",
     "ZeroMQBroker",
     "__version__",
     "broker_from_url",

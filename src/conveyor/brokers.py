@@ -160,13 +160,13 @@ class RedisBroker(Broker):
         **options: Any,
     ) -> None:
         from conveyor.results.redis import RedisResultBackend
-        from conveyor.transports._redis_client import client_for, url_options
+        from conveyor.transports._redis_client import RedisClient, url_options
         from conveyor.transports.redis import RedisTransport
 
         url, query = url_options(url)
         prefix = query.get("prefix") or prefix
         lease = _float_option(query, "lease", url)
-        client = client_for(url, prefix)
+        client = RedisClient(url, prefix)
         super().__init__(
             RedisTransport(url, lease_seconds=lease or lease_seconds, client=client),
             RedisResultBackend(url, result_ttl=result_ttl, client=client),

@@ -22,6 +22,7 @@ __all__ = [
     "TaskCancelled",
     "TaskError",
     "TaskNotFound",
+    "WorkflowError",
 ]
 
 
@@ -47,6 +48,13 @@ class BrokerError(ConveyorError):
 
 class BrokerConnectionError(BrokerError, ConnectionError):
     """Raised when the broker cannot be reached; the message names the URL, password hidden."""
+
+
+class WorkflowError(ConveyorError):
+    """Raised when a workflow cannot go on, e.g. a group member's value left the result store.
+
+    It becomes the workflow's failure (`TaskResult.error_type` "WorkflowError").
+    """
 
 
 class TaskNotFound(ConveyorError, LookupError):

@@ -2,10 +2,10 @@
 
 A workflow is a tree of signatures, chains and groups. `kiq()` sends its first steps; every
 step's message carries, in its `workflow` label, the rest of the work as a stack of frames
-(the chain steps still to run, the groups it belongs to). When a step succeeds, the worker that
-ran it sends what comes next *before* it acks the step, so a worker killed at any point only
-delays the workflow: the step is delivered again, runs again, and sends the same next messages,
-which are recognised by their ids and not sent twice.
+(the chain steps still to run, the groups it belongs to). When a step ends, the worker that
+ran it sends what comes next (or stores the workflow's result) *before* it settles the step,
+so a worker killed at any point only delays the workflow: the step is delivered again, runs
+again, and goes on from where the first run stopped.
 
 Ids: the workflow's id W is the id of its handle's result; the step at path `w.2.0` (third
 step of the root chain, first member of that group) runs as task `W-w.2.0`. A group counts its
@@ -13,16 +13,27 @@ finished members with the transport's atomic `set_add` (a member counted twice c
 keeps each member's value under the result id `W-<group path>-<index>`; the member that
 completes the set sends what follows the group, with the list of values in order.
 
+Each next step is sent once: its sender first claims `workflow:sent:<step id>` with the
+transport's atomic `set_nx` (kept for the result store's default TTL, or a day), and marks the
+claim "sent" once the broker has the message. Another delivery that finds the claim skips the
+step when it is marked sent; while it is not, the holder may still be sending, so the delivery
+is put back and tried again; a claim older than the transport's lease whose holder never marked
+it (the holder died, and its step came back) is taken over by one delivery, which sends it. A
+send that fails gives the claim back.
+
 A step that fails for good stores the workflow's result as that failure; nothing after it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
-from conveyor.errors import ConfigurationError
+from conveyor.errors import ConfigurationError, WorkflowError
 from conveyor.labels import validate_labels
 from conveyor.message import TaskMessage
 from conveyor.result import TaskHandle, TaskResult, TaskStatus, utcnow
@@ -46,6 +57,12 @@ __all__ = [
 
 #: The label that carries a step's place in its workflow.
 WORKFLOW_LABEL = "workflow"
+
+log = logging.getLogger(__name__)
+
+_SENT = b"sent"  # the value of a next step's claim once the broker has it
+_DAY = 24 * 3600.0
+_RETRY = 1.0  # seconds before a step whose successor another delivery is sending tries again
 
 Node = dict[str, Any]
 Frame = dict[str, Any]
@@ -208,24 +225,31 @@ def _signatures(parts: Iterable[Signature[Any] | Workflow]) -> Iterable[Signatur
 # -- the engine: run by the worker that finished a step ---------------------------------------
 
 
-async def advance(broker: Broker, message: TaskMessage, result: TaskResult[Any]) -> None:
-    """After a workflow step ends and before it is acked: send what follows, or end it.
+async def advance(broker: Broker, message: TaskMessage, result: TaskResult[Any]) -> float:
+    """After a workflow step ends and before it is settled: send what follows, or end it.
 
-    Safe to repeat (a redelivered step): messages already sent are not sent again, a group
-    member is counted once, and the workflow's first final result stays.
+    Safe to repeat (a redelivered step): what follows is sent once, a group member is counted
+    once, and the workflow's first final result stays.
+
+    Returns:
+        0.0 when done; else the seconds after which to run this again (put the step back):
+        another delivery claimed what follows and has not yet sent it.
+
+    Raises:
+        WorkflowError: a group member's value is gone from the result store.
+        SerializationError: (a TypeError) the next step's arguments cannot be encoded.
+        BrokerError: the transport or the result store failed.
     """
     label = message.labels.get(WORKFLOW_LABEL)
     if not isinstance(label, dict):
-        return
+        return 0.0
     flow = {"id": str(label["id"]), "kind": str(label.get("kind", "workflow"))}
     if result.status is not TaskStatus.SUCCEEDED:
         await _end(broker, flow, _failure(flow, result))
-        return
+        return 0.0
     frames = cast(list[Frame], label.get("k") or [])
     messages = await _continue(broker, flow, result.return_value, frames)
-    fresh = await _not_yet_sent(broker, messages)
-    if fresh:
-        await broker.send(fresh)
+    return await _send_once(broker, messages)
 
 
 async def _start(
@@ -277,8 +301,8 @@ async def _join(broker: Broker, flow: dict[str, str], frame: Frame, value: Any) 
     if await broker.transport.set_add(f"workflow:{base}", str(frame["i"]), ttl) < size:
         return _NOTHING
     stored = await asyncio.gather(*(results.get_result(f"{base}-{i}") for i in range(size)))
-    if any(data is None for data in stored):  # expired: cannot happen within the ttl
-        raise ConfigurationError(f"workflow {flow['id']}: a group member's value is gone")
+    if any(data is None for data in stored):  # expired, or evicted from a capped store
+        raise WorkflowError(f"workflow {flow['id']}: a group member's value is gone")
     return [broker.decode_value(cast(bytes, data)) for data in stored]
 
 
@@ -295,12 +319,54 @@ def _message(
     )
 
 
-async def _not_yet_sent(broker: Broker, messages: list[TaskMessage]) -> list[TaskMessage]:
-    """Leave out messages whose id is already queued, running or finished (a redelivery)."""
+async def _send_once(broker: Broker, messages: list[TaskMessage]) -> float:
+    """Send the messages no other delivery sent or is sending; the seconds to wait for those."""
     if not messages:
-        return []
-    known = await asyncio.gather(*(broker.task_status(m.task_id) for m in messages))
-    return [m for m, status in zip(messages, known, strict=True) if status is None]
+        return 0.0
+    transport, ttl = broker.transport, broker.result_backend.default_ttl or _DAY
+    waits = await asyncio.gather(*(_claim(broker, m.task_id, ttl) for m in messages))
+    fresh = [m for m, wait in zip(messages, waits, strict=True) if wait is None]
+    if fresh:
+        try:
+            await broker.send(fresh)
+        except BaseException:
+            for m in fresh:  # nothing sent: the next delivery of the step tries again
+                with contextlib.suppress(Exception):
+                    await transport.kv_delete(_claim_key(m.task_id))
+            raise
+        marks = (transport.kv_set(_claim_key(m.task_id), _SENT, ttl) for m in fresh)
+        for failed in await asyncio.gather(*marks, return_exceptions=True):
+            if isinstance(failed, Exception):  # sent all the same: a takeover checks its state
+                log.warning("workflow: could not mark a step as sent: %s", failed)
+    return max((wait for wait in waits if wait is not None), default=0.0)
+
+
+def _claim_key(task_id: str) -> str:
+    return f"workflow:sent:{task_id}"
+
+
+async def _claim(broker: Broker, task_id: str, ttl: float) -> float | None:
+    """None when this delivery is to send `task_id`; else 0.0 when it was sent, or the seconds
+    to wait for the delivery that claimed it."""
+    transport, key, now = broker.transport, _claim_key(task_id), time.time()
+    if await transport.set_nx(key, repr(now).encode(), ttl):
+        return None
+    held = await transport.kv_get(key)
+    if held == _SENT:
+        return 0.0
+    if held is None:  # its holder's send just failed and gave it back
+        return _RETRY
+    age, lease = now - float(held), transport.lease_seconds
+    if age < lease:
+        return max(lease - age, _RETRY)  # its holder may still be sending
+    # Older than a lease and never marked sent: its holder died (its step came back to us).
+    if not await transport.set_nx(f"{key}:{held.decode()}", b"1", ttl):
+        return lease  # another delivery takes it over
+    if await broker.task_status(task_id) is not None:  # it was sent; only the mark is missing
+        await transport.kv_set(key, _SENT, ttl)
+        return 0.0
+    await transport.kv_set(key, repr(now).encode(), ttl)
+    return None
 
 
 def _success(flow: dict[str, str], value: Any) -> TaskResult[Any]:

@@ -11,13 +11,13 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from conveyor import Broker, Context, Depends, Middleware, Scheduler, Task, TaskMessage
-from conveyor.scheduler import Cron, Interval, loop
-from conveyor.scheduler.loop import run_id
+from conveyor.scheduler import Cron, Interval, ScheduleEntry
+from conveyor.scheduler.loop import FIRE_PREFIX, run_id
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -192,18 +192,66 @@ async def test_stored_arguments_must_fit_and_encode(running: Broker) -> None:
     assert await scheduler.list() == []
 
 
-async def test_a_stalled_scheduler_does_not_catch_up_what_others_sent(
-    running: Broker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(loop, "CLAIM_TTL", 0.05)  # the claims are gone when it wakes up
+async def test_a_stalled_scheduler_does_not_catch_up_what_others_sent(running: Broker) -> None:
     rec = recorder(running, schedule=[{"interval": 10}])
     start = math.floor(time.time() / 10) * 10
-    busy = Scheduler(running, misfire_grace=0.005)
-    stalled = Scheduler(running, misfire="once", misfire_grace=0.005)
+    busy = Scheduler(running, misfire_grace=1.0)
+    stalled = Scheduler(running, misfire="once", misfire_grace=1.0)
     await asyncio.gather(busy.tick(start), stalled.tick(start))
     for step in (1, 2, 3):
         await busy.tick(start + 10 * step + 0.001)  # the other one is paused meanwhile
-    await asyncio.sleep(0.1)
+    for claim in await running.transport.kv_scan(FIRE_PREFIX):  # as if they had expired
+        await running.transport.kv_delete(claim)
     await stalled.tick(start + 35)  # wakes up late: nothing was missed by everyone
     await settle(running)
     assert len(rec.ran) == 3
+
+
+@pytest.mark.parametrize("ago", [0.0, 60.0])
+async def test_a_one_off_at_now_or_in_the_past_fires_once(running: Broker, ago: float) -> None:
+    rec = recorder(running)
+    scheduler = Scheduler(running)
+    await rec.task.schedule_by_time(scheduler, datetime.now(UTC) - timedelta(seconds=ago), 4)
+    await scheduler.tick()
+    await Scheduler(running).tick()
+    await scheduler.tick(time.time() + 5)
+    await settle(running)
+    assert [n for _, n, _ in rec.ran] == [4]
+    assert [s for s in await scheduler.list() if s.stored] == []
+
+
+class Broken:
+    """A schedule whose next fire time cannot be computed; `asked` is set by each attempt."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+
+    def next_after(self, t: float) -> float | None:
+        self.asked.set()
+        raise ValueError("broken schedule")
+
+    def describe(self) -> str:
+        return "broken"
+
+
+async def test_a_schedule_failing_at_run_time_does_not_stop_the_others(running: Broker) -> None:
+    rec = recorder(running, schedule=[{"interval": 1, "args": [2]}])
+    schedule = Broken()
+    broken = ScheduleEntry("label:broken", rec.task.name, cast(Any, schedule))
+    rec.task.schedules.insert(0, broken)
+    scheduler = Scheduler(running)
+    start = math.floor(time.time()) + 0.5
+    await scheduler.tick(start)
+    await scheduler.tick(start + 1)
+    await settle(running)
+    assert [n for _, n, _ in rec.ran] == [2]
+    listed = {s.id: s for s in await scheduler.list()}
+    assert listed["label:broken"].next_fire is None
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    for _ in range(2):  # two ticks meet the broken schedule: the loop goes on
+        schedule.asked.clear()
+        await asyncio.wait_for(schedule.asked.wait(), 5)
+    assert not task.done()
+    stop.set()
+    await asyncio.wait_for(task, 5)

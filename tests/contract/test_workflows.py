@@ -5,13 +5,24 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conveyor import Broker, ConfigurationError, InMemoryBroker, TaskStatus, chain, chord, group
+from conveyor import (
+    Broker,
+    ConfigurationError,
+    InMemoryBroker,
+    Middleware,
+    TaskStatus,
+    chain,
+    chord,
+    group,
+)
+from conveyor.errors import WorkflowError
 from conveyor.message import TaskMessage
 from conveyor.result import TaskResult
 from conveyor.task import Signature, Task
@@ -163,6 +174,107 @@ async def test_a_group_member_counted_twice_completes_once(running: Broker) -> N
     await running.wait_all(timeout=10)
     assert t.ran.count("total [2, 4]") == 1
     assert await value(handle) == 6
+
+
+class Sends(Middleware):
+    """Records the id of every message the broker sends."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def pre_send(self, message: TaskMessage) -> TaskMessage:
+        self.ids.append(message.task_id)
+        return message
+
+
+async def finished_step(broker: Broker, task_id: str) -> tuple[TaskMessage, TaskResult[Any]]:
+    """A finished step's message and result, as a redelivery of it would see them."""
+    result = await broker.get_handle(task_id).wait_result(timeout=10)
+    message = TaskMessage(task_id=task_id, task_name=result.task_name, labels=dict(result.labels))
+    return message, result
+
+
+async def test_an_unencodable_step_value_fails_the_workflow_and_is_dead_lettered(
+    running: Broker,
+) -> None:
+    t = register(running)
+    calls: list[int] = []
+
+    @running.task
+    async def opaque(n: int) -> Any:
+        calls.append(n)
+        return lambda: n  # neither JSON, msgpack nor pickle can hold it
+
+    handle = await chain(t.add.s(1, 2), opaque.s(), t.mul.s(2)).kiq()
+    result = await handle.wait_result(timeout=20)
+    assert result.status is TaskStatus.FAILED
+    assert result.error_type == "SerializationError"
+    assert result.labels["failed_step"] == f"{handle.task_id}-w.1"
+    await running.wait_all(timeout=10)
+    assert f"{handle.task_id}-w.1" in [d.task_id for d in await running.transport.dead_letters()]
+    step = await running.get_handle(f"{handle.task_id}-w.1").get_result()
+    assert step is not None
+    assert step.status is TaskStatus.FAILED
+    assert calls == [3]  # ran once: not delivered again
+    assert not any(line.startswith("mul") for line in t.ran)
+
+
+async def test_a_group_value_gone_is_a_workflow_error(running: Broker) -> None:
+    t = register(running)
+    handle = await chord([t.add.s(1, 1), t.add.s(2, 2)], t.total.s()).kiq()
+    assert await value(handle) == 6
+    await running.result_backend.delete(f"{handle.task_id}-w.0-0")  # e.g. evicted
+    message, member = await finished_step(running, f"{handle.task_id}-w.0.1")
+    with pytest.raises(WorkflowError, match="value is gone"):
+        await advance(running, message, member)
+
+
+async def test_a_successor_is_sent_once_even_when_its_result_is_not_kept(running: Broker) -> None:
+    t = register(running)
+    sends = Sends()
+    running.add_middlewares([sends])
+    handle = await chain(t.add.s(1, 2), t.mul.s(10).with_labels(store_result=False)).kiq()
+    assert await value(handle) == 30
+    message, step = await finished_step(running, f"{handle.task_id}-w.0")
+    assert await advance(running, message, step) == 0.0  # a late redelivery of the first step
+    await running.wait_all(timeout=10)
+    assert sends.ids.count(f"{handle.task_id}-w.1") == 1
+    assert t.ran.count("mul 3 10") == 1
+
+
+async def test_an_unmarked_claim_waits_for_its_holder_or_is_taken_over(running: Broker) -> None:
+    t = register(running)
+    sends = Sends()
+    running.add_middlewares([sends])
+    handle = await chain(t.add.s(1, 2), t.mul.s(10)).kiq()
+    assert await value(handle) == 30
+    message, step = await finished_step(running, f"{handle.task_id}-w.0")
+    # The same first step in a workflow whose second step was never sent:
+    flow = f"{handle.task_id}-again"
+    labels = {**message.labels, WORKFLOW_LABEL: {**message.labels[WORKFLOW_LABEL], "id": flow}}
+    message = TaskMessage(task_id=f"{flow}-w.0", task_name=message.task_name, labels=labels)
+    successor, transport = f"{flow}-w.1", running.transport
+    claim = f"workflow:sent:{successor}"
+    await transport.kv_set(claim, repr(time.time()).encode(), None)  # a holder still sending
+    assert await advance(running, message, step) > 0  # put back to try again later
+    assert successor not in sends.ids
+    stale = time.time() - 2 * transport.lease_seconds  # a holder that died before it sent
+    await transport.kv_set(claim, repr(stale).encode(), None)
+    assert await advance(running, message, step) == 0.0  # taken over: sent
+    assert await advance(running, message, step) == 0.0  # marked sent: not again
+    assert sends.ids.count(successor) == 1
+    assert await transport.kv_get(claim) == b"sent"
+    assert await value(running.get_handle(flow)) == 30
+
+
+async def test_a_long_chain_runs_in_place() -> None:
+    broker = InMemoryBroker(await_inplace=True)
+    t = register(broker)
+    try:
+        handle = await chain(t.add.s(0, 1), *(t.add.s(1) for _ in range(299))).kiq()
+        assert await value(handle) == 300
+    finally:
+        await broker.shutdown()
 
 
 async def test_workflow_without_a_task_needs_a_broker() -> None:

@@ -81,6 +81,8 @@ def test_once() -> None:
     [
         ({"cron": "61 * * * *"}, "bad cron expression"),
         ({"cron": "not cron"}, "bad cron expression"),
+        ({"cron": "0 0 30 2 *"}, "never fires"),
+        ({"cron": "0 0 1 1 * 0 2020"}, "never fires"),
         ({"cron": "* * * * *", "tz": "Mars/Olympus"}, "unknown time zone"),
         ({"interval": 0}, "positive"),
         ({"interval": -5}, "positive"),
@@ -107,6 +109,11 @@ def test_a_bad_schedule_label_fails_the_declaration_naming_the_task() -> None:
 
         @broker.task("reports.daily", schedule=[{"interval": 60}, {"cron": "0 25 * * *"}])
         def daily() -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"task 'reports.never'.*never fires"):
+
+        @broker.task("reports.never", schedule=[{"cron": "0 0 31 4 *"}])
+        def never() -> None: ...
 
     with pytest.raises(ConfigurationError, match=r"task 'reports.tz'.*unknown time zone"):
 
@@ -165,3 +172,14 @@ def test_stored_entries_round_trip() -> None:
 def test_scheduler_options_are_checked() -> None:
     with pytest.raises(ConfigurationError, match="misfire"):
         Scheduler(InMemoryBroker(), misfire="twice")
+    for grace in (0.0, 0.5, float("nan")):
+        with pytest.raises(ConfigurationError, match="misfire_grace must be at least 1"):
+            Scheduler(InMemoryBroker(), misfire_grace=grace)
+
+
+def test_a_cron_that_stops_firing_has_no_next_time() -> None:
+    yearly = Cron("0 0 1 1 * 0 2030")
+    assert yearly.next_after(ts(2029, 6, 1)) == ts(2030, 1, 1)
+    assert yearly.next_after(ts(2030, 6, 1)) is None
+    with pytest.raises(ConfigurationError, match="never fires"):
+        Cron("0 0 30 2 *", tz="Europe/Berlin")

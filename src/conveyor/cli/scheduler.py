@@ -31,10 +31,10 @@ __all__ = ["scheduler"]
 )
 @click.option(
     "--misfire-grace",
-    type=click.FloatRange(0),
+    type=click.FloatRange(min=1),
     default=10.0,
     show_default=True,
-    help="seconds a run may be late and still be sent",
+    help="seconds (at least 1) a run may be late and still be sent",
 )
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True

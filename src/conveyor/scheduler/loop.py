@@ -8,6 +8,13 @@ transport's `set_nx`; only the process whose claim succeeds sends it, with the t
 logs). `sched:last:<id>` keeps the last fire time, so a scheduler that starts again knows what
 it missed while nobody ran.
 
+The two windows where exactly-once gives way: a scheduler killed between its claim and the
+broker receiving the send loses that run (the claim keeps the others off it); a send that raises
+gives the claim back and the next tick sends the run again with the same task id, which the
+engines ignore while the first copy is queued or running (see `Outgoing`), so a run is doubled
+only when a send that raised had in fact reached the broker and that copy finished before the
+next tick.
+
 Missed runs (due more than `misfire_grace` seconds ago: the scheduler, or every scheduler, was
 down or cut off from the broker) are skipped by default (`misfire="skip"`), or caught up with a
 single run (`misfire="once"`). A one-off (`Once`) run is never skipped.
@@ -66,6 +73,7 @@ class _State:
     stored: list[ScheduleEntry] = field(default_factory=list)
     refreshed: float = float("-inf")
     failures: int = 0
+    warned: set[str] = field(default_factory=set)  # unreadable stored schedules, logged once
 
 
 class Scheduler:
@@ -74,9 +82,12 @@ class Scheduler:
     Args:
         broker: the application's broker; its tasks' `schedule` labels are read at each tick.
         misfire: "skip" (default) drops runs missed while no scheduler ran; "once" sends one.
-        misfire_grace: seconds a run may be late and still be sent (a stalled event loop, a
-            short outage); runs later than that were missed.
+        misfire_grace: seconds (at least 1) a run may be late and still be sent (a stalled
+            event loop, a short outage); runs later than that were missed.
         refresh_seconds: how often stored schedules are read again from the broker.
+
+    Raises:
+        ConfigurationError: an option is out of range.
     """
 
     def __init__(
@@ -89,6 +100,8 @@ class Scheduler:
     ) -> None:
         if misfire not in ("skip", "once"):
             raise ConfigurationError(f"misfire must be 'skip' or 'once', not {misfire!r}")
+        if not misfire_grace >= 1:  # a tick is rarely on the dot: a smaller grace skips runs
+            raise ConfigurationError(f"misfire_grace must be at least 1 s, not {misfire_grace!r}")
         self.broker = broker
         self.misfire = misfire
         self.misfire_grace = misfire_grace
@@ -127,8 +140,10 @@ class Scheduler:
             labels=dict(signature.labels),
             stored=True,
         )
-        transport = self.broker.transport
-        await transport.kv_set(LAST_PREFIX + schedule_id, repr(time.time()).encode(), None)
+        transport, now = self.broker.transport, time.time()
+        if isinstance(schedule, Once):  # due from its time on, even if that is now or past
+            now = min(now, schedule.at - 0.001)
+        await transport.kv_set(LAST_PREFIX + schedule_id, repr(now).encode(), None)
         await transport.kv_set(DEF_PREFIX + schedule_id, entry.to_json(), None)
         self._state.refreshed = float("-inf")
         return schedule_id
@@ -146,12 +161,14 @@ class Scheduler:
     async def stored_entries(self) -> list[ScheduleEntry]:
         """The schedules stored in the broker (unreadable ones are logged and left out)."""
         await self.broker.ensure_started()
-        found = []
+        found, warned = [], self._state.warned
         for key, raw in (await self.broker.transport.kv_scan(DEF_PREFIX)).items():
             try:
                 found.append(ScheduleEntry.from_json(raw))
             except ConfigurationError as exc:
-                log.warning("skipping schedule %s: %s", key[len(DEF_PREFIX) :], exc)
+                level = logging.DEBUG if key in warned else logging.WARNING
+                log.log(level, "skipping schedule %s: %s", key[len(DEF_PREFIX) :], exc)
+                warned.add(key)
         return sorted(found, key=lambda e: e.id)
 
     def label_entries(self) -> list[ScheduleEntry]:
@@ -211,12 +228,13 @@ class Scheduler:
         for entry in entries:
             try:
                 await self._run_due(entry, now)
+                upcoming = entry.schedule.next_after(state.cursor[entry.id])
             except (BrokerError, OSError):
                 raise  # an outage: the whole tick is tried again
-            except Exception as exc:  # this schedule's call is broken: skip it, keep the others
-                log.error("schedule %s of %s failed: %s", entry.id, entry.task_name, exc)
+            except Exception:  # this schedule is broken: skip it, keep the others going
+                log.exception("schedule %s of %s failed", entry.id, entry.task_name)
                 state.cursor[entry.id] = now
-            upcoming = entry.schedule.next_after(state.cursor[entry.id])
+                continue
             if upcoming is not None:
                 soonest = min(soonest, upcoming)
         return max(soonest - time.time(), 0.0)
@@ -295,7 +313,11 @@ def _iso(at: float) -> str:
 
 
 def _info(entry: ScheduleEntry, now: float) -> ScheduleInfo:
-    upcoming = entry.schedule.next_after(now)
+    try:
+        upcoming = entry.schedule.next_after(now)
+    except Exception:  # a broken schedule is still listed
+        log.exception("schedule %s of %s: no next fire time", entry.id, entry.task_name)
+        upcoming = None
     if upcoming is None and isinstance(entry.schedule, Once) and entry.stored:
         upcoming = entry.schedule.at  # late, not yet sent (a sent one is deleted)
     return ScheduleInfo(

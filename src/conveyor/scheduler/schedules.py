@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -57,7 +58,8 @@ class Cron:
     """A cron expression ("*/5 * * * *", "@daily") in a time zone (UTC when `tz` is None).
 
     Raises:
-        ConfigurationError: the expression or the time zone is not valid.
+        ConfigurationError: the expression or the time zone is not valid, or the expression
+            never fires from now on ("0 0 30 2 *", a year in the past).
     """
 
     expression: str
@@ -76,16 +78,21 @@ class Cron:
             raise ConfigurationError(f"bad cron expression {self.expression!r}: {exc}") from None
         object.__setattr__(self, "_zone", _zone(self.tz))
         object.__setattr__(self, "_every_hour", fields[1] == ["*"])
+        if self.next_after(time.time()) is None:
+            raise ConfigurationError(f"cron expression {self.expression!r} never fires")
 
     def next_after(self, t: float) -> float | None:
-        """The first fire time strictly after `t`."""
-        from croniter import croniter
+        """The first fire time strictly after `t`; None when there is none."""
+        from croniter import CroniterBadDateError, croniter
 
         it = croniter(self.expression, datetime.fromtimestamp(t, self._zone))
-        for _ in range(4):
-            fire: datetime = it.get_next(datetime)
-            if self._every_hour or not _repeated_wall_time(fire):
-                return fire.timestamp()
+        try:
+            for _ in range(4):
+                fire: datetime = it.get_next(datetime)
+                if self._every_hour or not _repeated_wall_time(fire):
+                    return fire.timestamp()
+        except CroniterBadDateError:  # no such date any more: a past year, February 30th
+            return None
         return fire.timestamp()  # pragma: no cover  # a fold lasts one hour: never reached
 
     def describe(self) -> str:

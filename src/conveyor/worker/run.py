@@ -62,13 +62,21 @@ async def run_worker(
 
         await broker.startup()
         scheduler = asyncio.create_task(Scheduler(broker).run(stop), name="conveyor-scheduler")
+        scheduler.add_done_callback(_log_crash)
         try:
             await worker.run(stop, manage_broker=False)
         finally:
             stop.set()  # the worker may stop on its own (recycling): the scheduler goes too
-            await scheduler
+            with contextlib.suppress(Exception):  # a crash was logged when it happened
+                await scheduler
             await broker.shutdown()
     return worker
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    """Log the scheduler's end when it is not a clean stop (the worker goes on without it)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the scheduler stopped", exc_info=task.exception())
 
 
 async def run_scheduler(broker: Broker, **options: Any) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.context import Context, resolve_dependencies
 from conveyor.errors import (
+    BrokerError,
     ConfigurationError,
     Reject,
     Retry,
@@ -50,6 +51,10 @@ if TYPE_CHECKING:
 __all__ = ["Run", "Runner"]
 
 log = logging.getLogger("conveyor.worker")
+
+#: Seconds before a workflow step whose next steps could not be sent (the broker failed) runs
+#: again.
+_ADVANCE_RETRY_DELAY = 5.0
 
 
 class BadArguments(SerializationError):
@@ -106,8 +111,11 @@ class Runner:
             return False
         for hook in self.broker.hooks("pre_execute"):
             message = await hook(message)
-        outcome = await self._execute(task, message, run)
-        await self._settle(task, message, run, outcome)
+        try:
+            outcome = await self._execute(task, message, run)
+            await self._settle(task, message, run, outcome)
+        finally:
+            self.stats.done(message.task_id)
         return True
 
     # -- steps ------------------------------------------------------------------------------
@@ -273,15 +281,18 @@ class Runner:
         error, delivery = outcome.error, run.delivery
         if error is None:
             result = build_result(message, TaskStatus.SUCCEEDED, outcome, value=outcome.value)
-            await self._finish(message, result, delivery=delivery)
-            log_end(message, result)
+            try:
+                data = self._encode(message, result)
+            except SerializationError as exc:  # an unencodable return value fails the task
+                await self._fail(message, delivery, exc, outcome)
+                return
+            await self._finish(message, delivery, result, data)
         elif isinstance(error, TaskCancelled) and run.cancel_reason == "shutdown":
             log.info("handed back %s[%s]", message.task_name, message.task_id)
             await self.broker.transport.release(delivery)
         elif isinstance(error, TaskCancelled):
             result = build_result(message, TaskStatus.CANCELLED, outcome, error=error)
-            await self._finish(message, result, error, delivery=delivery)
-            log_end(message, result)
+            await self._finish(message, delivery, result, self._encode(message, result), error)
         else:
             delay = self._retry_delay(task, message, error)
             if delay is not None:
@@ -357,39 +368,76 @@ class Runner:
         """Record a final failure and move the message to the dead-letter queue."""
         cause = error.exc if isinstance(error, Retry) and error.exc is not None else error
         result = failed_result(message, cause, outcome)
-        # Dead-letter first: whoever sees the FAILED result also finds the message in the DLQ.
-        await self.broker.transport.dead_letter(delivery, describe(cause))
-        await self._finish(message, result, cause)
-        log_end(message, result)
+        await self._finish(message, delivery, result, self._encode(message, result), cause)
 
     async def _finish(
         self,
         message: TaskMessage,
+        delivery: Delivery,
         result: TaskResult[Any],
+        data: bytes | None,
         error: BaseException | None = None,
-        *,
-        delivery: Delivery | None = None,
     ) -> None:
-        """Run the hooks and store the result; with `delivery`, ack it with the result write.
+        """Run the hooks, then store the result (`data`) and settle the delivery: ack a success
+        or a cancel with its result; dead-letter a failure first, so whoever sees the FAILED
+        result also finds the message in the dead-letter queue.
 
-        A workflow step first sends what follows it, so a crash before the ack loses nothing.
+        A workflow step first sends what follows it (or ends the workflow), so a crash before
+        the settle loses nothing.
         """
         self.stats.ended(message, result)
         for hook in self.broker.hooks("post_execute"):
             await hook(message, result)
         if WORKFLOW_LABEL in message.labels:
-            await advance(self.broker, message, result)
+            advanced = await self._advance(message, delivery, result)
+            if advanced is None:
+                return  # put back: delivered again later
+            if advanced[0] is not result:  # the workflow could not go on: the step failed
+                result, error = advanced
+                data = self._encode(message, result)
         if error is not None:
             for hook in self.broker.hooks("on_error"):
                 await hook(message, result, error)
-        if delivery is None:
-            await self._store(message, result)
+        transport, results = self.broker.transport, self.broker.result_backend
+        ttl = _ttl(self.broker, message)
+        if result.status is TaskStatus.FAILED:
+            await transport.dead_letter(delivery, f"{result.error_type}: {result.error_message}")
+            if data is not None:
+                await results.set_result(message.task_id, data, ttl)
         else:
-            data, ttl = self._encode(message, result), _ttl(self.broker, message)
-            transport = self.broker.transport
-            await transport.ack_with_result(delivery, self.broker.result_backend, data, ttl)
+            await transport.ack_with_result(delivery, results, data, ttl)
         for hook in self.broker.hooks("post_save"):
             await hook(message, result)
+        log_end(message, result)
+
+    async def _advance(
+        self, message: TaskMessage, delivery: Delivery, result: TaskResult[Any]
+    ) -> tuple[TaskResult[Any], BaseException | None] | None:
+        """Send what follows a workflow step, or end the workflow.
+
+        Returns:
+            None when the step was put back to try again later (the broker failed, or another
+            delivery is sending what follows); else the step's result: `result`, or a failure
+            with its error when the workflow could not go on (it then ended with that failure).
+        """
+        stopped: BaseException | None = None
+        try:
+            try:
+                wait = await advance(self.broker, message, result)
+            except (BrokerError, OSError):
+                raise
+            except Exception as exc:  # deterministic: a value gone, an unencodable argument
+                stopped = exc
+                outcome = Outcome(error=exc, started_at=result.started_at)
+                result = failed_result(message, exc, outcome)
+                wait = await advance(self.broker, message, result)  # ends the workflow with it
+        except (BrokerError, OSError) as exc:
+            log.warning("workflow step %s: %s; trying again", message.task_id, describe(exc))
+            wait = _ADVANCE_RETRY_DELAY
+        if wait > 0:
+            await self.broker.transport.release(delivery, delay=wait)
+            return None
+        return result, stopped
 
     async def _store(self, message: TaskMessage, result: TaskResult[Any]) -> None:
         data = self._encode(message, result)
@@ -398,14 +446,14 @@ class Runner:
             await self.broker.result_backend.set_result(message.task_id, data, ttl)
 
     def _encode(self, message: TaskMessage, result: TaskResult[Any]) -> bytes | None:
-        """The encoded result, or None when the task stores none."""
+        """The encoded result, or None when the task stores none.
+
+        Raises:
+            SerializationError: the return value cannot be encoded.
+        """
         if message.labels.get("store_result", True) is False:
             return None
-        try:
-            return self.broker.encode_result(result)
-        except SerializationError as exc:  # an unencodable return value fails the task instead
-            failed = failed_result(message, exc, Outcome(error=exc, started_at=result.started_at))
-            return self.broker.encode_result(failed)
+        return self.broker.encode_result(result)
 
 
 async def _next_in_thread(
