@@ -15,7 +15,7 @@ from typing import Any
 
 from conveyor.errors import BrokerConnectionError
 from conveyor.results.base import ResultBackend, StreamChunk
-from conveyor.transports._redis_client import RedisClient, client_for
+from conveyor.transports._redis_client import RedisClient
 
 __all__ = ["RedisResultBackend"]
 
@@ -45,7 +45,7 @@ class RedisResultBackend(ResultBackend):
         result_ttl: float | None = 24 * 3600.0,
         client: RedisClient | None = None,
     ) -> None:
-        self.client = client or client_for(url, prefix)
+        self.client = client or RedisClient(url, prefix)
         self.default_ttl = result_ttl
 
     async def startup(self) -> None:

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 from conveyor.transports import _resp
 
-__all__ = ["LoopClient", "RedisClient", "Scripts", "client_for"]
+__all__ = ["LoopClient", "RedisClient", "Scripts"]
 
 log = logging.getLogger("conveyor.redis")
 
@@ -243,19 +243,6 @@ class RedisClient:
     def key(self, *parts: str) -> str:
         """A key outside any queue: `P:part:part`."""
         return ":".join((self.prefix, *parts))
-
-
-_CLIENTS: dict[tuple[str, str], weakref.ReferenceType[RedisClient]] = {}
-
-
-def client_for(url: str, prefix: str) -> RedisClient:
-    """The `RedisClient` for a URL and prefix, shared while anything holds it."""
-    ref = _CLIENTS.get((url, prefix))
-    client = ref() if ref is not None else None
-    if client is None:
-        client = RedisClient(url, prefix)
-        _CLIENTS[(url, prefix)] = weakref.ref(client)
-    return client
 
 
 async def _first_step(gen: AsyncIterator[None]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from conveyor.errors import BrokerError, ConfigurationError
 from conveyor.results.base import ResultBackend
-from conveyor.transports._redis_client import RedisClient, client_for
+from conveyor.transports._redis_client import RedisClient
 from conveyor.transports.base import (
     DeadLetter,
     Delivery,
@@ -79,7 +79,7 @@ class RedisTransport(Transport):
     ) -> None:
         if lease_seconds <= 0:
             raise ConfigurationError(f"lease_seconds must be positive, not {lease_seconds!r}")
-        self.client = client or client_for(url, prefix)
+        self.client = client or RedisClient(url, prefix)
         self.safe_url = self.client.safe_url
         self.lease_seconds = lease_seconds
         self.dead_letter_limit = dead_letter_limit
