@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from conveyor.brokers import safe_url
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
@@ -36,7 +38,8 @@ def need_server(name: str, url: str) -> str:
     parts = urlsplit(url)
     if _reachable(parts.hostname or "127.0.0.1", parts.port or 6379):
         return url
-    reason = f"{name} server not reachable at {url} (set CONVEYOR_TEST_{name.upper()}_URL)"
+    shown = safe_url(url)
+    reason = f"{name} server not reachable at {shown} (set CONVEYOR_TEST_{name.upper()}_URL)"
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; CI is set, so this fails instead of skipping")
     pytest.skip(reason)
