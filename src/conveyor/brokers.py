@@ -9,8 +9,9 @@ import asyncio
 import os
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
+from conveyor._urls import safe_url, split_options
 from conveyor.broker import Broker
 from conveyor.errors import ConfigurationError
 from conveyor.results.base import ResultBackend
@@ -160,10 +161,10 @@ class RedisBroker(Broker):
         **options: Any,
     ) -> None:
         from conveyor.results.redis import RedisResultBackend
-        from conveyor.transports._redis_client import RedisClient, url_options
+        from conveyor.transports._redis_client import RedisClient
         from conveyor.transports.redis import RedisTransport
 
-        url, query = url_options(url)
+        url, query = split_options(url)
         prefix = query.get("prefix") or prefix
         lease = _float_option(query, "lease", url)
         client = RedisClient(url, prefix)
@@ -198,10 +199,10 @@ class NatsBroker(Broker):
         **options: Any,
     ) -> None:
         from conveyor.results.nats import NatsResultBackend
-        from conveyor.transports._nats_client import NatsClient, url_options
+        from conveyor.transports._nats_client import NatsClient
         from conveyor.transports.nats import NatsTransport
 
-        url, query = url_options(url)
+        url, query = split_options(url)
         prefix = query.get("prefix") or prefix
         lease = _float_option(query, "lease", url)
         client = NatsClient(url, prefix)
@@ -291,39 +292,6 @@ def _beside(state_url: str | None) -> ResultBackend:
     return result_backend_from_url(state_url)
 
 
-def safe_url(url: str) -> str:
-    """`url` for logs and errors: its password, or a bare token (`nats://token@host`), query
-    options named like a secret (`?password=`, `?token=`) and the secrets of any URL in its
-    query (`?state=redis://:pw@host`) replaced by `***`."""
-    parts = urlsplit(url)
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    netloc = parts.netloc
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        if colon:
-            netloc = f"{user}:***@{hosts}"
-        elif parts.scheme in _TOKEN_SCHEMES:  # nats://TOKEN@host: the user part is the secret
-            netloc = f"***@{hosts}"
-    query = parts.query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    hidden = [(k, _safe_option(k, v)) for k, v in pairs]
-    if hidden != pairs:
-        query = urlencode(hidden, safe=":/@*,")
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url  # geturl() would also drop the empty authority of sqlite:///x.db
-    return parts._replace(netloc=netloc, query=query).geturl()
-
-
-#: Schemes whose user part alone is a credential (a token), not a user name.
-_TOKEN_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
-
-
-def _safe_option(name: str, value: str) -> str:
-    if any(word in name.lower() for word in ("password", "passwd", "token", "secret")):
-        return "***"
-    return safe_url(value) if "://" in value else value
-
-
 def _sqlite_path(url: str) -> tuple[str, dict[str, str]]:
     parts = urlsplit(url)
     if parts.netloc:
@@ -403,15 +371,13 @@ def result_backend_from_url(url: str) -> ResultBackend:
         return SqliteResultBackend(_sqlite_path(url)[0])
     if scheme in _REDIS_SCHEMES:
         from conveyor.results.redis import RedisResultBackend
-        from conveyor.transports._redis_client import url_options
 
-        plain, query = url_options(url)
+        plain, query = split_options(url)
         return RedisResultBackend(plain, prefix=query.get("prefix") or "conveyor")
     if scheme == "nats":
         from conveyor.results.nats import NatsResultBackend
-        from conveyor.transports._nats_client import url_options as nats_options
 
-        plain, query = nats_options(url)
+        plain, query = split_options(url)
         return NatsResultBackend(plain, prefix=query.get("prefix") or "conveyor")
     raise ConfigurationError(f"unknown result backend URL scheme in {safe_url(url)!r}")
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from conveyor._urls import safe_url
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 from conveyor.transports._amqp_records import (
     DROPPED,
@@ -92,8 +93,6 @@ class AmqpLink(DelegatedState):
         lease_seconds: float = 30.0,
         linger_seconds: float = 0.02,
     ) -> None:
-        from conveyor.brokers import safe_url
-
         self.url, query = split_url(url)
         self.safe_url = safe_url(self.url)
         self.prefix = query.get("prefix") or prefix

@@ -20,8 +20,9 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, replace
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlsplit
 
+from conveyor._urls import split_options
 from conveyor.errors import ConfigurationError
 
 __all__ = [
@@ -115,6 +116,4 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
     parts = urlsplit(url)
     if parts.scheme not in ("amqp", "amqps"):
         raise ConfigurationError(f"not an AMQP URL (amqp:// or amqps://): {parts.scheme}://...")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    kept = urlencode([(k, v) for k, v in query if k not in _OURS])
-    return parts._replace(query=kept).geturl(), {k: v for k, v in query if k in _OURS}
+    return split_options(url, _OURS)

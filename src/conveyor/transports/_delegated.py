@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from conveyor._urls import safe_url, split_options
 from conveyor.errors import ConfigurationError
 from conveyor.transports.base import Transport
 
@@ -61,13 +62,10 @@ def state_transport(url: str | None) -> Transport:
             raise ConfigurationError(f"state URL {url!r} names no file: use sqlite:///state.db")
         return SqliteTransport(path)
     if scheme.startswith("redis") or scheme == "unix":
-        from conveyor.transports._redis_client import url_options
         from conveyor.transports.redis import RedisTransport
 
-        plain, query = url_options(url)
+        plain, query = split_options(url)
         return RedisTransport(plain, prefix=query.get("prefix") or "conveyor")
-    from conveyor.brokers import safe_url
-
     raise ConfigurationError(
         f"unknown state URL scheme in {safe_url(url)!r}: use redis://, sqlite:/// or memory://"
     )

@@ -18,6 +18,7 @@ import weakref
 from typing import Any
 from urllib.parse import urlsplit
 
+from conveyor._urls import safe_url
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 from conveyor.transports._nats_conn import (
     CONNECTION_ERRORS,
@@ -27,7 +28,6 @@ from conveyor.transports._nats_conn import (
     NatsError,
     Stored,
     one_line,
-    url_options,
 )
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "STREAM_SETTINGS",
     "NatsClient",
     "WrongSequence",
-    "url_options",
 ]
 
 #: Seconds a request waits for the server before it fails.
@@ -95,8 +94,6 @@ class NatsClient:
             raise ConfigurationError(
                 f"invalid NATS prefix {prefix!r}: use letters, digits, - and _"
             )
-        from conveyor.brokers import safe_url
-
         self.url = url
         self.prefix = prefix
         self.safe_url = ",".join(safe_url(u) for u in url.split(","))

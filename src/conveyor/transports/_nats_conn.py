@@ -14,7 +14,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 try:
     import nats
@@ -36,7 +35,6 @@ __all__ = [
     "has_expired",
     "one_line",
     "unescape",
-    "url_options",
 ]
 
 log = logging.getLogger("conveyor.nats")
@@ -86,15 +84,6 @@ def unescape(token: str) -> str:
             raw += token[i].encode()
             i += 1
     return raw.decode(errors="replace")
-
-
-def url_options(url: str) -> tuple[str, dict[str, str]]:
-    """Split conveyor's own query options (`prefix`, `lease`) off a NATS URL."""
-    parts = urlsplit(url)
-    ours = {"prefix", "lease"}
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    kept = urlencode([(k, v) for k, v in query if k not in ours])
-    return parts._replace(query=kept).geturl(), {k: v for k, v in query if k in ours}
 
 
 class Stored:

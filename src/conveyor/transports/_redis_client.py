@@ -19,8 +19,9 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlsplit
 
+from conveyor._urls import safe_url
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 from conveyor.transports import _resp
 
@@ -61,21 +62,6 @@ def _scripts() -> Scripts:
     return _SCRIPTS
 
 
-def _safe(url: str) -> str:
-    from conveyor.brokers import safe_url
-
-    return safe_url(url)
-
-
-def url_options(url: str) -> tuple[str, dict[str, str]]:
-    """Split conveyor's own query options (`prefix`, `lease`) off a Redis URL."""
-    parts = urlsplit(url)
-    ours = {"prefix", "lease"}
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    kept = urlencode([(k, v) for k, v in query if k not in ours])
-    return parts._replace(query=kept).geturl(), {k: v for k, v in query if k in ours}
-
-
 class LoopClient(Protocol):
     """The connections of one event loop (`BareLoopClient` or `PyLoopClient`)."""
 
@@ -105,7 +91,7 @@ class RedisClient:
             raise ConfigurationError(f"invalid Redis key prefix {prefix!r}")
         self.url = url
         self.prefix = prefix
-        self.safe_url = _safe(url)
+        self.safe_url = safe_url(url)
         self.cluster = urlsplit(url).scheme == "redis+cluster"
         self.scripts = _scripts()
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopClient] = (

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from conveyor._urls import safe_url
 from conveyor.errors import ConfigurationError
 
 try:
@@ -57,8 +58,6 @@ def connect(url: str) -> Any:
         # redis+sentinel://[:password@]host:port[,host:port]/service[/db]
         path = [p for p in parts.path.split("/") if p]
         if not path:
-            from conveyor.brokers import safe_url
-
             raise ConfigurationError(f"{safe_url(url)!r} names no Sentinel service: add /mymaster")
         hosts = []
         for item in parts.netloc.rpartition("@")[2].split(","):

@@ -1,0 +1,57 @@
+"""Broker and store URLs: their secrets hidden for logs and errors, and the query options that
+conveyor reads itself split off before a driver sees the URL.
+
+Low in the layers: every engine module may import it (none imports `conveyor.brokers`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+__all__ = ["safe_url", "split_options"]
+
+#: Query options every engine reads itself: the key/stream/queue prefix and the lease.
+COMMON_OPTIONS = ("prefix", "lease")
+
+
+def safe_url(url: str) -> str:
+    """`url` for logs and errors: its password, or a bare token (`nats://token@host`), query
+    options named like a secret (`?password=`, `?token=`) and the secrets of any URL in its
+    query (`?state=redis://:pw@host`) replaced by `***`."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            netloc = f"{user}:***@{hosts}"
+        elif parts.scheme in _TOKEN_SCHEMES:  # nats://TOKEN@host: the user part is the secret
+            netloc = f"***@{hosts}"
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    hidden = [(k, _safe_option(k, v)) for k, v in pairs]
+    if hidden != pairs:
+        query = urlencode(hidden, safe=":/@*,")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # geturl() would also drop the empty authority of sqlite:///x.db
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+#: Schemes whose user part alone is a credential (a token), not a user name.
+_TOKEN_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
+
+
+def _safe_option(name: str, value: str) -> str:
+    if any(word in name.lower() for word in ("password", "passwd", "token", "secret")):
+        return "***"
+    return safe_url(value) if "://" in value else value
+
+
+def split_options(url: str, names: Iterable[str] = COMMON_OPTIONS) -> tuple[str, dict[str, str]]:
+    """`url` without the query options `names`, and those options' values."""
+    ours = set(names)
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kept = urlencode([(k, v) for k, v in query if k not in ours])
+    return parts._replace(query=kept).geturl(), {k: v for k, v in query if k in ours}
