@@ -7,16 +7,14 @@ processes), with the tasks of `flow_app_template.py` instead of `app_template.py
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,22 +94,6 @@ class Schedulers:
         for i, (proc, path) in enumerate(self.started):
             print(f"--- scheduler {i} pid {proc.pid}")
             print(path.read_text(errors="replace")[-4000:])
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll `check` (sync or async) until it is true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if not isinstance(found, bool):
-            found = await found
-        if found:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not met within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 def fire_ms(task_id: str) -> int:

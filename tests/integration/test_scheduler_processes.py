@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from conveyor import Scheduler
-from tests.integration.flows import ENGINES, Schedulers, eventually, fire_ms, flow_app
+from tests.integration.flows import ENGINES, Schedulers, fire_ms, flow_app
+from tests.integration.test_worker_processes import eventually
 from tests.servers import PrivateRedis
 
 if TYPE_CHECKING:  # fixtures' types; pytest loads the conftest itself

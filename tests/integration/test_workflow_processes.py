@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from conveyor import TaskStatus, chain, chord, group
-from tests.integration.flows import ENGINES, eventually, flow_app
+from tests.integration.flows import ENGINES, flow_app
+from tests.integration.test_worker_processes import eventually
 
 if TYPE_CHECKING:  # fixtures' types; pytest loads the conftest itself
     from tests.integration.conftest import App, WorkerProcess, Workers
