@@ -31,7 +31,9 @@ class ConveyorAdapter(Adapter):
         if engine == "sqlite":
             return f"sqlite:///{self.workdir / 'conveyor.db'}"
         if engine == "nats":
-            return f"{os.environ.get('BENCH_NATS_URL', 'nats://127.0.0.1:4222')}?prefix={self.prefix}"
+            return (
+                f"{os.environ.get('BENCH_NATS_URL', 'nats://127.0.0.1:4222')}?prefix={self.prefix}"
+            )
         if engine == "amqp":
             server = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
             return f"{server}?prefix={self.prefix}&state={quote(self.redis_url, safe='')}"
@@ -102,7 +104,6 @@ class ConveyorAdapter(Adapter):
     async def value(self, handle: Handle) -> Any:
         result = await handle.get_result()
         return None if result is None else result.return_value
-
 
 
 def _in_thread(work: Callable[[], Coroutine[Any, Any, None]]) -> None:

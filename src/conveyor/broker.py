@@ -253,10 +253,11 @@ class Broker:
         task_id: str | None = None,
     ) -> TaskHandle[R]:
         """Send one call of `task`; `kiq` and kickers end here."""
-        try:
-            task.call_signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{task.name}: {exc}") from None
+        if not task.fits_exactly(args, kwargs):
+            try:
+                task.call_signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{task.name}: {exc}") from None
         message = self.build_message(task.name, args, kwargs, task.labels, labels, task_id)
         await self.send([message])
         return TaskHandle(self, message.task_id, task.name, task.return_type)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
@@ -121,6 +121,10 @@ class Task(Generic[P, R]):
         self.call_signature = signature.replace(
             parameters=[p for n, p in signature.parameters.items() if n not in self.dependencies]
         )
+        params = self.call_signature.parameters.values()
+        plain = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+        #: The parameter names, in order, when each may be given by position or by name.
+        self.plain_params: tuple[str, ...] | None = tuple(p.name for p in params) if plain else None
         hints = _type_hints(fn)
         self.arg_types: dict[str, Any] = {
             n: hints[n] for n in self.call_signature.parameters if n in hints
@@ -134,6 +138,16 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Run the function here and now, as if it were not a task."""
         return self.fn(*args, **kwargs)
+
+    def fits_exactly(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+        """True when `args` and `kwargs` give every parameter once, each by position or name:
+        the common call, checked without `inspect` (a per-call cost on the send path)."""
+        names = self.plain_params
+        return (
+            names is not None
+            and len(args) + len(kwargs) == len(names)
+            and all(name in kwargs for name in names[len(args) :])
+        )
 
     def kicker(self) -> Kicker[P, R]:
         """Return a builder for one send with per-call options (labels, id, delay, broker)."""

@@ -111,3 +111,20 @@ async def test_a_waiter_is_woken_after_its_pubsub_connection_was_killed() -> Non
             client.close()
     finally:
         drop_prefix(url, prefix)
+
+
+async def test_a_command_that_cannot_be_encoded_fails_only_its_caller() -> None:
+    url, prefix = redis_url(), unique_prefix()
+    broker = RedisBroker(url, prefix=prefix)
+    client = broker.transport.client
+    try:
+        async with broker:
+            key = client.key("kv", "encodable")
+            good = client.call("SET", key, b"1")  # queued in the same write as the bad one
+            bad = client.call("SET", key, None)
+            with pytest.raises(TypeError, match="cannot send 'SET'"):
+                await bad
+            assert await good == b"OK"
+            assert await client.call("GET", key) == b"1"
+    finally:
+        drop_prefix(url, prefix)

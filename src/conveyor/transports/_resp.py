@@ -87,36 +87,26 @@ class _Call:
         self.reloaded = False  # scripts were loaded once for it already
 
 
-def _arg(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, int | float):
-        return repr(value).encode()
-    raise TypeError(f"cannot send {type(value).__name__} to Redis")
-
-
-def _pack_into(out: list[bytes], command: Sequence[Any]) -> None:
-    out.append(b"*%d\r\n" % len(command))
-    for value in command:
-        data = _arg(value)
-        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-
-
 def pack_command(command: Sequence[Any]) -> bytes:
-    """Encode one command as a RESP array of bulk strings."""
-    out: list[bytes] = []
-    _pack_into(out, command)
-    return b"".join(out)
+    """Encode one command as a RESP array of bulk strings (str, bytes, int or float words)."""
+    data: bytes = hiredis.pack_command(command if isinstance(command, tuple) else tuple(command))
+    return data
 
 
 def pack(calls: list[_Call]) -> bytes:
     """Encode the commands of calls, one after another."""
-    out: list[bytes] = []
-    for call in calls:
-        _pack_into(out, call.command)
-    return b"".join(out)
+    return b"".join([hiredis.pack_command(call.command) for call in calls])
+
+
+def _packs(call: _Call) -> bool:
+    """Whether `call` can be encoded; if not, its caller gets the TypeError."""
+    try:
+        hiredis.pack_command(call.command)
+    except TypeError as exc:
+        if not call.future.done():
+            call.future.set_exception(TypeError(f"cannot send {call.command[0]!r}: {exc}"))
+        return False
+    return True
 
 
 P = TypeVar("P", bound=asyncio.Protocol)
@@ -188,7 +178,12 @@ class _Connection(asyncio.Protocol):
 
     def send(self, calls: list[_Call]) -> None:
         assert self.transport is not None
-        self.transport.write(pack(calls))
+        try:
+            data = pack(calls)
+        except TypeError:  # a word that is not str/bytes/int/float fails its own caller only
+            calls = [call for call in calls if _packs(call)]
+            data = pack(calls)
+        self.transport.write(data)
         self.waiting.extend(calls)
         if self.watchdog is None:
             loop = self.pipeline.loop

@@ -42,10 +42,10 @@ local function owned(key, group, consumer, eid, token)
   return p ~= nil and p[2] == consumer and tostring(p[4]) == token
 end
 
-local function enqueue(base, group, ids, id, band, body, n)
-  local key = base .. ':s:' .. band
-  ensure_group(key, group)
-  local eid = redis.call('XADD', key, '*', 't', id, 'b', body, 'n', n)
+-- A stream may be made here without its group: the fetch makes the group (from id 0, so
+-- nothing added before is missed) before it reads or blocks on the stream.
+local function enqueue(base, ids, id, band, body, n)
+  local eid = redis.call('XADD', base .. ':s:' .. band, '*', 't', id, 'b', body, 'n', n)
   redis.call('HSET', ids, id, 's ' .. band .. ' ' .. eid)
 end
 
@@ -57,14 +57,15 @@ end
 
 --- publish
 -- ARGV[3..]: groups of (task id, band, due ms or "", body). Returns how many were new.
-local base, group, now, added = ARGV[1], ARGV[2], now_ms(), 0
+local base, now, added = ARGV[1], nil, 0
 for i = 3, #ARGV, 4 do
   local id, band, due, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if redis.call('HEXISTS', KEYS[1], id) == 0 then
+    if due ~= '' then now = now or now_ms() end  -- TIME only when a message has a due time
     if due ~= '' and tonumber(due) > now then
       hold(base, KEYS[1], id, band, body, '0', due, 'd')
     else
-      enqueue(base, group, KEYS[1], id, band, body, '0')
+      enqueue(base, KEYS[1], id, band, body, '0')
     end
     added = added + 1
   end
@@ -87,7 +88,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0
   redis.call('HDEL', base .. ':dbody', id)
   if meta and body then
     local _, band, n = split(meta)
-    enqueue(base, group, KEYS[1], id, band, body, n)
+    enqueue(base, KEYS[1], id, band, body, n)
   end
 end
 local out = {}
@@ -96,7 +97,12 @@ for band = 9, 0, -1 do
   local key = base .. ':s:' .. band
   if redis.call('EXISTS', key) == 1 then
     if ARGV[6] == '1' then
-      for _, p in ipairs(redis.call('XPENDING', key, group, 'IDLE', lease, '-', '+', left)) do
+      local ok, stale = pcall(redis.call, 'XPENDING', key, group, 'IDLE', lease, '-', '+', left)
+      if not ok then  -- a stream made by a publish, or the group was lost: nothing is leased
+        redis.call('XGROUP', 'CREATE', key, group, '0')
+        stale = {}
+      end
+      for _, p in ipairs(stale) do
         local got = redis.call('XCLAIM', key, group, consumer, lease, p[1])
         local entry = got[1]
         if entry and entry[2] then
@@ -110,7 +116,7 @@ for band = 9, 0, -1 do
     if left > 0 then
       local ok, got = pcall(redis.call, 'XREADGROUP', 'GROUP', group, consumer,
         'COUNT', left, 'STREAMS', key, '>')
-      if not ok then  -- the group was lost (a FLUSHALL, a restart without persistence)
+      if not ok then  -- a stream made by a publish, or the group was lost (a FLUSHALL)
         redis.call('XGROUP', 'CREATE', key, group, '0')
         got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', left, 'STREAMS', key, '>')
       end
@@ -171,7 +177,7 @@ local delay = tonumber(ARGV[9])
 if delay > 0 then
   hold(base, KEYS[1], ARGV[6], ARGV[7], body, ARGV[8], now_ms() + delay, ARGV[10])
 else
-  enqueue(base, group, KEYS[1], ARGV[6], ARGV[7], body, ARGV[8])
+  enqueue(base, KEYS[1], ARGV[6], ARGV[7], body, ARGV[8])
 end
 return 1
 
@@ -269,7 +275,7 @@ for _, entry in ipairs(redis.call('XRANGE', dead, '-', '+')) do
   if ARGV[3] == '1' or wanted[f[2]] then
     redis.call('XDEL', dead, entry[1])
     if redis.call('HEXISTS', KEYS[1], f[2]) == 0 then
-      enqueue(base, group, KEYS[1], f[2], f[12], f[6], '0')
+      enqueue(base, KEYS[1], f[2], f[12], f[6], '0')
     end
     moved = moved + 1
   end

@@ -126,6 +126,8 @@ class Worker:
                 break
             for delivery in deliveries:
                 self._start(delivery)
+            if deliveries:  # let them start before this loop's next receive is prepared
+                await asyncio.sleep(0)
         self.stop_reason = self.stop_reason or "stopped"
 
     def _free_slots(self) -> int:

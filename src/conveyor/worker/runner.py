@@ -167,12 +167,15 @@ class Runner:
             await self.broker.result_backend.set_state(message.task_id, "running", None)
         outcome = Outcome(started_at=utcnow())
         start = time.perf_counter()
-        context = Context(message, self.broker)
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                args, kwargs = self._bind(task, message)
-                kwargs.update(await resolve_dependencies(task.dependencies, context, stack))
+            args, kwargs = self._bind(task, message)
+            if not task.dependencies:
                 outcome.value = await self._call_limited(task, message, args, kwargs, run)
+            else:
+                async with contextlib.AsyncExitStack() as stack:
+                    context = Context(message, self.broker)
+                    kwargs.update(await resolve_dependencies(task.dependencies, context, stack))
+                    outcome.value = await self._call_limited(task, message, args, kwargs, run)
         except asyncio.CancelledError as exc:
             outcome.error = TaskCancelled("cancelled while running")
             if run.cancel_reason is None:  # not ours: the worker's own task is being cancelled
@@ -183,18 +186,28 @@ class Runner:
         return outcome
 
     def _bind(self, task: Task[Any, Any], message: TaskMessage) -> tuple[list[Any], dict[str, Any]]:
-        try:
-            bound = task.call_signature.bind(*message.args, **message.kwargs)
-        except TypeError as exc:
-            raise BadArguments(f"arguments do not fit {task.name}: {exc}") from None
+        """The call's positional and keyword arguments, cast to the annotated types."""
+        bound = None
+        if task.fits_exactly(message.args, message.kwargs):  # every argument passed by name
+            assert task.plain_params is not None
+            arguments = dict(zip(task.plain_params, message.args, strict=False))
+            arguments.update(message.kwargs)
+        else:
+            try:
+                bound = task.call_signature.bind(*message.args, **message.kwargs)
+            except TypeError as exc:
+                raise BadArguments(f"arguments do not fit {task.name}: {exc}") from None
+            arguments = bound.arguments
         if self.broker.cast_types and task.arg_types:
-            for name, value in bound.arguments.items():
+            for name, value in arguments.items():
                 annotation = task.arg_types.get(name)
                 if annotation is not None and type(value) is not annotation:
                     try:
-                        bound.arguments[name] = cast(value, annotation)
+                        arguments[name] = cast(value, annotation)
                     except SerializationError as exc:
                         raise BadArguments(f"argument {name!r} of {task.name}: {exc}") from None
+        if bound is None:
+            return [], arguments
         return list(bound.args), dict(bound.kwargs)
 
     async def _call_limited(
