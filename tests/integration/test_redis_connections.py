@@ -12,6 +12,7 @@ import pytest
 
 from conveyor import BrokerError, RedisBroker
 from conveyor.testing import worker
+from conveyor.transports.redis import RedisTransport
 from tests.servers import PrivateRedis, drop_prefix, free_port, redis_url, unique_prefix
 
 PASSWORD = "s3cr#t/pw"
@@ -116,6 +117,7 @@ async def test_a_waiter_is_woken_after_its_pubsub_connection_was_killed() -> Non
 async def test_a_command_that_cannot_be_encoded_fails_only_its_caller() -> None:
     url, prefix = redis_url(), unique_prefix()
     broker = RedisBroker(url, prefix=prefix)
+    assert isinstance(broker.transport, RedisTransport)
     client = broker.transport.client
     try:
         async with broker:
