@@ -21,12 +21,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import reference, report
 from bench.driver import PREFIX
 from bench.protocol import FULL, QUICK, Counts
 from bench.redis_server import RedisServer, RedisServerError
@@ -215,6 +216,9 @@ def measure(run: Run) -> None:
         print(f"redis-server {redis.version()} on {redis.url(0)} (pid {redis.pid})")
         for rep in range(run.reps):
             print(f"repetition {rep + 1}/{run.reps}", flush=True)
+            sample = reference.measure(redis, run.counts.reference)
+            run.meta.setdefault("reference", []).append(sample)
+            print(textwrap.indent(reference.render([sample]), "  "), flush=True)
             for variant in run.variants:
                 if variant.name not in run.skipped:
                     run_session(variant, rep, run, redis, Path(tmp), Path(logs))

@@ -27,6 +27,7 @@ class Counts:
         concurrency: tasks one async worker process runs at once.
         poll: seconds between two checks for a result while waiting.
         timeout: seconds any one scenario may take before it is reported as failed.
+        reference: requests of each one-at-a-time `redis-benchmark` test (`bench.reference`).
     """
 
     enqueue: int = 20_000
@@ -38,6 +39,7 @@ class Counts:
     concurrency: int = 100
     poll: float = 0.002
     timeout: float = 180.0
+    reference: int = 10_000
 
     def to_json(self) -> str:
         """The counts as a JSON object (passed to the driver)."""
@@ -51,6 +53,7 @@ class Counts:
             drain=max(1, round(self.drain * factor)),
             sleep=max(1, round(self.sleep * factor)),
             latency=max(1, round(self.latency * factor)),
+            reference=max(1, round(self.reference * factor)),
         )
 
     @classmethod
@@ -60,7 +63,7 @@ class Counts:
 
 
 FULL = Counts()
-QUICK = Counts(enqueue=2_000, drain=2_000, sleep=1_000, latency=300, timeout=60.0)
+QUICK = Counts(enqueue=2_000, drain=2_000, sleep=1_000, latency=300, timeout=60.0, reference=2_000)
 
 
 @dataclass(frozen=True)

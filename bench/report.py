@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench import reference
 from bench.protocol import METRICS, Counts, Metric
 
 if TYPE_CHECKING:
@@ -201,6 +202,8 @@ def render(summary: dict[str, Any], counts: Counts, reps: int, meta: dict[str, A
         "",
         _figures(summary, "median"),
     ]
+    if "reference" in meta:
+        parts[1:1] = [reference.render(meta["reference"])]
     if reps > 1:
         parts += ["", "min-max over the repetitions:", "", _figures(summary, "range")]
     parts += [

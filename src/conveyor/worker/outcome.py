@@ -73,6 +73,9 @@ def _format_traceback(error: BaseException) -> str | None:
 
 
 def log_end(message: TaskMessage, result: TaskResult[Any]) -> None:
+    succeeded = result.status is TaskStatus.SUCCEEDED
+    if succeeded and not log.isEnabledFor(logging.INFO):
+        return
     extra = {
         "task_id": message.task_id,
         "task_name": message.task_name,
@@ -80,7 +83,7 @@ def log_end(message: TaskMessage, result: TaskResult[Any]) -> None:
         "elapsed": result.execution_time,
         "attempt": message.attempt,
     }
-    if result.status is TaskStatus.SUCCEEDED:
+    if succeeded:
         log.info(
             "succeeded %s[%s] in %.4f s",
             message.task_name,

@@ -155,13 +155,14 @@ class Runner:
         return True
 
     async def _execute(self, task: Task[Any, Any], message: TaskMessage, run: Run) -> Outcome:
-        log.info(
-            "started %s[%s] attempt %d",
-            message.task_name,
-            message.task_id,
-            message.attempt,
-            extra={"task_id": message.task_id, "task_name": message.task_name},
-        )
+        if log.isEnabledFor(logging.INFO):  # lazy: no `extra` dict per task when INFO is off
+            log.info(
+                "started %s[%s] attempt %d",
+                message.task_name,
+                message.task_id,
+                message.attempt,
+                extra={"task_id": message.task_id, "task_name": message.task_name},
+            )
         self.stats.started(message)
         if self.track_state:
             await self.broker.result_backend.set_state(message.task_id, "running", None)
