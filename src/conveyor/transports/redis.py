@@ -87,6 +87,7 @@ class RedisTransport(Transport):
         self._reclaim_every = min(max(lease_seconds / 4, 0.05), 1.0)
         self._last_reclaim = 0.0
         self._queues_noted: dict[str, float] = {}  # queue -> when last added to P:queues
+        self._stream_keys: dict[str, list[str]] = {}  # queue -> its streams, see `_streams`
         self._cancelled: dict[str, float] = {}  # task id -> when the control channel said so
         self._listening: Any = None  # the loop client whose pub/sub carries the control channel
         self._last_cancel_read = 0.0
@@ -203,7 +204,7 @@ class RedisTransport(Transport):
         if not queues:
             await asyncio.sleep(longest)
             return []
-        streams = [f"{self.client.queue_base(q)}:s:{band}" for q in queues for band in _BANDS[::-1]]
+        streams = [key for q in queues for key in self._streams(q)]
         command = ("XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", count, "BLOCK", block_ms)
         try:
             reply = await self.client.blocking(*command, "STREAMS", *streams, *[">"] * len(streams))
@@ -216,6 +217,14 @@ class RedisTransport(Transport):
         for extra in got[count:]:  # several bands filled at once: hand back what is too many
             await self.release(extra)
         return got[:count]
+
+    def _streams(self, queue: str) -> list[str]:
+        """The queue's stream keys, highest band first (built once per queue)."""
+        keys = self._stream_keys.get(queue)
+        if keys is None:
+            base = self.client.queue_base(queue)
+            keys = self._stream_keys[queue] = [f"{base}:s:{band}" for band in _BANDS[::-1]]
+        return keys
 
     def _entries(self, key: Any, entries: Any) -> list[Delivery]:
         stream = key.decode() if isinstance(key, bytes) else str(key)
