@@ -4,7 +4,9 @@ function with the same values as the slow path."""
 
 from __future__ import annotations
 
+import functools
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,6 +34,22 @@ def keyword_only(a: int, *, b: int) -> tuple[int, int]:
 @broker.task
 def nothing() -> int:
     return 0
+
+
+def positional_only_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A decorator whose wrapper takes positions only, though its signature shows fn's."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any) -> Any:
+        return fn(*args)
+
+    return wrapper
+
+
+@broker.task
+@positional_only_wrapper
+def wrapped(a: int, b: str) -> str:
+    return f"{a + 1}{b}"
 
 
 CALLS: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = [
@@ -76,3 +94,8 @@ async def test_the_worker_calls_with_the_values_sent(
     handle = await plain.kiq(*args, **kwargs)
     expected = plain(*args, **kwargs)
     assert (await handle.wait_result(timeout=5)).return_value == expected
+
+
+async def test_positional_arguments_stay_positional() -> None:
+    handle = await wrapped.kiq("7", "x")  # "7" is cast to the annotated int by the worker
+    assert (await handle.wait_result(timeout=5)).return_value == "8x"

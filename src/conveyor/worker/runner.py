@@ -188,28 +188,33 @@ class Runner:
 
     def _bind(self, task: Task[Any, Any], message: TaskMessage) -> tuple[list[Any], dict[str, Any]]:
         """The call's positional and keyword arguments, cast to the annotated types."""
-        bound = None
-        if task.fits_exactly(message.args, message.kwargs):  # every argument passed by name
+        if task.fits_exactly(message.args, message.kwargs):  # the common call: no inspect
             assert task.plain_params is not None
-            arguments = dict(zip(task.plain_params, message.args, strict=False))
-            arguments.update(message.kwargs)
-        else:
-            try:
-                bound = task.call_signature.bind(*message.args, **message.kwargs)
-            except TypeError as exc:
-                raise BadArguments(f"arguments do not fit {task.name}: {exc}") from None
-            arguments = bound.arguments
+            args, kwargs = list(message.args), dict(message.kwargs)
+            if self.broker.cast_types and task.arg_types:
+                for i, (name, value) in enumerate(zip(task.plain_params, args, strict=False)):
+                    args[i] = self._cast(task, name, value)
+                for name, value in kwargs.items():
+                    kwargs[name] = self._cast(task, name, value)
+            return args, kwargs
+        try:
+            bound = task.call_signature.bind(*message.args, **message.kwargs)
+        except TypeError as exc:
+            raise BadArguments(f"arguments do not fit {task.name}: {exc}") from None
         if self.broker.cast_types and task.arg_types:
-            for name, value in arguments.items():
-                annotation = task.arg_types.get(name)
-                if annotation is not None and type(value) is not annotation:
-                    try:
-                        arguments[name] = cast(value, annotation)
-                    except SerializationError as exc:
-                        raise BadArguments(f"argument {name!r} of {task.name}: {exc}") from None
-        if bound is None:
-            return [], arguments
+            for name, value in bound.arguments.items():
+                bound.arguments[name] = self._cast(task, name, value)
         return list(bound.args), dict(bound.kwargs)
+
+    @staticmethod
+    def _cast(task: Task[Any, Any], name: str, value: Any) -> Any:
+        annotation = task.arg_types.get(name)
+        if annotation is None or type(value) is annotation:
+            return value
+        try:
+            return cast(value, annotation)
+        except SerializationError as exc:
+            raise BadArguments(f"argument {name!r} of {task.name}: {exc}") from None
 
     async def _call_limited(
         self,
