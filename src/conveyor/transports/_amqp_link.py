@@ -260,6 +260,9 @@ class AmqpLink(DelegatedState):
         await self._io.run(self._publish(messages))
 
     async def _publish(self, messages: Sequence[Outgoing]) -> None:
+        # Highest priority first: a consumer with free prefetch takes messages as they come,
+        # so a batch reaches a worker by priority even when it arrives slower than the linger.
+        messages = sorted(messages, key=lambda m: -int(m.priority))
         now = time.time()
         records = [
             Record("scheduled" if m.eta else "queued", 0, 0.0, m.eta or 0.0, m.priority,
