@@ -19,12 +19,6 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function ensure_group(key, group)
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM')
-  end
-end
-
 local function split(meta)
   local kind, band, rest = string.match(meta, '^(%a) (%d) (.+)$')
   return kind, band, rest
@@ -91,11 +85,13 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0
     enqueue(base, KEYS[1], id, band, body, n)
   end
 end
-local out = {}
+local out, missing = {}, {}
 for band = 9, 0, -1 do
   if left <= 0 then break end
   local key = base .. ':s:' .. band
-  if redis.call('EXISTS', key) == 1 then
+  if redis.call('EXISTS', key) == 0 then
+    table.insert(missing, key)
+  else
     if ARGV[6] == '1' then
       local ok, stale = pcall(redis.call, 'XPENDING', key, group, 'IDLE', lease, '-', '+', left)
       if not ok then  -- a stream made by a publish, or the group was lost: nothing is leased
@@ -132,7 +128,10 @@ for band = 9, 0, -1 do
 end
 local ready = 0
 if left > 0 and ARGV[7] == '1' then  -- the caller will block in XREADGROUP on every band
-  for band = 0, 9 do ensure_group(base .. ':s:' .. band, group) end
+  -- (with count left, every band was read above, so only the missing streams need a group)
+  for _, key in ipairs(missing) do
+    redis.call('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM')
+  end
   ready = 1
 end
 local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
