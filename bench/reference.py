@@ -56,7 +56,7 @@ def measure(redis: RedisServer, requests: int) -> dict[str, Any]:
 
 
 def render(samples: list[dict[str, Any]]) -> str:
-    """One line: the medians over the repetitions, and how far they are from the issue's."""
+    """The medians over the repetitions, and how far they are from the issue's machine."""
     good = [s for s in samples if "error" not in s]
     if not good:
         why = samples[0]["error"] if samples else "not measured"
