@@ -54,6 +54,16 @@ class _Receipt:
         self.stream, self.band, self.entry, self.token = stream, band, entry, token
 
 
+class _QueueKeys:
+    """The keys of one queue (see `redis.lua`): its base, ids hash, and streams highest first."""
+
+    __slots__ = ("base", "ids", "streams")
+
+    def __init__(self, base: str) -> None:
+        self.base, self.ids = base, f"{base}:ids"
+        self.streams = [f"{base}:s:{band}" for band in _BANDS[::-1]]
+
+
 class RedisTransport(Transport):
     """Messages on Redis Streams, small state in plain keys, all under one key prefix.
 
@@ -86,8 +96,9 @@ class RedisTransport(Transport):
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._reclaim_every = min(max(lease_seconds / 4, 0.05), 1.0)
         self._last_reclaim = 0.0
-        self._queues_noted: dict[str, float] = {}  # queue -> when last added to P:queues
-        self._stream_keys: dict[str, list[str]] = {}  # queue -> its streams, see `_streams`
+        self._queues_noted: set[str] = set()  # queues added to P:queues in this period ...
+        self._note_queues_at = 0.0  # ... which ends then (in case the set was deleted)
+        self._queue_keys: dict[str, _QueueKeys] = {}  # see `_keys`
         self._cancelled: dict[str, float] = {}  # task id -> when the control channel said so
         self._listening: Any = None  # the loop client whose pub/sub carries the control channel
         self._last_cancel_read = 0.0
@@ -102,14 +113,18 @@ class RedisTransport(Transport):
 
     # -- keys -------------------------------------------------------------------------------------
 
-    def _ids(self, queue: str) -> str:
-        return f"{self.client.queue_base(queue)}:ids"
+    def _keys(self, queue: str) -> _QueueKeys:
+        """The queue's key names, built once per queue."""
+        keys = self._queue_keys.get(queue)
+        if keys is None:
+            keys = self._queue_keys[queue] = _QueueKeys(self.client.queue_base(queue))
+        return keys
 
     def _script(
         self, name: str, queue: str, *args: Any, keys: Sequence[str] = ()
     ) -> asyncio.Future[Any]:
-        base = self.client.queue_base(queue)
-        return self.client.script(name, [f"{base}:ids", *keys], [base, GROUP, *args])
+        q = self._keys(queue)
+        return self.client.script(name, [q.ids, *keys], [q.base, GROUP, *args])
 
     async def _queues(self) -> list[str]:
         members = await self.client.call("SMEMBERS", self.client.key("queues"))
@@ -121,22 +136,22 @@ class RedisTransport(Transport):
         """Add messages to their streams (or the delayed set), one script call per queue."""
         by_queue: dict[str, list[Any]] = {}
         for m in messages:
-            due = "" if m.eta is None else str(int(m.eta * 1000))
-            band = min(max(int(m.priority), 0), 9)
-            by_queue.setdefault(m.queue, []).extend((m.task_id, band, due, m.body))
-        if not by_queue:
-            return
+            args = by_queue.get(m.queue)
+            if args is None:
+                args = by_queue[m.queue] = []
+            due = "" if m.eta is None else int(m.eta * 1000)
+            args += (m.task_id, min(max(int(m.priority), 0), 9), due, m.body)
         calls = [self._script("publish", queue, *args) for queue, args in by_queue.items()]
         now = time.monotonic()
-        if any(
-            now - self._queues_noted.get(q, -_NOTE_QUEUES_SECONDS) >= _NOTE_QUEUES_SECONDS
-            for q in by_queue
-        ):
+        if now >= self._note_queues_at:  # each queue is added again on its next publish
+            self._queues_noted.clear()
+            self._note_queues_at = now + _NOTE_QUEUES_SECONDS
+        if not by_queue.keys() <= self._queues_noted:
             calls.append(self.client.call("SADD", self.client.key("queues"), *by_queue))
-            self._queues_noted.update(dict.fromkeys(by_queue, now))
+            self._queues_noted.update(by_queue)
         if len(calls) == 1:
             await calls[0]
-        else:
+        elif calls:
             await asyncio.gather(*calls)
 
     async def receive(
@@ -176,9 +191,9 @@ class RedisTransport(Transport):
             out, blockable, due = await self._script(
                 "fetch", queue, self._consumer, max(left, 0), lease_ms, int(reclaim), want_wake
             )
-            base = self.client.queue_base(queue)
+            streams = self._keys(queue).streams  # highest band first
             for band, entry, task_id, body, n, token in out:
-                stream = f"{base}:s:{band}"
+                stream = streams[9 - band]
                 receipt = _Receipt(stream, str(band), entry.decode(), int(token))
                 delivery = Delivery(task_id.decode(), queue, body, int(n), receipt)
                 deliveries.append((-int(band), delivery))
@@ -204,7 +219,7 @@ class RedisTransport(Transport):
         if not queues:
             await asyncio.sleep(longest)
             return []
-        streams = [key for q in queues for key in self._streams(q)]
+        streams = [key for q in queues for key in self._keys(q).streams]
         command = ("XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", count, "BLOCK", block_ms)
         try:
             reply = await self.client.blocking(*command, "STREAMS", *streams, *[">"] * len(streams))
@@ -213,18 +228,11 @@ class RedisTransport(Transport):
                 raise
             return []
         got = [d for key, entries in reply or () for d in self._entries(key, entries)]
-        got.sort(key=lambda d: -int(d.receipt.band))
+        if len(reply or ()) > 1:  # streams come highest band first, within one queue
+            got.sort(key=lambda d: -int(d.receipt.band))
         for extra in got[count:]:  # several bands filled at once: hand back what is too many
             await self.release(extra)
         return got[:count]
-
-    def _streams(self, queue: str) -> list[str]:
-        """The queue's stream keys, highest band first (built once per queue)."""
-        keys = self._stream_keys.get(queue)
-        if keys is None:
-            base = self.client.queue_base(queue)
-            keys = self._stream_keys[queue] = [f"{base}:s:{band}" for band in _BANDS[::-1]]
-        return keys
 
     def _entries(self, key: Any, entries: Any) -> list[Delivery]:
         stream = key.decode() if isinstance(key, bytes) else str(key)

@@ -27,34 +27,35 @@ __all__ = ["DaemonThreadPool", "ProcessPool", "ThreadSlot", "call_in_process", "
 P = ParamSpec("P")
 T = TypeVar("T")
 _Job = tuple["Future[Any]", Callable[[], Any]]
+#: Guards every `ThreadSlot`'s thread id: one lock for all, so a slot (made per message) is free.
+_SLOTS_LOCK = threading.Lock()
 
 
 class ThreadSlot:
     """Tracks the thread running one sync task, so an exception can be raised inside it."""
 
-    __slots__ = ("_ident", "_lock")
+    __slots__ = ("_ident",)
 
     def __init__(self) -> None:
         self._ident: int | None = None
-        self._lock = threading.Lock()
 
     def wrap(self, fn: Callable[[], Any]) -> Callable[[], Any]:
         """Return `fn` recording its thread while it runs."""
 
         def run() -> Any:
-            with self._lock:
+            with _SLOTS_LOCK:
                 self._ident = threading.get_ident()
             try:
                 return fn()
             finally:
-                with self._lock:
+                with _SLOTS_LOCK:
                     self._ident = None
 
         return run
 
     def interrupt(self, exc_type: type[BaseException]) -> bool:
         """Raise `exc_type` in the thread if it still runs the task; True if raised."""
-        with self._lock:
+        with _SLOTS_LOCK:
             if self._ident is None:
                 return False
             count = ctypes.pythonapi.PyThreadState_SetAsyncExc(

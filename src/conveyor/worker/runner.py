@@ -131,7 +131,8 @@ class Runner:
         message = self.broker.serializer.decode(body, TaskMessage)
         if message.task_id != delivery.task_id:
             raise SerializationError(f"message id {message.task_id!r} is not the delivery's id")
-        validate_labels(message.labels, message.task_name)
+        if message.labels:
+            validate_labels(message.labels, message.task_name)
         return message
 
     async def _reject_undecodable(self, delivery: Delivery, exc: Exception) -> None:
@@ -227,6 +228,8 @@ class Runner:
         labels = message.labels
         timeout = labels.get("timeout", self.broker.defaults.timeout)
         soft = labels.get("soft_timeout")
+        if timeout is None and not soft:  # no limit: no timer to arm and disarm
+            return await self._call(task, message, args, kwargs, run)
         soft_timer = None
         if soft and not (task.is_async or task.is_async_gen):
             soft_timer = asyncio.get_running_loop().call_later(
