@@ -14,7 +14,6 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -116,40 +115,49 @@ def free_port() -> int:
         return port
 
 
-@dataclass
-class PrivateRedis:
-    """A `redis-server` of one test on a free port, persisting to its own directory, so it can
-    be stopped and started again without losing what it kept."""
+class PrivateServer:
+    """A server process of one test on a free port, keeping its data in its own directory, so
+    it can be stopped and started again without losing what it kept. Subclasses say how to run
+    it (`binary`, `argv`) and how to reach it (`url`)."""
 
-    root: Path
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-    #: More `redis-server` options, e.g. ["--requirepass", "pw"].
-    extra: list[str] = field(default_factory=list)
+    #: The executable's name, looked up on PATH (and in /usr/sbin, where Debian puts some).
+    binary = ""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root, self.port = root, port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        raise NotImplementedError
+
+    def argv(self, binary: str) -> list[str]:
+        """The command line that starts the server."""
+        raise NotImplementedError
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
+        """Start the server and wait until it accepts connections (skip, or fail under CI,
+        when it is not installed)."""
+        binary = shutil.which(self.binary) or shutil.which(self.binary, path="/usr/sbin")
         if binary is None:
             if os.environ.get("CI"):
-                pytest.fail("redis-server is not installed; CI is set")
-            pytest.skip("redis-server is not installed")
+                pytest.fail(f"{self.binary} is not installed; CI is set")
+            pytest.skip(f"{self.binary} is not installed")
         self.root.mkdir(parents=True, exist_ok=True)
-        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root)]
-        argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "always", *self.extra]
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            self.argv(binary),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 10
         while not _reachable("127.0.0.1", self.port):
-            assert self.proc.poll() is None, "redis-server exited at start"
-            assert time.monotonic() < deadline, "redis-server did not start in 10 s"
+            assert self.proc.poll() is None, f"{self.binary} exited at start"
+            assert time.monotonic() < deadline, f"{self.binary} did not start in 10 s"
             time.sleep(0.02)
 
     def stop(self) -> None:
+        """Stop the server by its pid: SIGTERM, then SIGKILL after 10 s."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -158,3 +166,40 @@ class PrivateRedis:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+class PrivateRedis(PrivateServer):
+    """A `redis-server` of one test, persisting every write (AOF, fsync always).
+
+    Args:
+        extra: more `redis-server` options, e.g. ["--requirepass", "pw"].
+    """
+
+    binary = "redis-server"
+
+    def __init__(self, root: Path, port: int | None = None, extra: list[str] | None = None) -> None:
+        super().__init__(root, port)
+        self.extra = extra or []
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def argv(self, binary: str) -> list[str]:
+        return [
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root),
+            "--save", "", "--appendonly", "yes", "--appendfsync", "always", *self.extra,
+        ]  # fmt: skip
+
+
+class PrivateNats(PrivateServer):
+    """A `nats-server -js` of one test, storing in its own directory."""
+
+    binary = "nats-server"
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def argv(self, binary: str) -> list[str]:
+        return [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.root)]

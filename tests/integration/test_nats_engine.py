@@ -9,10 +9,7 @@ never on fixed sleeps.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -32,7 +29,14 @@ from tests.integration.test_worker_processes import (
     pid_of,
     results,
 )
-from tests.servers import _reachable, drop_nats_prefix, free_port, nats_url, unique_prefix
+from tests.servers import (
+    PrivateNats,
+    _reachable,
+    drop_nats_prefix,
+    free_port,
+    nats_url,
+    unique_prefix,
+)
 
 if TYPE_CHECKING:  # fixtures' types; pytest loads the conftest itself
     from tests.integration.conftest import App, Workers
@@ -258,44 +262,6 @@ async def test_kiq_on_an_unreachable_nats_raises_naming_the_url_without_the_pass
 
 
 # -- 6. a server restart mid-run ------------------------------------------------------------------
-
-
-class PrivateNats:
-    """A `nats-server -js` of one test on a free port, storing in its own directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.port = root, free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
-        if not os.path.exists(binary):
-            if os.environ.get("CI"):
-                pytest.fail("nats-server is not installed; CI is set")
-            pytest.skip("nats-server is not installed")
-        argv = [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.root)]
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        deadline = time.monotonic() + 10
-        while not _reachable("127.0.0.1", self.port):
-            assert self.proc.poll() is None, "nats-server exited at start"
-            assert time.monotonic() < deadline, "nats-server did not start in 10 s"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
 
 
 @pytest.fixture
