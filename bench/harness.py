@@ -216,7 +216,7 @@ def measure(run: Run) -> None:
         print(f"redis-server {redis.version()} on {redis.url(0)} (pid {redis.pid})")
         for rep in range(run.reps):
             print(f"repetition {rep + 1}/{run.reps}", flush=True)
-            sample = reference.measure(redis, run.counts.reference)
+            sample = reference.measure(redis, run.counts)
             run.meta.setdefault("reference", []).append(sample)
             print(textwrap.indent(reference.render([sample]), "  "), flush=True)
             for variant in run.variants:
