@@ -3,7 +3,8 @@
 Each app has its own queue prefix on the test RabbitMQ (`tests/servers.py`) and its index in a
 SQLite state file in `tmp_path` (which also holds results unless a test says otherwise); its
 queues and exchanges are deleted when the test ends. The restart test stops and starts the
-shared server's RabbitMQ application with `rabbitmqctl`, and always starts it again.
+shared server's RabbitMQ application with `rabbitmqctl`, and always starts it again. SIGKILL,
+SIGTERM and lease renewal are in `test_engine_crashes.py`, the same tests on every engine.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from tests.integration.test_redis_engine import conveyor, ok
 from tests.integration.test_worker_processes import (
     assert_succeeded,
     eventually,
-    numbers,
     pid_of,
     results,
 )
@@ -87,83 +87,6 @@ async def heartbeating(app: App, *pids: int) -> None:
 async def idle(app: App) -> bool:
     """True when the index holds nothing queued, scheduled or running."""
     return not await app.broker.transport.queue_stats()
-
-
-# -- SIGKILL and SIGTERM --------------------------------------------------------------------------
-
-
-async def test_sigkill_mid_run_hands_tasks_in_flight_to_the_other_worker(
-    on_amqp: MakeApp, workers: Workers
-) -> None:
-    app = await on_amqp()
-    victim = workers.start(app, "--max-async-tasks", "4")
-    other = workers.start(app, "--max-async-tasks", "4")
-    await heartbeating(app, victim.pid, other.pid)
-    handles = await app.broker.kiq_many([app.module.work.s(n, 1.0) for n in range(16)])
-
-    def victim_busy() -> bool:
-        return len(numbers(app, "started", victim.pid)) > len(numbers(app, "done", victim.pid))
-
-    await eventually(victim_busy, 15, "the first worker running tasks")
-    victim.kill()
-    killed_at = time.time()
-    in_flight = set(numbers(app, "started", victim.pid)) - set(numbers(app, "done", victim.pid))
-    assert in_flight, "nothing was running when the worker was killed"
-
-    found = await results(handles, timeout=30)
-    assert_succeeded(found)
-    assert [r.return_value for r in found] == list(range(16))
-    reruns = [f for f in app.marks("started") if int(f[1]) == other.pid]
-    for n in in_flight:
-        again = [float(f[2]) - killed_at for f in reruns if int(f[0]) == n]
-        assert again, f"task {n} in flight at the kill was not run again"
-        # RabbitMQ requeues a dead connection's unacked messages at once: no lease to wait for.
-        assert again[0] < 10.0, (n, again)
-        assert pid_of(found[n].worker) == other.pid
-    assert other.proc.poll() is None
-    await eventually(lambda: idle(app), 10, "the index empty")
-    assert await app.broker.transport.dead_letters() == []
-
-
-async def test_sigterm_finishes_running_tasks_and_leaves_the_rest_queued(
-    on_amqp: MakeApp, workers: Workers
-) -> None:
-    app = await on_amqp()
-    worker = workers.start(app, "--max-async-tasks", "2")
-    await heartbeating(app, worker.pid)
-    handles = await app.broker.kiq_many([app.module.work.s(n, 1.0) for n in range(6)])
-    await eventually(lambda: len(app.marks("started")) == 2, 15, "two tasks running")
-    running = set(numbers(app, "started"))
-
-    start = time.monotonic()
-    assert worker.terminate(timeout=10) == 0
-    assert time.monotonic() - start < 5
-    assert set(numbers(app, "started")) == running  # nothing started after SIGTERM
-    assert set(numbers(app, "done")) == running
-    for n, handle in enumerate(handles):
-        if n in running:
-            assert (await handle.wait_result(timeout=5)).status is TaskStatus.SUCCEEDED
-        else:
-            assert await handle.get_result() is None
-            assert await handle.status() is TaskStatus.QUEUED
-
-    workers.start(app)
-    assert_succeeded(await results(handles))
-    assert sorted(numbers(app, "done")) == list(range(6))  # each ran once
-
-
-async def test_task_longer_than_the_lease_runs_once_with_two_workers(
-    on_amqp: MakeApp, workers: Workers
-) -> None:
-    app = await on_amqp(lease=1.0)
-    one, two = workers.start(app), workers.start(app)
-    await heartbeating(app, one.pid, two.pid)
-    m = app.module
-    sigs = [m.work.s(1, 3.0), m.work.s(2, 3.0), m.work_sync.s(3, 3.0)]
-    found = await results(await app.broker.kiq_many(sigs), timeout=20)
-    assert_succeeded(found)
-    assert [r.attempts for r in found] == [1, 1, 1]
-    assert sorted(numbers(app, "started")) == [1, 2, 3]  # each ran exactly once
 
 
 # -- results in another engine -----------------------------------------------------------------

@@ -4,7 +4,8 @@ The test is the producer and `python -m conveyor worker` runs the tasks of `app_
 in `test_redis_engine.py`, but on NATS: each app has its own prefix (its own streams) on the test
 server (`tests/servers.py`), deleted when the test ends, and the restart test runs a
 `nats-server` of its own. Crashes are real signals; the tests wait on results, marks and logs,
-never on fixed sleeps.
+never on fixed sleeps. SIGKILL, SIGTERM and lease renewal are in `test_engine_crashes.py`, the
+same tests on every engine.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from tests.integration.test_worker_processes import (
     assert_succeeded,
     eventually,
     numbers,
-    pid_of,
     results,
 )
 from tests.servers import (
@@ -69,101 +69,12 @@ async def on_nats(workers: Workers) -> AsyncIterator[OnNats]:
             await drop_nats_prefix(server, prefix)
 
 
-# -- 1. SIGKILL loses nothing -------------------------------------------------------------------
-
-
-async def test_sigkill_mid_run_hands_tasks_in_flight_to_the_other_worker(
-    make_app: Callable[..., Awaitable[App]], workers: Workers, on_nats: OnNats
-) -> None:
-    app = await make_app(url=on_nats())
-    victim = workers.start(app, "--max-async-tasks", "4")
-    other = workers.start(app, "--max-async-tasks", "4")
-    await heartbeating(app, victim.pid, other.pid)
-    handles = await app.broker.kiq_many([app.module.work.s(n, 1.0) for n in range(16)])
-
-    def victim_busy() -> bool:
-        return len(numbers(app, "started", victim.pid)) > len(numbers(app, "done", victim.pid))
-
-    await eventually(victim_busy, 15, "the first worker running tasks")
-    victim.kill()
-    killed_at = time.time()
-    in_flight = set(numbers(app, "started", victim.pid)) - set(numbers(app, "done", victim.pid))
-    assert in_flight, "nothing was running when the worker was killed"
-
-    found = await results(handles, timeout=30)
-    assert_succeeded(found)
-    assert [r.return_value for r in found] == list(range(16))
-    assert set(numbers(app, "done")) == set(range(16))  # every effect recorded
-    reruns = [f for f in app.marks("started") if int(f[1]) == other.pid]
-    for n in in_flight:
-        again = [float(f[2]) - killed_at for f in reruns if int(f[0]) == n]
-        assert again, f"task {n} in flight at the kill was not run again"
-        # Not before the lease (renewed every 0.67 s) ran out, and soon after it did.
-        assert 0.5 < again[0] < LEASE + 3.0, (n, again)
-        assert pid_of(found[n].worker) == other.pid
-    assert other.proc.poll() is None
-    await eventually(lambda: _drained(app.broker), 10, "every message acked")
-    assert await app.broker.transport.dead_letters() == []
-
-
-# -- 2. lease renewal (JetStream "in progress") ---------------------------------------------------
-
-
-async def test_task_longer_than_the_lease_runs_once_with_two_workers(
-    make_app: Callable[..., Awaitable[App]], workers: Workers, on_nats: OnNats
-) -> None:
-    app = await make_app(lease=1.0, url=on_nats())
-    one, two = workers.start(app), workers.start(app)
-    await heartbeating(app, one.pid, two.pid)  # both fetch, so either would take a lapsed lease
-    m = app.module
-    sigs = [m.work.s(1, 4.0), m.work.s(2, 4.0), m.work_sync.s(3, 4.0)]
-    found = await results(await app.broker.kiq_many(sigs), timeout=20)
-    assert_succeeded(found)
-    assert [r.attempts for r in found] == [1, 1, 1]
-    assert sorted(numbers(app, "started")) == [1, 2, 3]  # each ran exactly once
-    assert sorted(numbers(app, "done")) == [1, 2, 3]
-    assert one.proc.poll() is None
-    assert two.proc.poll() is None
-
-
-# -- 3. SIGTERM drains ----------------------------------------------------------------------------
-
-
-async def test_sigterm_finishes_running_tasks_and_leaves_the_rest_queued(
-    make_app: Callable[..., Awaitable[App]], workers: Workers, on_nats: OnNats
-) -> None:
-    app = await make_app(url=on_nats())
-    worker = workers.start(app, "--max-async-tasks", "2")
-    await heartbeating(app, worker.pid)
-    handles = await app.broker.kiq_many([app.module.work.s(n, 1.0) for n in range(6)])
-    await eventually(lambda: len(app.marks("started")) == 2, 15, "two tasks running")
-    running = set(numbers(app, "started"))
-
-    start = time.monotonic()
-    assert worker.terminate(timeout=10) == 0
-    assert time.monotonic() - start < 5
-    assert set(numbers(app, "started")) == running  # nothing started after SIGTERM
-    assert set(numbers(app, "done")) == running
-    for n, handle in enumerate(handles):
-        if n in running:
-            assert (await handle.wait_result(timeout=5)).status is TaskStatus.SUCCEEDED
-        else:
-            assert await handle.get_result() is None
-            assert await handle.status() is TaskStatus.QUEUED
-    assert await stats(app.broker) == [("default", 4, 0, 0)]
-
-    workers.start(app)
-    assert_succeeded(await results(handles))
-    assert sorted(numbers(app, "done")) == list(range(6))  # each ran once
-    await eventually(lambda: _drained(app.broker), 10, "every message acked")
-
-
 async def _drained(broker: Broker) -> bool:
     """True once no message is left (a result is stored just before its message is acked)."""
     return await stats(broker) == []
 
 
-# -- 4. the command line on NATS ------------------------------------------------------------------
+# -- 1. the command line on NATS ------------------------------------------------------------------
 
 
 @pytest.mark.timeout(90)
@@ -209,7 +120,7 @@ async def test_cli_shows_and_acts_on_nats_state(
     await eventually(failed_again, 15, "the requeued task dead-lettered again")
 
 
-# -- 5. an unreachable server ---------------------------------------------------------------------
+# -- 2. an unreachable server ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("command", [("info",), ("ping", "--timeout", "5")])
@@ -261,7 +172,7 @@ async def test_kiq_on_an_unreachable_nats_raises_naming_the_url_without_the_pass
     assert took < 8, f"kiq took {took:.1f} s to fail"
 
 
-# -- 6. a server restart mid-run ------------------------------------------------------------------
+# -- 3. a server restart mid-run ------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -304,7 +215,7 @@ async def test_nats_restart_mid_run_loses_no_task(
     assert after.return_value == 5  # the producer sends again too
 
 
-# -- 7. names that are not subject tokens ----------------------------------------------------------
+# -- 4. names that are not subject tokens ----------------------------------------------------------
 
 
 async def test_queue_names_and_task_ids_with_subject_characters(on_nats: OnNats) -> None:
@@ -329,7 +240,7 @@ async def test_queue_names_and_task_ids_with_subject_characters(on_nats: OnNats)
         await broker.shutdown()
 
 
-# -- 8. nothing grows without bound ----------------------------------------------------------------
+# -- 5. nothing grows without bound ----------------------------------------------------------------
 
 
 async def test_housekeeping_deletes_expired_kv_entries_and_keeps_the_others(

@@ -4,7 +4,8 @@ The test is the producer and `python -m conveyor worker` runs the tasks of `app_
 in `test_worker_processes.py`, but on Redis: each app has its own key prefix on the test Redis
 (`tests/servers.py`), deleted when the test ends, and the restart test runs a `redis-server` of
 its own. Crashes and outages are real signals; the tests wait on results, marks and logs, never
-on fixed sleeps.
+on fixed sleeps. SIGKILL, SIGTERM and lease renewal are in `test_engine_crashes.py`, the same
+tests on every engine.
 """
 
 from __future__ import annotations
@@ -94,64 +95,7 @@ def ok(done: subprocess.CompletedProcess[str]) -> str:
     return done.stdout
 
 
-# -- 1. SIGKILL loses nothing -------------------------------------------------------------------
-
-
-async def test_sigkill_mid_run_hands_tasks_in_flight_to_the_other_worker(
-    make_app: Callable[..., Awaitable[App]], workers: Workers
-) -> None:
-    app = await make_app(url=on_redis())
-    victim = workers.start(app, "--max-async-tasks", "4")
-    other = workers.start(app, "--max-async-tasks", "4")
-    await heartbeating(app, victim.pid, other.pid)
-    handles = await app.broker.kiq_many([app.module.work.s(n, 1.0) for n in range(16)])
-
-    def victim_busy() -> bool:
-        return len(numbers(app, "started", victim.pid)) > len(numbers(app, "done", victim.pid))
-
-    await eventually(victim_busy, 15, "the first worker running tasks")
-    victim.kill()
-    killed_at = time.time()
-    in_flight = set(numbers(app, "started", victim.pid)) - set(numbers(app, "done", victim.pid))
-    assert in_flight, "nothing was running when the worker was killed"
-
-    found = await results(handles, timeout=30)
-    assert_succeeded(found)
-    assert [r.return_value for r in found] == list(range(16))
-    assert set(numbers(app, "done")) == set(range(16))  # every effect recorded
-    reruns = [f for f in app.marks("started") if int(f[1]) == other.pid]
-    for n in in_flight:
-        again = [float(f[2]) - killed_at for f in reruns if int(f[0]) == n]
-        assert again, f"task {n} in flight at the kill was not run again"
-        # Not before the lease (renewed every 0.5 s) ran out, and soon after it did.
-        assert 0.5 < again[0] < LEASE + 3.0, (n, again)
-        assert pid_of(found[n].worker) == other.pid
-    assert other.proc.poll() is None
-    assert await stats(app.broker) == []
-    assert await app.broker.transport.dead_letters() == []
-
-
-# -- 2. lease renewal ----------------------------------------------------------------------------
-
-
-async def test_task_longer_than_the_lease_runs_once_with_two_workers(
-    make_app: Callable[..., Awaitable[App]], workers: Workers
-) -> None:
-    app = await make_app(lease=1.0, url=on_redis())
-    one, two = workers.start(app), workers.start(app)
-    await heartbeating(app, one.pid, two.pid)  # both fetch, so either would take a lapsed lease
-    m = app.module
-    sigs = [m.work.s(1, 4.0), m.work.s(2, 4.0), m.work_sync.s(3, 4.0)]
-    found = await results(await app.broker.kiq_many(sigs), timeout=20)
-    assert_succeeded(found)
-    assert [r.attempts for r in found] == [1, 1, 1]
-    assert sorted(numbers(app, "started")) == [1, 2, 3]  # each ran exactly once
-    assert sorted(numbers(app, "done")) == [1, 2, 3]
-    assert one.proc.poll() is None
-    assert two.proc.poll() is None
-
-
-# -- 3. a Redis restart mid-run -------------------------------------------------------------------
+# -- 1. a Redis restart mid-run -------------------------------------------------------------------
 
 
 @pytest.mark.timeout(90)
@@ -197,7 +141,7 @@ async def test_redis_restart_mid_run_loses_no_task(
     assert after.return_value == 5  # the producer sends again too
 
 
-# -- 4. prefixes keep apps apart ---------------------------------------------------------------
+# -- 2. prefixes keep apps apart ---------------------------------------------------------------
 
 
 async def test_apps_on_two_prefixes_do_not_see_each_others_tasks(
@@ -236,7 +180,7 @@ async def test_apps_on_two_prefixes_do_not_see_each_others_tasks(
     assert await stats(b.broker) == []
 
 
-# -- 5. the command line on Redis ----------------------------------------------------------------
+# -- 3. the command line on Redis ----------------------------------------------------------------
 
 
 @pytest.mark.timeout(90)
@@ -310,7 +254,7 @@ async def test_cli_on_an_unreachable_redis_prints_one_line_without_the_password(
     assert took < 15, f"took {took:.1f} s"
 
 
-# -- 6. the producer on an unreachable Redis -------------------------------------------------------
+# -- 4. the producer on an unreachable Redis -------------------------------------------------------
 
 
 @pytest.mark.parametrize("how", ["class", "url"])

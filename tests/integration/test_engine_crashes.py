@@ -1,0 +1,199 @@
+"""Crashes and stops on each network engine (Redis, NATS JetStream, RabbitMQ), with real worker
+processes started through the CLI: SIGKILL mid-run, a task longer than its lease, SIGTERM.
+
+The same three tests run on every engine; what differs is how a killed worker's messages come
+back (a lapsed lease on Redis and NATS, RabbitMQ's requeue of a dead connection at once) and
+which engine settles a message in the same step as its result. `test_worker_processes.py` has
+the SQLite versions, and each engine's own module its restarts, CLI and layout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import pytest
+
+from conveyor import Broker, TaskStatus
+from tests.integration.test_redis_engine import heartbeating, on_redis, stats
+from tests.integration.test_worker_processes import (
+    assert_succeeded,
+    eventually,
+    numbers,
+    pid_of,
+    results,
+)
+from tests.servers import amqp_url, drop_nats_prefix, nats_url, unique_prefix
+
+if TYPE_CHECKING:  # fixtures' types; pytest loads the conftest itself
+    from tests.integration.conftest import App, Workers
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+
+#: The lease `make_app` gives an app: a killed worker's tasks come back about this long after.
+LEASE = 2.0
+
+#: Seconds after a SIGKILL within which each engine runs a killed worker's task again: not
+#: before the lease (renewed every lease/3) ran out on Redis and NATS, and soon after it did;
+#: at once on RabbitMQ, which requeues a dead connection's unacked messages.
+RERUN_WINDOW = {"redis": (0.5, LEASE + 3.0), "nats": (0.5, LEASE + 3.0), "amqp": (0.0, 10.0)}
+
+MakeApp = Callable[..., Awaitable["App"]]
+
+
+class Engine:
+    """The engine of one test: its name, and `make(lease)` for an app on it."""
+
+    def __init__(self, name: str, make: MakeApp) -> None:
+        self.name, self.make = name, make
+
+
+@pytest.fixture(params=["redis", "nats", "amqp"])
+async def engine(
+    request: pytest.FixtureRequest, make_app: MakeApp, workers: Workers, tmp_path: Path
+) -> AsyncIterator[Engine]:
+    """An engine whose apps each have a fresh prefix; what they declared is deleted at the end,
+    after the test's workers stop (Redis keys go with `make_app`)."""
+    name: str = request.param
+    made: list[tuple[App, str]] = []
+
+    async def make(lease: float = LEASE) -> App:
+        if name == "redis":
+            url = on_redis()
+        elif name == "nats":
+            url = f"{nats_url()}?prefix={unique_prefix()}"
+        else:
+            state = quote(f"sqlite:///{tmp_path}/amqp-state.db", safe="")
+            url = f"{amqp_url()}?prefix={unique_prefix()}&state={state}"
+        app = await make_app(lease=lease, url=url)
+        made.append((app, url))
+        return app
+
+    yield Engine(name, make)
+    workers.stop_all()
+    for app, url in made:
+        if name == "nats":
+            server, _, query = url.partition("?")
+            await drop_nats_prefix(server, query.removeprefix("prefix="))
+        elif name == "amqp":
+            await app.broker.transport.delete_topology()  # type: ignore[attr-defined]
+
+
+async def drained(broker: Broker) -> bool:
+    """True once no message is left queued, scheduled or running."""
+    return await stats(broker) == []
+
+
+async def settled(engine: Engine, app: App) -> None:
+    """Every message is acked: at once on Redis, which stores a result and acks in one step;
+    soon on the others, which ack just after the result is stored."""
+    if engine.name == "redis":
+        assert await drained(app.broker)
+    else:
+        await eventually(lambda: drained(app.broker), 10, "every message acked")
+
+
+async def four_queued(engine: Engine, app: App) -> None:
+    """The queue holds four ready messages: at once on Redis and NATS; soon on RabbitMQ, whose
+    message counts lag behind its acks."""
+    wanted = [("default", 4, 0, 0)]
+    if engine.name == "amqp":
+        await eventually(lambda: _stats_are(app.broker, wanted), 10, "four messages queued")
+    else:
+        assert await stats(app.broker) == wanted
+
+
+async def _stats_are(broker: Broker, wanted: list[tuple[str, int, int, int]]) -> bool:
+    return await stats(broker) == wanted
+
+
+# -- 1. SIGKILL loses nothing -------------------------------------------------------------------
+
+
+async def test_sigkill_mid_run_hands_tasks_in_flight_to_the_other_worker(
+    engine: Engine, workers: Workers
+) -> None:
+    app = await engine.make()
+    victim = workers.start(app, "--max-async-tasks", "4")
+    other = workers.start(app, "--max-async-tasks", "4")
+    await heartbeating(app, victim.pid, other.pid)
+    handles = await app.broker.kiq_many([app.module.work.s(n, 1.0) for n in range(16)])
+
+    def victim_busy() -> bool:
+        return len(numbers(app, "started", victim.pid)) > len(numbers(app, "done", victim.pid))
+
+    await eventually(victim_busy, 15, "the first worker running tasks")
+    victim.kill()
+    killed_at = time.time()
+    in_flight = set(numbers(app, "started", victim.pid)) - set(numbers(app, "done", victim.pid))
+    assert in_flight, "nothing was running when the worker was killed"
+
+    found = await results(handles, timeout=30)
+    assert_succeeded(found)
+    assert [r.return_value for r in found] == list(range(16))
+    assert set(numbers(app, "done")) == set(range(16))  # every effect recorded
+    reruns = [f for f in app.marks("started") if int(f[1]) == other.pid]
+    earliest, latest = RERUN_WINDOW[engine.name]
+    for n in in_flight:
+        again = [float(f[2]) - killed_at for f in reruns if int(f[0]) == n]
+        assert again, f"task {n} in flight at the kill was not run again"
+        assert earliest < again[0] < latest, (n, again)
+        assert pid_of(found[n].worker) == other.pid
+    assert other.proc.poll() is None
+    await settled(engine, app)
+    assert await app.broker.transport.dead_letters() == []
+
+
+# -- 2. lease renewal ----------------------------------------------------------------------------
+
+
+async def test_task_longer_than_the_lease_runs_once_with_two_workers(
+    engine: Engine, workers: Workers
+) -> None:
+    app = await engine.make(lease=1.0)
+    one, two = workers.start(app), workers.start(app)
+    await heartbeating(app, one.pid, two.pid)  # both fetch, so either would take a lapsed lease
+    m = app.module
+    sigs = [m.work.s(1, 4.0), m.work.s(2, 4.0), m.work_sync.s(3, 4.0)]
+    found = await results(await app.broker.kiq_many(sigs), timeout=20)
+    assert_succeeded(found)
+    assert [r.attempts for r in found] == [1, 1, 1]
+    assert sorted(numbers(app, "started")) == [1, 2, 3]  # each ran exactly once
+    assert sorted(numbers(app, "done")) == [1, 2, 3]
+    assert one.proc.poll() is None
+    assert two.proc.poll() is None
+
+
+# -- 3. SIGTERM drains ----------------------------------------------------------------------------
+
+
+async def test_sigterm_finishes_running_tasks_and_leaves_the_rest_queued(
+    engine: Engine, workers: Workers
+) -> None:
+    app = await engine.make()
+    worker = workers.start(app, "--max-async-tasks", "2")
+    await heartbeating(app, worker.pid)
+    handles = await app.broker.kiq_many([app.module.work.s(n, 1.0) for n in range(6)])
+    await eventually(lambda: len(app.marks("started")) == 2, 15, "two tasks running")
+    running = set(numbers(app, "started"))
+
+    start = time.monotonic()
+    assert worker.terminate(timeout=10) == 0
+    assert time.monotonic() - start < 5
+    assert set(numbers(app, "started")) == running  # nothing started after SIGTERM
+    assert set(numbers(app, "done")) == running
+    for n, handle in enumerate(handles):
+        if n in running:
+            assert (await handle.wait_result(timeout=5)).status is TaskStatus.SUCCEEDED
+        else:
+            assert await handle.get_result() is None
+            assert await handle.status() is TaskStatus.QUEUED
+    await four_queued(engine, app)
+
+    workers.start(app)
+    assert_succeeded(await results(handles))
+    assert sorted(numbers(app, "done")) == list(range(6))  # each ran once
+    await settled(engine, app)
