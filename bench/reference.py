@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from bench.protocol import Counts
     from bench.redis_server import RedisServer
 
-__all__ = ["ISSUE_REFERENCE", "measure", "render"]
+__all__ = ["ISSUE_REFERENCE", "floor_medians", "latency_floor", "measure", "render"]
 
 #: What the issue's table gives for its machine (requests/s).
 ISSUE_REFERENCE = {"xadd": 85_000.0, "xadd_p16": 780_000.0}
@@ -122,6 +122,17 @@ def _consume(url: str, count: int) -> None:
     print(json.dumps(delays), flush=True)
 
 
+def floor_medians(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """The latency floor's medians over the repetitions, by metric key; empty if not measured."""
+    floors = [s["floor"] for s in samples if "p50_ms" in s.get("floor", {})]
+    if not floors:
+        return {}
+    return {
+        "latency_p50": statistics.median(f["p50_ms"] for f in floors),
+        "latency_p99": statistics.median(f["p99_ms"] for f in floors),
+    }
+
+
 def render(samples: list[dict[str, Any]]) -> str:
     """The medians over the repetitions, and how far they are from the issue's machine."""
     good = [s for s in samples if "error" not in s]
@@ -134,13 +145,12 @@ def render(samples: list[dict[str, Any]]) -> str:
 
     ping, xadd, deep = median("ping", "rps"), median("xadd", "rps"), median("xadd_p16", "rps")
     slower = ISSUE_REFERENCE["xadd"] / xadd
-    floors = [s["floor"] for s in good if "p50_ms" in s.get("floor", {})]
-    if floors:
-        p50 = statistics.median(f["p50_ms"] for f in floors)
-        p99 = statistics.median(f["p99_ms"] for f in floors)
+    medians = floor_medians(good)
+    if medians:
         floor = (
             f"Latency floor of (d) with no task queue (redis-py XADD to a redis-py XREADGROUP "
-            f"BLOCK in another process): p50 {p50:.2f} ms, p99 {p99:.2f} ms."
+            f"BLOCK in another process): p50 {medians['latency_p50']:.2f} ms, "
+            f"p99 {medians['latency_p99']:.2f} ms."
         )
     else:
         floor = next((f"Latency floor: {s['floor']['error']}" for s in good if "floor" in s), "")

@@ -272,6 +272,7 @@ def draw_chart(path: Path, summary: dict[str, Any], meta: dict[str, Any]) -> Pat
     except ImportError as exc:
         return f"not drawn ({exc})"
     rows = {n: r for n, r in summary["variants"].items() if not r["skipped"]}
+    floors = reference.floor_medians(meta.get("reference", []))
     fig, axes = plt.subplots(2, 4, figsize=(20, 9), constrained_layout=True)
     for ax, m in zip(axes.flat, METRICS, strict=False):
         names = [n for n in rows if m.key in rows[n]["metrics"]]
@@ -287,6 +288,8 @@ def draw_chart(path: Path, summary: dict[str, Any], meta: dict[str, Any]) -> Pat
         ax.bar_label(bars, [fmt(v, m.unit) for v in medians], padding=3, fontsize=8)
         if medians and min(medians) > 0 and max(medians) / min(medians) > 50:
             ax.set_xscale("log")
+        if m.key in floors:  # what (d) takes with no task queue at all
+            ax.axvline(floors[m.key], color="tab:blue", linestyle="--", linewidth=1)
         ax.margins(x=0.15)
         ax.invert_yaxis()
         better = "higher" if m.higher_is_better else "lower"
@@ -300,7 +303,8 @@ def draw_chart(path: Path, summary: dict[str, Any], meta: dict[str, Any]) -> Pat
         f"{meta.get('mode', '')} run, {meta.get('started', '')}\n"
         f"redis {meta.get('redis', {}).get('version', '?')}, {meta.get('machine', '')}\n"
         "orange: conveyor; gray: peers; hatched: same client, measured once\n"
-        "bars: median; whiskers: min-max",
+        "bars: median; whiskers: min-max\n"
+        "dashed (latency): the same hop with no task queue (bench/reference.py)",
         va="top",
         fontsize=9,
         wrap=True,
