@@ -1,6 +1,6 @@
 """The machine's physical reference, measured in the same run: `redis-benchmark` against the
 private Redis, one client, the issue's three figures (PING and XADD one at a time, XADD 16 deep),
-and the latency floor of scenario (d) for Python.
+and the latency floor of scenario (d) with redis-py.
 
 A one-at-a-time round trip is the floor under every single send and every enqueue-to-start
 latency, whatever the library; the issue's targets were set on a machine where XADD ran at
