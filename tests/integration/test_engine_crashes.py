@@ -1,10 +1,11 @@
-"""Crashes and stops on each network engine (Redis, NATS JetStream, RabbitMQ), with real worker
-processes started through the CLI: SIGKILL mid-run, a task longer than its lease, SIGTERM.
+"""Crashes and stops on every engine with a worker process (SQLite, Redis, NATS JetStream,
+RabbitMQ), with real worker processes started through the CLI: SIGKILL mid-run, a task longer
+than its lease, SIGTERM.
 
 The same three tests run on every engine; what differs is how a killed worker's messages come
-back (a lapsed lease on Redis and NATS, RabbitMQ's requeue of a dead connection at once) and
-which engine settles a message in the same step as its result. `test_worker_processes.py` has
-the SQLite versions, and each engine's own module its restarts, CLI and layout.
+back (a lapsed lease, or RabbitMQ's requeue of a dead connection at once) and which engine
+settles a message in the same step as its result. Each engine's own module has its restarts,
+CLI and layout; `test_worker_processes.py` the rest of the worker's behaviour on SQLite.
 """
 
 from __future__ import annotations
@@ -37,9 +38,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 LEASE = 2.0
 
 #: Seconds after a SIGKILL within which each engine runs a killed worker's task again: not
-#: before the lease (renewed every lease/3) ran out on Redis and NATS, and soon after it did;
-#: at once on RabbitMQ, which requeues a dead connection's unacked messages.
-RERUN_WINDOW = {"redis": (0.5, LEASE + 3.0), "nats": (0.5, LEASE + 3.0), "amqp": (0.0, 10.0)}
+#: before the lease (renewed every lease/3) ran out, and soon after it did; at once on
+#: RabbitMQ, which requeues a dead connection's unacked messages.
+RERUN_WINDOW = {
+    "sqlite": (0.5, LEASE + 3.0),
+    "redis": (0.5, LEASE + 3.0),
+    "nats": (0.5, LEASE + 3.0),
+    "amqp": (0.0, 10.0),
+}
 
 MakeApp = Callable[..., Awaitable["App"]]
 
@@ -51,16 +57,18 @@ class Engine:
         self.name, self.make = name, make
 
 
-@pytest.fixture(params=["redis", "nats", "amqp"])
+@pytest.fixture(params=list(RERUN_WINDOW))
 async def engine(
     request: pytest.FixtureRequest, make_app: MakeApp, workers: Workers, tmp_path: Path
 ) -> AsyncIterator[Engine]:
-    """An engine whose apps each have a fresh prefix; what they declared is deleted at the end,
-    after the test's workers stop (Redis keys go with `make_app`)."""
+    """An engine whose apps each have a fresh prefix (or SQLite file); what they declared is
+    deleted at the end, after the test's workers stop (Redis keys go with `make_app`)."""
     name: str = request.param
     made: list[tuple[App, str]] = []
 
     async def make(lease: float = LEASE) -> App:
+        if name == "sqlite":
+            return await make_app(lease=lease)
         if name == "redis":
             url = on_redis()
         elif name == "nats":
@@ -82,32 +90,28 @@ async def engine(
             await app.broker.transport.delete_topology()  # type: ignore[attr-defined]
 
 
-async def drained(broker: Broker) -> bool:
-    """True once no message is left queued, scheduled or running."""
-    return await stats(broker) == []
+async def stats_are(broker: Broker, wanted: list[tuple[str, int, int, int]]) -> bool:
+    """True when `queue_stats` reads `wanted` ([] once nothing is queued, scheduled or running)."""
+    return await stats(broker) == wanted
 
 
 async def settled(engine: Engine, app: App) -> None:
     """Every message is acked: at once on Redis, which stores a result and acks in one step;
     soon on the others, which ack just after the result is stored."""
     if engine.name == "redis":
-        assert await drained(app.broker)
+        assert await stats(app.broker) == []
     else:
-        await eventually(lambda: drained(app.broker), 10, "every message acked")
+        await eventually(lambda: stats_are(app.broker, []), 10, "every message acked")
 
 
 async def four_queued(engine: Engine, app: App) -> None:
-    """The queue holds four ready messages: at once on Redis and NATS; soon on RabbitMQ, whose
-    message counts lag behind its acks."""
+    """The queue holds four ready messages: at once on Redis and NATS; soon on SQLite, which
+    settles in batches, and on RabbitMQ, whose message counts lag behind its acks."""
     wanted = [("default", 4, 0, 0)]
-    if engine.name == "amqp":
-        await eventually(lambda: _stats_are(app.broker, wanted), 10, "four messages queued")
+    if engine.name in ("sqlite", "amqp"):
+        await eventually(lambda: stats_are(app.broker, wanted), 10, "four messages queued")
     else:
         assert await stats(app.broker) == wanted
-
-
-async def _stats_are(broker: Broker, wanted: list[tuple[str, int, int, int]]) -> bool:
-    return await stats(broker) == wanted
 
 
 # -- 1. SIGKILL loses nothing -------------------------------------------------------------------

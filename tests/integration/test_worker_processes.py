@@ -3,6 +3,8 @@
 The same behaviours as `tests/contract/test_broker.py`, but across processes: the test is the
 producer, `python -m conveyor worker` runs the tasks, and crashes are real signals. Tasks are in
 `app_template.py`; they leave marks in files, which the tests wait on (never on fixed sleeps).
+SIGTERM of a lone worker and a task longer than its lease are in `test_engine_crashes.py`, the
+same tests on every engine.
 """
 
 from __future__ import annotations
@@ -171,33 +173,6 @@ async def test_supervisor_restarts_a_sigkilled_child_and_work_goes_on(
 # -- 4/5. SIGTERM: drain, then hand back -------------------------------------------------------
 
 
-async def test_sigterm_finishes_running_tasks_and_leaves_the_rest_queued(
-    app: App, workers: Workers
-) -> None:
-    worker = workers.start(app, "--max-async-tasks", "2")
-    handles = await app.broker.kiq_many([app.module.work.s(n, 1.0) for n in range(6)])
-    await eventually(lambda: len(app.marks("started")) == 2, 15, "two tasks running")
-    running = set(numbers(app, "started"))
-
-    start = time.monotonic()
-    assert worker.terminate(timeout=10) == 0
-    assert time.monotonic() - start < 5
-    assert set(numbers(app, "started")) == running  # nothing started after SIGTERM
-    assert set(numbers(app, "done")) == running
-    for n, handle in enumerate(handles):
-        if n in running:
-            result = await handle.get_result()
-            assert result is not None
-            assert result.status is TaskStatus.SUCCEEDED
-        else:
-            assert await handle.get_result() is None
-            assert await handle.status() is TaskStatus.QUEUED
-
-    workers.start(app)
-    assert_succeeded(await results(handles))
-    assert sorted(numbers(app, "done")) == list(range(6))  # each ran once
-
-
 async def test_sigterm_to_the_supervisor_drains_every_child(app: App, workers: Workers) -> None:
     supervisor = workers.start(app, "--workers", "2", "--max-async-tasks", "1")
     children = await live_children(app, supervisor, 2)
@@ -271,30 +246,11 @@ async def test_shutdown_timeout_hands_a_long_task_back(
     assert numbers(app, "done") == [7]
 
 
-# -- 6. a long task is not delivered twice while its worker lives ------------------------------
-
-
-async def test_task_longer_than_the_lease_runs_once(
-    make_app: Callable[..., Awaitable[App]], workers: Workers
-) -> None:
-    app = await make_app(lease=1)
-    one, two = workers.start(app), workers.start(app)
-    await eventually(lambda: _has_pids(app, {one.pid, two.pid}), 15, "both workers heartbeating")
-    m = app.module
-    sigs = [m.work.s(1, 4.0), m.work.s(2, 4.0), m.work_sync.s(3, 4.0)]
-    found = await results(await app.broker.kiq_many(sigs), timeout=20)
-    assert_succeeded(found)
-    assert [r.attempts for r in found] == [1, 1, 1]
-    assert sorted(numbers(app, "started")) == [1, 2, 3]  # each ran exactly once
-    assert one.proc.poll() is None
-    assert two.proc.poll() is None
-
-
 async def _has_pids(app: App, pids: set[int]) -> bool:
     return pids <= set(await app.live_workers())
 
 
-# -- 7. task options through a worker process ---------------------------------------------------
+# -- 6. task options through a worker process ---------------------------------------------------
 
 
 async def test_retries_with_backoff(app: App, workers: Workers) -> None:
@@ -416,7 +372,7 @@ async def test_unique_for_sends_once(app: App, workers: Workers) -> None:
     assert numbers(app, "once") == [1]
 
 
-# -- 8. a global rate limit -------------------------------------------------------------------
+# -- 7. a global rate limit -------------------------------------------------------------------
 
 
 async def test_rate_limit_holds_across_worker_processes(app: App, workers: Workers) -> None:
@@ -435,7 +391,7 @@ async def test_rate_limit_holds_across_worker_processes(app: App, workers: Worke
     assert {int(r.return_value[1]) for r in found} == children
 
 
-# -- 9. recycling and queue selection -----------------------------------------------------------
+# -- 8. recycling and queue selection -----------------------------------------------------------
 
 
 async def test_max_tasks_per_child_recycles_the_worker(app: App, workers: Workers) -> None:
@@ -476,7 +432,7 @@ async def test_queues_option_restricts_consumption(app: App, workers: Workers) -
     assert (await other.wait_result(timeout=10)).return_value == "other"
 
 
-# -- 10. --reload ---------------------------------------------------------------------------------
+# -- 9. --reload ---------------------------------------------------------------------------------
 
 
 async def test_reload_restarts_the_worker_on_code_changes(app: App, workers: Workers) -> None:
@@ -502,7 +458,7 @@ async def test_reload_restarts_the_worker_on_code_changes(app: App, workers: Wor
     assert supervisor.proc.poll() is None
 
 
-# -- 11. JSON logs ----------------------------------------------------------------------------
+# -- 10. JSON logs ----------------------------------------------------------------------------
 
 
 async def test_json_log_lines_carry_task_fields(app: App, workers: Workers) -> None:
