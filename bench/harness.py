@@ -2,7 +2,9 @@
 
     python -m bench.harness [--quick] [--only conveyor,taskiq] [--reps N]
 
-Each repetition runs every selected variant once, in order (A, B, C, ... then again). A
+Each repetition runs every selected variant once, the order reversed every other repetition
+(A, B, C, then C, B, A, ...), so a host that speeds up or slows down during the run does not
+always favour the variants that come first. A
 session is one or two driver processes in the variant's venv: `bulk` (the bulk half of
 scenario a, for libraries with a bulk API) and `worker` (single sends, then b-e). Drivers
 run in their own process group, ended as a group if they overrun; a failed library prints a
@@ -219,7 +221,8 @@ def measure(run: Run) -> None:
             sample = reference.measure(redis, run.counts)
             run.meta.setdefault("reference", []).append(sample)
             print(textwrap.indent(reference.render([sample]), "  "), flush=True)
-            for variant in run.variants:
+            order = run.variants if rep % 2 == 0 else run.variants[::-1]
+            for variant in order:
                 if variant.name not in run.skipped:
                     run_session(variant, rep, run, redis, Path(tmp), Path(logs))
 

@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-__all__ = ["FULL", "METRICS", "QUICK", "Counts", "Metric", "metric"]
+__all__ = ["FULL", "METRICS", "QUICK", "TARGETS", "Counts", "Metric", "Target", "metric"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,38 @@ METRICS: tuple[Metric, ...] = (
     Metric("latency_p50", "lat p50", "ms", False, "d"),
     Metric("latency_p99", "lat p99", "ms", False, "d"),
     Metric("rss_peak", "peak RSS", "MB", False, "e"),
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of the issue's goals for a conveyor variant.
+
+    Attributes:
+        variant: the conveyor variant it is about.
+        key: the metric.
+        times: at least this many times the best peer's median (the ratio read so that
+            higher is better: peer/conveyor for seconds, ms and MB), or None.
+        limit: at most this absolute median (ms, MB), or None.
+    """
+
+    variant: str
+    key: str
+    times: float | None = None
+    limit: float | None = None
+
+
+#: The targets of the issue, in its order. SQLite's drain is judged against the best peer's
+#: Redis figure, which is the only kind of peer figure there is.
+TARGETS: tuple[Target, ...] = (
+    Target("conveyor-redis", "drain", times=3.0),
+    Target("conveyor-redis", "sleep", times=2.0),
+    Target("conveyor-redis", "enqueue_single", times=1.0),
+    Target("conveyor-redis", "enqueue_bulk", times=3.0),
+    Target("conveyor-redis", "latency_p50", limit=0.4),
+    Target("conveyor-redis", "latency_p99", limit=0.8),
+    Target("conveyor-redis", "rss_peak", limit=40.0),
+    Target("conveyor-sqlite", "drain", times=1.0),
 )
 
 

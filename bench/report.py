@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import reference
-from bench.protocol import METRICS, Counts, Metric
+from bench.protocol import METRICS, TARGETS, Counts, Metric, metric
 
 if TYPE_CHECKING:
     from bench.harness import Run
@@ -92,7 +92,8 @@ def summarize(
             if twin in table and key in table[twin]["metrics"]:
                 row["metrics"][key] = {**table[twin]["metrics"][key], "shared_from": twin}
     best = best_peers(table)
-    return {"variants": table, "best_peer": best, "ratios": ratios(table, best)}
+    found = ratios(table, best)
+    return {"variants": table, "best_peer": best, "ratios": found, "targets": targets(table, found)}
 
 
 def best_peers(table: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -131,6 +132,31 @@ def ratios(table: dict[str, Any], best: dict[str, dict[str, Any]]) -> dict[str, 
                 "best_value": best[m.key]["value"],
                 "better": ratio >= 1 if m.higher_is_better else ratio <= 1,
             }
+    return out
+
+
+def targets(table: dict[str, Any], found: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each of the issue's targets (`TARGETS`) against this run's medians: met, missed, or
+    not measured (`met` None) when the variant or the best peer did not run."""
+    out = []
+    for t in TARGETS:
+        m = metric(t.key)
+        row = table.get(t.variant, {}).get("metrics", {}).get(t.key)
+        entry: dict[str, Any] = {"variant": t.variant, "key": t.key, "met": None}
+        if t.limit is not None:
+            entry["need"] = f"<= {fmt(t.limit, m.unit)} {m.unit}"
+            if row is not None:
+                entry["got"] = f"{fmt(row['median'], m.unit)} {m.unit}"
+                entry["met"] = row["median"] <= t.limit
+        else:
+            assert t.times is not None
+            entry["need"] = f">= {t.times:g}x best peer"
+            r = found.get(t.variant, {}).get(t.key)
+            if r is not None:
+                times = r["ratio"] if m.higher_is_better else 1 / r["ratio"]
+                entry["got"] = f"{times:.2f}x {r['best_peer']}"
+                entry["met"] = times >= t.times
+        out.append(entry)
     return out
 
 
@@ -212,10 +238,24 @@ def render(summary: dict[str, Any], counts: Counts, reps: int, meta: dict[str, A
         "",
         _ratio_table(summary),
     ]
+    parts += ["", "the issue's targets (medians of this run):", "", _target_table(summary, meta)]
     notes = _notes(summary)
     if notes:
         parts += ["", *notes]
     return "\n".join(parts)
+
+
+def _target_table(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    floors = reference.floor_medians(meta.get("reference", []))
+    rows = [["variant", "metric", "target", "this run", "met"]]
+    for t in summary["targets"]:
+        m = metric(t["key"])
+        got = t.get("got", "not measured")
+        if t["key"] in floors:  # an absolute figure the host bounds: show the bare hop too
+            got += f" (floor {fmt(floors[t['key']], m.unit)})"
+        met = "-" if t["met"] is None else "yes" if t["met"] else "NO"
+        rows.append([t["variant"], m.label, t["need"], got, met])
+    return _grid(rows, left=4)
 
 
 def _notes(summary: dict[str, Any]) -> list[str]:
