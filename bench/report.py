@@ -79,6 +79,7 @@ def summarize(
             "library": v.adapter,
             "conveyor": v.conveyor,
             "options": v.options,
+            "client_of": v.client_of,
             "venv": f"bench/{v.venv}",
             "info": {k: info.get(k) for k in ("version", "bulk_api", "async_tasks", "worker")},
             "skipped": skipped.get(v.name),
@@ -238,11 +239,32 @@ def render(summary: dict[str, Any], counts: Counts, reps: int, meta: dict[str, A
         "",
         _ratio_table(summary),
     ]
+    parts += _scale_lines(summary)
     parts += ["", "the issue's targets (medians of this run):", "", _target_table(summary, meta)]
     notes = _notes(summary)
     if notes:
         parts += ["", *notes]
     return "\n".join(parts)
+
+
+def _scale_lines(summary: dict[str, Any]) -> list[str]:
+    """More worker processes against one (issue item 3): drain and sleep burst, as speed-ups."""
+    lines = []
+    table = summary["variants"]
+    for name, row in table.items():
+        twin = table.get(row.get("client_of") or "")
+        if not row["conveyor"] or twin is None:
+            continue
+        cells = []
+        for key in ("drain", "sleep"):
+            mine, one = row["metrics"].get(key), twin["metrics"].get(key)
+            if mine and one and mine["median"] and one["median"]:
+                m = metric(key)
+                ratio = mine["median"] / one["median"]
+                cells.append(f"{m.label} {ratio if m.higher_is_better else 1 / ratio:.2f}x")
+        if cells:
+            lines.append(f"{name} against {row['client_of']}: {', '.join(cells)} as fast")
+    return ["", "more worker processes (same engine, this run):", "", *lines] if lines else []
 
 
 def _target_table(summary: dict[str, Any], meta: dict[str, Any]) -> str:
