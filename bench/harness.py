@@ -4,11 +4,10 @@
 
 Each repetition runs every selected variant once, the order reversed every other repetition
 (A, B, C, then C, B, A, ...), so a host that speeds up or slows down during the run does not
-always favour the variants that come first. A
-session is one or two driver processes in the variant's venv: `bulk` (the bulk half of
-scenario a, for libraries with a bulk API) and `worker` (single sends, then b-e). Drivers
-run in their own process group, ended as a group if they overrun; a failed library prints a
-one-line reason and the run goes on.
+always favour the variants that come first. A session is one or two driver processes in the
+variant's venv: `bulk` (the bulk half of scenario a, for libraries with a bulk API) and
+`worker` (single sends, then b-e). Drivers run in their own process group, ended as a group if
+they overrun; a failed library prints a one-line reason and the run goes on.
 """
 
 from __future__ import annotations

@@ -273,7 +273,7 @@ def _target_table(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     for t in summary["targets"]:
         m = metric(t["key"])
         got = t.get("got", "not measured")
-        if t["key"] in floors:  # an absolute figure the host bounds: show the bare hop too
+        if t["key"] in floors:  # an absolute figure the host bounds: show the hop without a queue
             got += f" (floor {fmt(floors[t['key']], m.unit)})"
         met = "-" if t["met"] is None else "yes" if t["met"] else "NO"
         rows.append([t["variant"], m.label, t["need"], got, met])
