@@ -285,6 +285,11 @@ class NatsClient:
             raise
         return True
 
+    async def delete_later(self, kind: str, seq: int) -> None:
+        """`delete` without waiting for the answer (see `send`)."""
+        body = json.dumps({"seq": seq, "no_erase": True}).encode()
+        await self.send(f"$JS.API.STREAM.MSG.DELETE.{self.stream(kind)}", body)
+
     async def subject_counts(self, kind: str, subjects: str) -> dict[str, int]:
         """Messages per subject matching `subjects`, for subjects holding any."""
         counts: dict[str, int] = {}

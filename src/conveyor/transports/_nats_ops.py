@@ -113,7 +113,7 @@ class NatsOperations(NatsPublishing):
             task_ids.append(unescape(stored.headers.get("Conveyor-Task", "=")))
             seq = stored.seq + 1
         removed = await self.client.purge("delayed", subject)
-        forget = [self.client.purge_later("meta", self.meta.subject(t)) for t in task_ids]
+        forget = [self.meta.delete_later(t) for t in task_ids]
         await asyncio.gather(*forget)
         return removed
 

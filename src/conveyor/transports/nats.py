@@ -215,7 +215,7 @@ class NatsTransport(NatsOperations):
         r = _receipt(delivery)
         steps: list[Awaitable[Any]] = [] if first is None else [first]
         if forget_id:
-            steps.append(self.client.purge_later("meta", self.meta.subject(delivery.task_id)))
+            steps.append(self.meta.delete_later(delivery.task_id))
         if self.cancels_seen.pop(delivery.task_id, None) is not None:
             steps.append(self.client.purge_later("cancels", self._cancel_subject(delivery.task_id)))
         if r.dc > 1:
