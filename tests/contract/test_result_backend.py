@@ -125,6 +125,13 @@ async def test_reset_stream_starts_it_afresh(result_backend: ResultBackend) -> N
     assert await result_backend.read_stream("t1", 0) == (1, [b"c"], True)
 
 
+async def test_reset_of_a_stream_that_never_started(result_backend: ResultBackend) -> None:
+    await result_backend.reset_stream("t9")
+    assert await result_backend.read_stream("t9", 0) == (0, [], False)
+    await result_backend.push_stream("t9", [b"x"], 60)
+    assert await result_backend.read_stream("t9", 0) == (1, [b"x"], False)
+
+
 async def test_closing_an_empty_stream(result_backend: ResultBackend) -> None:
     await result_backend.close_stream("t1", None)
     assert await result_backend.read_stream("t1", 0) == (0, [], True)

@@ -163,8 +163,18 @@ class NatsResultBackend(ResultBackend):
                 return
 
     async def reset_stream(self, task_id: str) -> None:
-        """Drop a stream so a redelivered generator starts afresh."""
-        await self._kinds["gh"].delete(task_id)
+        """Drop a stream so a redelivered generator starts afresh.
+
+        A first run has no head and skips the purge of items: a purge by subject makes
+        nats-server 2.9 read every block of the stream. Items without a head (a worker that
+        died between the two writes of `push_stream`) are never read: a reader stops at the
+        head's count, and the new run writes over them.
+        """
+        head = self._kinds["gh"]
+        entry = await head.read(task_id)
+        if entry is None:
+            return
+        await self.client.delete(head.kind, entry.seq)
         await self._drop_items(task_id)
 
     async def close_stream(self, task_id: str, ttl: float | None) -> None:
