@@ -29,6 +29,9 @@ import pytest
 from conveyor import Broker
 from tests.servers import DEFAULT_REDIS_URL, PrivateRedis, drop_prefix, free_port
 
+#: The lease `make_app` gives an app: a killed worker's tasks come back about this long after.
+LEASE = 2.0
+
 TEMPLATE = Path(__file__).with_name("app_template.py")
 STOP_TIMEOUT = 10.0
 
@@ -76,7 +79,7 @@ class App:
 async def make_app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Callable[..., Awaitable[App]]]:
-    """Yield `make(lease=2.0, url=None)`: write, import and start a tasks module.
+    """Yield `make(lease=LEASE, url=None)`: write, import and start a tasks module.
 
     Without `url` the app is on the SQLite file `tmp_path/q.db`. A Redis `url` must name its
     own `prefix` (query option), whose keys are deleted when the test ends; `lease` is added to
@@ -85,7 +88,7 @@ async def make_app(
     """
     made: list[App] = []
 
-    async def make(lease: float = 2.0, url: str | None = None) -> App:
+    async def make(lease: float = LEASE, url: str | None = None) -> App:
         name = f"cvapp_{uuid.uuid4().hex[:10]}"
         root = tmp_path / name if made else tmp_path
         root.mkdir(exist_ok=True)

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import App
+from tests.integration.conftest import LEASE, App
 from tests.servers import drop_prefix, redis_url, unique_prefix
 
 TEMPLATE = Path(__file__).with_name("flow_app_template.py")
-LEASE = 2.0
 ENGINES = ["sqlite", "redis"]
 
 

@@ -37,6 +37,7 @@ from conveyor.testing import worker
 from conveyor.transports._amqp_records import DROPPED, Record, delay_bucket, split_url
 from conveyor.transports.amqp import AmqpTransport
 from conveyor.transports.base import Outgoing
+from tests.integration.conftest import LEASE
 from tests.integration.test_redis_engine import conveyor, ok
 from tests.integration.test_worker_processes import (
     assert_succeeded,
@@ -56,13 +57,13 @@ MakeApp = Callable[..., Awaitable["App"]]
 
 @pytest.fixture
 async def on_amqp(make_app: MakeApp, tmp_path: Path) -> AsyncIterator[MakeApp]:
-    """Yield `make(lease=2.0)`: an app on RabbitMQ under a fresh prefix, its state in SQLite.
+    """Yield `make(lease=LEASE)`: an app on RabbitMQ under a fresh prefix, its state in SQLite.
 
     Request it before `workers`, so the workers stop before its queues are deleted.
     """
     made: list[App] = []
 
-    async def make(lease: float = 2.0) -> App:
+    async def make(lease: float = LEASE) -> App:
         state = quote(f"sqlite:///{tmp_path}/amqp-state.db", safe="")
         app = await make_app(
             lease=lease, url=f"{amqp_url()}?prefix={unique_prefix()}&state={state}"

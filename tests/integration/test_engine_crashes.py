@@ -19,6 +19,7 @@ from urllib.parse import quote
 import pytest
 
 from conveyor import Broker, TaskStatus
+from tests.integration.conftest import LEASE
 from tests.integration.test_redis_engine import heartbeating, on_redis, stats
 from tests.integration.test_worker_processes import (
     assert_succeeded,
@@ -34,8 +35,6 @@ if TYPE_CHECKING:  # fixtures' types; pytest loads the conftest itself
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
-#: The lease `make_app` gives an app: a killed worker's tasks come back about this long after.
-LEASE = 2.0
 
 #: Seconds after a SIGKILL within which each engine runs a killed worker's task again: not
 #: before the lease (renewed every lease/3) ran out, and soon after it did; at once on

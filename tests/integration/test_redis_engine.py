@@ -24,6 +24,7 @@ import pytest
 
 from conveyor import Broker, BrokerError, RedisBroker, TaskStatus, broker_from_url
 from conveyor.brokers import safe_url
+from tests.integration.conftest import LEASE
 from tests.integration.test_worker_processes import (
     assert_succeeded,
     eventually,
@@ -37,9 +38,6 @@ if TYPE_CHECKING:  # fixtures' types; pytest loads the conftest itself
     from tests.integration.conftest import App, Workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
-
-#: The lease `make_app` gives an app: a killed worker's tasks come back about this long after.
-LEASE = 2.0
 
 
 def on_redis(server: str | None = None) -> str:
