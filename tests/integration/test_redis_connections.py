@@ -122,11 +122,31 @@ async def test_a_command_that_cannot_be_encoded_fails_only_its_caller() -> None:
     try:
         async with broker:
             key = client.key("kv", "encodable")
-            good = client.call("SET", key, b"1")  # queued in the same write as the bad one
+            with pytest.raises(TypeError, match="cannot send 'SET'"):  # alone, written at once
+                await client.call("SET", key, None)
+            first = client.call("SET", key, b"0")  # the idle connection writes this one at once
+            good = client.call("SET", key, b"1")  # these two share the next write
             bad = client.call("SET", key, None)
             with pytest.raises(TypeError, match="cannot send 'SET'"):
                 await bad
-            assert await good == b"OK"
+            assert [await first, await good] == [b"OK", b"OK"]
             assert await client.call("GET", key) == b"1"
+    finally:
+        drop_prefix(url, prefix)
+
+
+async def test_commands_of_one_turn_keep_their_order() -> None:
+    """The first command on an idle connection is written at once and the rest of the turn in
+    one later write: Redis still runs them in the order they were issued."""
+    url, prefix = redis_url(), unique_prefix()
+    broker = RedisBroker(url, prefix=prefix)
+    assert isinstance(broker.transport, RedisTransport)
+    client = broker.transport.client
+    try:
+        async with broker:
+            key = client.key("kv", "counter")
+            counts = await asyncio.gather(*(client.call("INCR", key) for _ in range(50)))
+            assert counts == list(range(1, 51))
+            await client.call("DEL", key)
     finally:
         drop_prefix(url, prefix)

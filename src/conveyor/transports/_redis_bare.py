@@ -192,7 +192,7 @@ class BareLoopClient:
         )
 
     def call(self, *command: Any) -> asyncio.Future[Any]:
-        """Queue one command for this turn's write; the future gets its reply or error."""
+        """Send one command through the automatic pipeline; the future gets its reply or error."""
         return self.pipeline.call(*command)
 
     async def blocking(self, *command: Any) -> Any:

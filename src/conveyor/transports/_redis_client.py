@@ -192,7 +192,7 @@ class RedisClient:
     # -- commands ---------------------------------------------------------------------------------
 
     def call(self, *command: Any) -> asyncio.Future[Any]:
-        """Queue one command for this loop's next automatic pipeline; await the reply."""
+        """Send one command through this loop's automatic pipeline; await the reply."""
         return self.here().call(*command)
 
     async def calls(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:

@@ -4,9 +4,10 @@ redis-py spends most of an awaited command on its own machinery: a pool checkout
 wrapper, a timeout task around each send and each read (see bench/NOTES.md), and importing it
 costs a worker about 11 MB. The engine only needs "send these commands, give each caller its
 reply", blocking reads and pub/sub, so plain `redis://` and `unix://` URLs use this client:
-commands issued in one event-loop turn go out in one write from a `call_soon` callback, replies
-are parsed by hiredis as they arrive and set straight on each caller's future, with no task per
-call. TLS, Sentinel and Cluster URLs use redis-py (`_redis_py`).
+a command on an idle connection is written at once, and those issued while others are queued
+or unanswered go out together in one write from a `call_soon` callback; replies are parsed by
+hiredis as they arrive and set straight on each caller's future, with no task per call.
+TLS, Sentinel and Cluster URLs use redis-py (`_redis_py`).
 
 Through a lost connection the pipeline reconnects and, for up to `retry_seconds`, sends again
 the commands that were never written and those written but unanswered that change nothing the
@@ -241,8 +242,22 @@ class BarePipeline:
         self.closed = False
 
     def call(self, *command: Any) -> asyncio.Future[Any]:
-        """Queue a command for this turn's write; the future gets its reply or error."""
+        """Send a command; the future gets its reply or error.
+
+        On an idle connection (nothing queued or unanswered) it is written at once, which saves
+        a lone awaited call a turn of the loop; otherwise it joins this turn's write.
+        """
         future: asyncio.Future[Any] = self.loop.create_future()
+        connection = self.connection
+        if (
+            not self.queued
+            and connection is not None
+            and not connection.waiting
+            and self.recovery is None
+            and connection.usable
+        ):
+            connection.send([_Call(command, future)])
+            return future
         self.queued.append(_Call(command, future))
         if not self.scheduled:
             self.scheduled = True
