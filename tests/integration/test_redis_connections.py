@@ -5,6 +5,8 @@ connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -12,6 +14,7 @@ import pytest
 
 from conveyor import BrokerError, RedisBroker
 from conveyor.testing import worker
+from conveyor.transports._redis_client import RedisClient
 from conveyor.transports.redis import RedisTransport
 from tests.servers import PrivateRedis, drop_prefix, free_port, redis_url, unique_prefix
 
@@ -28,6 +31,19 @@ async def round_trip(broker: RedisBroker) -> None:
     async with broker, worker(broker):
         handle = await add.kiq(20, 22)
         assert (await handle.wait_result(timeout=10)).return_value == 42
+
+
+@contextlib.asynccontextmanager
+async def started_client() -> AsyncIterator[RedisClient]:
+    """The connection of a started broker on the test Redis, under a prefix of its own."""
+    url, prefix = redis_url(), unique_prefix()
+    broker = RedisBroker(url, prefix=prefix)
+    assert isinstance(broker.transport, RedisTransport)
+    try:
+        async with broker:
+            yield broker.transport.client
+    finally:
+        drop_prefix(url, prefix)
 
 
 def keys_of(url: str, prefix: str) -> list[bytes]:
@@ -115,38 +131,23 @@ async def test_a_waiter_is_woken_after_its_pubsub_connection_was_killed() -> Non
 
 
 async def test_a_command_that_cannot_be_encoded_fails_only_its_caller() -> None:
-    url, prefix = redis_url(), unique_prefix()
-    broker = RedisBroker(url, prefix=prefix)
-    assert isinstance(broker.transport, RedisTransport)
-    client = broker.transport.client
-    try:
-        async with broker:
-            key = client.key("kv", "encodable")
-            with pytest.raises(TypeError, match="cannot send 'SET'"):  # alone, written at once
-                await client.call("SET", key, None)
-            first = client.call("SET", key, b"0")  # the idle connection writes this one at once
-            good = client.call("SET", key, b"1")  # these two share the next write
-            bad = client.call("SET", key, None)
-            with pytest.raises(TypeError, match="cannot send 'SET'"):
-                await bad
-            assert [await first, await good] == [b"OK", b"OK"]
-            assert await client.call("GET", key) == b"1"
-    finally:
-        drop_prefix(url, prefix)
+    async with started_client() as client:
+        key = client.key("kv", "encodable")
+        with pytest.raises(TypeError, match="cannot send 'SET'"):  # alone, written at once
+            await client.call("SET", key, None)
+        first = client.call("SET", key, b"0")  # the idle connection writes this one at once
+        good = client.call("SET", key, b"1")  # these two share the next write
+        bad = client.call("SET", key, None)
+        with pytest.raises(TypeError, match="cannot send 'SET'"):
+            await bad
+        assert [await first, await good] == [b"OK", b"OK"]
+        assert await client.call("GET", key) == b"1"
 
 
 async def test_commands_of_one_turn_keep_their_order() -> None:
     """The first command on an idle connection is written at once and the rest of the turn in
     one later write: Redis still runs them in the order they were issued."""
-    url, prefix = redis_url(), unique_prefix()
-    broker = RedisBroker(url, prefix=prefix)
-    assert isinstance(broker.transport, RedisTransport)
-    client = broker.transport.client
-    try:
-        async with broker:
-            key = client.key("kv", "counter")
-            counts = await asyncio.gather(*(client.call("INCR", key) for _ in range(50)))
-            assert counts == list(range(1, 51))
-            await client.call("DEL", key)
-    finally:
-        drop_prefix(url, prefix)
+    async with started_client() as client:
+        key = client.key("kv", "counter")
+        counts = await asyncio.gather(*(client.call("INCR", key) for _ in range(50)))
+        assert counts == list(range(1, 51))

@@ -170,12 +170,8 @@ class NatsResultBackend(ResultBackend):
         died between the two writes of `push_stream`) are never read: a reader stops at the
         head's count, and the new run writes over them.
         """
-        head = self._kinds["gh"]
-        entry = await head.read(task_id)
-        if entry is None:
-            return
-        await self.client.delete(head.kind, entry.seq)
-        await self._drop_items(task_id)
+        if await self._kinds["gh"].delete(task_id):
+            await self._drop_items(task_id)
 
     async def close_stream(self, task_id: str, ttl: float | None) -> None:
         """Mark the stream finished."""

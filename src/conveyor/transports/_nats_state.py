@@ -63,16 +63,18 @@ class NatsState:
             return None
         return int(answer["seq"])
 
-    async def delete(self, key: str) -> None:
-        """Remove `key` (no tombstone is left).
+    async def delete(self, key: str) -> bool:
+        """Remove `key` (no tombstone is left); False when it held no value.
 
         By its sequence, not by a purge of its subject: nats-server 2.9 reads every block of
         the stream for such a purge (about 10 ms of its CPU per key once the blocks have left
         its cache, against 0.3 ms for a read and a delete by sequence; bench/NOTES.md).
         """
         entry = await self.read(key)
-        if entry is not None:
-            await self.client.delete(self.kind, entry.seq)
+        if entry is None:
+            return False
+        await self.client.delete(self.kind, entry.seq)
+        return True
 
     async def delete_later(self, key: str) -> None:
         """`delete`, without waiting for the server to confirm the removal."""
