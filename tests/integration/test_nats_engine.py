@@ -22,6 +22,7 @@ import pytest
 from conveyor import Broker, BrokerError, NatsBroker, TaskStatus, broker_from_url
 from conveyor.transports.base import Outgoing
 from conveyor.transports.nats import NatsTransport
+from tests.integration.conftest import LEASE
 from tests.integration.test_redis_engine import conveyor, heartbeating, ok, stats
 from tests.integration.test_worker_processes import (
     assert_succeeded,
@@ -42,9 +43,6 @@ if TYPE_CHECKING:  # fixtures' types; pytest loads the conftest itself
     from tests.integration.conftest import App, Workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
-
-#: The lease `make_app` gives an app: a killed worker's tasks come back about this long after.
-LEASE = 2.0
 
 #: Builds a broker URL on a NATS server under a fresh prefix, deleted when the test ends.
 OnNats = Callable[..., str]
@@ -153,7 +151,7 @@ async def test_kiq_on_an_unreachable_nats_raises_naming_the_url_without_the_pass
     if how == "class":
         broker = NatsBroker(url, prefix=unique_prefix(), lease_seconds=LEASE)
     else:
-        broker = broker_from_url(f"{url}?prefix={unique_prefix()}&lease=2")
+        broker = broker_from_url(f"{url}?prefix={unique_prefix()}&lease={LEASE:g}")
 
     @broker.task
     async def noop() -> None:
