@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,43 +27,72 @@ from tests.servers import (
     unique_prefix,
 )
 
-#: Engines the broker conformance suite runs on; later engines append a factory here.
-BROKER_FACTORIES: dict[str, Callable[[Path], Broker]] = {
-    "memory": lambda _tmp: InMemoryBroker(),
-    "memory-msgpack-signed": lambda _tmp: InMemoryBroker(serializer="msgpack", secret_key="k"),
-    "sqlite": lambda tmp: SqliteBroker(str(tmp / "broker.db"), lease_seconds=2.0),
-    "redis": lambda _tmp: RedisBroker(redis_url(), prefix=unique_prefix(), lease_seconds=2.0),
-    "amqp": lambda tmp: AmqpBroker(
+#: Makes a broker of one engine for one test, and what removes what it left on a server.
+Made = tuple[Broker, Callable[[], Awaitable[None]] | None]
+
+
+def _redis(_tmp: Path) -> Made:
+    url, prefix = redis_url(), unique_prefix()
+
+    async def drop() -> None:
+        drop_prefix(url, prefix)
+
+    return RedisBroker(url, prefix=prefix, lease_seconds=2.0), drop
+
+
+def _nats(_tmp: Path) -> Made:
+    url, prefix = nats_url(), unique_prefix()
+
+    async def drop() -> None:
+        await drop_nats_prefix(url, prefix)
+
+    return NatsBroker(url, prefix=prefix, lease_seconds=2.0), drop
+
+
+def _amqp(tmp: Path) -> Made:
+    broker = AmqpBroker(
         amqp_url(),
         prefix=unique_prefix(),
         state_url=f"sqlite:///{tmp}/amqp-state.db",
         lease_seconds=2.0,
-    ),
-    "nats": lambda _tmp: NatsBroker(nats_url(), prefix=unique_prefix(), lease_seconds=2.0),
+    )
+    return broker, broker.transport.delete_topology  # type: ignore[attr-defined]  # AmqpTransport
+
+
+def _zmq(tmp: Path) -> Made:
     # In one process the worker's own sends stay in it (see docs/engines/zmq.md): this checks
     # the broker's wiring and its shared state; tests/integration/test_zmq_engine.py the wire.
-    "zmq": lambda tmp: _zmq_broker(tmp),
-}
-
-
-def _zmq_broker(tmp: Path) -> Broker:
     address = f"tcp://127.0.0.1:{free_port()}"
-    return ZeroMQBroker(address, address, state_url=f"sqlite:///{tmp}/zmq-state.db")
+    return ZeroMQBroker(address, address, state_url=f"sqlite:///{tmp}/zmq-state.db"), None
+
+
+#: Engines the broker conformance suite runs on.
+BROKER_FACTORIES: dict[str, Callable[[Path], Made]] = {
+    "memory": lambda _tmp: (InMemoryBroker(), None),
+    "memory-msgpack-signed": lambda _tmp: (
+        InMemoryBroker(serializer="msgpack", secret_key="k"),
+        None,
+    ),
+    "sqlite": lambda tmp: (SqliteBroker(str(tmp / "broker.db"), lease_seconds=2.0), None),
+    "redis": _redis,
+    "amqp": _amqp,
+    "nats": _nats,
+    "zmq": _zmq,
+}
 
 
 @pytest.fixture(params=sorted(BROKER_FACTORIES))
 async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
     """A started broker of each engine; `InMemoryBroker` runs its own in-process worker."""
-    made = BROKER_FACTORIES[request.param](tmp_path)
+    made, cleanup = BROKER_FACTORIES[request.param](tmp_path)
     await made.startup()
     yield made
-    if isinstance(made, AmqpBroker):
-        await made.transport.delete_topology()  # type: ignore[attr-defined]
+    if isinstance(made, AmqpBroker) and cleanup is not None:
+        await cleanup()  # while connected: it deletes the queues it declared
+        cleanup = None
     await made.shutdown()
-    if isinstance(made, RedisBroker):
-        drop_prefix(made.url, made.transport.client.prefix)  # type: ignore[attr-defined]
-    if isinstance(made, NatsBroker):
-        await drop_nats_prefix(made.url, made.transport.client.prefix)  # type: ignore[attr-defined]
+    if cleanup is not None:
+        await cleanup()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conveyor.brokers import safe_url
+from conveyor._urls import safe_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 

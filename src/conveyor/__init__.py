@@ -6,9 +6,9 @@ from the CLI; an embedded SQLite broker by default and real engines by URL.
 
 from typing import TYPE_CHECKING
 
-from conveyor.broker import Broker
 from conveyor.brokers import (
     AmqpBroker,
+    Broker,
     InMemoryBroker,
     NatsBroker,
     RedisBroker,
@@ -17,6 +17,7 @@ from conveyor.brokers import (
     broker_from_url,
 )
 from conveyor.context import Context, Depends
+from conveyor.engines.base import MessageTransport, ResultBackend, StateStore
 from conveyor.errors import (
     BrokerConnectionError,
     BrokerError,
@@ -45,14 +46,12 @@ from conveyor.middleware import (
 )
 from conveyor.portal import SyncTaskHandle
 from conveyor.result import TaskHandle, TaskResult, TaskStatus
-from conveyor.results.base import ResultBackend
 from conveyor.scheduler import Scheduler
 from conveyor.task import Signature, Task
-from conveyor.transports.base import Transport
 from conveyor.workflows import chain, chord, group
 
 if TYPE_CHECKING:  # imported on first use: prometheus-client is the `web` extra
-    from conveyor.middleware.prometheus import PrometheusMiddleware
+    from conveyor.prometheus import PrometheusMiddleware
 
 __version__ = "0.1.0"
 
@@ -60,7 +59,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> object:
     """Names whose optional extra is imported only when used (`PrometheusMiddleware`)."""
     if name == "PrometheusMiddleware":
-        from conveyor.middleware.prometheus import PrometheusMiddleware
+        from conveyor.prometheus import PrometheusMiddleware
 
         return PrometheusMiddleware
     raise AttributeError(f"module 'conveyor' has no attribute {name!r}")
@@ -77,6 +76,7 @@ __all__ = [
     "Depends",
     "InMemoryBroker",
     "Kicker",
+    "MessageTransport",
     "Middleware",
     "NatsBroker",
     "PrometheusMiddleware",
@@ -95,6 +95,7 @@ __all__ = [
     "SmartRetryMiddleware",
     "SoftTimeLimitExceeded",
     "SqliteBroker",
+    "StateStore",
     "SyncTaskHandle",
     "Task",
     "TaskCancelled",
@@ -106,7 +107,6 @@ __all__ = [
     "TaskStatus",
     "TaskiqMessage",
     "TaskiqMiddleware",
-    "Transport",
     "WorkflowError",
     "ZeroMQBroker",
     "__version__",

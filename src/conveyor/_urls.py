@@ -6,10 +6,12 @@ Low in the layers: every engine module may import it (none imports `conveyor.bro
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-__all__ = ["safe_url", "split_options"]
+from conveyor.errors import ConfigurationError
+
+__all__ = ["float_option", "safe_url", "split_options"]
 
 #: Query options every engine reads itself: the key/stream/queue prefix and the lease.
 COMMON_OPTIONS = ("prefix", "lease")
@@ -55,3 +57,19 @@ def split_options(url: str, names: Iterable[str] = COMMON_OPTIONS) -> tuple[str,
     query = parse_qsl(parts.query, keep_blank_values=True)
     kept = urlencode([(k, v) for k, v in query if k not in ours])
     return parts._replace(query=kept).geturl(), {k: v for k, v in query if k in ours}
+
+
+def float_option(query: Mapping[str, str], name: str, url: str) -> float | None:
+    """The number a URL's query option `name` holds, or None when absent.
+
+    Raises:
+        ConfigurationError: it is not a number (the URL shown with its secrets hidden).
+    """
+    if name not in query:
+        return None
+    try:
+        return float(query[name])
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}={query[name]!r} in {safe_url(url)!r} is not a number"
+        ) from None

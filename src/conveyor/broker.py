@@ -1,7 +1,9 @@
-"""`Broker`: the application object: task registry, middlewares, serializer and the send path.
+"""`Broker`: the application object: task registry, middlewares, codec and the send path.
 
-Engines bind a `Transport` and a `ResultBackend` to it (see `conveyor.brokers`); everything a
-user does with tasks goes through this class whatever the engine.
+An engine gives it a `MessageTransport`, a `StateStore` and a `ResultBackend` (the public broker
+classes of `conveyor.brokers` wire them from a URL); everything a user does with tasks goes
+through this class whatever the engine, and the semantics that span the three (task status,
+cancel, `unique_for`, dead-letter requeue) are written here once.
 """
 
 from __future__ import annotations
@@ -13,13 +15,21 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from conveyor.engines.base import (
+    DeadLetter,
+    MessageTransport,
+    Outgoing,
+    ResultBackend,
+    StateStore,
+)
 from conveyor.errors import ConfigurationError, ResultTimeout
-from conveyor.labels import DEFAULT_QUEUE, TaskDefaults, eta_of, validate_labels
-from conveyor.message import TaskMessage
+from conveyor.message import Codec, TaskMessage
 from conveyor.middleware.base import HOOKS, AsyncHook, Middleware, async_hooks
+from conveyor.options import TaskDefaults, TaskOptions
 from conveyor.result import TaskHandle, TaskResult, TaskStatus, utcnow
-from conveyor.results.base import ResultBackend
+from conveyor.schedules import parse_label_schedules
 from conveyor.serializers import Signer, cast, get_serializer
+from conveyor.state import State
 from conveyor.task import (
     AsyncGenTask,
     AsyncTask,
@@ -31,7 +41,6 @@ from conveyor.task import (
     default_task_name,
     task_class,
 )
-from conveyor.transports.base import Outgoing, Transport
 
 if TYPE_CHECKING:
     from conveyor.portal import Portal
@@ -47,7 +56,8 @@ class Broker:
     """The application object: register tasks with `@broker.task`, send them with `kiq`.
 
     Args:
-        transport: moves messages (see `conveyor.transports`).
+        transport: moves messages.
+        store: keeps the small shared state (`conveyor.state`).
         result_backend: stores results, progress and streams.
         serializer: "json" (default), "msgpack" or "pickle" (only when asked for).
         task_id_generator: makes task ids; a random UUID hex by default.
@@ -57,7 +67,8 @@ class Broker:
 
     def __init__(
         self,
-        transport: Transport,
+        transport: MessageTransport,
+        store: StateStore,
         result_backend: ResultBackend,
         *,
         serializer: str = "json",
@@ -67,9 +78,12 @@ class Broker:
         defaults: TaskDefaults | None = None,
     ) -> None:
         self.transport = transport
+        self.store = store
+        self.state = State(store)
         self.result_backend = result_backend
         self.serializer = get_serializer(serializer)
         self.signer = Signer(secret_key or os.environ.get("CONVEYOR_SECRET_KEY"))
+        self.codec = Codec(self.serializer, self.signer)
         self.task_id_generator = task_id_generator or _uuid_hex
         self.cast_types = cast_types
         self.defaults = defaults or TaskDefaults()
@@ -129,7 +143,7 @@ class Broker:
     ) -> Task[Any, Any]:
         name = name or labels.pop("task_name", None) or default_task_name(fn)
         retry_on = tuple(labels.pop("retry_on", None) or (Exception,))
-        validate_labels(labels, name)
+        TaskOptions.parse(labels, name)
         existing = self._tasks.get(name)
         if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
             raise ConfigurationError(
@@ -138,8 +152,6 @@ class Broker:
         schedules = labels.pop("schedule", None)
         task = task_class(fn)(self, fn, name, labels, retry_on)
         if schedules is not None:
-            from conveyor.scheduler.schedules import parse_label_schedules
-
             task.schedules = parse_label_schedules(name, schedules, task.call_signature)
         self._tasks[name] = task
         return task
@@ -158,7 +170,7 @@ class Broker:
         Labels on the decorator or the kicker win over routes.
         """
         for pattern, labels in routes.items():
-            validate_labels(labels, pattern)
+            TaskOptions.parse(labels, pattern)
             self._routes.append((pattern, dict(labels)))
         self._route_cache.clear()
 
@@ -200,10 +212,11 @@ class Broker:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Connect the transport and the result backend and start middlewares."""
+        """Connect the transport, the state store and the result backend; start middlewares."""
         if self._started:
             return
         await self.transport.startup()
+        await self.store.startup()
         await self.result_backend.startup()
         for hook in self._hooks["startup"]:
             await hook()
@@ -217,6 +230,7 @@ class Broker:
         for hook in self._hooks["shutdown"]:
             await hook()
         await self.result_backend.shutdown()
+        await self.store.shutdown()
         await self.transport.shutdown()
 
     def shutdown_sync(self) -> None:
@@ -312,44 +326,44 @@ class Broker:
     async def send(self, messages: list[TaskMessage]) -> None:
         """Run `pre_send` hooks, encode, publish in one batch, run `post_send` hooks.
 
+        A message whose `unique_for` window is held by an earlier send is left out.
+
         Raises:
             SerializationError: (a `TypeError`) an argument cannot be encoded.
+            ConfigurationError: a known label has a bad value.
             BrokerError: the transport failed.
         """
         await self.ensure_started()
         for hook in self._hooks["pre_send"]:
             messages = [await hook(message) for message in messages]
-        outgoing = [self.outgoing(message) for message in messages]
-        claimed = []
+        outgoing, claimed = [], []
         for message in messages:
-            unique_for = message.labels.get("unique_for")
-            if not unique_for:
+            options = TaskOptions.parse(message.labels, message.task_name)
+            unique_for = options.unique_for_seconds
+            if unique_for and not await self.state.claim_unique(message.task_id, unique_for):
                 continue
-            key = f"unique:{message.task_id}"
-            if await self.transport.set_nx(key, b"1", float(unique_for)):
-                claimed.append(key)
-            else:
-                outgoing = [out for out in outgoing if out.task_id != message.task_id]
+            if unique_for:
+                claimed.append(message.task_id)
+            outgoing.append(self.outgoing(message, options))
         if outgoing:
             try:
                 await self.publish(outgoing)
             except BaseException:
-                for key in claimed:  # nothing was sent: a retry of this kiq must not be deduped
-                    await self.transport.kv_delete(key)
+                for task_id in claimed:  # nothing was sent: a retry of this kiq must not be deduped
+                    await self.state.release_unique(task_id)
                 raise
         for hook in self._hooks["post_send"]:
             for message in messages:
                 await hook(message)
 
-    def outgoing(self, message: TaskMessage) -> Outgoing:
+    def outgoing(self, message: TaskMessage, options: TaskOptions) -> Outgoing:
         """Encode and sign `message` for the transport."""
-        labels = message.labels
         return Outgoing(
             task_id=message.task_id,
-            queue=labels.get("queue") or DEFAULT_QUEUE,
-            body=self.signer.sign(self.serializer.encode(message)),
-            priority=labels.get("priority") or 0,
-            eta=eta_of(labels),
+            queue=options.queue,
+            body=self.codec.encode(message),
+            priority=options.priority,
+            eta=options.due_at(),
         )
 
     async def publish(self, outgoing: list[Outgoing]) -> None:
@@ -386,14 +400,22 @@ class Broker:
         await self.result_backend.set_result(result.task_id, self.encode_result(result), ttl)
 
     async def task_status(self, task_id: str) -> TaskStatus | None:
-        """The status of a task from its result, the transport, or its recorded state."""
+        """The status of a task: from its result, else where the transport holds it, else the
+        status the state store recorded (a waiting retry, or a run the transport cannot see)."""
         await self.ensure_started()
         data = await self.result_backend.get_result(task_id)
         if data is not None:
             return self.decode_result(data).status
-        state = await self.transport.state(task_id) or await self.result_backend.get_state(task_id)
-        if state:
-            return TaskStatus(state)
+        where = await self.transport.locate(task_id) if self.transport.locates else None
+        if where == "leased":
+            return TaskStatus.RUNNING
+        marked = await self.state.marked(task_id)
+        if where is not None:
+            if marked == TaskStatus.RETRYING:
+                return TaskStatus.RETRYING
+            return TaskStatus.SCHEDULED if where == "delayed" else TaskStatus.QUEUED
+        if marked in _MARKS:
+            return TaskStatus(marked)
         # Nothing held it: it may have been settled since the first read, result and all.
         data = await self.result_backend.get_result(task_id)
         return None if data is None else self.decode_result(data).status
@@ -415,21 +437,47 @@ class Broker:
         Returns True when it was removed before it ran (its result then reads "cancelled").
         """
         await self.ensure_started()
-        removed = await self.transport.cancel(task_id)
-        if removed:
-            now = utcnow()
-            result: TaskResult[Any] = TaskResult(
-                task_id=task_id,
-                task_name="",
-                status=TaskStatus.CANCELLED,
-                error_type="TaskCancelled",
-                error_message="cancelled before it ran",
-                started_at=now,
-                finished_at=now,
-                attempts=0,
-            )
-            await self.store_result(result, self.result_backend.default_ttl)
-        return removed
+        if not await self.transport.remove(task_id):
+            await self.state.request_cancel(task_id)
+            return False
+        now = utcnow()
+        result: TaskResult[Any] = TaskResult(
+            task_id=task_id,
+            task_name="",
+            status=TaskStatus.CANCELLED,
+            error_type="TaskCancelled",
+            error_message="cancelled before it ran",
+            started_at=now,
+            finished_at=now,
+            attempts=0,
+        )
+        await self.store_result(result, self.result_backend.default_ttl)
+        return True
+
+    async def requeue_dead(self, task_ids: Sequence[str] | None = None) -> int:
+        """Send dead letters (all when None) back to their queues; return how many.
+
+        Each is published again, then dropped from the dead letters; a letter that fails
+        again while this runs is left for the next requeue.
+        """
+        await self.ensure_started()
+        if task_ids is not None:
+            wanted = set(task_ids)
+            letters = await self.transport.dead_letters(_REQUEUE_SCAN)
+            return await self._requeue([d for d in letters if d.task_id in wanted])
+        started, moved = time.time(), 0
+        while True:
+            batch = await self.transport.dead_letters(_REQUEUE_BATCH)
+            chosen = [letter for letter in batch if letter.failed_at <= started]
+            moved += await self._requeue(chosen)
+            if len(batch) < _REQUEUE_BATCH or len(chosen) < len(batch):
+                return moved
+
+    async def _requeue(self, letters: list[DeadLetter]) -> int:
+        if not letters:
+            return 0
+        await self.transport.publish([Outgoing(d.task_id, d.queue, d.body, d.priority) for d in letters])
+        return await self.transport.drop_dead([d.task_id for d in letters])
 
     async def wait_all(self, timeout: float | None = None) -> None:
         """Wait until no message is queued, scheduled or running on any queue.
@@ -449,24 +497,16 @@ class Broker:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.1)
 
-    # -- running workers in this process --------------------------------------------------------
-
-    def run(self, **options: Any) -> None:
-        """Run a worker until SIGINT/SIGTERM, with the CLI's options (`python main.py`)."""
-        from conveyor.worker.run import run_blocking
-
-        run_blocking(self, **options)
-
-    async def run_async(self, **options: Any) -> None:
-        """`run` inside a running event loop."""
-        from conveyor.worker.run import run_in_loop
-
-        await run_in_loop(self, **options)
-
 
 async def _ping() -> str:
     """The built-in task `conveyor ping` sends through a worker."""
     return "pong"
+
+
+#: Statuses the state store records for `task_status`.
+_MARKS = frozenset({TaskStatus.RUNNING, TaskStatus.RETRYING})
+#: Dead letters read per round of `requeue_dead` of every letter, and at most by id.
+_REQUEUE_BATCH, _REQUEUE_SCAN = 500, 100_000
 
 
 def _uuid_hex() -> str:

@@ -1,6 +1,9 @@
-"""The public broker classes, each binding a transport and a result store, and `broker_from_url`.
+"""The public broker classes and `broker_from_url`.
 
-Engines that need an optional package are imported only when their URL or class is used.
+Each class only binds an engine to the application object: it asks the registry
+(`conveyor.engines.registry`) for the engine its URL names and hands the engine's transport,
+state store and result store to `conveyor.broker.Broker`. `Broker` here adds what needs the
+worker: running one in this process (`broker.run()`, the QTasks promise).
 """
 
 from __future__ import annotations
@@ -9,33 +12,47 @@ import asyncio
 import os
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
-from conveyor._urls import safe_url, split_options
-from conveyor.broker import Broker
+from conveyor import broker as core
+from conveyor.engines import registry
+from conveyor.engines.base import Delivery, Engine, Outgoing, ResultBackend
 from conveyor.errors import ConfigurationError
-from conveyor.results.base import ResultBackend
-from conveyor.results.memory import MemoryResultBackend
-from conveyor.results.sqlite import SqliteResultBackend
-from conveyor.transports.base import Delivery, Outgoing
-from conveyor.transports.memory import MemoryTransport
-from conveyor.transports.sqlite import SqliteTransport
 
 __all__ = [
     "DEFAULT_URL",
     "AmqpBroker",
+    "Broker",
     "InMemoryBroker",
     "NatsBroker",
     "RedisBroker",
     "SqliteBroker",
     "ZeroMQBroker",
     "broker_from_url",
-    "result_backend_from_url",
-    "safe_url",
 ]
 
 DEFAULT_URL = "sqlite:///conveyor.db"
-_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+_DAY = 24 * 3600.0
+
+
+class Broker(core.Broker):
+    """The application object (`conveyor.broker.Broker`) with a worker to run in this process."""
+
+    def __init__(self, engine: Engine, **options: Any) -> None:
+        if engine.transport is None or engine.store is None or engine.results is None:
+            raise ConfigurationError(f"{type(self).__name__}: the engine lacks a part")
+        super().__init__(engine.transport, engine.store, engine.results, **options)
+
+    def run(self, **options: Any) -> None:
+        """Run a worker until SIGINT/SIGTERM, with the CLI's options (`python main.py`)."""
+        from conveyor.worker.run import run_blocking  # not loaded by processes that only send
+
+        run_blocking(self, **options)
+
+    async def run_async(self, **options: Any) -> None:
+        """`run` inside a running event loop."""
+        from conveyor.worker.run import run_in_loop
+
+        await run_in_loop(self, **options)
 
 
 class InMemoryBroker(Broker):
@@ -64,9 +81,9 @@ class InMemoryBroker(Broker):
         max_async_tasks: int = 100,
         **options: Any,
     ) -> None:
+        engine = registry.open_url("memory://", max_stored_results=max_stored_results)
         super().__init__(
-            MemoryTransport(),
-            result_backend or MemoryResultBackend(max_stored_results=max_stored_results),
+            _with_results(engine, result_backend),
             cast_types=cast_types,
             task_id_generator=task_id_generator,
             **options,
@@ -120,30 +137,40 @@ class InMemoryBroker(Broker):
 
 
 class SqliteBroker(Broker):
-    """The embedded default: queues and results in one SQLite file, shared by many processes.
+    """The embedded default: queues, state and results in one SQLite file, shared by many
+    processes.
 
     Args:
         path: the database file (created if missing).
         lease_seconds: how long a worker holds a message without renewing; after a crash the
             message is delivered again within about this long.
+        url: `sqlite:///relative.db` or `sqlite:////absolute/path.db` instead of `path`
+            (query option `lease`).
         **options: `Broker` options (serializer, task_id_generator, secret_key, ...).
     """
 
-    def __init__(self, path: str = "conveyor.db", *, lease_seconds: float = 10.0, **options: Any):
-        super().__init__(
-            SqliteTransport(path, lease_seconds=lease_seconds),
-            SqliteResultBackend(path),
-            **options,
+    def __init__(
+        self,
+        path: str = "conveyor.db",
+        *,
+        lease_seconds: float | None = None,
+        url: str | None = None,
+        **options: Any,
+    ) -> None:
+        engine = registry.open_url(
+            url or "sqlite://", path=None if url else path, lease_seconds=lease_seconds
         )
-        self.path = path
+        super().__init__(engine, **options)
+        self.path: str = getattr(engine.transport, "path", path)
 
 
 class RedisBroker(Broker):
-    """The production engine: queues on Redis Streams, results in the same Redis.
+    """The production engine: queues on Redis Streams, state and results in the same Redis.
 
     Args:
         url: `redis://[:password@]host:port/db`, `rediss://...` (TLS), `unix://path`,
-            `redis+sentinel://host:26379[,host:port]/service/db` or `redis+cluster://host:port`.
+            `redis+sentinel://host:26379[,host:port]/service/db` or `redis+cluster://host:port`;
+            query options `prefix` and `lease`.
         prefix: namespace of every key, so several apps can share one Redis.
         lease_seconds: how long a worker holds a message without renewing; after a crash the
             message is delivered again about this long after the last renewal.
@@ -156,28 +183,20 @@ class RedisBroker(Broker):
         url: str = "redis://localhost:6379/0",
         *,
         prefix: str = "conveyor",
-        lease_seconds: float = 30.0,
-        result_ttl: float | None = 24 * 3600.0,
+        lease_seconds: float | None = None,
+        result_ttl: float | None = _DAY,
         **options: Any,
     ) -> None:
-        from conveyor.results.redis import RedisResultBackend
-        from conveyor.transports._redis_client import RedisClient
-        from conveyor.transports.redis import RedisTransport
-
-        url, query = split_options(url)
-        prefix = query.get("prefix") or prefix
-        lease = _float_option(query, "lease", url)
-        client = RedisClient(url, prefix)
-        super().__init__(
-            RedisTransport(url, lease_seconds=lease or lease_seconds, client=client),
-            RedisResultBackend(url, result_ttl=result_ttl, client=client),
-            **options,
+        engine = registry.open_url(
+            url, prefix=prefix, lease_seconds=lease_seconds, result_ttl=result_ttl
         )
+        super().__init__(engine, **options)
         self.url = url
 
 
 class NatsBroker(Broker):
-    """NATS JetStream: work-queue streams, durable pull consumers, results in JetStream.
+    """NATS JetStream: work-queue streams, durable pull consumers, state and results in
+    JetStream.
 
     Args:
         url: `nats://[user:password@]host:4222` (several separated by commas); query options
@@ -194,31 +213,22 @@ class NatsBroker(Broker):
         url: str = "nats://localhost:4222",
         *,
         prefix: str = "conveyor",
-        lease_seconds: float = 30.0,
-        result_ttl: float | None = 24 * 3600.0,
+        lease_seconds: float | None = None,
+        result_ttl: float | None = _DAY,
         **options: Any,
     ) -> None:
-        from conveyor.results.nats import NatsResultBackend
-        from conveyor.transports._nats_client import NatsClient
-        from conveyor.transports.nats import NatsTransport
-
-        url, query = split_options(url)
-        prefix = query.get("prefix") or prefix
-        lease = _float_option(query, "lease", url)
-        client = NatsClient(url, prefix)
-        super().__init__(
-            NatsTransport(url, lease_seconds=lease or lease_seconds, client=client),
-            NatsResultBackend(url, result_ttl=result_ttl, client=client),
-            **options,
+        engine = registry.open_url(
+            url, prefix=prefix, lease_seconds=lease_seconds, result_ttl=result_ttl
         )
+        super().__init__(engine, **options)
         self.url = url
 
 
 class AmqpBroker(Broker):
     """RabbitMQ: durable priority queues, publisher confirms, acks after the result is stored.
 
-    RabbitMQ keeps messages only, so task states, cancels, dedup, rate limits and the other
-    shared state live in a state store (`state_url`); see `docs/engines/amqp.md`.
+    RabbitMQ keeps messages only, so the shared state lives in the state store `state_url`
+    names; see `docs/engines/amqp.md`.
 
     Args:
         url: `amqp://user:password@host:5672/vhost` or `amqps://...`; query options `prefix`,
@@ -237,17 +247,15 @@ class AmqpBroker(Broker):
         *,
         prefix: str = "conveyor",
         state_url: str | None = None,
-        lease_seconds: float = 30.0,
+        lease_seconds: float | None = None,
         result_backend: ResultBackend | None = None,
         **options: Any,
     ) -> None:
-        from conveyor.transports.amqp import AmqpTransport
-
-        transport = AmqpTransport(
-            url, prefix=prefix, state_url=state_url, lease_seconds=lease_seconds
+        engine = registry.open_url(
+            url, state_url=state_url, prefix=prefix, lease_seconds=lease_seconds
         )
-        super().__init__(transport, result_backend or _beside(transport.state_url), **options)
-        self.url = transport.url
+        super().__init__(_with_results(engine, result_backend), **options)
+        self.url: str = getattr(engine.transport, "url", url)
 
 
 class ZeroMQBroker(Broker):
@@ -261,6 +269,8 @@ class ZeroMQBroker(Broker):
         result_backend: where results go; by default the state store's engine, else memory.
         task_id_generator: makes task ids.
         state_url: shared state (`redis://...`, `sqlite:///state.db`); memory when None.
+        url: `zmq://host:port[?state=...]` instead of the two hosts: the sender binds every
+            interface on the port, workers connect to host:port.
         **options: `Broker` options.
     """
 
@@ -272,36 +282,32 @@ class ZeroMQBroker(Broker):
         task_id_generator: Callable[[], str] | None = None,
         *,
         state_url: str | None = None,
+        url: str | None = None,
         **options: Any,
     ) -> None:
-        from conveyor.transports.zmq import ZmqTransport
-
-        transport = ZmqTransport(zmq_pub_host, zmq_sub_host, state_url=state_url)
+        engine = registry.open_url(
+            url or "zmq://",
+            state_url=state_url,
+            zmq_pub_host=None if url else zmq_pub_host,
+            zmq_sub_host=None if url else zmq_sub_host,
+        )
         super().__init__(
-            transport,
-            result_backend or _beside(state_url),
-            task_id_generator=task_id_generator,
-            **options,
+            _with_results(engine, result_backend), task_id_generator=task_id_generator, **options
         )
 
 
-def _beside(state_url: str | None) -> ResultBackend:
-    """Results in the state store's engine, or in memory without one."""
-    if state_url is None:
-        return MemoryResultBackend()
-    return result_backend_from_url(state_url)
+def _with_results(engine: Engine, results: ResultBackend | None) -> Engine:
+    return engine if results is None else Engine(engine.transport, engine.store, results)
 
 
-def _sqlite_path(url: str) -> tuple[str, dict[str, str]]:
-    parts = urlsplit(url)
-    if parts.netloc:
-        raise ConfigurationError(
-            f"{safe_url(url)!r} names a host: use sqlite:///relative.db or sqlite:////abs/path.db"
-        )
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    if not path:
-        raise ConfigurationError(f"{url!r} names no file: use sqlite:///conveyor.db")
-    return path, dict(parse_qsl(parts.query))
+_FROM_URL: dict[str, Callable[..., Broker]] = {
+    "memory": lambda url, **options: InMemoryBroker(**options),
+    "sqlite": lambda url, **options: SqliteBroker(url=url, **options),
+    "redis": RedisBroker,
+    "nats": NatsBroker,
+    "amqp": AmqpBroker,
+    "zmq": lambda url, **options: ZeroMQBroker(url=url, **options),
+}
 
 
 def broker_from_url(url: str | None = None, **options: Any) -> Broker:
@@ -311,83 +317,16 @@ def broker_from_url(url: str | None = None, **options: Any) -> Broker:
     (`redis://`, `rediss://`, `unix://`, `redis+sentinel://`, `redis+cluster://`, query options
     `prefix` and `lease`) need the `redis` extra; `amqp://` / `amqps://` (options `prefix`,
     `lease`, `state`) the `amqp` extra; `nats://` (options `prefix`, `lease`) the `nats`
-    extra; `zmq://host:port` (option `state`) the `zmq` extra.
-    A result store from
+    extra; `zmq://host:port` (option `state`) the `zmq` extra. A result store from
     `CONVEYOR_RESULT_BACKEND_URL` replaces the engine's default.
 
     Raises:
         ConfigurationError: the scheme is unknown or the URL is malformed.
+        ImportError: the engine's extra is not installed (the message names it).
     """
     url = url or os.environ.get("CONVEYOR_BROKER_URL") or DEFAULT_URL
-    scheme = urlsplit(url).scheme
-    broker: Broker
-    if scheme == "memory":
-        broker = InMemoryBroker(**options)
-    elif scheme == "sqlite":
-        path, query = _sqlite_path(url)
-        lease = _float_option(query, "lease", url)
-        broker = SqliteBroker(path, **({"lease_seconds": lease} if lease else {}), **options)
-    elif scheme in _REDIS_SCHEMES:
-        broker = RedisBroker(url, **options)
-    elif scheme == "nats":
-        broker = NatsBroker(url, **options)
-    elif scheme in ("amqp", "amqps"):
-        broker = AmqpBroker(url, **options)
-    elif scheme == "zmq":
-        broker = _zmq_from_url(url, **options)
-    else:
-        raise ConfigurationError(
-            f"unknown broker URL scheme in {safe_url(url)!r}: use sqlite:///file.db,"
-            " redis://host:port/db, amqp://host:5672/, nats://host:4222, zmq://host:5555"
-            " or memory://"
-        )
+    broker = _FROM_URL[registry.engine_name(url, "broker")](url, **options)
     results_url = os.environ.get("CONVEYOR_RESULT_BACKEND_URL")
     if results_url:
-        broker.with_result_backend(result_backend_from_url(results_url))
+        broker.with_result_backend(registry.results_from_url(results_url))
     return broker
-
-
-def _zmq_from_url(url: str, **options: Any) -> Broker:
-    """`zmq://host:port?state=...`: the sender binds every interface on the port, workers
-    connect to host:port."""
-    parts = urlsplit(url)
-    if parts.port is None:
-        raise ConfigurationError(f"{safe_url(url)!r} names no port: use zmq://host:5555")
-    query = dict(parse_qsl(parts.query))
-    return ZeroMQBroker(
-        f"tcp://0.0.0.0:{parts.port}",
-        f"tcp://{parts.hostname or 'localhost'}:{parts.port}",
-        state_url=query.get("state"),
-        **options,
-    )
-
-
-def result_backend_from_url(url: str) -> ResultBackend:
-    """Make the result store a URL names (`memory://`, `sqlite:///file.db`, Redis, `nats://`)."""
-    scheme = urlsplit(url).scheme
-    if scheme == "memory":
-        return MemoryResultBackend()
-    if scheme == "sqlite":
-        return SqliteResultBackend(_sqlite_path(url)[0])
-    if scheme in _REDIS_SCHEMES:
-        from conveyor.results.redis import RedisResultBackend
-
-        plain, query = split_options(url)
-        return RedisResultBackend(plain, prefix=query.get("prefix") or "conveyor")
-    if scheme == "nats":
-        from conveyor.results.nats import NatsResultBackend
-
-        plain, query = split_options(url)
-        return NatsResultBackend(plain, prefix=query.get("prefix") or "conveyor")
-    raise ConfigurationError(f"unknown result backend URL scheme in {safe_url(url)!r}")
-
-
-def _float_option(query: dict[str, str], name: str, url: str) -> float | None:
-    if name not in query:
-        return None
-    try:
-        return float(query[name])
-    except ValueError:
-        raise ConfigurationError(
-            f"{name}={query[name]!r} in {safe_url(url)!r} is not a number"
-        ) from None

@@ -7,9 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from conveyor.message import TaskMessage
+from conveyor.engines.base import DeadLetter, QueueStats
 from conveyor.scheduler import ScheduleInfo, Scheduler
-from conveyor.transports.base import DeadLetter, QueueStats
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
@@ -83,27 +82,22 @@ class Inspector:
     async def workers(self) -> list[WorkerInfo]:
         """Workers whose heartbeat is live."""
         await self.broker.ensure_started()
-        found = []
-        for raw in (await self.broker.transport.kv_scan("worker:")).values():
-            try:
-                beat = json.loads(raw)
-                found.append(
-                    WorkerInfo(
-                        name=beat["name"],
-                        host=beat["host"],
-                        pid=int(beat["pid"]),
-                        queues=list(beat["queues"]),
-                        running=list(beat["running"]),
-                        processed=int(beat["processed"]),
-                        uptime=time.time() - float(beat["started"]),
-                        rss_mb=float(beat.get("rss_mb", 0.0)),
-                        concurrency=int(beat.get("concurrency", 0)),
-                        counters=dict(beat.get("counters", {})),
-                    )
-                )
-            except (ValueError, KeyError, TypeError):
-                continue  # a heartbeat from another version: skip rather than fail the listing
-        return sorted(found, key=lambda w: w.name)
+        now = time.time()
+        return [
+            WorkerInfo(
+                name=beat.name,
+                host=beat.host,
+                pid=beat.pid,
+                queues=beat.queues,
+                running=beat.running,
+                processed=beat.processed,
+                uptime=now - beat.started,
+                rss_mb=beat.rss_mb,
+                concurrency=beat.concurrency,
+                counters=beat.counters,
+            )
+            for beat in await self.broker.state.heartbeats()
+        ]
 
     async def active(self) -> list[tuple[str, str]]:
         """(worker, task id) of every running task, from the heartbeats."""
@@ -113,8 +107,8 @@ class Inspector:
         """Counters and duration histograms by task name, from the workers' `stats:` keys."""
         await self.broker.ensure_started()
         found: dict[str, TaskCounts] = {}
-        for key, raw in (await self.broker.transport.kv_scan("stats:")).items():
-            kind, _, rest = key.removeprefix("stats:").partition(":")
+        for key, raw in (await self.broker.state.counts()).items():
+            kind, _, rest = key.partition(":")
             try:
                 value = int(raw)
                 if kind == "bucket":
@@ -134,7 +128,7 @@ class Inspector:
         await self.broker.ensure_started()
         recent: dict[str, dict[str, Any]] = {}
         failed: dict[str, dict[str, Any]] = {}
-        for raw in (await self.broker.transport.kv_scan("recent:")).values():
+        for raw in await self.broker.state.recent():
             try:
                 lists = json.loads(raw)
                 _merge(recent, lists["recent"])
@@ -155,8 +149,7 @@ class Inspector:
     def describe(self, letter: DeadLetter) -> str:
         """The task name inside a dead letter's body, or "?" when it cannot be read."""
         try:
-            body = self.broker.signer.verify(letter.body)
-            return self.broker.serializer.decode(body, TaskMessage).task_name
+            return self.broker.codec.decode(letter.body).task_name
         except Exception:
             return "?"
 

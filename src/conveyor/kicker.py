@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from conveyor.labels import validate_labels
+from conveyor.options import TaskOptions
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
@@ -42,7 +42,7 @@ class Kicker(Generic[P, R]):
     def _with(self, labels: dict[str, Any] | None = None, **changes: Any) -> Kicker[P, R]:
         merged = {**self._labels, **labels} if labels else self._labels
         if labels:
-            validate_labels(merged, self._task.name)
+            TaskOptions.parse(merged, self._task.name)
         return Kicker(
             self._task,
             merged,

@@ -72,6 +72,8 @@ class _MsgspecSerializer:
             data: bytes = self._encoder.encode(obj)
         except (TypeError, OverflowError, msgspec.EncodeError) as exc:
             raise SerializationError(f"cannot encode with {self.name}: {exc}") from exc
+        except RecursionError:
+            raise SerializationError(f"cannot encode with {self.name}: nested too deeply") from None
         return data
 
     def decode(self, data: bytes, type_: type[T]) -> T:
@@ -83,6 +85,8 @@ class _MsgspecSerializer:
             result: T = decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError, NotImplementedError) as exc:
             raise SerializationError(f"malformed {self.name} data: {exc}") from exc
+        except RecursionError:
+            raise SerializationError(f"malformed {self.name} data: nested too deeply") from None
         return result
 
 
@@ -92,7 +96,7 @@ class _PickleSerializer:
     def encode(self, obj: Any) -> bytes:
         try:
             return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
             raise SerializationError(f"cannot encode with pickle: {exc}") from exc
 
     def decode(self, data: bytes, type_: type[T]) -> T:

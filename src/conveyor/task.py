@@ -27,13 +27,13 @@ from typing import (
 from conveyor.context import Dependency, dependency_params
 from conveyor.kicker import Kicker
 from conveyor.result import TaskHandle
+from conveyor.schedules import Cron, Interval, Once, Schedule, ScheduleEntry
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from conveyor.broker import Broker
     from conveyor.portal import SyncTaskHandle
-    from conveyor.scheduler import Cron, ScheduleEntry, Scheduler
 
 __all__ = [
     "AsyncGenTask",
@@ -50,6 +50,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 Y = TypeVar("Y")
 R_co = TypeVar("R_co", covariant=True)
+
+
+class Schedules(Protocol):
+    """Where `schedule_by_*` store a schedule: a `conveyor.Scheduler`."""
+
+    async def add(self, signature: Signature[Any], schedule: Schedule) -> str:
+        """Store a schedule of `signature`; return its id."""
+        ...
 
 
 class Signature(Generic[R_co]):
@@ -175,7 +183,7 @@ class Task(Generic[P, R]):
         return Signature(self.name, args, kwargs, immutable=True, task=self)
 
     async def schedule_by_cron(
-        self, scheduler: Scheduler, cron: str | Cron, *args: P.args, **kwargs: P.kwargs
+        self, scheduler: Schedules, cron: str | Cron, *args: P.args, **kwargs: P.kwargs
     ) -> str:
         """Store a schedule sending this call at every time of `cron` (a `Cron` sets a `tz`).
 
@@ -185,25 +193,19 @@ class Task(Generic[P, R]):
         Raises:
             ConfigurationError: a bad cron expression or time zone.
         """
-        from conveyor.scheduler import Cron
-
         schedule = Cron(cron) if isinstance(cron, str) else cron
         return await scheduler.add(self.s(*args, **kwargs), schedule)
 
     async def schedule_by_interval(
-        self, scheduler: Scheduler, seconds: float, *args: P.args, **kwargs: P.kwargs
+        self, scheduler: Schedules, seconds: float, *args: P.args, **kwargs: P.kwargs
     ) -> str:
         """Store a schedule sending this call every `seconds`, the first in `seconds`."""
-        from conveyor.scheduler import Interval
-
         return await scheduler.add(self.s(*args, **kwargs), Interval(seconds))
 
     async def schedule_by_time(
-        self, scheduler: Scheduler, when: datetime, *args: P.args, **kwargs: P.kwargs
+        self, scheduler: Schedules, when: datetime, *args: P.args, **kwargs: P.kwargs
     ) -> str:
         """Store a one-off run of this call at `when` (a naive datetime is local time)."""
-        from conveyor.scheduler import Once
-
         return await scheduler.add(self.s(*args, **kwargs), Once.at_datetime(when))
 
 

@@ -7,19 +7,23 @@ ran it sends what comes next (or stores the workflow's result) *before* it settl
 so a worker killed at any point only delays the workflow: the step is delivered again, runs
 again, and goes on from where the first run stopped.
 
+The `workflow` label is a `Flow` (msgspec Structs, so a malformed label fails to convert
+instead of half-running): the workflow's id and kind, and the frames of what follows the step.
+A node is a `CallNode` (a signature), a `ChainNode` or a `GroupNode`; a frame is the rest of a
+chain (`ChainRest`) or the step's membership of a group (`Member`).
+
 Ids: the workflow's id W is the id of its handle's result; the step at path `w.2.0` (third
 step of the root chain, first member of that group) runs as task `W-w.2.0`. A group counts its
-finished members with the transport's atomic `set_add` (a member counted twice counts once) and
-keeps each member's value under the result id `W-<group path>-<index>`; the member that
-completes the set sends what follows the group, with the list of values in order.
+finished members with `State.join_group` (a member counted twice counts once) and keeps each
+member's value under the result id `W-<group path>-<index>`; the member that completes the set
+sends what follows the group, with the list of values in order.
 
-Each next step is sent once: its sender first claims `workflow:sent:<step id>` with the
-transport's atomic `set_nx` (kept for the result store's default TTL, or a day), and marks the
-claim "sent" once the broker has the message. Another delivery that finds the claim skips the
-step when it is marked sent; while it is not, the holder may still be sending, so the delivery
-is put back and tried again; a claim older than the transport's lease whose holder never marked
-it (the holder died, and its step came back) is taken over by one delivery, which sends it. A
-send that fails gives the claim back.
+Each next step is sent once, through `State.claim_send` keyed `step:<step id>` (kept for the
+result store's default TTL, or a day): the claim is marked sent once the broker has the
+message; another delivery that finds it skips the step when it is marked sent; while it is not,
+the holder may still be sending, so the delivery is put back and tried again; a claim older
+than the transport's lease whose holder never marked it (the holder died, and its step came
+back) is taken over by one delivery, which sends it. A send that fails gives the claim back.
 
 A step that fails for good stores the workflow's result as that failure; nothing after it runs.
 """
@@ -29,12 +33,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+import msgspec
+
 from conveyor.errors import ConfigurationError, WorkflowError
-from conveyor.labels import validate_labels
+from conveyor.options import TaskOptions
 from conveyor.message import TaskMessage
 from conveyor.result import TaskHandle, TaskResult, TaskStatus, utcnow
 from conveyor.task import Signature
@@ -60,12 +65,59 @@ WORKFLOW_LABEL = "workflow"
 
 log = logging.getLogger(__name__)
 
-_SENT = b"sent"  # the value of a next step's claim once the broker has it
 _DAY = 24 * 3600.0
-_RETRY = 1.0  # seconds before a step whose successor another delivery is sending tries again
 
-Node = dict[str, Any]
-Frame = dict[str, Any]
+
+class CallNode(msgspec.Struct, tag="call", kw_only=True):
+    """A signature in a workflow: the task, its arguments and labels; `immutable` for `.si()`."""
+
+    task: str
+    args: list[Any] = msgspec.field(default_factory=list)
+    kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
+    labels: dict[str, Any] = msgspec.field(default_factory=dict)
+    immutable: bool = False
+
+
+class ChainNode(msgspec.Struct, tag="chain"):
+    """Steps run one after another."""
+
+    steps: list[Node]
+
+
+class GroupNode(msgspec.Struct, tag="group"):
+    """Members run in parallel."""
+
+    members: list[Node]
+
+
+Node = CallNode | ChainNode | GroupNode
+
+
+class ChainRest(msgspec.Struct, tag="rest"):
+    """The steps of a chain still to run, the chain's path and the index of the first of them."""
+
+    steps: list[Node]
+    path: str
+    offset: int
+
+
+class Member(msgspec.Struct, tag="member"):
+    """A step's place in a group: the group's path, its index and the group's size."""
+
+    group: str
+    index: int
+    size: int
+
+
+Frame = ChainRest | Member
+
+
+class Flow(msgspec.Struct):
+    """The `workflow` label of a step: the workflow's id and kind, and what follows the step."""
+
+    id: str
+    kind: str
+    frames: list[Frame] = msgspec.field(default_factory=list)
 
 
 class _Nothing:
@@ -81,7 +133,7 @@ class Workflow:
     kind = "workflow"
 
     def node(self) -> Node:
-        """The workflow as plain data (what travels in the messages' labels)."""
+        """The workflow as a tree of nodes (what travels in the messages' labels)."""
         raise NotImplementedError
 
     def signatures(self) -> Iterable[Signature[Any]]:
@@ -99,12 +151,10 @@ class Workflow:
         """
         broker = broker or self._broker()
         workflow_id = broker.task_id_generator()
-        flow = {"id": workflow_id, "kind": self.kind}
+        flow = Flow(workflow_id, self.kind)
         messages = await _start(broker, flow, self.node(), "w", _NOTHING, [])
         if messages:
-            await broker.result_backend.set_state(
-                workflow_id, "running", broker.result_backend.default_ttl
-            )
+            await broker.state.mark(workflow_id, "running", broker.result_backend.default_ttl)
             await broker.send(messages)
         return TaskHandle(broker, workflow_id, self.kind)
 
@@ -131,8 +181,8 @@ class Chain(Workflow):
         self.steps = [_checked(step) for step in steps]
 
     def node(self) -> Node:
-        """{"c": [steps]}."""
-        return {"c": [_node(step) for step in self.steps]}
+        """A `ChainNode` of the steps."""
+        return ChainNode([_node(step) for step in self.steps])
 
     def signatures(self) -> Iterable[Signature[Any]]:
         """Every signature of the steps, in order."""
@@ -150,8 +200,8 @@ class Group(Workflow):
         self.members = [_checked(member) for member in members]
 
     def node(self) -> Node:
-        """{"g": [members]}."""
-        return {"g": [_node(member) for member in self.members]}
+        """A `GroupNode` of the members."""
+        return GroupNode([_node(member) for member in self.members])
 
     def signatures(self) -> Iterable[Signature[Any]]:
         """Every signature of the members, in order."""
@@ -171,7 +221,7 @@ class Chord(Workflow):
 
     def node(self) -> Node:
         """A chain of the group and the body."""
-        return {"c": [self.header.node(), _node(self.body)]}
+        return ChainNode([self.header.node(), _node(self.body)])
 
     def signatures(self) -> Iterable[Signature[Any]]:
         """The header's signatures, then the body's."""
@@ -204,14 +254,14 @@ def _checked(part: Any) -> Signature[Any] | Workflow:
 def _node(part: Signature[Any] | Workflow) -> Node:
     if isinstance(part, Workflow):
         return part.node()
-    validate_labels(part.labels, part.task_name)  # a worker would refuse the step otherwise
-    return {
-        "s": part.task_name,
-        "a": list(part.args),
-        "k": dict(part.kwargs),
-        "l": dict(part.labels),
-        "i": part.immutable,
-    }
+    TaskOptions.parse(part.labels, part.task_name)  # a worker would refuse the step otherwise
+    return CallNode(
+        task=part.task_name,
+        args=list(part.args),
+        kwargs=dict(part.kwargs),
+        labels=dict(part.labels),
+        immutable=part.immutable,
+    )
 
 
 def _signatures(parts: Iterable[Signature[Any] | Workflow]) -> Iterable[Signature[Any]]:
@@ -236,54 +286,56 @@ async def advance(broker: Broker, message: TaskMessage, result: TaskResult[Any])
         another delivery claimed what follows and has not yet sent it.
 
     Raises:
-        WorkflowError: a group member's value is gone from the result store.
+        WorkflowError: the label is malformed, or a group member's value is gone from the
+            result store.
         SerializationError: (a TypeError) the next step's arguments cannot be encoded.
-        BrokerError: the transport or the result store failed.
+        BrokerError: the transport or the state or result store failed.
     """
     label = message.labels.get(WORKFLOW_LABEL)
-    if not isinstance(label, dict):
+    if label is None:
         return 0.0
-    flow = {"id": str(label["id"]), "kind": str(label.get("kind", "workflow"))}
+    try:
+        flow = msgspec.convert(label, Flow)
+    except msgspec.ValidationError as exc:
+        raise WorkflowError(f"malformed workflow label: {exc}") from None
     if result.status is not TaskStatus.SUCCEEDED:
         await _end(broker, flow, _failure(flow, result))
         return 0.0
-    frames = cast(list[Frame], label.get("k") or [])
-    messages = await _continue(broker, flow, result.return_value, frames)
+    messages = await _continue(broker, flow, result.return_value, flow.frames)
     return await _send_once(broker, messages)
 
 
 async def _start(
-    broker: Broker, flow: dict[str, str], node: Node, path: str, value: Any, frames: list[Frame]
+    broker: Broker, flow: Flow, node: Node, path: str, value: Any, frames: list[Frame]
 ) -> list[TaskMessage]:
     """The messages that start `node` (at `path`) with `value`, then go on with `frames`."""
-    if "s" in node:
+    if isinstance(node, CallNode):
         return [_message(broker, flow, node, path, value, frames)]
-    if "c" in node:
-        steps = node["c"]
-        if not steps:
+    if isinstance(node, ChainNode):
+        if not node.steps:
             return await _continue(broker, flow, value, frames)
-        return await _continue(broker, flow, value, [{"c": steps, "p": path, "o": 0}, *frames])
-    members = node["g"]
-    if not members:
+        return await _continue(broker, flow, value, [ChainRest(node.steps, path, 0), *frames])
+    if not node.members:
         return await _continue(broker, flow, [], frames)
     messages = []
-    for i, member in enumerate(members):
-        joined = [{"g": path, "i": i, "n": len(members)}, *frames]
+    for i, member in enumerate(node.members):
+        joined = [Member(path, i, len(node.members)), *frames]
         messages += await _start(broker, flow, member, f"{path}.{i}", value, joined)
     return messages
 
 
 async def _continue(
-    broker: Broker, flow: dict[str, str], value: Any, frames: list[Frame]
+    broker: Broker, flow: Flow, value: Any, frames: list[Frame]
 ) -> list[TaskMessage]:
     """What follows a finished part with result `value`: next messages, or the final result."""
     frames = list(frames)
     while frames:
         frame = frames.pop(0)
-        if "c" in frame:
-            steps, base, offset = frame["c"], frame["p"], frame["o"]
-            rest = [{"c": steps[1:], "p": base, "o": offset + 1}] if len(steps) > 1 else []
-            return await _start(broker, flow, steps[0], f"{base}.{offset}", value, rest + frames)
+        if isinstance(frame, ChainRest):
+            rest = frame.steps[1:]
+            after = [ChainRest(rest, frame.path, frame.offset + 1)] if rest else []
+            path = f"{frame.path}.{frame.offset}"
+            return await _start(broker, flow, frame.steps[0], path, value, after + frames)
         joined = await _join(broker, flow, frame, value)
         if joined is _NOTHING:
             return []  # other members still run; the last one goes on
@@ -292,39 +344,46 @@ async def _continue(
     return []
 
 
-async def _join(broker: Broker, flow: dict[str, str], frame: Frame, value: Any) -> Any:
-    """Record member `i` of a group; the list of values once every member is in."""
+async def _join(broker: Broker, flow: Flow, member: Member, value: Any) -> Any:
+    """Record a group's member; the list of values once every member is in."""
     results, ttl = broker.result_backend, broker.result_backend.default_ttl
-    base = f"{flow['id']}-{frame['g']}"
-    await results.set_result(f"{base}-{frame['i']}", broker.encode_value(value), ttl)
-    size = int(frame["n"])
-    if await broker.transport.set_add(f"workflow:{base}", str(frame["i"]), ttl) < size:
+    base = f"{flow.id}-{member.group}"
+    await results.set_result(f"{base}-{member.index}", broker.encode_value(value), ttl)
+    if await broker.state.join_group(base, member.index, ttl) < member.size:
         return _NOTHING
-    stored = await asyncio.gather(*(results.get_result(f"{base}-{i}") for i in range(size)))
+    stored = await asyncio.gather(*(results.get_result(f"{base}-{i}") for i in range(member.size)))
     if any(data is None for data in stored):  # expired, or evicted from a capped store
-        raise WorkflowError(f"workflow {flow['id']}: a group member's value is gone")
+        raise WorkflowError(f"workflow {flow.id}: a group member's value is gone")
     return [broker.decode_value(cast(bytes, data)) for data in stored]
 
 
 def _message(
-    broker: Broker, flow: dict[str, str], node: Node, path: str, value: Any, frames: list[Frame]
+    broker: Broker, flow: Flow, node: CallNode, path: str, value: Any, frames: list[Frame]
 ) -> TaskMessage:
-    args = list(node["a"])
-    if value is not _NOTHING and not node["i"]:
+    args = list(node.args)
+    if value is not _NOTHING and not node.immutable:
         args.insert(0, value)
-    task = broker.find_task(node["s"])
-    labels = {**node["l"], WORKFLOW_LABEL: {**flow, "k": frames}}
-    return broker.build_message(
-        node["s"], args, node["k"], task.labels if task else None, labels, f"{flow['id']}-{path}"
-    )
+    task = broker.find_task(node.task)
+    rest = msgspec.to_builtins(Flow(flow.id, flow.kind, frames))
+    labels = {**node.labels, WORKFLOW_LABEL: rest}
+    task_labels = task.labels if task else None
+    return broker.build_message(node.task, args, node.kwargs, task_labels, labels, f"{flow.id}-{path}")
 
 
 async def _send_once(broker: Broker, messages: list[TaskMessage]) -> float:
     """Send the messages no other delivery sent or is sending; the seconds to wait for those."""
     if not messages:
         return 0.0
-    transport, ttl = broker.transport, broker.result_backend.default_ttl or _DAY
-    waits = await asyncio.gather(*(_claim(broker, m.task_id, ttl) for m in messages))
+    state, ttl = broker.state, broker.result_backend.default_ttl or _DAY
+    lease = broker.transport.lease_seconds
+
+    async def claim(task_id: str) -> float | None:
+        async def was_sent() -> bool:
+            return await broker.task_status(task_id) is not None
+
+        return await state.claim_send(f"step:{task_id}", ttl, lease, was_sent)
+
+    waits = await asyncio.gather(*(claim(m.task_id) for m in messages))
     fresh = [m for m, wait in zip(messages, waits, strict=True) if wait is None]
     if fresh:
         try:
@@ -332,48 +391,20 @@ async def _send_once(broker: Broker, messages: list[TaskMessage]) -> float:
         except BaseException:
             for m in fresh:  # nothing sent: the next delivery of the step tries again
                 with contextlib.suppress(Exception):
-                    await transport.kv_delete(_claim_key(m.task_id))
+                    await state.give_back(f"step:{m.task_id}")
             raise
-        marks = (transport.kv_set(_claim_key(m.task_id), _SENT, ttl) for m in fresh)
+        marks = (state.mark_sent(f"step:{m.task_id}", ttl) for m in fresh)
         for failed in await asyncio.gather(*marks, return_exceptions=True):
             if isinstance(failed, Exception):  # sent all the same: a takeover checks its state
                 log.warning("workflow: could not mark a step as sent: %s", failed)
     return max((wait for wait in waits if wait is not None), default=0.0)
 
 
-def _claim_key(task_id: str) -> str:
-    return f"workflow:sent:{task_id}"
-
-
-async def _claim(broker: Broker, task_id: str, ttl: float) -> float | None:
-    """None when this delivery is to send `task_id`; else 0.0 when it was sent, or the seconds
-    to wait for the delivery that claimed it."""
-    transport, key, now = broker.transport, _claim_key(task_id), time.time()
-    if await transport.set_nx(key, repr(now).encode(), ttl):
-        return None
-    held = await transport.kv_get(key)
-    if held == _SENT:
-        return 0.0
-    if held is None:  # its holder's send just failed and gave it back
-        return _RETRY
-    age, lease = now - float(held), transport.lease_seconds
-    if age < lease:
-        return max(lease - age, _RETRY)  # its holder may still be sending
-    # Older than a lease and never marked sent: its holder died (its step came back to us).
-    if not await transport.set_nx(f"{key}:{held.decode()}", b"1", ttl):
-        return lease  # another delivery takes it over
-    if await broker.task_status(task_id) is not None:  # it was sent; only the mark is missing
-        await transport.kv_set(key, _SENT, ttl)
-        return 0.0
-    await transport.kv_set(key, repr(now).encode(), ttl)
-    return None
-
-
-def _success(flow: dict[str, str], value: Any) -> TaskResult[Any]:
+def _success(flow: Flow, value: Any) -> TaskResult[Any]:
     now = utcnow()
     return TaskResult(
-        task_id=flow["id"],
-        task_name=flow["kind"],
+        task_id=flow.id,
+        task_name=flow.kind,
         status=TaskStatus.SUCCEEDED,
         return_value=value,
         started_at=now,
@@ -381,10 +412,10 @@ def _success(flow: dict[str, str], value: Any) -> TaskResult[Any]:
     )
 
 
-def _failure(flow: dict[str, str], step: TaskResult[Any]) -> TaskResult[Any]:
+def _failure(flow: Flow, step: TaskResult[Any]) -> TaskResult[Any]:
     return TaskResult(
-        task_id=flow["id"],
-        task_name=flow["kind"],
+        task_id=flow.id,
+        task_name=flow.kind,
         status=step.status,
         error_type=step.error_type,
         error_message=step.error_message,
@@ -397,7 +428,7 @@ def _failure(flow: dict[str, str], step: TaskResult[Any]) -> TaskResult[Any]:
     )
 
 
-async def _end(broker: Broker, flow: dict[str, str], result: TaskResult[Any]) -> None:
+async def _end(broker: Broker, flow: Flow, result: TaskResult[Any]) -> None:
     """Store the workflow's result unless it has one (the first end wins)."""
-    if await broker.result_backend.get_result(flow["id"]) is None:
+    if await broker.result_backend.get_result(flow.id) is None:
         await broker.store_result(result, broker.result_backend.default_ttl)

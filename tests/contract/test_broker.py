@@ -34,7 +34,7 @@ from conveyor import (
     TaskResult,
     TaskStatus,
 )
-from conveyor.transports.base import Outgoing
+from conveyor.engines.base import Outgoing
 
 pytestmark = pytest.mark.timeout(60)
 

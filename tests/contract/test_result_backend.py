@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from conveyor.engines.base import ResultBackend
+from conveyor.engines.memory import MemoryResultBackend
 from conveyor.errors import ConfigurationError
-from conveyor.results.base import ResultBackend
-from conveyor.results.memory import MemoryResultBackend
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -83,14 +83,6 @@ async def test_result_ttl_expires(result_backend: ResultBackend) -> None:
     assert await result_backend.get_result("kept") == b"y"
 
 
-async def test_state(result_backend: ResultBackend) -> None:
-    assert await result_backend.get_state("t1") is None
-    await result_backend.set_state("t1", "running", 60)
-    assert await result_backend.get_state("t1") == "running"
-    await result_backend.set_state("t1", "retrying", None)
-    assert await result_backend.get_state("t1") == "retrying"
-
-
 async def test_progress(result_backend: ResultBackend) -> None:
     assert await result_backend.get_progress("t1") is None
     await result_backend.set_progress("t1", b'{"done": 1}', None)
@@ -150,14 +142,12 @@ async def test_stream_ttl_expires(result_backend: ResultBackend) -> None:
 
 async def test_delete_forgets_everything(result_backend: ResultBackend) -> None:
     await result_backend.set_result("t1", b"r", None)
-    await result_backend.set_state("t1", "running", None)
     await result_backend.set_progress("t1", b"p", None)
     await result_backend.push_stream("t1", [b"a"], None)
     await result_backend.set_result("t2", b"other", None)
     await result_backend.delete("t1")
     await result_backend.delete("unknown")
     assert await result_backend.get_result("t1") is None
-    assert await result_backend.get_state("t1") is None
     assert await result_backend.get_progress("t1") is None
     assert await result_backend.read_stream("t1", 0) == (0, [], False)
     assert await result_backend.get_result("t2") == b"other"

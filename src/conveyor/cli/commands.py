@@ -349,7 +349,7 @@ def dlq_list(app: str, limit: int) -> None:
 def dlq_requeue(app: str, task_ids: tuple[str, ...]) -> None:
     """Send dead-lettered messages (all, or TASK_IDS) back to their queues."""
     broker = load_broker(app)
-    count = _run(broker, lambda: broker.transport.requeue_dead(list(task_ids) or None))
+    count = _run(broker, lambda: broker.requeue_dead(list(task_ids) or None))
     click.echo(f"requeued {count} message(s)")
 
 

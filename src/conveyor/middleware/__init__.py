@@ -1,26 +1,7 @@
-"""Middlewares: the base class, the built-in retry middlewares and `PrometheusMiddleware`."""
-
-from typing import TYPE_CHECKING
+"""Middlewares: the base class and the built-in retry middlewares. `PrometheusMiddleware` is in
+`conveyor.prometheus` (its extra is `web`), also importable as `conveyor.PrometheusMiddleware`."""
 
 from conveyor.middleware.base import Middleware, TaskiqMiddleware
 from conveyor.middleware.retry import SimpleRetryMiddleware, SmartRetryMiddleware
 
-if TYPE_CHECKING:  # imported on first use: prometheus-client is the `web` extra
-    from conveyor.middleware.prometheus import PrometheusMiddleware
-
-__all__ = [
-    "Middleware",
-    "PrometheusMiddleware",
-    "SimpleRetryMiddleware",
-    "SmartRetryMiddleware",
-    "TaskiqMiddleware",
-]
-
-
-def __getattr__(name: str) -> object:
-    """`PrometheusMiddleware` imports prometheus-client (`conveyor[web]`) only when used."""
-    if name == "PrometheusMiddleware":
-        from conveyor.middleware.prometheus import PrometheusMiddleware
-
-        return PrometheusMiddleware
-    raise AttributeError(f"module 'conveyor.middleware' has no attribute {name!r}")
+__all__ = ["Middleware", "SimpleRetryMiddleware", "SmartRetryMiddleware", "TaskiqMiddleware"]

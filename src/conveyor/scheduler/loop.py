@@ -1,12 +1,12 @@
 """`Scheduler`: sends each due run of every schedule exactly once, however many run.
 
 Schedules come from two sources: the `schedule=[...]` labels of the broker's tasks, and entries
-stored in the broker (`add`, `Task.schedule_by_cron/interval/time`) under `sched:def:<id>`.
-Before sending the run due at time T, a scheduler claims `sched:fire:<id>:<T ms>` with the
-transport's `set_nx`; only the process whose claim succeeds sends it, with the task id
+stored in the broker (`add`, `Task.schedule_by_cron/interval/time`; `conveyor.state` keeps
+them). Before sending the run due at time T, a scheduler claims `fire:<id>:<T ms>`
+(`State.claim_send`); only the process whose claim succeeds sends it, with the task id
 `s-<hash of id>-<T ms>` (the same in every process, so a run is recognisable in results and
-logs). `sched:last:<id>` keeps the last fire time, so a scheduler that starts again knows what
-it missed while nobody ran.
+logs). The state store keeps each schedule's last fire time, so a scheduler that starts again
+knows what it missed while nobody ran.
 
 The two windows where exactly-once gives way: a scheduler killed between its claim and the
 broker receiving the send loses that run (the claim keeps the others off it); a send that raises
@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import BrokerError, ConfigurationError, ConveyorError
-from conveyor.labels import validate_labels
-from conveyor.scheduler.schedules import Interval, Once, Schedule, ScheduleEntry
+from conveyor.options import TaskOptions
+from conveyor.schedules import Interval, Once, Schedule, ScheduleEntry
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
@@ -44,9 +44,6 @@ __all__ = ["ScheduleInfo", "Scheduler"]
 
 log = logging.getLogger("conveyor.scheduler")
 
-DEF_PREFIX = "sched:def:"
-LAST_PREFIX = "sched:last:"
-FIRE_PREFIX = "sched:fire:"
 #: How long a fire-time claim is kept (at least): other schedulers try the same fire time only
 #: while it is on time (`misfire_grace`) or missed by all, which the last fire time tells.
 CLAIM_TTL = 300.0
@@ -120,7 +117,7 @@ class Scheduler:
             TypeError: the arguments do not fit the task's signature.
             ConfigurationError: a known label has a bad value.
         """
-        validate_labels(signature.labels, signature.task_name)
+        TaskOptions.parse(signature.labels, signature.task_name)
         task = self.broker.find_task(signature.task_name)
         if task is not None:
             try:
@@ -140,21 +137,17 @@ class Scheduler:
             labels=dict(signature.labels),
             stored=True,
         )
-        transport, now = self.broker.transport, time.time()
+        now = time.time()
         if isinstance(schedule, Once):  # due from its time on, even if that is now or past
             now = min(now, schedule.at - 0.001)
-        await transport.kv_set(LAST_PREFIX + schedule_id, repr(now).encode(), None)
-        await transport.kv_set(DEF_PREFIX + schedule_id, entry.to_json(), None)
+        await self.broker.state.put_schedule(schedule_id, entry.to_json(), now)
         self._state.refreshed = float("-inf")
         return schedule_id
 
     async def remove(self, schedule_id: str) -> bool:
         """Delete a stored schedule; True when it existed. Label schedules cannot be removed."""
         await self.broker.ensure_started()
-        transport = self.broker.transport
-        existed = await transport.kv_get(DEF_PREFIX + schedule_id) is not None
-        await transport.kv_delete(DEF_PREFIX + schedule_id)
-        await transport.kv_delete(LAST_PREFIX + schedule_id)
+        existed = await self.broker.state.drop_schedule(schedule_id)
         self._state.refreshed = float("-inf")
         return existed
 
@@ -162,13 +155,13 @@ class Scheduler:
         """The schedules stored in the broker (unreadable ones are logged and left out)."""
         await self.broker.ensure_started()
         found, warned = [], self._state.warned
-        for key, raw in (await self.broker.transport.kv_scan(DEF_PREFIX)).items():
+        for schedule_id, raw in (await self.broker.state.schedules()).items():
             try:
                 found.append(ScheduleEntry.from_json(raw))
             except ConfigurationError as exc:
-                level = logging.DEBUG if key in warned else logging.WARNING
-                log.log(level, "skipping schedule %s: %s", key[len(DEF_PREFIX) :], exc)
-                warned.add(key)
+                level = logging.DEBUG if schedule_id in warned else logging.WARNING
+                log.log(level, "skipping schedule %s: %s", schedule_id, exc)
+                warned.add(schedule_id)
         return sorted(found, key=lambda e: e.id)
 
     def label_entries(self) -> list[ScheduleEntry]:
@@ -266,29 +259,25 @@ class Scheduler:
             log.info("skipped missed run(s) of %s since %s", entry.task_name, _iso(missed))
 
     async def _last_fire(self, entry: ScheduleEntry, now: float) -> float:
-        raw = await self.broker.transport.kv_get(LAST_PREFIX + entry.id)
-        try:
-            return min(float(raw), now) if raw else now
-        except ValueError:
-            return now
+        last = await self.broker.state.last_fire(entry.id)
+        return now if last is None else min(last, now)
 
     async def _fire(self, entry: ScheduleEntry, at: float) -> None:
-        transport, at_ms = self.broker.transport, round(at * 1000)
-        if entry.stored and await transport.kv_get(DEF_PREFIX + entry.id) is None:
+        state, at_ms = self.broker.state, round(at * 1000)
+        if entry.stored and await state.schedule(entry.id) is None:
             return  # removed since the last refresh
-        claim = f"{FIRE_PREFIX}{entry.id}:{at_ms}"
-        if await transport.set_nx(claim, b"1", max(CLAIM_TTL, 10 * self.misfire_grace)):
+        claim, ttl = f"fire:{entry.id}:{at_ms}", max(CLAIM_TTL, 10 * self.misfire_grace)
+        if await state.claim(claim, ttl):
             try:
                 await self.broker.send([self._message(entry, at_ms)])
             except BaseException:
                 with contextlib.suppress(Exception):  # unclaim: the next tick tries again
-                    await transport.kv_delete(claim)
+                    await state.give_back(claim)
                 raise
             log.info("sent %s for %s (%s)", entry.task_name, _iso(at), entry.schedule.describe())
-            await transport.kv_set(LAST_PREFIX + entry.id, repr(at).encode(), None)
+            await state.set_last_fire(entry.id, at)
         if isinstance(entry.schedule, Once) and entry.stored:
-            await transport.kv_delete(DEF_PREFIX + entry.id)
-            await transport.kv_delete(LAST_PREFIX + entry.id)
+            await state.drop_schedule(entry.id)
 
     def _message(self, entry: ScheduleEntry, at_ms: int) -> Any:
         task = self.broker.find_task(entry.task_name)

@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 from conveyor.broker import Broker
 from conveyor.errors import BrokerError, ConveyorError, ResultTimeout
 from conveyor.inspector import Inspector
-from conveyor.labels import validate_labels
-from conveyor.middleware.prometheus import read_metrics, render_metrics
+from conveyor.options import TaskOptions
+from conveyor.prometheus import read_metrics, render_metrics
 from conveyor.web.auth import COMMON_ANSWERS, Detail, Guard, not_cross_site
 from conveyor.web.routing import BrokerRoute
 from conveyor.web.state import WebState
@@ -205,7 +205,7 @@ async def _send(broker: Broker, state: WebState, task_name: str, body: SendIn) -
     if task is None:
         return _detail(404, f"no task named {task_name!r}")
     try:
-        validate_labels(body.labels, task_name)
+        TaskOptions.parse(body.labels, task_name)
         handle = await broker.send_task(task, body.args, body.kwargs, labels=body.labels or None)
     except BrokerError as exc:
         return _detail(503, str(exc))

@@ -158,7 +158,7 @@ def _actions(web: APIRouter, broker: Broker, inspector: Inspector, state: WebSta
     async def requeue(body: RequeueIn | None = None) -> dict[str, int]:
         """Move dead letters (all, or the given ids) back to their queues."""
         ids = body.task_ids if body is not None else None
-        return {"requeued": await broker.transport.requeue_dead(ids)}
+        return {"requeued": await broker.requeue_dead(ids)}
 
     @web.post("/api/queues/{queue}/purge", tags=["dashboard"])
     async def purge(queue: str) -> dict[str, int]:
@@ -173,8 +173,7 @@ async def _find_message(
     for letter in await inspector.dead_letters(1000):
         if letter.task_id == task_id:
             try:
-                body = broker.signer.verify(letter.body)
-                return broker.serializer.decode(body, TaskMessage)
+                return broker.codec.decode(letter.body)
             except Exception:
                 break  # an unreadable letter: try the recent lists
     recent, failed = await inspector.recent()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -17,14 +16,15 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from conveyor.labels import DEFAULT_QUEUE
+from conveyor.options import DEFAULT_QUEUE
+from conveyor.state import Heartbeat
 from conveyor.worker.outcome import worker_name
 from conveyor.worker.pools import ProcessPool, new_thread_pool
 from conveyor.worker.runner import Run, Runner
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
-    from conveyor.transports.base import Delivery
+    from conveyor.engines.base import Delivery
 
 __all__ = ["Worker", "WorkerOptions"]
 
@@ -227,13 +227,18 @@ class Worker:
             runs = list(self._running.values())
             if not runs:
                 continue
-            try:
-                if time.monotonic() - last_extend >= extend_every - tick / 2:
-                    last_extend = time.monotonic()
+            if time.monotonic() - last_extend >= extend_every - tick / 2:
+                last_extend = time.monotonic()
+                try:
                     await transport.extend([run.delivery for run in runs])
-                wanted = await transport.cancel_requested([run.delivery.task_id for run in runs])
-            except Exception:  # a broker blip: try again next tick, leases have slack
-                log.warning("could not extend leases", exc_info=True)
+                except Exception:  # a broker blip: try again next tick, leases have slack
+                    log.warning("could not extend leases", exc_info=True)
+            try:
+                wanted = await self.broker.state.cancel_requested(
+                    [run.delivery.task_id for run in runs]
+                )
+            except Exception:
+                log.warning("could not read cancel requests", exc_info=True)
                 continue
             for run in runs:
                 if run.delivery.task_id in wanted and run.cancel_reason is None:
@@ -250,29 +255,25 @@ class Worker:
                 log.warning("worker %s: %s, restarting", self.name, self.stop_reason)
                 stop.set()
             try:
-                await self.broker.transport.kv_set(
-                    f"worker:{self.name}", self._heartbeat(rss_mb), HEARTBEAT_SECONDS * 3
-                )
+                await self.broker.state.beat(self._heartbeat(rss_mb), HEARTBEAT_SECONDS * 3)
             except Exception:
                 log.warning("could not publish heartbeat", exc_info=True)
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
-    def _heartbeat(self, rss_mb: float) -> bytes:
-        return json.dumps(
-            {
-                "name": self.name,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "queues": list(self.options.queues),
-                "running": list(self._running),
-                "processed": self.processed,
-                "started": self._started_at,
-                "seen": time.time(),
-                "rss_mb": round(rss_mb, 1),
-                "concurrency": self.options.max_async_tasks,
-                "counters": dict(self.runner.stats.totals),
-            }
-        ).encode()
+    def _heartbeat(self, rss_mb: float) -> Heartbeat:
+        return Heartbeat(
+            name=self.name,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=list(self.options.queues),
+            running=list(self._running),
+            processed=self.processed,
+            started=self._started_at,
+            seen=time.time(),
+            rss_mb=round(rss_mb, 1),
+            concurrency=self.options.max_async_tasks,
+            counters=dict(self.runner.stats.totals),
+        )
 
     async def _stats_loop(self, done: asyncio.Event) -> None:
         """Publish counters and recent tasks every `STATS_SECONDS`, off the tasks' path, and a
@@ -281,13 +282,13 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), STATS_SECONDS)
             try:
-                await self.runner.stats.flush(self.broker.transport)
+                await self.runner.stats.flush(self.broker.state)
             except Exception:  # kept pending; the next flush tries again
                 log.debug("could not publish stats", exc_info=True)
 
     async def _forget_heartbeat(self) -> None:
         try:
-            await self.broker.transport.kv_delete(f"worker:{self.name}")
+            await self.broker.state.forget_worker(self.name)
         except Exception:
             log.debug("could not delete heartbeat", exc_info=True)
 

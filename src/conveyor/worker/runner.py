@@ -26,8 +26,8 @@ from conveyor.errors import (
     TaskCancelled,
     TaskNotFound,
 )
-from conveyor.labels import parse_rate, retry_delay_seconds, validate_labels
 from conveyor.message import TaskMessage
+from conveyor.options import DEFAULT_OPTIONS, TaskOptions
 from conveyor.result import TaskResult, TaskStatus, utcnow
 from conveyor.serializers import cast
 from conveyor.worker.outcome import (
@@ -45,8 +45,8 @@ from conveyor.workflows import WORKFLOW_LABEL, advance
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
+    from conveyor.engines.base import Delivery
     from conveyor.task import Task
-    from conveyor.transports.base import Delivery
 
 __all__ = ["Run", "Runner"]
 
@@ -63,13 +63,15 @@ class BadArguments(SerializationError):
 
 @dataclass(slots=True)
 class Run:
-    """One message being run: what the consumer needs to extend, cancel or hand it back."""
+    """One message being run: what the consumer needs to extend, cancel or hand it back, and
+    the options its labels give once decoded."""
 
     delivery: Delivery
     started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     slot: ThreadSlot = field(default_factory=ThreadSlot)
     cancel_reason: str | None = None  # "user" (cancel requested) or "shutdown"
+    options: TaskOptions = DEFAULT_OPTIONS
 
     def cancel(self, reason: str) -> None:
         """Stop the run: cancel its coroutine and interrupt its thread."""
@@ -88,7 +90,7 @@ class Runner:
         self.broker = broker
         self.threads = threads
         self.processes = processes or ProcessPool(max(os.cpu_count() or 1, 1))
-        self.track_state = not getattr(broker.transport, "tracks_state", False)
+        self.mark_running = not broker.transport.locates
         self.stats = WorkerStats(worker_name())
 
     async def handle(self, run: Run) -> bool:
@@ -98,20 +100,23 @@ class Runner:
         """
         delivery = run.delivery
         try:
-            message = self._decode(delivery)
+            message = self._decode(delivery, run)
         except (SerializationError, ConfigurationError) as exc:
             await self._reject_undecodable(delivery, exc)
             return True
         task = self.broker.find_task(message.task_name)
         if task is None:
             error = TaskNotFound(f"no task named {message.task_name!r} on this worker")
-            await self._fail(message, delivery, error, Outcome(error=error))
+            await self._fail(message, run, error, Outcome(error=error))
             return True
-        if await self._rate_limited(message, delivery):
+        if await self._rate_limited(message, run):
             return False
-        for hook in self.broker.hooks("pre_execute"):
+        hooks = self.broker.hooks("pre_execute")
+        for hook in hooks:
             message = await hook(message)
         try:
+            if hooks:  # a middleware may have changed the labels
+                run.options = TaskOptions.parse(message.labels, message.task_name)
             outcome = await self._execute(task, message, run)
             await self._settle(task, message, run, outcome)
         finally:
@@ -120,39 +125,41 @@ class Runner:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _decode(self, delivery: Delivery) -> TaskMessage:
+    def _decode(self, delivery: Delivery, run: Run) -> TaskMessage:
         """The message of a delivery, checked as a producer would have checked it.
 
         Raises:
-            SerializationError: bad bytes, a bad signature, or an id other than the delivery's.
+            SerializationError: a malformed entry, bad bytes, a bad signature, values too deep
+                or too large, or an id other than the delivery's.
             ConfigurationError: a known label has a bad value (from a foreign producer).
         """
-        body = self.broker.signer.verify(delivery.body)
-        message = self.broker.serializer.decode(body, TaskMessage)
+        if delivery.problem is not None:
+            raise SerializationError(f"malformed entry: {delivery.problem}")
+        message = self.broker.codec.decode(delivery.body)
         if message.task_id != delivery.task_id:
             raise SerializationError(f"message id {message.task_id!r} is not the delivery's id")
-        if message.labels:
-            validate_labels(message.labels, message.task_name)
+        run.options = TaskOptions.parse(message.labels, message.task_name)
         return message
 
     async def _reject_undecodable(self, delivery: Delivery, exc: Exception) -> None:
         log.error(
-            "dead-lettered %s: %s", delivery.task_id, exc, extra={"task_id": delivery.task_id}
-        )
-        message = TaskMessage(task_id=delivery.task_id, task_name="")
+            "dead-lettered %s: %s", delivery.task_id or "an entry without an id", exc,
+            extra={"task_id": delivery.task_id},
+        )  # fmt: skip
         await self.broker.transport.dead_letter(delivery, f"{type(exc).__name__}: {exc}")
-        await self._store(message, failed_result(message, exc, Outcome(error=exc)))
+        if delivery.task_id:
+            message = TaskMessage(task_id=delivery.task_id, task_name="")
+            await self._store(message, DEFAULT_OPTIONS, failed_result(message, exc, Outcome(error=exc)))
 
-    async def _rate_limited(self, message: TaskMessage, delivery: Delivery) -> bool:
-        rate = message.labels.get("rate_limit")
-        if not rate:
+    async def _rate_limited(self, message: TaskMessage, run: Run) -> bool:
+        rate = run.options.rate_limit
+        if rate is None:
             return False
-        limit, period = parse_rate(rate)
-        wait = await self.broker.transport.rate_acquire(f"rate:{message.task_name}", limit, period)
+        wait = await self.broker.state.rate_wait(message.task_name, rate.limit, rate.period_seconds)
         if wait <= 0:
             return False
         log.debug("rate limit of %s: %s back for %.3f s", message.task_name, message.task_id, wait)
-        await self.broker.transport.release(delivery, delay=wait)
+        await self.broker.transport.release(run.delivery, delay=wait)
         return True
 
     async def _execute(self, task: Task[Any, Any], message: TaskMessage, run: Run) -> Outcome:
@@ -164,9 +171,9 @@ class Runner:
                 message.attempt,
                 extra={"task_id": message.task_id, "task_name": message.task_name},
             )
-        self.stats.started(message)
-        if self.track_state:
-            await self.broker.result_backend.set_state(message.task_id, "running", None)
+        self.stats.started(message, run.delivery.queue)
+        if self.mark_running:
+            await self.broker.state.mark(message.task_id, "running", self._ttl(run.options))
         outcome = Outcome(started_at=utcnow())
         start = time.perf_counter()
         try:
@@ -225,9 +232,11 @@ class Runner:
         kwargs: dict[str, Any],
         run: Run,
     ) -> Any:
-        labels = message.labels
-        timeout = labels.get("timeout", self.broker.defaults.timeout)
-        soft = labels.get("soft_timeout")
+        options = run.options
+        timeout = options.timeout_seconds
+        if timeout is None:
+            timeout = self.broker.defaults.timeout
+        soft = options.soft_timeout_seconds
         if timeout is None and not soft:  # no limit: no timer to arm and disarm
             return await self._call(task, message, args, kwargs, run)
         soft_timer = None
@@ -246,7 +255,7 @@ class Runner:
             if not limit.expired():  # the task's own TimeoutError, not our limit
                 raise
             run.slot.interrupt(TimeoutError)
-            if labels.get("executor") == "process":
+            if options.executor == "process":
                 self.processes.kill()
             raise TimeoutError(f"{task.name} exceeded its time limit of {timeout} s") from None
         finally:
@@ -264,24 +273,26 @@ class Runner:
         if task.is_async:
             return await task.fn(*args, **kwargs)
         if task.is_async_gen:
-            return await self._stream(message, task.fn(*args, **kwargs).__aiter__().__anext__)
+            items = task.fn(*args, **kwargs).__aiter__().__anext__
+            return await self._stream(message, run.options, items)
         loop = asyncio.get_running_loop()
-        if message.labels.get("executor") == "process":
+        if run.options.executor == "process":
             module, qualname = task.fn.__module__, task.fn.__qualname__
             return await self.processes.run(call_in_process, module, qualname, tuple(args), kwargs)
         if task.is_gen:
             gen = await loop.run_in_executor(
                 self.threads, functools.partial(task.fn, *args, **kwargs)
             )
-            return await self._stream(
-                message, functools.partial(_next_in_thread, loop, self.threads, run, gen)
-            )
+            items = functools.partial(_next_in_thread, loop, self.threads, run, gen)
+            return await self._stream(message, run.options, items)
         return await loop.run_in_executor(
             self.threads, run.slot.wrap(functools.partial(task.fn, *args, **kwargs))
         )
 
-    async def _stream(self, message: TaskMessage, next_item: Callable[[], Any]) -> list[Any]:
-        backend, ttl = self.broker.result_backend, _ttl(self.broker, message)
+    async def _stream(
+        self, message: TaskMessage, options: TaskOptions, next_item: Callable[[], Any]
+    ) -> list[Any]:
+        backend, ttl = self.broker.result_backend, self._ttl(options)
         items: list[Any] = []
         await backend.reset_stream(message.task_id)  # a redelivery must not repeat old items
         try:
@@ -300,54 +311,50 @@ class Runner:
     async def _settle(
         self, task: Task[Any, Any], message: TaskMessage, run: Run, outcome: Outcome
     ) -> None:
-        error, delivery = outcome.error, run.delivery
+        error = outcome.error
         if error is None:
             result = build_result(message, TaskStatus.SUCCEEDED, outcome, value=outcome.value)
             try:
-                data = self._encode(message, result)
+                data = self._encode(run.options, result)
             except SerializationError as exc:  # an unencodable return value fails the task
-                await self._fail(message, delivery, exc, outcome)
+                await self._fail(message, run, exc, outcome)
                 return
-            await self._finish(message, delivery, result, data)
+            await self._finish(message, run, result, data)
         elif isinstance(error, TaskCancelled) and run.cancel_reason == "shutdown":
             log.info("handed back %s[%s]", message.task_name, message.task_id)
-            await self.broker.transport.release(delivery)
+            await self.broker.transport.release(run.delivery)
         elif isinstance(error, TaskCancelled):
             result = build_result(message, TaskStatus.CANCELLED, outcome, error=error)
-            await self._finish(message, delivery, result, self._encode(message, result), error)
+            await self._finish(message, run, result, self._encode(run.options, result), error)
+            if run.cancel_reason == "user":
+                await self.broker.state.forget_cancel(message.task_id)
         else:
-            delay = self._retry_delay(task, message, error)
+            delay = self._retry_delay(task, message, run.options, error)
             if delay is not None:
-                await self._retry(message, delivery, error, outcome, delay)
+                await self._retry(message, run, error, outcome, delay)
             else:
-                await self._fail(message, delivery, error, outcome)
+                await self._fail(message, run, error, outcome)
 
     def _retry_delay(
-        self, task: Task[Any, Any], message: TaskMessage, error: BaseException
+        self, task: Task[Any, Any], message: TaskMessage, options: TaskOptions, error: BaseException
     ) -> float | None:
-        labels = message.labels
-        limit = labels.get("retries", self.broker.defaults.retries) or 0
+        defaults = self.broker.defaults
+        limit = (options.retries if options.retries is not None else defaults.retries) or 0
         if isinstance(error, Retry):
             limit = error.max_retries if error.max_retries is not None else max(limit, 3)
             if message.attempt > limit:
                 return None
-            return (
-                error.delay
-                if error.delay is not None
-                else retry_delay_seconds(labels, message.attempt)
-            )
+            return error.delay if error.delay is not None else options.retry_delay(message.attempt)
         if isinstance(error, Reject | BadArguments | TaskNotFound) or message.attempt > limit:
             return None
         if not isinstance(error, task.retry_on):
             return None
-        if "retry_delay" not in labels and self.broker.defaults.retry_delay is not None:
-            labels = {**labels, "retry_delay": self.broker.defaults.retry_delay}
-        return retry_delay_seconds(labels, message.attempt)
+        return options.retry_delay(message.attempt, defaults.retry_delay)
 
     async def _retry(
         self,
         message: TaskMessage,
-        delivery: Delivery,
+        run: Run,
         error: BaseException,
         outcome: Outcome,
         delay: float,
@@ -366,10 +373,9 @@ class Runner:
             kwargs=message.kwargs,
             attempt=message.attempt + 1,
         )
-        body = self.broker.signer.sign(self.broker.serializer.encode(retry))
-        if self.track_state:
-            await self.broker.result_backend.set_state(message.task_id, "retrying", None)
-        await self.broker.transport.release(delivery, body=body, delay=delay, retrying=True)
+        body = self.broker.codec.encode(retry)
+        await self.broker.state.mark(message.task_id, TaskStatus.RETRYING, self._ttl(run.options))
+        await self.broker.transport.release(run.delivery, body=body, delay=delay)
         log.warning(
             "retrying %s[%s] in %.2f s after attempt %d: %s",
             message.task_name,
@@ -381,21 +387,17 @@ class Runner:
         )
 
     async def _fail(
-        self,
-        message: TaskMessage,
-        delivery: Delivery,
-        error: BaseException,
-        outcome: Outcome,
+        self, message: TaskMessage, run: Run, error: BaseException, outcome: Outcome
     ) -> None:
         """Record a final failure and move the message to the dead-letter queue."""
         cause = error.exc if isinstance(error, Retry) and error.exc is not None else error
         result = failed_result(message, cause, outcome)
-        await self._finish(message, delivery, result, self._encode(message, result), cause)
+        await self._finish(message, run, result, self._encode(run.options, result), cause)
 
     async def _finish(
         self,
         message: TaskMessage,
-        delivery: Delivery,
+        run: Run,
         result: TaskResult[Any],
         data: bytes | None,
         error: BaseException | None = None,
@@ -411,23 +413,24 @@ class Runner:
         for hook in self.broker.hooks("post_execute"):
             await hook(message, result)
         if WORKFLOW_LABEL in message.labels:
-            advanced = await self._advance(message, delivery, result)
+            advanced = await self._advance(message, run.delivery, result)
             if advanced is None:
                 return  # put back: delivered again later
             if advanced[0] is not result:  # the workflow could not go on: the step failed
                 result, error = advanced
-                data = self._encode(message, result)
+                data = self._encode(run.options, result)
         if error is not None:
             for hook in self.broker.hooks("on_error"):
                 await hook(message, result, error)
         transport, results = self.broker.transport, self.broker.result_backend
-        ttl = _ttl(self.broker, message)
+        ttl = self._ttl(run.options)
         if result.status is TaskStatus.FAILED:
-            await transport.dead_letter(delivery, f"{result.error_type}: {result.error_message}")
+            reason = f"{result.error_type}: {result.error_message}"
+            await transport.dead_letter(run.delivery, reason)
             if data is not None:
                 await results.set_result(message.task_id, data, ttl)
         else:
-            await transport.ack_with_result(delivery, results, data, ttl)
+            await transport.ack_with_result(run.delivery, results, data, ttl)
         for hook in self.broker.hooks("post_save"):
             await hook(message, result)
         log_end(message, result)
@@ -461,21 +464,27 @@ class Runner:
             return None
         return result, stopped
 
-    async def _store(self, message: TaskMessage, result: TaskResult[Any]) -> None:
-        data = self._encode(message, result)
+    async def _store(
+        self, message: TaskMessage, options: TaskOptions, result: TaskResult[Any]
+    ) -> None:
+        data = self._encode(options, result)
         if data is not None:
-            ttl = _ttl(self.broker, message)
-            await self.broker.result_backend.set_result(message.task_id, data, ttl)
+            await self.broker.result_backend.set_result(message.task_id, data, self._ttl(options))
 
-    def _encode(self, message: TaskMessage, result: TaskResult[Any]) -> bytes | None:
+    def _encode(self, options: TaskOptions, result: TaskResult[Any]) -> bytes | None:
         """The encoded result, or None when the task stores none.
 
         Raises:
             SerializationError: the return value cannot be encoded.
         """
-        if message.labels.get("store_result", True) is False:
+        if not options.store_result:
             return None
         return self.broker.encode_result(result)
+
+    def _ttl(self, options: TaskOptions) -> float | None:
+        """Seconds the task's result (and what else it leaves) is kept."""
+        ttl = options.result_ttl_seconds
+        return ttl if ttl is not None else self.broker.result_backend.default_ttl
 
 
 async def _next_in_thread(
@@ -488,8 +497,3 @@ async def _next_in_thread(
     if item is sentinel:
         raise StopAsyncIteration
     return item
-
-
-def _ttl(broker: Broker, message: TaskMessage) -> float | None:
-    ttl = message.labels.get("result_ttl")
-    return float(ttl) if ttl is not None else broker.result_backend.default_ttl

@@ -5,13 +5,11 @@ The hot path only bumps dictionaries (`started`, `ended`); the consumer's stats 
 writes this worker's recent tasks as one key. `conveyor web`'s `/metrics` and the dashboard read
 them back (see `conveyor.inspector`), so the numbers are right with any number of processes.
 
-Key layout in the broker's kv store (`<name>` is a task name, which may contain colons):
-
-* `stats:<counter>:<name>`: tasks received / succeeded / failed / retried / cancelled.
-* `stats:duration_us:<name>`: the sum of run times in microseconds.
-* `stats:bucket:<i>:<name>`: runs that took longer than `BUCKETS[i-1]` and at most `BUCKETS[i]`
-  (the last index counts the rest), so the histogram is rebuilt by summing.
-* `recent:<worker>`: JSON `{"recent": [...], "failed": [...]}` of this worker's last tasks.
+The counters (`conveyor.state` keeps them as `stats:<counter>:<name>`, `<name>` a task name
+that may contain colons): `received` / `succeeded` / `failed` / `retried` / `cancelled`,
+`duration_us` (the sum of run times in microseconds) and `bucket:<i>` (runs that took longer
+than `BUCKETS[i-1]` and at most `BUCKETS[i]`; the last index counts the rest), so the histogram
+is rebuilt by summing. The recent tasks are JSON `{"recent": [...], "failed": [...]}`.
 
 A message that ends without having started (its task name is unknown to the worker, e.g. from a
 foreign producer) is counted under `UNKNOWN_TASK`, so stray names add no keys or series.
@@ -26,23 +24,17 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from conveyor.labels import DEFAULT_QUEUE
+from conveyor.options import DEFAULT_QUEUE
 from conveyor.result import TaskStatus
+from conveyor.state import BUCKETS, COUNTERS, State
 from conveyor.workflows import WORKFLOW_LABEL
 
 if TYPE_CHECKING:
     from conveyor.message import TaskMessage
     from conveyor.result import TaskResult
-    from conveyor.transports.base import Transport
 
-__all__ = ["BUCKETS", "COUNTERS", "RECENT_TTL", "UNKNOWN_TASK", "WorkerStats"]
+__all__ = ["UNKNOWN_TASK", "WorkerStats"]
 
-#: Upper bounds (seconds) of the duration histogram; one more bucket holds the rest.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-#: The counters kept per task name.
-COUNTERS = ("received", "succeeded", "failed", "retried", "cancelled")
-#: Seconds a stopped worker's recent tasks stay visible.
-RECENT_TTL = 3600.0
 #: The task name unknown tasks are counted under.
 UNKNOWN_TASK = "<unknown>"
 RECENT_SIZE = 30
@@ -66,11 +58,12 @@ _ROW = _FIRST_BUCKET + len(BUCKETS) + 1
 class _Entry:
     """One recent run: kept as references on the hot path, turned into JSON at flush."""
 
-    __slots__ = ("finished", "message", "result", "started")
+    __slots__ = ("finished", "message", "queue", "result", "started")
 
-    def __init__(self, message: TaskMessage, started: float) -> None:
+    def __init__(self, message: TaskMessage, started: float, queue: str) -> None:
         self.message = message
         self.started = started
+        self.queue = queue
         self.result: TaskResult[Any] | None = None
         self.finished = 0.0
 
@@ -106,10 +99,10 @@ class WorkerStats:
             self._flushed[name] = [0] * _ROW
         return row
 
-    def started(self, message: TaskMessage) -> None:
-        """Count a message that begins to run and list it as running."""
+    def started(self, message: TaskMessage, queue: str = DEFAULT_QUEUE) -> None:
+        """Count a message of `queue` that begins to run and list it as running."""
         self._row(message.task_name)[0] += 1
-        entry = _Entry(message, time.time())
+        entry = _Entry(message, time.time(), queue)
         self._recent.append(entry)
         self._running[message.task_id] = entry
         self._dirty = True
@@ -122,7 +115,7 @@ class WorkerStats:
         entry = self._running.pop(message.task_id, None)
         name = message.task_name
         if entry is None:  # failed before it started (an unknown task name)
-            entry, name = _Entry(message, time.time()), UNKNOWN_TASK
+            entry, name = _Entry(message, time.time(), ""), UNKNOWN_TASK
             self._recent.append(entry)
         row = self._row(name)
         elapsed = result.execution_time
@@ -147,7 +140,7 @@ class WorkerStats:
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def flush(self, transport: Transport) -> None:
+    async def flush(self, state: State) -> None:
         """Add what changed since the last flush to the broker's counters, and publish the
         recent tasks.
 
@@ -159,11 +152,11 @@ class WorkerStats:
             for index, value in enumerate(row):
                 delta = value - done[index]
                 if delta:
-                    await transport.incr(f"stats:{_key(index)}:{name}", delta)
+                    await state.add_count(_key(index), name, delta)
                     done[index] += delta
         if self._dirty:
             self._dirty = False
-            await transport.kv_set(f"recent:{self.worker}", self.recent_json(), RECENT_TTL)
+            await state.put_recent(self.worker, self.recent_json())
 
     def recent_json(self) -> bytes:
         """This worker's recent and failed tasks as JSON (arguments cut when they are long)."""
@@ -191,7 +184,7 @@ def _public(entry: _Entry, worker: str) -> dict[str, Any]:
         "task_id": message.task_id,
         "task_name": message.task_name[:NAME_LIMIT],
         "status": "running" if result is None else str(result.status),
-        "queue": str(message.labels.get("queue") or DEFAULT_QUEUE)[:NAME_LIMIT],
+        "queue": entry.queue[:NAME_LIMIT],
         "args": message.args,
         "kwargs": message.kwargs,
         "attempt": message.attempt,

@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from conveyor.inspector import Inspector
 from conveyor.middleware.base import Middleware
+from conveyor.state import BUCKETS, COUNTERS
 
 try:
     from prometheus_client import CollectorRegistry, generate_latest, start_http_server
@@ -34,8 +36,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
+    from conveyor.engines.base import QueueStats
     from conveyor.inspector import TaskCounts, WorkerInfo
-    from conveyor.transports.base import QueueStats
 
 __all__ = ["ClusterMetrics", "PrometheusMiddleware", "read_metrics", "render_metrics"]
 
@@ -61,8 +63,6 @@ class ClusterMetrics:
 
 async def read_metrics(broker: Broker) -> ClusterMetrics:
     """Read the cluster-wide numbers from `broker`."""
-    from conveyor.inspector import Inspector  # the layer above middlewares, needed only here
-
     inspector = Inspector(broker)
     return ClusterMetrics(
         await inspector.task_counts(), await inspector.queues(), await inspector.workers()
@@ -76,8 +76,6 @@ class _Snapshot(Collector):
         self.metrics = metrics or ClusterMetrics()
 
     def collect(self) -> Iterator[Metric]:
-        from conveyor.worker.stats import BUCKETS, COUNTERS  # plain constants
-
         metrics = self.metrics
         for counter in COUNTERS:
             family = CounterMetricFamily(

@@ -1,4 +1,6 @@
-"""The in-process transport: plain asyncio, for tests, demos and `InMemoryBroker`.
+"""An in-process queue: the memory engine's transport, and the per-worker queue of ZeroMQ.
+
+Plain asyncio, in this process's memory; nothing survives a restart.
 
 Each queue keeps two heaps: `ready` (priority desc, then available time, then publish order) and
 `timers` (messages that become available later: an ETA, a retry delay or the end of a lease).
@@ -6,7 +8,8 @@ Heap entries carry the message's version, so an entry made stale by a later chan
 when it surfaces instead of being searched for. `receive` sleeps until a publish or release
 wakes it, or until the earliest timer of the queues it reads: it never polls.
 
-Publishing a `task_id` that is already held is ignored: the first copy stays.
+Publishing a `task_id` that is already held is ignored: the first copy stays. Used from one
+event loop (the memory engine's, or the ZeroMQ engine's I/O thread): it needs no lock.
 """
 
 from __future__ import annotations
@@ -14,25 +17,20 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from conveyor._signal import Signal
-from conveyor.errors import BrokerError, ConfigurationError
-from conveyor.transports.base import (
+from conveyor.engines.base import (
     DeadLetter,
     Delivery,
+    Location,
+    MessageTransport,
     Outgoing,
     QueueStats,
-    Transport,
-    TransportState,
 )
+from conveyor.engines.loops import Signal
 
-__all__ = ["MemoryTransport"]
-
-_CANCEL_TTL = 3600.0
-_SWEEP_EVERY = 60.0
+__all__ = ["LocalQueue"]
 
 # (-priority, available_at, seq, version, task_id) and (available_at, seq, version, task_id)
 _ReadyEntry = tuple[int, float, int, int, str]
@@ -49,18 +47,15 @@ class _Message:
     seq: int
     deliveries: int = 0
     leased: bool = False
-    retrying: bool = False
     version: int = 0
 
     def running(self, now: float) -> bool:
         return self.leased and self.available_at > now
 
-    def state(self, now: float) -> TransportState:
+    def location(self, now: float) -> Location:
         if self.running(now):
-            return "running"
-        if self.retrying:
-            return "retrying"
-        return "scheduled" if self.available_at > now else "queued"
+            return "leased"
+        return "delayed" if self.available_at > now else "waiting"
 
 
 @dataclass(slots=True)
@@ -69,14 +64,12 @@ class _Queue:
     timers: list[_TimerEntry] = field(default_factory=list)
 
 
-class MemoryTransport(Transport):
-    """Queues, leases and small state in this process's memory; nothing survives a restart.
+class LocalQueue(MessageTransport):
+    """Queues, leases and dead letters in this process's memory.
 
     Args:
         lease_seconds: how long a delivery stays leased without `extend`.
     """
-
-    tracks_state = True
 
     def __init__(self, lease_seconds: float = 30.0) -> None:
         self.lease_seconds = lease_seconds
@@ -85,12 +78,7 @@ class MemoryTransport(Transport):
         self._queues: dict[str, _Queue] = {}
         self._seq = itertools.count()
         self._wakeup = Signal()
-        self._dead: dict[str, tuple[DeadLetter, int]] = {}
-        self._cancels: dict[str, float] = {}
-        self._kv: dict[str, tuple[bytes, float | None]] = {}
-        self._grants: dict[str, tuple[float, deque[float]]] = {}
-        self._sets: dict[str, tuple[set[str], float | None]] = {}
-        self._last_sweep = time.monotonic()
+        self._dead: dict[str, DeadLetter] = {}
 
     # -- indexing -------------------------------------------------------------------------
 
@@ -151,7 +139,7 @@ class MemoryTransport(Transport):
             self._promote(queue, now)
         batch: list[Delivery] = []
         while len(batch) < max_count and (msg := self._pop_best(queues)) is not None:
-            msg.leased, msg.retrying = True, False
+            msg.leased = True
             msg.deliveries += 1
             msg.available_at = now + self.lease_seconds
             self._index(msg, now)
@@ -205,15 +193,9 @@ class MemoryTransport(Transport):
         for delivery in deliveries:
             if self._held(delivery) is not None:
                 del self._messages[delivery.task_id]
-                self._cancels.pop(delivery.task_id, None)
 
     async def release(
-        self,
-        delivery: Delivery,
-        *,
-        body: bytes | None = None,
-        delay: float = 0.0,
-        retrying: bool = False,
+        self, delivery: Delivery, *, body: bytes | None = None, delay: float = 0.0
     ) -> None:
         """Put a held delivery back, optionally with a new body and not before `delay` seconds."""
         msg = self._held(delivery)
@@ -221,7 +203,7 @@ class MemoryTransport(Transport):
             return
         now = time.time()
         msg.body = msg.body if body is None else body
-        msg.leased, msg.retrying = False, retrying
+        msg.leased = False
         msg.available_at = now + max(delay, 0.0)
         self._index(msg, now)
         self._wakeup.notify()
@@ -241,37 +223,25 @@ class MemoryTransport(Transport):
         if msg is None:
             return
         del self._messages[msg.task_id]
-        self._cancels.pop(msg.task_id, None)
         self._dead.pop(msg.task_id, None)  # a second failure goes to the end of the list
-        self._dead[msg.task_id] = (
-            DeadLetter(msg.task_id, msg.queue, msg.body, reason),
-            msg.priority,
+        self._dead[msg.task_id] = DeadLetter(
+            msg.task_id, msg.queue, msg.body, reason, priority=msg.priority
         )
 
-    # -- cancellation and state -----------------------------------------------------------
+    # -- admin reads and operations -------------------------------------------------------
 
-    async def cancel(self, task_id: str) -> bool:
-        """Drop a waiting message (True), or remember the request for a running one (False)."""
-        now = time.time()
+    async def locate(self, task_id: str) -> Location | None:
+        """Where the message is, or None when it is not held."""
         msg = self._messages.get(task_id)
-        if msg is not None and not msg.running(now):
-            del self._messages[task_id]
-            return True
-        self._cancels = {k: t for k, t in self._cancels.items() if t > now}
-        self._cancels[task_id] = now + _CANCEL_TTL
-        return False
+        return None if msg is None else msg.location(time.time())
 
-    async def cancel_requested(self, task_ids: Sequence[str]) -> set[str]:
-        """Return which of these task ids have a live cancel request."""
-        now = time.time()
-        return {task_id for task_id in task_ids if self._cancels.get(task_id, 0.0) > now}
-
-    async def state(self, task_id: str) -> TransportState | None:
-        """Return "queued", "scheduled", "running" or "retrying", or None when not held."""
+    async def remove(self, task_id: str) -> bool:
+        """Drop a waiting or delayed message; False when it is leased or not held."""
         msg = self._messages.get(task_id)
-        return None if msg is None else msg.state(time.time())
-
-    # -- inspection and operations ----------------------------------------------------------
+        if msg is None or msg.running(time.time()):
+            return False
+        del self._messages[task_id]
+        return True
 
     async def queue_stats(self) -> list[QueueStats]:
         """Return ready, scheduled and running counts of every queue holding messages."""
@@ -295,108 +265,9 @@ class MemoryTransport(Transport):
         return len(doomed)
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """Return dead-lettered messages, oldest first."""
-        return [letter for letter, _ in itertools.islice(self._dead.values(), max(limit, 0))]
+        """Dead-lettered messages, oldest first."""
+        return list(itertools.islice(self._dead.values(), max(limit, 0)))
 
-    async def requeue_dead(self, task_ids: Sequence[str] | None = None) -> int:
-        """Move dead-lettered messages (all when None) back to their queues; return how many."""
-        chosen = list(self._dead) if task_ids is None else [t for t in task_ids if t in self._dead]
-        moved = [self._dead.pop(task_id) for task_id in chosen]
-        await self.publish(
-            [Outgoing(d.task_id, d.queue, d.body, priority) for d, priority in moved]
-        )
-        return len(moved)
-
-    # -- small atomic state -----------------------------------------------------------------
-
-    def _live_value(self, key: str, now: float) -> bytes | None:
-        item = self._kv.get(key)
-        if item is None:
-            return None
-        if item[1] is not None and item[1] <= now:
-            del self._kv[key]
-            return None
-        return item[0]
-
-    def _sweep(self, now: float) -> None:
-        if now - self._last_sweep < _SWEEP_EVERY:
-            return
-        self._last_sweep = now
-        self._kv = {k: v for k, v in self._kv.items() if v[1] is None or v[1] > now}
-        self._grants = {k: g for k, g in self._grants.items() if g[1] and g[1][-1] + g[0] > now}
-        self._sets = {k: v for k, v in self._sets.items() if v[1] is None or v[1] > now}
-
-    async def set_nx(self, key: str, value: bytes, ttl: float | None) -> bool:
-        """Store `key` only if absent or expired; return True when this call stored it."""
-        if self._live_value(key, time.monotonic()) is not None:
-            return False
-        await self.kv_set(key, value, ttl)
-        return True
-
-    async def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
-        """Store `key`, replacing any value, expiring after `ttl` seconds when given."""
-        now = time.monotonic()
-        self._sweep(now)
-        self._kv[key] = (value, None if ttl is None else now + ttl)
-
-    async def kv_get(self, key: str) -> bytes | None:
-        """Return the value of a live key, or None."""
-        return self._live_value(key, time.monotonic())
-
-    async def kv_scan(self, prefix: str) -> dict[str, bytes]:
-        """Return every live key starting with `prefix` with its value."""
-        now = time.monotonic()
-        keys = [key for key in self._kv if key.startswith(prefix)]
-        found = {key: self._live_value(key, now) for key in keys}
-        return {key: value for key, value in found.items() if value is not None}
-
-    async def kv_delete(self, key: str) -> None:
-        """Delete a key if present."""
-        self._kv.pop(key, None)
-
-    async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
-        """Add `amount` to an integer key and return the new value.
-
-        `ttl` applies when the call creates the key; a live key keeps its expiry.
-        """
-        now = time.monotonic()
-        current = self._live_value(key, now)
-        try:
-            value = amount + (0 if current is None else int(current))
-        except ValueError:
-            raise BrokerError(f"kv key {key!r} does not hold an integer") from None
-        expires_at = self._kv[key][1] if current is not None else None
-        if current is None and ttl is not None:
-            expires_at = now + ttl
-        self._kv[key] = (str(value).encode(), expires_at)
-        return value
-
-    async def set_add(self, key: str, member: str, ttl: float | None = None) -> int:
-        """Add `member` to the set at `key` and return its size; `ttl` renews its expiry."""
-        now = time.monotonic()
-        members, expires_at = self._sets.get(key) or (set(), None)
-        if expires_at is not None and expires_at <= now:
-            members, expires_at = set(), None
-        members.add(member)
-        self._sets[key] = (members, expires_at if ttl is None else now + ttl)
-        return len(members)
-
-    async def rate_acquire(self, key: str, limit: int, period: float) -> float:
-        """Take one of `limit` grants per sliding `period`.
-
-        Returns 0.0 when granted, else the seconds until the oldest grant leaves the window.
-        """
-        if limit < 1 or period <= 0:
-            raise ConfigurationError(
-                f"a rate limit needs limit >= 1 and period > 0: {limit}/{period}"
-            )
-        now = time.monotonic()
-        self._sweep(now)
-        _, grants = self._grants.get(key) or (period, deque())
-        while grants and grants[0] <= now - period:
-            grants.popleft()
-        self._grants[key] = (period, grants)
-        if len(grants) < limit:
-            grants.append(now)
-            return 0.0
-        return max(grants[0] + period - now, 1e-6)
+    async def drop_dead(self, task_ids: Sequence[str]) -> int:
+        """Forget the dead letters of these task ids; how many were held."""
+        return sum(self._dead.pop(task_id, None) is not None for task_id in task_ids)

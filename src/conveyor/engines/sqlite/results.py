@@ -1,21 +1,19 @@
 """The embedded result store: the same SQLite file as `SqliteTransport`.
 
-Results, states and progress reports are rows of `results`, `task_state` and `progress` keyed by
-task id with an `expires_at`; a generator's items are rows of `stream_items` numbered from 0, and
+Results and progress reports are rows of `results` and `progress` keyed by task id with an
+`expires_at`; a generator's items are rows of `stream_items` numbered from 0, and
 `streams` holds each stream's length, closed flag and expiry. Expired rows read as absent and are
 deleted now and then.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
-from typing import TypeVar
 
-from conveyor._signal import Signal
-from conveyor.results.base import ResultBackend, StreamChunk
-from conveyor.transports._sqlite_db import (
+from conveyor.engines.base import ResultBackend, StreamChunk
+from conveyor.engines.loops import Signal
+from conveyor.engines.sqlite.db import (
     SqliteClient,
     SqliteDb,
     expiry,
@@ -25,8 +23,6 @@ from conveyor.transports._sqlite_db import (
 )
 
 __all__ = ["SqliteResultBackend"]
-
-T = TypeVar("T")
 
 _MAX_PAUSE = 0.05
 _LIVE_STREAM = "task_id = ? AND (expires_at IS NULL OR expires_at > ?)"
@@ -87,7 +83,7 @@ def _read(conn: sqlite3.Connection, task_id: str, offset: int) -> StreamChunk:
 
 def _delete(conn: sqlite3.Connection, task_id: str) -> None:
     with immediate(conn):
-        for table in ("results", "task_state", "progress"):
+        for table in ("results", "progress"):
             conn.execute(f"DELETE FROM {table} WHERE key = ?", (task_id,))
         _drop_stream(conn, task_id)
 
@@ -103,7 +99,7 @@ def _drop_stream(conn: sqlite3.Connection, task_id: str) -> None:
 
 
 class SqliteResultBackend(SqliteClient, ResultBackend):
-    """Results, states, progress and streams in a SQLite file, shared by every process.
+    """Results, progress and streams in a SQLite file, shared by every process.
 
     `wait_result` polls with a growing pause (up to 50 ms), and wakes at once for a result
     stored by this same backend object.
@@ -112,7 +108,7 @@ class SqliteResultBackend(SqliteClient, ResultBackend):
         path: the database file; usually the one the `SqliteTransport` uses.
         default_ttl: seconds a result is kept when the task sets no `result_ttl`.
         busy_timeout: seconds a statement waits for another process's write lock.
-        db: a `SqliteDb` to share with a `SqliteTransport`; by default one of its own.
+        db: the `SqliteDb` to share with the engine's transport and state store.
     """
 
     def __init__(
@@ -132,10 +128,6 @@ class SqliteResultBackend(SqliteClient, ResultBackend):
         await self._run(put_value, "results", task_id, data, ttl)
         self.announce(task_id)
         await self._db.sweep_now_and_then()
-
-    def same_file(self, path: str) -> bool:
-        """True when `path` is this store's database file."""
-        return os.path.realpath(path) == os.path.realpath(self.path)
 
     def announce(self, task_id: str) -> None:
         """Wake this process's waiters of a result stored by someone else (the transport)."""
@@ -170,17 +162,8 @@ class SqliteResultBackend(SqliteClient, ResultBackend):
                 del self._stored[task_id]
 
     async def delete(self, task_id: str) -> None:
-        """Forget the result, state, progress and stream of a task."""
+        """Forget the result, progress and stream of a task."""
         await self._run(_delete, task_id)
-
-    async def set_state(self, task_id: str, state: str, ttl: float | None) -> None:
-        """Record a non-final state."""
-        await self._run(put_value, "task_state", task_id, state.encode(), ttl)
-
-    async def get_state(self, task_id: str) -> str | None:
-        """Return the last recorded state, or None."""
-        data = await self._run(get_value, "task_state", task_id)
-        return None if data is None else data.decode()
 
     async def set_progress(self, task_id: str, data: bytes, ttl: float | None) -> None:
         """Store the latest progress report."""

@@ -1,12 +1,12 @@
-"""One SQLite file shared by the SQLite transport and the SQLite result backend (private).
+"""One SQLite file shared by the SQLite engine's transport, state store and result store.
 
 A `SqliteDb` owns one connection and the one thread that uses it: every sqlite3 call runs on
 that thread, never on the event loop. Many processes may open the same file at once: the file
 is in WAL mode (readers never block the writer), writes take the lock up front with
 `BEGIN IMMEDIATE` and stay short, and a busy timeout plus a few retries absorb contention.
 
-The schema of both the transport and the result backend lives here, so either one can create
-the file first; `PRAGMA user_version` records its version.
+The schema of all three lives here, so any of them can create the file first; `PRAGMA
+user_version` records its version, and a file of version 1 is migrated in place.
 """
 
 from __future__ import annotations
@@ -25,27 +25,24 @@ from conveyor.errors import BrokerConnectionError, BrokerError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Coalescer",
     "SqliteClient",
     "SqliteDb",
     "expiry",
     "get_value",
     "immediate",
-    "incr",
     "put_value",
-    "rate_acquire",
-    "scan_values",
-    "set_nx",
 ]
 
 T = TypeVar("T")
 Item = TypeVar("Item")
 
 #: Version of the tables below, kept in `PRAGMA user_version`.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-#: Tables of expiring values by key: the transport's `kv`, and results, states and progress
-#: reports by task id.
-_VALUE_TABLES = ("kv", "results", "task_state", "progress")
+#: Tables of expiring values by key: the state store's `kv`, and results and progress reports
+#: by task id.
+_VALUE_TABLES = ("kv", "results", "progress")
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS messages (
@@ -57,7 +54,6 @@ _SCHEMA = (
         eta REAL,
         owner TEXT,
         deliveries INTEGER NOT NULL DEFAULT 0,
-        retrying INTEGER NOT NULL DEFAULT 0,
         enqueued_at REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS messages_claim ON messages (queue, priority DESC, available_at)",
@@ -69,8 +65,13 @@ _SCHEMA = (
         reason TEXT NOT NULL,
         failed_at REAL NOT NULL
     )""",
-    "CREATE TABLE IF NOT EXISTS cancels (task_id TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rates (key TEXT NOT NULL, at REAL NOT NULL, period REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS sets (key TEXT PRIMARY KEY, expires_at REAL)",
+    """CREATE TABLE IF NOT EXISTS set_members (
+        key TEXT NOT NULL,
+        member TEXT NOT NULL,
+        PRIMARY KEY (key, member)
+    ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS rates_key ON rates (key, at)",
     *(
         f"CREATE TABLE IF NOT EXISTS {table}"
@@ -91,11 +92,20 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
 )
 
+#: From version 1: cancel requests and task states moved to the state store's `kv`, sets from
+#: `kv` rows to their own tables (a version-1 `messages.retrying` column is left unused).
+_FROM_VERSION_1 = (
+    "DROP TABLE IF EXISTS cancels",
+    "DROP TABLE IF EXISTS task_state",
+    "DELETE FROM kv WHERE key >= '\x1e' AND key < '\x1f'",
+)
+
 # Rows whose time is up; run now and then, never on every call.
 _SWEEPS = (
     *(f"DELETE FROM {table} WHERE expires_at <= ?1" for table in _VALUE_TABLES),
-    "DELETE FROM cancels WHERE expires_at <= ?1",
     "DELETE FROM rates WHERE at + period <= ?1",
+    "DELETE FROM set_members WHERE key IN (SELECT key FROM sets WHERE expires_at <= ?1)",
+    "DELETE FROM sets WHERE expires_at <= ?1",
     "DELETE FROM stream_items"
     " WHERE task_id IN (SELECT task_id FROM streams WHERE expires_at <= ?1)",
     "DELETE FROM streams WHERE expires_at <= ?1",
@@ -142,70 +152,6 @@ def get_value(conn: sqlite3.Connection, table: str, key: str) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
-def scan_values(conn: sqlite3.Connection, table: str, prefix: str) -> dict[str, bytes]:
-    """Return every live key starting with `prefix` in one of the value tables."""
-    sql = f"SELECT key, value FROM {table} WHERE (expires_at IS NULL OR expires_at > ?)"
-    sql += " AND key >= ?"
-    params: tuple[object, ...] = (time.time(), prefix)
-    if prefix and ord(prefix[-1]) < 0x10FFFF:
-        # Every key starting with `prefix` sorts below the prefix with its last char bumped.
-        sql += " AND key < ?"
-        params += (prefix[:-1] + chr(ord(prefix[-1]) + 1),)
-    rows = conn.execute(sql, params).fetchall()
-    return {key: bytes(value) for key, value in rows if key.startswith(prefix)}
-
-
-def set_nx(conn: sqlite3.Connection, key: str, value: bytes, ttl: float | None) -> bool:
-    """Store a `kv` key unless a live one exists; True when stored. One atomic statement."""
-    now = time.time()
-    cursor = conn.execute(
-        "INSERT INTO kv (key, value, expires_at) VALUES (?1, ?2, ?3)"
-        " ON CONFLICT (key) DO UPDATE SET value = ?2, expires_at = ?3"
-        " WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?4",
-        (key, value, expiry(ttl, now), now),
-    )
-    return cursor.rowcount == 1
-
-
-def incr(conn: sqlite3.Connection, key: str, amount: int, ttl: float | None) -> int:
-    """Add `amount` to an integer `kv` key; `ttl` counts only when the key is created."""
-    with immediate(conn):
-        now = time.time()
-        row = conn.execute(
-            "SELECT value, expires_at FROM kv"
-            " WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-            (key, now),
-        ).fetchone()
-        try:
-            value = amount + (int(row[0]) if row else 0)
-        except ValueError:
-            raise BrokerError(f"kv key {key!r} does not hold an integer") from None
-        expires_at = row[1] if row else expiry(ttl, now)
-        conn.execute(
-            "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
-            (key, str(value).encode(), expires_at),
-        )
-    return value
-
-
-def rate_acquire(conn: sqlite3.Connection, key: str, limit: int, period: float) -> float:
-    """Grant one of `limit` per sliding `period` (0.0), or return the seconds to wait.
-
-    A sliding log, one row per grant still inside the window, checked and written under the
-    write lock: exact across processes.
-    """
-    with immediate(conn):
-        now = time.time()
-        conn.execute("DELETE FROM rates WHERE key = ? AND at <= ?", (key, now - period))
-        count, oldest = conn.execute(
-            "SELECT COUNT(*), MIN(at) FROM rates WHERE key = ?", (key,)
-        ).fetchone()
-        if count < limit:
-            conn.execute("INSERT INTO rates (key, at, period) VALUES (?, ?, ?)", (key, now, period))
-            return 0.0
-    return max(float(oldest) + period - now, 1e-6)
-
-
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -232,6 +178,9 @@ def _create_schema(conn: sqlite3.Connection) -> None:
             f"schema version {version} is newer than this conveyor supports ({SCHEMA_VERSION})"
         )
     with immediate(conn):
+        if version == 1:
+            for statement in _FROM_VERSION_1:
+                conn.execute(statement)
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -396,7 +345,8 @@ class Coalescer(Generic[Item]):
 
 
 class SqliteClient:
-    """What the SQLite transport and result store share: a `SqliteDb`, opened on first use."""
+    """What the SQLite transport, state store and result store share: a `SqliteDb`, opened on
+    first use."""
 
     def __init__(self, path: str, db: SqliteDb | None, busy_timeout: float) -> None:
         self.path = path

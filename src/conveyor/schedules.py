@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from conveyor.errors import ConfigurationError, SerializationError
-from conveyor.labels import validate_labels
+from conveyor.options import TaskOptions
 
 __all__ = [
     "Cron",
@@ -286,7 +286,7 @@ def _check_call(spec: Mapping[str, Any]) -> None:
 def _check_declared_call(
     task_name: str, spec: Mapping[str, Any], signature: inspect.Signature
 ) -> None:
-    validate_labels(spec.get("labels", {}), task_name)
+    TaskOptions.parse(spec.get("labels", {}), task_name)
     try:
         signature.bind(*spec.get("args", []), **spec.get("kwargs", {}))
     except TypeError as exc:

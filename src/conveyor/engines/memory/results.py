@@ -1,7 +1,7 @@
 """The in-process result store, for tests, demos and `InMemoryBroker`.
 
 Results are kept least recently used first out once there are more than `max_stored_results`;
-a result leaving takes its task's state, progress and stream with it. `wait_result` sleeps on an
+a result leaving takes its task's progress and stream with it. `wait_result` sleeps on an
 event that `set_result` sets: no polling.
 """
 
@@ -13,9 +13,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from conveyor._signal import wake
+from conveyor.engines.base import ResultBackend, StreamChunk
+from conveyor.engines.loops import wake
 from conveyor.errors import ConfigurationError
-from conveyor.results.base import ResultBackend, StreamChunk
 
 __all__ = ["MemoryResultBackend"]
 
@@ -54,7 +54,7 @@ def _live(table: dict[str, _Entry[V]], key: str) -> V | None:
 
 
 class MemoryResultBackend(ResultBackend):
-    """Results, states, progress and streams in this process's memory.
+    """Results, progress and streams in this process's memory.
 
     Args:
         max_stored_results: how many results to keep; the least recently stored or read go
@@ -70,7 +70,6 @@ class MemoryResultBackend(ResultBackend):
         self.max_stored_results = max_stored_results
         self.default_ttl = default_ttl
         self._results: OrderedDict[str, _Entry[bytes]] = OrderedDict()
-        self._states: dict[str, _Entry[str]] = {}
         self._progress: dict[str, _Entry[bytes]] = {}
         self._streams: dict[str, _Entry[_Stream]] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
@@ -117,18 +116,9 @@ class MemoryResultBackend(ResultBackend):
                 del self._waiters[task_id]
 
     async def delete(self, task_id: str) -> None:
-        """Forget the result, state, progress and stream of a task."""
+        """Forget the result, progress and stream of a task."""
         self._results.pop(task_id, None)
         self._forget_rest(task_id)
-
-    async def set_state(self, task_id: str, state: str, ttl: float | None) -> None:
-        """Record a non-final state."""
-        self._sweep()
-        self._states[task_id] = _Entry(state, _expiry(ttl))
-
-    async def get_state(self, task_id: str) -> str | None:
-        """Return the last recorded state, or None."""
-        return _live(self._states, task_id)
 
     async def set_progress(self, task_id: str, data: bytes, ttl: float | None) -> None:
         """Store the latest progress report."""
@@ -167,7 +157,6 @@ class MemoryResultBackend(ResultBackend):
         return stream
 
     def _forget_rest(self, task_id: str) -> None:
-        self._states.pop(task_id, None)
         self._progress.pop(task_id, None)
         self._streams.pop(task_id, None)
 
@@ -177,6 +166,6 @@ class MemoryResultBackend(ResultBackend):
         if now - self._last_sweep < _SWEEP_EVERY:
             return
         self._last_sweep = now
-        for table in (self._results, self._states, self._progress, self._streams):
+        for table in (self._results, self._progress, self._streams):
             for key in [k for k, entry in table.items() if not entry.live(now)]:
                 del table[key]

@@ -1,0 +1,228 @@
+"""How engines bind connections to event loops and threads, written once for all of them.
+
+A broker made at import time is used by whichever event loop runs later: pytest makes one per
+test, `kiq_sync` runs a portal loop of its own, a forked worker starts a new one. An asyncio
+connection belongs to the loop that opened it, so:
+
+* `PerLoop` keeps one connection object per loop (Redis, NATS), closed when its loop ends;
+* `IoThread` runs one loop in a thread of its own that owns an engine's connection, for engines
+  whose connection must be one object (RabbitMQ's consumers, ZeroMQ's sockets);
+* `Signal` wakes waiters in any loop or thread (an `asyncio.Event` binds to one loop);
+* `reset_after_fork` drops, in a forked child, what the parent's connection left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, Generic, TypeVar
+
+__all__ = ["IoThread", "PerLoop", "Signal", "reset_after_fork", "wake"]
+
+T = TypeVar("T")
+C = TypeVar("C")
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def wake(future: asyncio.Future[None]) -> None:
+    """Resolve `future` from any thread; its loop may differ from the caller's."""
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if future.get_loop() is running:
+        _resolve(future)
+    else:
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody to wake
+            future.get_loop().call_soon_threadsafe(_resolve, future)
+
+
+class Signal:
+    """Wakes the coroutines waiting on it, whichever event loop or thread they run in.
+
+    A waiter passes the `generation` it saw before looking, so a notification in between is
+    never missed.
+
+    Attributes:
+        generation: how many times `notify` was called.
+        users: free for the owner to count the coroutines that share this signal.
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.users = 0
+        self._waiting: set[asyncio.Future[None]] = set()
+
+    def notify(self) -> None:
+        """Wake every waiter."""
+        self.generation += 1
+        waiting, self._waiting = self._waiting, set()
+        for future in waiting:
+            wake(future)
+
+    async def wait(self, seen: int, seconds: float | None) -> None:
+        """Sleep until a notification after generation `seen`, or until `seconds` pass."""
+        if self.generation != seen:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.add(future)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await future
+        finally:
+            self._waiting.discard(future)
+
+
+class PerLoop(Generic[C]):
+    """One connection object per event loop: made by `make(loop)` on its first use in that loop,
+    closed by `close(obj)` when the loop ends (or by `close_all`). A forked child starts with
+    none: the parent's belong to loops that do not run there.
+    """
+
+    def __init__(
+        self,
+        make: Callable[[asyncio.AbstractEventLoop], C],
+        close: Callable[[C], Awaitable[None]],
+    ) -> None:
+        self._make, self._close = make, close
+        self._made: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[C, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._last: tuple[asyncio.AbstractEventLoop, C] | None = None  # a dict lookup less
+        self._pid = os.getpid()
+
+    def here(self) -> C:
+        """The running loop's object, made on first use."""
+        loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0] is loop:
+            return last[1]
+        if self._pid != os.getpid():
+            self._made, self._pid = weakref.WeakKeyDictionary(), os.getpid()
+        made = self._made.get(loop)
+        if made is None:
+            obj = self._make(loop)
+            # An async generator parked at its `yield`: when the loop ends (`asyncio.run`, a
+            # test's loop) it closes the generator, whose `finally` closes `obj` in time.
+            closer = self._close_with_loop(loop, obj)
+            loop.create_task(_first_step(closer))
+            made = self._made[loop] = (obj, closer)
+        self._last = (loop, made[0])
+        return made[0]
+
+    def each(self) -> list[C]:
+        """Every live object, in no particular order."""
+        return [obj for obj, _ in list(self._made.values())]
+
+    async def _close_with_loop(self, loop: asyncio.AbstractEventLoop, obj: C) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self._close(obj)
+            self._forget(loop, obj)
+
+    def _forget(self, loop: asyncio.AbstractEventLoop, obj: C) -> None:
+        made = self._made.get(loop)
+        if made is not None and made[0] is obj:
+            del self._made[loop]
+        if self._last is not None and self._last[1] is obj:
+            self._last = None
+
+    async def close_all(self, timeout: float = 5.0) -> None:
+        """Close this loop's object, and ask the other running loops to close theirs."""
+        here = asyncio.get_running_loop()
+        for loop, (obj, _) in list(self._made.items()):
+            if loop is here:
+                await self._close(obj)
+            elif loop.is_running():
+                closing = asyncio.run_coroutine_threadsafe(_call(self._close, obj), loop)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.wrap_future(closing), timeout)
+            self._forget(loop, obj)
+
+
+async def _call(close: Callable[[C], Awaitable[None]], obj: C) -> None:
+    await close(obj)
+
+
+async def _first_step(gen: AsyncIterator[None]) -> None:
+    await anext(gen)
+
+
+#: What forked children inherited from their parent's connections: kept, never used or closed
+#: (closing would act on the parent's sockets, and a collected one may log or block).
+_INHERITED: list[Any] = []
+
+
+def reset_after_fork(forget: Callable[[], list[Any]]) -> None:
+    """Call the bound method `forget` in every forked child, to drop the parent's connection.
+
+    `forget` resets its object's connection state and returns what it dropped, which is kept
+    alive, untouched, for the child's lifetime. The object is held weakly.
+    """
+    method = weakref.WeakMethod(forget)
+
+    def in_child() -> None:
+        bound = method()
+        if bound is not None:
+            _INHERITED.extend(bound())
+
+    os.register_at_fork(after_in_child=in_child)
+
+
+class IoThread:
+    """A daemon thread running one event loop that owns an engine's connection."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The thread's loop, started on first use."""
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
+                self._loop, self._thread, self._pid = None, None, os.getpid()
+            if self._loop is None or self._loop.is_closed():
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self._loop.run_forever, name=self._name, daemon=True
+                )
+                self._thread.start()
+            return self._loop
+
+    def inside(self) -> bool:
+        """True when called from the thread's own loop."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the thread's loop and await it from the caller's loop."""
+        if self.inside():
+            return await coro
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return await asyncio.wrap_future(future)
+
+    def stop(self) -> None:
+        """Stop the loop and join the thread (a later `run` starts a new one)."""
+        with self._lock:
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.close()
