@@ -356,8 +356,10 @@ class Broker:
             for message in messages:
                 await hook(message)
 
-    def outgoing(self, message: TaskMessage, options: TaskOptions) -> Outgoing:
-        """Encode and sign `message` for the transport."""
+    def outgoing(self, message: TaskMessage, options: TaskOptions | None = None) -> Outgoing:
+        """Encode and sign `message` for the transport (`options`: its labels', parsed)."""
+        if options is None:
+            options = TaskOptions.parse(message.labels, message.task_name)
         return Outgoing(
             task_id=message.task_id,
             queue=options.queue,
@@ -476,7 +478,9 @@ class Broker:
     async def _requeue(self, letters: list[DeadLetter]) -> int:
         if not letters:
             return 0
-        await self.transport.publish([Outgoing(d.task_id, d.queue, d.body, d.priority) for d in letters])
+        await self.transport.publish(
+            [Outgoing(d.task_id, d.queue, d.body, d.priority) for d in letters]
+        )
         return await self.transport.drop_dead([d.task_id for d in letters])
 
     async def wait_all(self, timeout: float | None = None) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from conveyor import broker as core
+from conveyor._urls import split_options
 from conveyor.engines import registry
 from conveyor.engines.base import Delivery, Engine, Outgoing, ResultBackend
 from conveyor.errors import ConfigurationError
@@ -191,7 +192,7 @@ class RedisBroker(Broker):
             url, prefix=prefix, lease_seconds=lease_seconds, result_ttl=result_ttl
         )
         super().__init__(engine, **options)
-        self.url = url
+        self.url = split_options(url)[0]  # without conveyor's own options
 
 
 class NatsBroker(Broker):
@@ -221,7 +222,7 @@ class NatsBroker(Broker):
             url, prefix=prefix, lease_seconds=lease_seconds, result_ttl=result_ttl
         )
         super().__init__(engine, **options)
-        self.url = url
+        self.url = split_options(url)[0]  # without conveyor's own options
 
 
 class AmqpBroker(Broker):

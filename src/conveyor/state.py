@@ -2,25 +2,26 @@
 status, `unique_for`, rate limits, claims (schedule fires, workflow steps), heartbeats, counters
 and stored schedules. Every key conveyor keeps in a state store is made here:
 
-| key | value | kept |
-|---|---|---|
-| `cancel:<task id>` | a cancel request for a running task | `CANCEL_TTL` |
-| `status:<task id>` | `retrying` while a retry waits; `running` where the transport cannot locate | result TTL |
-| `unique:<task id>` | the first send of a `unique_for` task | `unique_for` |
-| `rate:<task name>` | the grants of a `rate_limit` window (the engine's own layout) | the period |
-| `claim:<name>` | a claim: the unix time it was taken, then `sent` | its ttl |
-| `claim:<name>:<time>` | the takeover of a claim taken at `<time>` whose holder died | its ttl |
-| `group:<workflow id>-<path>` | the set of finished members of a workflow's group | result TTL |
-| `worker:<host:pid>` | a worker's heartbeat (`Heartbeat`, JSON) | three beats |
-| `stats:<counter>:<task name>` | counts summed over every worker (`conveyor.worker.stats`) | forever |
-| `recent:<host:pid>` | a worker's recent and failed tasks (JSON) | `RECENT_TTL` |
-| `sched:def:<id>` | a stored schedule (JSON) | until removed |
-| `sched:last:<id>` | the last fire time of a schedule | until removed |
-| `amqp:<prefix>:...` | the RabbitMQ engine's index of its messages (`docs/engines/amqp.md`) | |
+- `cancel:<task id>`: a cancel request for a running task; kept `CANCEL_TTL`.
+- `status:<task id>`: `retrying` while a retry waits, or `running` on a transport that cannot
+  locate its messages; kept for the result TTL.
+- `unique:<task id>`: the first send of a `unique_for` task; kept `unique_for`.
+- `rate:<task name>`: the grants of a `rate_limit` window (the engine's own layout).
+- `claim:fire:<schedule id>:<ms>`: a scheduler's claim of one fire; kept `CLAIM_TTL`.
+- `claim:step:<step id>`: a workflow step's claim of what follows it, the time it was taken and
+  then `sent`; `claim:step:<step id>:<time>` the takeover of a claim whose holder died; kept
+  for the result TTL.
+- `group:<workflow id>-<path>`: the set of finished members of a workflow's group.
+- `worker:<host:pid>`: a worker's heartbeat (`Heartbeat`, JSON); kept three beats.
+- `stats:<counter>:<task name>`: counts summed over every worker (`COUNTERS`, `BUCKETS`).
+- `recent:<host:pid>`: a worker's recent and failed tasks (JSON); kept `RECENT_TTL`.
+- `sched:def:<id>` and `sched:last:<id>`: a stored schedule (JSON) and its last fire time.
+- `amqp:<prefix>:...`: the RabbitMQ engine's index of its messages (docs/engines/amqp.md).
 
-Claims are how "send once" is written once: `claim` for a send whose key expires on its own
-(`unique_for`), `claim_send` for one that must happen exactly once even when its sender dies
-midway (schedule fires, workflow steps).
+Claims are how "send once" is written once: `claim` (and `give_back` when the send fails) keeps
+every other sender off a send; `claim_send` also lets a sender that died before it marked the
+send done be taken over, so the send happens exactly once (workflow steps). Schedule fires use
+`claim` alone: a scheduler killed between its claim and its send loses that run.
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 
 from conveyor.errors import ConfigurationError, WorkflowError
-from conveyor.options import TaskOptions
 from conveyor.message import TaskMessage
+from conveyor.options import TaskOptions
 from conveyor.result import TaskHandle, TaskResult, TaskStatus, utcnow
 from conveyor.task import Signature
 
@@ -333,7 +333,7 @@ async def _continue(
         frame = frames.pop(0)
         if isinstance(frame, ChainRest):
             rest = frame.steps[1:]
-            after = [ChainRest(rest, frame.path, frame.offset + 1)] if rest else []
+            after: list[Frame] = [ChainRest(rest, frame.path, frame.offset + 1)] if rest else []
             path = f"{frame.path}.{frame.offset}"
             return await _start(broker, flow, frame.steps[0], path, value, after + frames)
         joined = await _join(broker, flow, frame, value)
@@ -367,7 +367,9 @@ def _message(
     rest = msgspec.to_builtins(Flow(flow.id, flow.kind, frames))
     labels = {**node.labels, WORKFLOW_LABEL: rest}
     task_labels = task.labels if task else None
-    return broker.build_message(node.task, args, node.kwargs, task_labels, labels, f"{flow.id}-{path}")
+    return broker.build_message(
+        node.task, args, node.kwargs, task_labels, labels, f"{flow.id}-{path}"
+    )
 
 
 async def _send_once(broker: Broker, messages: list[TaskMessage]) -> float:

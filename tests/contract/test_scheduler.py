@@ -17,7 +17,7 @@ import pytest
 
 from conveyor import Broker, Context, Depends, Middleware, Scheduler, Task, TaskMessage
 from conveyor.scheduler import Cron, Interval, ScheduleEntry
-from conveyor.scheduler.loop import FIRE_PREFIX, run_id
+from conveyor.scheduler.loop import run_id
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -200,8 +200,8 @@ async def test_a_stalled_scheduler_does_not_catch_up_what_others_sent(running: B
     await asyncio.gather(busy.tick(start), stalled.tick(start))
     for step in (1, 2, 3):
         await busy.tick(start + 10 * step + 0.001)  # the other one is paused meanwhile
-    for claim in await running.transport.kv_scan(FIRE_PREFIX):  # as if they had expired
-        await running.transport.kv_delete(claim)
+    for claim in await running.store.scan("claim:fire:"):  # as if they had expired
+        await running.store.delete(claim)
     await stalled.tick(start + 35)  # wakes up late: nothing was missed by everyone
     await settle(running)
     assert len(rec.ran) == 3

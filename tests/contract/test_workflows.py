@@ -253,17 +253,17 @@ async def test_an_unmarked_claim_waits_for_its_holder_or_is_taken_over(running: 
     flow = f"{handle.task_id}-again"
     labels = {**message.labels, WORKFLOW_LABEL: {**message.labels[WORKFLOW_LABEL], "id": flow}}
     message = TaskMessage(task_id=f"{flow}-w.0", task_name=message.task_name, labels=labels)
-    successor, transport = f"{flow}-w.1", running.transport
-    claim = f"workflow:sent:{successor}"
-    await transport.kv_set(claim, repr(time.time()).encode(), None)  # a holder still sending
+    successor, store = f"{flow}-w.1", running.store
+    claim = f"claim:step:{successor}"
+    await store.set(claim, repr(time.time()).encode())  # a holder still sending
     assert await advance(running, message, step) > 0  # put back to try again later
     assert successor not in sends.ids
-    stale = time.time() - 2 * transport.lease_seconds  # a holder that died before it sent
-    await transport.kv_set(claim, repr(stale).encode(), None)
+    stale = time.time() - 2 * running.transport.lease_seconds  # a holder that died before it sent
+    await store.set(claim, repr(stale).encode())
     assert await advance(running, message, step) == 0.0  # taken over: sent
     assert await advance(running, message, step) == 0.0  # marked sent: not again
     assert sends.ids.count(successor) == 1
-    assert await transport.kv_get(claim) == b"sent"
+    assert await store.get(claim) == b"sent"
     assert await value(running.get_handle(flow)) == 30
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import os
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import msgspec
 import psutil
 import pytest
 
@@ -70,9 +70,8 @@ class App:
 
     async def live_workers(self) -> dict[int, dict[str, Any]]:
         """Heartbeats of live workers by pid."""
-        beats = await self.broker.transport.kv_scan("worker:")
-        found = [json.loads(raw) for raw in beats.values()]
-        return {int(beat["pid"]): beat for beat in found}
+        beats = await self.broker.state.heartbeats()
+        return {beat.pid: msgspec.structs.asdict(beat) for beat in beats}
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ error is the workflow's error and nothing after it runs.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -39,8 +38,7 @@ async def two_workers(flow: App, workers: Workers) -> WorkerProcess:
     supervisor = workers.start(flow, "--workers", "2", "--max-async-tasks", "3")
 
     async def both_beating() -> bool:
-        beats = await flow.broker.transport.kv_scan("worker:")
-        pids = {int(json.loads(raw)["pid"]) for raw in beats.values()}
+        pids = {beat.pid for beat in await flow.broker.state.heartbeats()}
         return len(supervisor.child_pids() & pids) == 2
 
     await eventually(both_beating, 15, "two worker processes heartbeating")

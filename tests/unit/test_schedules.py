@@ -12,7 +12,7 @@ import pytest
 from conveyor import ConfigurationError, InMemoryBroker, Scheduler
 from conveyor.scheduler import Cron, Interval, Once, ScheduleEntry
 from conveyor.scheduler.loop import run_id
-from conveyor.scheduler.schedules import parse_label_schedules, parse_schedule
+from conveyor.schedules import parse_label_schedules, parse_schedule
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

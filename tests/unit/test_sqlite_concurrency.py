@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 
 import conveyor
+from conveyor.engines.base import Engine, Outgoing
+from conveyor.engines.sqlite import SqliteResultBackend, SqliteStore, SqliteTransport, open_engine
+from conveyor.engines.sqlite.db import SCHEMA_VERSION, SqliteDb
 from conveyor.errors import BrokerConnectionError
-from conveyor.results.sqlite import SqliteResultBackend
-from conveyor.transports._sqlite_db import SCHEMA_VERSION, SqliteDb
-from conveyor.transports.base import Outgoing
-from conveyor.transports.sqlite import SqliteTransport
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,15 +27,16 @@ pytestmark = pytest.mark.timeout(60)
 # prints each acked task id.
 CONSUMER = """
 import asyncio, sys
-from conveyor.transports.sqlite import SqliteTransport
+from conveyor.engines.sqlite import open_engine
 
 async def main(path, name):
-    transport = SqliteTransport(path, lease_seconds=30.0, poll_interval=0.01)
+    engine = open_engine("sqlite://", path=path, lease_seconds=30.0, poll_interval=0.01)
+    transport, store = engine.transport, engine.store
     await transport.startup()
     try:
-        await transport.kv_set("ready:" + name, b"1", None)
+        await store.set("ready:" + name, b"1")
         while True:
-            done = await transport.kv_get("done") is not None
+            done = await store.get("done") is not None
             batch = await transport.receive(["q"], 5, 0.05)
             if batch:
                 await asyncio.sleep(0.001)
@@ -53,24 +53,24 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 # Takes rate-limit grants for a while once told to go; prints "before after" of each grant.
 RATE_TAKER = """
 import asyncio, sys, time
-from conveyor.transports.sqlite import SqliteTransport
+from conveyor.engines.sqlite import SqliteStore
 
 async def main(path, seconds):
-    transport = SqliteTransport(path)
-    await transport.startup()
+    store = SqliteStore(path)
+    await store.startup()
     try:
-        while await transport.kv_get("go") is None:
+        while await store.get("go") is None:
             await asyncio.sleep(0.005)
         end = time.time() + seconds
         while time.time() < end:
             before = time.time()
-            wait = await transport.rate_acquire("shared", 5, 0.25)
+            wait = await store.window_acquire("shared", 5, 0.25)
             if wait == 0.0:
                 print(before, time.time(), flush=True)
             else:
                 await asyncio.sleep(wait)
     finally:
-        await transport.shutdown()
+        await store.shutdown()
 
 asyncio.run(main(sys.argv[1], float(sys.argv[2])))
 """
@@ -111,29 +111,45 @@ async def _outputs(processes: list[asyncio.subprocess.Process]) -> list[str]:
 
 
 @pytest.fixture
-async def transport(tmp_path: Path) -> AsyncIterator[SqliteTransport]:
-    made = SqliteTransport(str(tmp_path / "conveyor.db"), lease_seconds=30.0)
-    await made.startup()
+async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    made = open_engine("sqlite://", path=str(tmp_path / "conveyor.db"), lease_seconds=30.0)
+    for part in (made.transport, made.store, made.results):
+        assert part is not None
+        await part.startup()
     yield made
-    await made.shutdown()
+    for part in (made.transport, made.store, made.results):
+        assert part is not None
+        await part.shutdown()
+
+
+@pytest.fixture
+def transport(engine: Engine) -> SqliteTransport:
+    assert isinstance(engine.transport, SqliteTransport)
+    return engine.transport
+
+
+@pytest.fixture
+def store(engine: Engine) -> SqliteStore:
+    assert isinstance(engine.store, SqliteStore)
+    return engine.store
 
 
 @pytest.mark.slow
 async def test_many_processes_take_every_message_once(tmp_path: Path) -> None:
     path = str(tmp_path / "conveyor.db")
     consumers = [await _spawn(CONSUMER, path, str(i)) for i in range(3)]
-    producer = SqliteTransport(path)  # opened while the consumers create the same file
-    try:
+    producer, store = SqliteTransport(path), SqliteStore(path)  # opened while the consumers
+    try:  # create the same file
         await producer.startup()
         deadline = time.monotonic() + 20
-        while len(await producer.kv_scan("ready:")) < 3:
+        while len(await store.scan("ready:")) < 3:
             assert time.monotonic() < deadline, "consumers did not start"
             await asyncio.sleep(0.01)
         ids = [f"task-{i}" for i in range(300)]
         for start in range(0, len(ids), 10):
             await producer.publish([Outgoing(i, "q", i.encode()) for i in ids[start : start + 10]])
             await asyncio.sleep(0.002)
-        await producer.kv_set("done", b"1", None)
+        await store.set("done", b"1")
         outputs = await _outputs(consumers)
         acked = Counter(line for out in outputs for line in out.split())
         assert set(acked) == set(ids)
@@ -141,13 +157,14 @@ async def test_many_processes_take_every_message_once(tmp_path: Path) -> None:
         assert await producer.queue_stats() == []
     finally:
         await producer.shutdown()
+        await store.shutdown()
 
 
 @pytest.mark.slow
-async def test_rate_limit_holds_across_processes(transport: SqliteTransport) -> None:
+async def test_rate_limit_holds_across_processes(store: SqliteStore) -> None:
     limit, period = 5, 0.25
-    takers = [await _spawn(RATE_TAKER, transport.path, "1.0") for _ in range(2)]
-    await transport.kv_set("go", b"1", None)
+    takers = [await _spawn(RATE_TAKER, store.path, "1.0") for _ in range(2)]
+    await store.set("go", b"1")
     outputs = await _outputs(takers)
     per_process = [
         [tuple(map(float, line.split())) for line in out.splitlines()] for out in outputs
@@ -170,12 +187,12 @@ async def test_rate_limit_holds_across_processes(transport: SqliteTransport) -> 
 async def test_unusable_path_is_a_connection_error(tmp_path: Path, where: str) -> None:
     (tmp_path / "a-file").write_text("not a directory")
     path = where.format(tmp=tmp_path)
-    for store in (SqliteTransport(path), SqliteResultBackend(path)):
+    for part in (SqliteTransport(path), SqliteStore(path), SqliteResultBackend(path)):
         with pytest.raises(BrokerConnectionError, match="cannot open SQLite database") as info:
-            await store.startup()
+            await part.startup()
         assert path in str(info.value)
         assert "\n" not in str(info.value)
-        await store.shutdown()
+        await part.shutdown()
 
 
 async def test_a_file_that_is_not_a_database_is_a_connection_error(tmp_path: Path) -> None:
@@ -209,7 +226,7 @@ async def test_every_call_runs_on_one_thread_off_the_loop(transport: SqliteTrans
 async def test_used_without_startup_it_opens_itself(tmp_path: Path) -> None:
     transport = SqliteTransport(str(tmp_path / "lazy.db"))
     await transport.publish([Outgoing("t1", "q", b"x")])
-    assert await transport.state("t1") == "queued"
+    assert await transport.locate("t1") == "waiting"
     await transport.shutdown()
 
 
@@ -223,9 +240,41 @@ async def test_transport_and_results_share_one_file(transport: SqliteTransport) 
         await transport.publish([Outgoing("t1", "q", b"x")])
         await results.set_result("t1", b"r", None)
         assert await results.get_result("t1") == b"r"
-        assert await transport.state("t1") == "queued"
+        assert await transport.locate("t1") == "waiting"
     finally:
         await results.shutdown()
+
+
+async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executescript(
+            "CREATE TABLE messages (task_id TEXT PRIMARY KEY, queue TEXT NOT NULL,"
+            " priority INTEGER NOT NULL DEFAULT 0, body BLOB NOT NULL, available_at REAL NOT NULL,"
+            " eta REAL, owner TEXT, deliveries INTEGER NOT NULL DEFAULT 0,"
+            " retrying INTEGER NOT NULL DEFAULT 0, enqueued_at REAL NOT NULL);"
+            "CREATE TABLE cancels (task_id TEXT PRIMARY KEY, expires_at REAL NOT NULL);"
+            "CREATE TABLE task_state (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL);"
+            "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL);"
+            "INSERT INTO kv VALUES ('sched:def:a', x'7b7d', NULL), (char(30) || 'set:g' || char(31) || '0', x'', NULL);"
+            "INSERT INTO messages VALUES ('old', 'q', 0, x'01', 0, NULL, NULL, 0, 0, 0);"
+            "PRAGMA user_version = 1;"
+        )
+    engine = open_engine(f"sqlite:///{path}")
+    transport, store = engine.transport, engine.store
+    assert transport is not None and store is not None
+    try:
+        [old] = await transport.receive(["q"], 1, 1.0)
+        assert (old.task_id, old.body) == ("old", b"\x01")
+        assert await store.scan("") == {"sched:def:a": b"{}"}
+        assert await store.set_add("g", "0") == 1
+    finally:
+        await transport.shutdown()
+        await store.shutdown()
+    with closing(sqlite3.connect(path)) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"cancels", "task_state"}.isdisjoint(tables)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
 async def test_a_shared_connection_closes_with_its_last_user(tmp_path: Path) -> None:
@@ -255,10 +304,11 @@ async def test_wait_sees_a_result_stored_by_another_process(tmp_path: Path) -> N
         await writer.shutdown()
 
 
-async def test_expired_rows_are_swept(transport: SqliteTransport) -> None:
+async def test_expired_rows_are_swept(transport: SqliteTransport, store: SqliteStore) -> None:
     results = SqliteResultBackend(transport.path)
-    await transport.kv_set("k", b"v", 0.01)
-    await transport.rate_acquire("r", 1, 0.01)
+    await store.set("k", b"v", 0.01)
+    await store.window_acquire("r", 1, 0.01)
+    await store.set_add("s", "m", 0.01)
     await results.set_result("t1", b"r", 0.01)
     await results.push_stream("t1", [b"a"], 0.01)
     await results.shutdown()
@@ -266,5 +316,5 @@ async def test_expired_rows_are_swept(transport: SqliteTransport) -> None:
     transport._db._last_sweep -= 3600  # as if the last sweep were long ago
     await transport.receive(["q"], 1, 0.0)
     with closing(sqlite3.connect(transport.path)) as conn:
-        for table in ("kv", "rates", "results", "streams", "stream_items"):
+        for table in ("kv", "rates", "sets", "set_members", "results", "streams", "stream_items"):
             assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (0,), table

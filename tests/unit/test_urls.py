@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conveyor import BrokerConnectionError, ConfigurationError, RedisBroker, broker_from_url
-from conveyor.brokers import result_backend_from_url, safe_url
+from conveyor._urls import safe_url
+from conveyor.engines.registry import results_from_url
 from tests.servers import free_port
 
 
@@ -71,7 +72,7 @@ def test_a_sqlite_url_with_a_host_is_refused_without_showing_a_password(url: str
 
 def test_an_unknown_result_backend_error_hides_the_password() -> None:
     with pytest.raises(ConfigurationError) as caught:
-        result_backend_from_url("kafka://user:secret@h:1/0")
+        results_from_url("kafka://user:secret@h:1/0")
     assert "secret" not in str(caught.value)
 
 

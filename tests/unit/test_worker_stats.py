@@ -20,9 +20,10 @@ from conveyor import Broker, InMemoryBroker, PrometheusMiddleware, Retry, Sqlite
 from conveyor.errors import TaskNotFound
 from conveyor.inspector import Inspector
 from conveyor.message import TaskMessage
-from conveyor.middleware.prometheus import read_metrics, render_metrics
+from conveyor.engines.memory import MemoryStore
+from conveyor.prometheus import read_metrics, render_metrics
 from conveyor.result import TaskResult, TaskStatus
-from conveyor.transports.memory import MemoryTransport
+from conveyor.state import State
 from conveyor.worker.outcome import Outcome, build_result, failed_result
 from conveyor.worker.stats import UNKNOWN_TASK, WorkerStats
 from tests.servers import free_port
@@ -82,8 +83,8 @@ async def test_counts_and_recent_tasks_are_exact_after_the_worker_stops(tmp_path
     await broker.shutdown()
 
 
-class _FlakyIncr(MemoryTransport):
-    """A memory transport whose `incr` fails once, as a broker blip would."""
+class _FlakyIncr(MemoryStore):
+    """A memory store whose `incr` fails once, as a broker blip would."""
 
     failed = False
 
@@ -95,16 +96,16 @@ class _FlakyIncr(MemoryTransport):
 
 
 async def test_a_failed_flush_keeps_its_deltas_for_the_next() -> None:
-    transport = _FlakyIncr()
+    store = _FlakyIncr()
     stats = WorkerStats("w")
     for n in range(3):
         stats.started(TaskMessage(task_id=str(n), task_name="t"))
     with pytest.raises(ConnectionError):
-        await stats.flush(transport)
-    await stats.flush(transport)
-    assert await transport.kv_get("stats:received:t") == b"3"
-    await stats.flush(transport)  # nothing pending: nothing added twice
-    assert await transport.kv_get("stats:received:t") == b"3"
+        await stats.flush(State(store))
+    await stats.flush(State(store))
+    assert await store.get("stats:received:t") == b"3"
+    await stats.flush(State(store))  # nothing pending: nothing added twice
+    assert await store.get("stats:received:t") == b"3"
 
 
 async def test_prometheus_middleware_serves_the_cluster_numbers() -> None:
@@ -141,15 +142,15 @@ def _failed(message: TaskMessage) -> TaskResult[Any]:
 
 
 async def test_unknown_task_names_are_counted_under_one_name() -> None:
-    transport = MemoryTransport()
+    store = MemoryStore()
     stats = WorkerStats("w")
     for n in range(3):  # a foreign producer's names: never started, failed at once
         junk = TaskMessage(task_id=str(n), task_name=f"junk-{n}" + "x" * 500)
         stats.ended(junk, _failed(junk))
-    await stats.flush(transport)
-    keys = await transport.kv_scan("stats:")
+    await stats.flush(State(store))
+    keys = await store.scan("stats:")
     assert {key for key in keys if "junk" in key} == set()
-    assert await transport.kv_get(f"stats:failed:{UNKNOWN_TASK}") == b"3"
+    assert await store.get(f"stats:failed:{UNKNOWN_TASK}") == b"3"
     recent = json.loads(stats.recent_json())["recent"]
     assert [len(entry["task_name"]) for entry in recent] == [200] * 3  # shown, but cut
 

@@ -114,8 +114,8 @@ class PerLoop(Generic[C]):
             # An async generator parked at its `yield`: when the loop ends (`asyncio.run`, a
             # test's loop) it closes the generator, whose `finally` closes `obj` in time.
             closer = self._close_with_loop(loop, obj)
-            loop.create_task(_first_step(closer))
-            made = self._made[loop] = (obj, closer)
+            parking = loop.create_task(_first_step(closer))
+            made = self._made[loop] = (obj, (closer, parking))
         self._last = (loop, made[0])
         return made[0]
 
@@ -123,7 +123,9 @@ class PerLoop(Generic[C]):
         """Every live object, in no particular order."""
         return [obj for obj, _ in list(self._made.values())]
 
-    async def _close_with_loop(self, loop: asyncio.AbstractEventLoop, obj: C) -> AsyncIterator[None]:
+    async def _close_with_loop(
+        self, loop: asyncio.AbstractEventLoop, obj: C
+    ) -> AsyncIterator[None]:
         try:
             yield
         finally:

@@ -149,7 +149,9 @@ class Runner:
         await self.broker.transport.dead_letter(delivery, f"{type(exc).__name__}: {exc}")
         if delivery.task_id:
             message = TaskMessage(task_id=delivery.task_id, task_name="")
-            await self._store(message, DEFAULT_OPTIONS, failed_result(message, exc, Outcome(error=exc)))
+            await self._store(
+                message, DEFAULT_OPTIONS, failed_result(message, exc, Outcome(error=exc))
+            )
 
     async def _rate_limited(self, message: TaskMessage, run: Run) -> bool:
         rate = run.options.rate_limit

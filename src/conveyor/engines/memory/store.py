@@ -104,7 +104,9 @@ class MemoryStore(StateStore):
         """Every live key starting with `prefix`, with its value."""
         with self._lock:
             now = time.monotonic()
-            found = {key: self._live(key, now) for key in list(self._values) if key.startswith(prefix)}
+            found = {
+                key: self._live(key, now) for key in list(self._values) if key.startswith(prefix)
+            }
             return {key: value for key, value in found.items() if value is not None}
 
     async def set_add(self, key: str, member: str, ttl: float | None = None) -> int:

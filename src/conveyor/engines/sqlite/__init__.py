@@ -59,4 +59,3 @@ def open_engine(
         path, lease_seconds=lease, poll_interval=poll_interval, db=db, results=results
     )
     return Engine(transport, SqliteStore(path, db=db), results)
-

@@ -90,7 +90,9 @@ def _set_add(conn: sqlite3.Connection, key: str, member: str, ttl: float | None)
             conn.execute("DELETE FROM set_members WHERE key = ?", (key,))
             row = None
         expires_at = expiry(ttl, now) if ttl is not None or row is None else row[0]
-        conn.execute("INSERT OR REPLACE INTO sets (key, expires_at) VALUES (?, ?)", (key, expires_at))
+        conn.execute(
+            "INSERT OR REPLACE INTO sets (key, expires_at) VALUES (?, ?)", (key, expires_at)
+        )
         conn.execute("INSERT OR IGNORE INTO set_members (key, member) VALUES (?, ?)", (key, member))
         count = conn.execute("SELECT COUNT(*) FROM set_members WHERE key = ?", (key,)).fetchone()
     return int(count[0])

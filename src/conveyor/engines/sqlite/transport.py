@@ -147,7 +147,9 @@ def _extend(conn: sqlite3.Connection, deliveries: Sequence[Delivery], lease: flo
         )
 
 
-def _release(conn: sqlite3.Connection, delivery: Delivery, body: bytes | None, delay: float) -> None:
+def _release(
+    conn: sqlite3.Connection, delivery: Delivery, body: bytes | None, delay: float
+) -> None:
     with immediate(conn):
         now = time.time()
         eta = now + delay if delay > 0 else None

@@ -1,0 +1,1 @@
+"""The worker: the consumer loop, the run pipeline, executors, leases and the supervisor."""

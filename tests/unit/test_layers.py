@@ -1,0 +1,42 @@
+"""What the import contracts cannot see: what a process actually loads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+SEND_ONLY = """
+import asyncio, sys
+import conveyor, conveyor.web
+
+broker = conveyor.broker_from_url(sys.argv[1])
+
+@broker.task
+async def add(x: int, y: int) -> int:
+    return x + y
+
+async def main():
+    async with broker:
+        await add.kiq(1, 2)
+        conveyor.web.router(broker)
+
+asyncio.run(main())
+print(" ".join(sorted(m for m in sys.modules if m.startswith("conveyor"))))
+"""
+
+
+@pytest.mark.slow
+def test_a_process_that_only_sends_never_loads_worker_code(tmp_path: object) -> None:
+    loaded = subprocess.run(
+        [sys.executable, "-c", SEND_ONLY, f"sqlite:///{tmp_path}/send.db"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
+    assert "conveyor.engines.sqlite" in loaded
+    assert [m for m in loaded if m.startswith("conveyor.worker")] == []
+    others = ("memory", "redis", "nats", "amqp", "zmq")  # engines are imported when named
+    assert [m for m in loaded if m.split(".")[2:3] and m.split(".")[2] in others] == []
