@@ -205,11 +205,12 @@ async def _send(broker: Broker, state: WebState, task_name: str, body: SendIn) -
     if task is None:
         return _detail(404, f"no task named {task_name!r}")
     try:
-        TaskOptions.parse(body.labels, task_name)
+        labels = {**broker.route_labels(task_name), **task.labels, **body.labels}
+        queue = TaskOptions.parse(labels, task_name).queue
         handle = await broker.send_task(task, body.args, body.kwargs, labels=body.labels or None)
     except BrokerError as exc:
         return _detail(503, str(exc))
     except (ConveyorError, TypeError, ValueError, OverflowError) as exc:
         return _detail(422, str(exc))
-    state.sent(handle.task_id, task_name, body.args, body.kwargs, body.labels)
+    state.sent(handle.task_id, task_name, body.args, body.kwargs, body.labels, queue)
     return SendOut(task_id=handle.task_id, status="queued", message=f"{task_name} queued")

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from conveyor.broker import Broker
 from conveyor.inspector import Inspector
 from conveyor.message import TaskMessage
+from conveyor.options import TaskOptions
 from conveyor.web.auth import (
     COMMON_ANSWERS,
     COOKIE,
@@ -145,7 +146,8 @@ def _actions(web: APIRouter, broker: Broker, inspector: Inspector, state: WebSta
             message.task_name, message.args, message.kwargs, None, labels, None
         )
         await broker.send([again])
-        state.sent(again.task_id, again.task_name, again.args, again.kwargs, again.labels)
+        queue = TaskOptions.parse(again.labels, again.task_name).queue
+        state.sent(again.task_id, again.task_name, again.args, again.kwargs, again.labels, queue)
         return {"task_id": again.task_id, "retry_of": task_id}
 
     @web.post("/api/tasks/{task_id}/cancel", tags=["dashboard"])

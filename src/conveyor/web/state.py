@@ -24,13 +24,15 @@ class WebState:
         args: list[Any],
         kwargs: dict[str, Any],
         labels: dict[str, Any],
+        queue: str,
     ) -> None:
-        """Remember a task just sent (its status reads "queued" until a worker reports it)."""
+        """Remember a task just sent to `queue` (its status reads "queued" until a worker
+        reports it)."""
         self._sent[task_id] = {
             "task_id": task_id,
             "task_name": task_name,
             "status": "queued",
-            "queue": labels.get("queue") or "default",
+            "queue": queue,
             "args": args,
             "kwargs": kwargs,
             "labels": labels,
