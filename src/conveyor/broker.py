@@ -408,7 +408,7 @@ class Broker:
         data = await self.result_backend.get_result(task_id)
         if data is not None:
             return self.decode_result(data).status
-        where = await self.transport.locate(task_id) if self.transport.locates else None
+        where = await self.transport.locate(task_id)
         if where == "leased":
             return TaskStatus.RUNNING
         marked = await self.state.marked(task_id)

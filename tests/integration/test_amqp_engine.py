@@ -31,12 +31,13 @@ from conveyor import (
     TaskStatus,
     broker_from_url,
 )
-from conveyor.brokers import safe_url
-from conveyor.results.redis import RedisResultBackend
+from conveyor._urls import safe_url
+from conveyor.engines import registry
+from conveyor.engines.amqp import AmqpTransport
+from conveyor.engines.amqp.records import DROPPED, Record, delay_bucket, split_url
+from conveyor.engines.base import Outgoing
+from conveyor.engines.redis import RedisResultBackend
 from conveyor.testing import worker
-from conveyor.transports._amqp_records import DROPPED, Record, delay_bucket, split_url
-from conveyor.transports.amqp import AmqpTransport
-from conveyor.transports.base import Outgoing
 from tests.integration.conftest import LEASE
 from tests.integration.test_redis_engine import conveyor, ok
 from tests.integration.test_worker_processes import (
@@ -197,26 +198,39 @@ def failing_writes(state_file: Path, when: str) -> Iterator[None]:
             conn.execute("DROP TRIGGER fail_update")
 
 
+async def started(url: str, **options: Any) -> AmqpTransport:
+    """The started transport of an AMQP URL, through the registry like a broker's."""
+    transport = registry.open_url(url, **options).transport
+    assert isinstance(transport, AmqpTransport)
+    await transport.startup()
+    return transport
+
+
+async def stopped(transport: AmqpTransport) -> None:
+    """Delete what the transport declared and noted, then close it and its state store."""
+    await transport.delete_topology()
+    await transport.shutdown()
+    await transport.store.shutdown()
+
+
 @pytest.fixture
 async def amqp_transport(tmp_path: Path) -> AsyncIterator[AmqpTransport]:
     """A started transport under a fresh prefix with a SQLite state store; deleted afterwards."""
-    state = f"sqlite:///{tmp_path}/state.db"
-    transport = AmqpTransport(amqp_url(), prefix=unique_prefix(), state_url=state)
-    await transport.startup()
+    state = quote(f"sqlite:///{tmp_path}/state.db", safe="")
+    transport = await started(f"{amqp_url()}?prefix={unique_prefix()}&state={state}")
     yield transport
-    await transport.delete_topology()
-    await transport.shutdown()
+    await stopped(transport)
 
 
-async def test_a_cancelled_id_sent_again_runs_once(amqp_transport: AmqpTransport) -> None:
+async def test_a_removed_id_sent_again_runs_once(amqp_transport: AmqpTransport) -> None:
     await amqp_transport.publish([Outgoing("t1", "q", b"first")])
-    assert await amqp_transport.cancel("t1") is True
+    assert await amqp_transport.remove("t1") is True
     await amqp_transport.publish([Outgoing("t1", "q", b"second")])
-    assert await amqp_transport.state("t1") == "queued"
+    assert await amqp_transport.locate("t1") == "waiting"
     got = await amqp_transport.receive(["q"], 10, 1.0)
     assert [(d.task_id, d.body) for d in got] == [("t1", b"second")]
     await amqp_transport.ack(got)
-    assert await amqp_transport.receive(["q"], 10, 0.3) == []  # the cancelled copy was dropped
+    assert await amqp_transport.receive(["q"], 10, 0.3) == []  # the removed copy was dropped
 
 
 async def test_a_long_delay_hops_through_buckets_and_is_never_early(
@@ -224,7 +238,7 @@ async def test_a_long_delay_hops_through_buckets_and_is_never_early(
 ) -> None:
     eta = time.time() + 1.3  # buckets of 1024, 256 and then a few ms
     await amqp_transport.publish([Outgoing("later", "q", b"x", eta=eta)])
-    assert await amqp_transport.state("later") == "scheduled"
+    assert await amqp_transport.locate("later") == "delayed"
     got = await amqp_transport.receive(["q"], 1, 5.0)
     assert [d.task_id for d in got] == ["later"]
     assert eta <= time.time() < eta + 1.0
@@ -239,10 +253,11 @@ async def test_without_a_state_store_it_warns_once_and_works_in_process(
     async def add(x: int, y: int) -> int:
         return x + y
 
-    with caplog.at_level(logging.WARNING, logger="conveyor.transports"):
+    with caplog.at_level(logging.WARNING, logger="conveyor.amqp"):
         await broker.startup()
     try:
-        assert [r.message for r in caplog.records if "per-process" in r.message]  # one warning
+        warned = [r.message for r in caplog.records if "per-process" in r.message]
+        assert len(warned) == 1, warned
         async with worker(broker):
             assert (await (await add.kiq(1, 2)).wait_result(timeout=10)).return_value == 3
     finally:
@@ -259,12 +274,12 @@ async def test_a_retry_whose_publish_fails_goes_back_and_is_not_lost(
     # store, and that note fails: the publish fails after the index record was written.
     with failing_writes(tmp_path / "state.db", "NEW.key LIKE '%:d:%'"):
         with pytest.raises(BrokerError, match="state store down"):
-            await amqp_transport.release(held, body=b"second", delay=0.3, retrying=True)
+            await amqp_transport.release(held, body=b"second", delay=0.3)
         (again,) = await amqp_transport.receive(["q"], 1, 5.0)  # nacked back, not held
     assert (again.task_id, again.body, again.deliveries) == ("t1", b"first", 2)
     # the same bucket, declared again and noted this time (so the fixture deletes it)
-    await amqp_transport.release(again, body=b"second", delay=0.3, retrying=True)
-    assert await amqp_transport.state("t1") == "retrying"
+    await amqp_transport.release(again, body=b"second", delay=0.3)
+    assert await amqp_transport.locate("t1") == "delayed"
     (retried,) = await amqp_transport.receive(["q"], 1, 5.0)
     assert (retried.body, retried.deliveries) == (b"second", 3)
     await amqp_transport.ack([retried])
@@ -286,28 +301,27 @@ async def test_a_receive_whose_leases_fail_puts_every_message_back(
 
 
 async def test_without_a_state_store_a_send_leaves_no_record_and_an_id_may_run_again() -> None:
-    transport = AmqpTransport(amqp_url(), prefix=unique_prefix(), lease_seconds=2.0)
-    await transport.startup()
+    transport = await started(f"{amqp_url()}?prefix={unique_prefix()}", lease_seconds=2.0)
     try:
         for body in (b"first", b"again"):
             await transport.publish([Outgoing("t1", "q", body)])
-            assert await transport.state("t1") is None  # the sender keeps no record
+            assert await transport.locate("t1") is None  # the sender keeps no record
             (got,) = await transport.receive(["q"], 1, 5.0)
             assert got.body == body  # a second send of the id is not ignored
-            assert await transport.state("t1") == "running"  # the worker's own record
+            assert await transport.locate("t1") == "leased"  # the worker's own record
             await transport.ack([got])
         assert await transport.queue_stats() == []
     finally:
-        await transport.delete_topology()
-        await transport.shutdown()
+        await stopped(transport)
 
 
 def test_records_and_url_options() -> None:
     record = Record("running", 2, 10.0, 0.0, 5, "odd|queue", "abc")
     assert Record.decode(record.encode()) == record
-    assert record.where(9.0) == "running"
-    assert record.where(11.0) == "queued"  # its lease ran out
-    assert Record("scheduled", eta=20.0).where(19.0) == "scheduled"
+    assert record.where(9.0) == "leased"
+    assert record.where(11.0) == "waiting"  # its lease ran out
+    assert Record("scheduled", eta=20.0).where(19.0) == "delayed"
+    assert Record("retrying", eta=20.0).where(21.0) == "waiting"  # an older version's record
     assert Record(DROPPED).where(0.0) is None
     assert delay_bucket(time.time() - 1) is None
     assert delay_bucket(time.time() + 1.0) == 9  # 512 ms first
@@ -318,7 +332,7 @@ def test_records_and_url_options() -> None:
     with pytest.raises(ConfigurationError):
         split_url("redis://h")
     with pytest.raises(ConfigurationError, match=r"amqp://u:\*\*\*@h/.*'soon'") as caught:
-        AmqpTransport("amqp://u:secret@h/?lease=soon")
+        registry.open_url("amqp://u:secret@h/?lease=soon")
     assert "secret" not in str(caught.value)
     assert Record("queued", tag="new,old").accepts("old")
     assert not Record("queued", tag="new,old").accepts("other")

@@ -7,6 +7,7 @@ any result store.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,11 +15,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
+import zmq
+import zmq.asyncio
 
-from conveyor import BrokerConnectionError, ZeroMQBroker, broker_from_url
-from conveyor.results.sqlite import SqliteResultBackend
-from conveyor.transports.base import Outgoing
-from conveyor.transports.zmq import ZmqTransport
+from conveyor import BrokerConnectionError, ConfigurationError, ZeroMQBroker, broker_from_url
+from conveyor.engines import registry
+from conveyor.engines.base import Delivery, Outgoing
+from conveyor.engines.sqlite import SqliteResultBackend
+from conveyor.engines.zmq import ZmqTransport
 from tests.integration.test_worker_processes import (
     assert_succeeded,
     eventually,
@@ -79,15 +83,57 @@ async def test_retries_run_inside_the_worker(
 
 
 async def test_a_send_with_no_worker_connected_fails_after_the_timeout() -> None:
-    port = free_port()
-    transport = ZmqTransport(f"tcp://127.0.0.1:{port}", send_timeout=0.3, connect_wait=0.0)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    transport = registry.open_url(
+        "zmq://", zmq_pub_host=address, zmq_sub_host=address, send_timeout=0.3, connect_wait=0.0
+    ).transport
+    assert transport is not None
     await transport.startup()
     try:
         started = time.monotonic()
-        with pytest.raises(BrokerConnectionError, match=f"127.0.0.1:{port}"):
+        with pytest.raises(BrokerConnectionError, match=address):
             await transport.publish([Outgoing("t1", "q", b"x")])
         assert time.monotonic() - started < 5
     finally:
+        await transport.shutdown()
+
+
+async def test_frames_that_are_no_message_come_back_alone_with_their_problem() -> None:
+    port = free_port()
+    transport = registry.open_url(f"zmq://127.0.0.1:{port}").transport
+    assert transport is not None
+    await transport.startup()
+    assert await transport.receive([], 1, 0.0) == []  # the worker's PULL socket connects
+    context = zmq.asyncio.Context()
+    push = context.socket(zmq.PUSH)
+    push.bind(f"tcp://127.0.0.1:{port}")  # a foreign sender
+    try:
+        async with asyncio.timeout(10):
+            await push.send_multipart([b"only", b"three", b"parts"])
+            await push.send_multipart([b"t1", b"q", b"high", b"0.0", b"x"])
+            await push.send_multipart([b"t2", b"q", b"0", b"0.0", b"good"])
+        got: list[Delivery] = []
+        while len(got) < 3:
+            batch = await transport.receive([], 10, 5.0)
+            assert batch, f"only {[d.task_id for d in got]} were delivered"
+            got += batch
+        bad = sorted((d for d in got if d.problem), key=lambda d: d.task_id)
+        assert [(d.task_id, d.body) for d in got if not d.problem] == [("t2", b"good")]
+        assert [d.task_id for d in bad] == ["", "t1"]
+        assert "3 frames" in (bad[0].problem or "")
+        assert "high" in (bad[1].problem or "")
+        for delivery in bad:
+            await transport.dead_letter(delivery, f"malformed entry: {delivery.problem}")
+        letters = await transport.dead_letters()
+        assert len({letter.task_id for letter in letters}) == 2  # kept apart
+        assert sorted(letter.reason for letter in letters) == sorted(
+            f"malformed entry: {d.problem}" for d in bad
+        )
+        await transport.ack([d for d in got if not d.problem])
+        assert await transport.queue_stats() == []
+    finally:
+        push.close(linger=0)
+        context.term()
         await transport.shutdown()
 
 
@@ -100,3 +146,6 @@ def test_url_maps_to_the_seed_parameters() -> None:
         "tcp://0.0.0.0:5599",
         "tcp://worker-host:5599",
     )
+    assert transport.locates is False  # workers record "running" in the state store
+    with pytest.raises(ConfigurationError, match="names no port"):
+        broker_from_url("zmq://worker-host")

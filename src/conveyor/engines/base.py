@@ -121,8 +121,8 @@ class MessageTransport(abc.ABC):
     #: The URL with any password replaced by `***`, for logs and errors.
     safe_url: str = ""
 
-    #: True when `locate` knows where every message is. When False, workers record a running
-    #: task's status in the state store instead.
+    #: False when `locate` cannot see every message (ZeroMQ sees only this process's): workers
+    #: then record a running task's status in the state store as well.
     locates: bool = True
 
     async def startup(self) -> None:

@@ -1,24 +1,26 @@
 """The connection side of `AmqpTransport`: options, topology, publishing with confirms.
 
-`AmqpLink` owns the robust connection (in its `IoThread`), declares queues and exchanges on
-first use (see `amqp.py` for the layout) and publishes; `AmqpTransport` adds consuming,
-leases and settling on top.
+`AmqpLink` owns the robust connection (in its `IoThread`: every call that touches the connection
+runs there), declares queues and exchanges on first use (see `transport.py` for the layout) and
+publishes; `AmqpTransport` adds consuming, leases and settling on top. The index lives in the
+state store it is given (`records.py`); that store is thread-safe, so it is awaited from the
+I/O thread like everything else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import math
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from conveyor._urls import safe_url
-from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
-from conveyor.transports._amqp_records import (
+from conveyor.engines.amqp.records import (
     DROPPED,
     LOCAL_RECORD_TTL,
     RECORD_TTL,
@@ -27,8 +29,9 @@ from conveyor.transports._amqp_records import (
     new_tag,
     split_url,
 )
-from conveyor.transports._delegated import DelegatedState, IoThread, reset_after_fork
-from conveyor.transports.base import Outgoing
+from conveyor.engines.base import MessageTransport, Outgoing, StateStore
+from conveyor.engines.loops import IoThread, reset_after_fork
+from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 
 try:
     import aio_pika
@@ -40,7 +43,11 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "the RabbitMQ engine needs the amqp extra: pip install 'conveyor[amqp]'"
     ) from exc
 
-__all__ = ["LOST", "AmqpLink", "int_header", "stale"]
+__all__ = ["LOST", "PER_PROCESS_WARNING", "AmqpLink", "int_header", "on_io", "stale"]
+
+L = TypeVar("L", bound="AmqpLink")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 log = logging.getLogger("conveyor.amqp")
 
@@ -49,6 +56,12 @@ CONNECT_TIMEOUT = 10.0
 
 #: Errors of settling a delivery whose channel is gone: RabbitMQ has requeued it already.
 LOST = (AMQPError, RuntimeError, ConnectionError)
+
+PER_PROCESS_WARNING = (
+    "%s keeps no shared state: rate limits, unique_for, cancelling a task another process "
+    "holds, task states, schedules' exactly-once and workflows are per-process; pass "
+    "state_url (redis://... or sqlite:///state.db) to share them"
+)
 
 
 class _NoTransportErrors(logging.Filter):
@@ -62,14 +75,30 @@ class _NoTransportErrors(logging.Filter):
 _FILTER = _NoTransportErrors()
 
 
-def _quiet_aiormq() -> None:
-    logging.getLogger("aiormq.connection").addFilter(_FILTER)  # a set: adding twice is once
-
-
 def int_header(message: AbstractIncomingMessage, name: str) -> int:
-    """An integer header this engine set, or 0."""
+    """An integer header this engine set, or 0 when absent.
+
+    Raises:
+        ValueError: the header holds something else (a foreign publisher's message).
+    """
     value = (message.headers or {}).get(name)
-    return int(value) if isinstance(value, int | float | str) else 0
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"its {name} header is {value!r}, not an integer")
+    return value
+
+
+def on_io(
+    method: Callable[Concatenate[L, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[L, P], Coroutine[Any, Any, T]]:
+    """Make a coroutine method run on the connection's thread, whichever loop awaits it."""
+
+    async def on_thread(self: L, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._io.run(method(self, *args, **kwargs))
+
+    functools.update_wrapper(on_thread, method)  # its name and docstring
+    return on_thread
 
 
 def stale(message: AbstractIncomingMessage) -> bool:
@@ -80,33 +109,34 @@ def stale(message: AbstractIncomingMessage) -> bool:
         return True
 
 
-class AmqpLink(DelegatedState):
+class AmqpLink(MessageTransport):
     """A RabbitMQ connection with the queues of one prefix and a state store (see
     `AmqpTransport` for the arguments)."""
 
     def __init__(
         self,
-        url: str = "amqp://guest:guest@localhost:5672/",
+        url: str,
         *,
+        store: StateStore,
         prefix: str = "conveyor",
-        state_url: str | None = None,
-        lease_seconds: float = 30.0,
+        lease_seconds: float | None = None,
         linger_seconds: float = 0.02,
     ) -> None:
         self.url, query = split_url(url)
         self.safe_url = safe_url(self.url)
         self.prefix = query.get("prefix") or prefix
+        lease = query.get("lease") or lease_seconds or 30.0
         try:
-            self.lease_seconds = float(query.get("lease") or lease_seconds)
+            self.lease_seconds = float(lease)
         except ValueError:
             self.lease_seconds = math.nan
         if not self.lease_seconds > 0:
-            lease = query.get("lease") or lease_seconds
             raise ConfigurationError(
                 f"the lease of {self.safe_url} must be a positive number of seconds, not {lease!r}"
             )
         self.linger_seconds = linger_seconds
-        self.init_state(query.get("state") or state_url)
+        self.store = store
+        self._warned = False
         self._io = IoThread("conveyor-amqp")
         self._conn: Any = None
         self._channel: Any = None
@@ -137,33 +167,36 @@ class AmqpLink(DelegatedState):
     def _key(self, kind: str, name: str) -> str:
         return f"amqp:{self.prefix}:{kind}:{name}"
 
-    def _ttl(self, record: Record, now: float) -> float:
-        return record.ttl(now, RECORD_TTL if self.state_shared else LOCAL_RECORD_TTL)
+    async def _record(self, task_id: str) -> Record | None:
+        return Record.decode(await self.store.get(self._key("m", task_id)))
 
     async def _put(self, task_id: str, record: Record, now: float) -> None:
         """Write the index record of a task id."""
-        key = self._key("m", task_id)
-        await self.state_store.kv_set(key, record.encode(), self._ttl(record, now))
+        keep = RECORD_TTL if self.store.shared else LOCAL_RECORD_TTL
+        await self.store.set(self._key("m", task_id), record.encode(), record.ttl(now, keep))
 
     def queue_name(self, queue: str) -> str:
         """The RabbitMQ queue of a conveyor queue."""
         return f"{self.prefix}.{queue}"
 
     async def startup(self) -> None:
-        """Connect (with publisher confirms) and start the state store; safe to call twice."""
+        """Connect (with publisher confirms); warn once when the state store is per-process."""
         await self._io.run(self._connect())
-        await self.start_state()
+        await self.store.startup()
+        if not self.store.shared and not self._warned:
+            self._warned = True
+            log.warning(PER_PROCESS_WARNING, type(self).__name__)
 
     async def shutdown(self) -> None:
-        """Close the connection (unsettled deliveries go back to their queues)."""
+        """Close the connection (unsettled deliveries go back to their queues); the state store
+        belongs to whoever made it."""
         await self._io.run(self._close())
-        await self.stop_state()
         self._io.stop()
 
     async def _connect(self) -> None:
         if self._channel is not None:
             return
-        _quiet_aiormq()
+        logging.getLogger("aiormq.connection").addFilter(_FILTER)  # a set: adding twice is once
         conn = aio_pika.RobustConnection(make_url(self.url), reconnect_interval=1)
         try:
             await conn.connect(timeout=CONNECT_TIMEOUT)
@@ -228,7 +261,7 @@ class AmqpLink(DelegatedState):
         declared = await channel.declare_queue(
             self.queue_name(queue), durable=True, arguments=arguments
         )
-        await self.state_store.kv_set(self._key("q", queue), b"1", None)
+        await self.store.set(self._key("q", queue), b"1")
         return declared
 
     async def _bucket(self, k: int) -> Any:
@@ -244,7 +277,7 @@ class AmqpLink(DelegatedState):
                 arguments = {"x-message-ttl": 2**k, "x-dead-letter-exchange": ""}
                 held = await channel.declare_queue(name, durable=True, arguments=arguments)
                 await held.bind(exchange)
-                await self.state_store.kv_set(self._key("d", str(k)), b"1", None)
+                await self.store.set(self._key("d", str(k)), b"1")
                 self._buckets[k] = exchange
             return self._buckets[k]
 
@@ -255,11 +288,9 @@ class AmqpLink(DelegatedState):
 
     # -- publishing -----------------------------------------------------------------------------
 
+    @on_io
     async def publish(self, messages: Sequence[Outgoing]) -> None:
         """Publish with confirms; a task id the (shared) index already holds is ignored."""
-        await self._io.run(self._publish(messages))
-
-    async def _publish(self, messages: Sequence[Outgoing]) -> None:
         # Highest priority first: a consumer with free prefetch takes messages as they come,
         # so a batch reaches a worker by priority even when it arrives slower than the linger.
         messages = sorted(messages, key=lambda m: -int(m.priority))
@@ -271,7 +302,7 @@ class AmqpLink(DelegatedState):
         ]  # fmt: skip
         pairs = list(zip(messages, records, strict=True))
         fresh = pairs
-        if self.state_shared:
+        if self.store.shared:
             claims = await asyncio.gather(*(self._claim_id(m, r, now) for m, r in pairs))
             fresh = [pair for pair, claimed in zip(pairs, claims, strict=True) if claimed]
         else:  # no index of sends in a per-process store: it would only grow (see the docs)
@@ -281,29 +312,27 @@ class AmqpLink(DelegatedState):
                      for m, r in fresh]  # fmt: skip
             await asyncio.gather(*sends)
         except Exception as exc:
-            if self.state_shared:  # unsent: the id may be sent again
+            if self.store.shared:  # unsent: the id may be sent again
                 keys = [self._key("m", m.task_id) for m, _ in fresh]
-                await asyncio.gather(
-                    *(self.state_store.kv_delete(key) for key in keys), return_exceptions=True
-                )
+                await asyncio.gather(*map(self.store.delete, keys), return_exceptions=True)
             raise self._error(exc) from None
 
     async def _claim_id(self, message: Outgoing, record: Record, now: float) -> bool:
-        """Create the index record; False when the id is held (a cancelled id is sent again)."""
+        """Create the index record; False when the id is held (a removed id is sent again)."""
         key = self._key("m", message.task_id)
-        if await self.state_store.set_nx(key, record.encode(), self._ttl(record, now)):
+        if await self.store.set_nx(key, record.encode(), record.ttl(now)):
             return True
-        held = Record.decode(await self.state_store.kv_get(key))
+        held = await self._record(message.task_id)
         if held is None or held.state != DROPPED:
             return False
         await self._put(message.task_id, record, now)
         return True
 
     async def _undrop(self, task_id: str) -> None:
-        """Forget a local cancel of a task id that is sent again."""
-        held = Record.decode(await self.state_store.kv_get(self._key("m", task_id)))
+        """Forget a local removal of a task id that is sent again."""
+        held = await self._record(task_id)
         if held is not None and held.state == DROPPED:
-            await self.state_store.kv_delete(self._key("m", task_id))
+            await self.store.delete(self._key("m", task_id))
 
     async def _send(
         self,
@@ -344,5 +373,5 @@ class AmqpLink(DelegatedState):
         return True
 
     async def _known_queues(self) -> list[str]:
-        found = await self.state_store.kv_scan(self._key("q", ""))
+        found = await self.store.scan(self._key("q", ""))
         return sorted(key.rpartition(":q:")[2] for key in found)

@@ -1,14 +1,14 @@
-"""The index an `AmqpTransport` keeps in its state store, and RabbitMQ names and URL options.
+"""The index the RabbitMQ transport keeps in its state store, and RabbitMQ names and URL options.
 
 RabbitMQ cannot say where one message is, remove one message, or count what a consumer holds,
 so the transport keeps one small record per held task id in the state store (see
-`docs/engines/amqp.md`): `amqp:<prefix>:m:<task_id>` =
-`state|deliveries|lease_end|eta|prio|tag|queue`. Its state is "queued", "scheduled", "retrying",
-"running", or "x" (cancelled or purged: the message is dropped when it is next delivered).
-`tag` names the copy of the message that counts (its `x-tag` header): a copy with another tag
-(a cancelled copy after the id was sent again, the original of a retry whose new copy was
-delivered first) is dropped when delivered. While a retry is being republished the record names
-both copies (`new,old`), so a failed publish never leaves the message without a copy that
+`docs/engines/amqp.md`): `amqp:<prefix>:m:<task_id>` = `state|deliveries|lease_end|eta|prio|tag|
+queue`. Its state is "queued", "scheduled", "running", or "x" (removed or purged: the message is
+dropped when it is next delivered); a "retrying" record of an older version reads as
+"scheduled". `tag` names the copy of the message that counts (its `x-tag` header): a copy with
+another tag (a removed copy after the id was sent again, the original of a retry whose new copy
+was delivered first) is dropped when delivered. While a retry is being republished the record
+names both copies (`new,old`), so a failed publish never leaves the message without a copy that
 counts; the first of them to be delivered becomes the only one. `amqp:<prefix>:q:<queue>` notes
 every queue and `amqp:<prefix>:d:<k>` every delay bucket declared, for `receive([])` and
 `delete_topology`.
@@ -23,11 +23,13 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from conveyor._urls import split_options
+from conveyor.engines.base import Location
 from conveyor.errors import ConfigurationError
 
 __all__ = [
     "DROPPED",
     "LOCAL_RECORD_TTL",
+    "MAX_BUCKET",
     "RECORD_TTL",
     "Record",
     "delay_bucket",
@@ -79,15 +81,13 @@ class Record:
         """A copy with some fields changed."""
         return replace(self, **changes)  # type: ignore[arg-type]  # dataclass fields by name
 
-    def where(self, now: float) -> str | None:
-        """The contract's state of this message at `now` (None when dropped)."""
+    def where(self, now: float) -> Location | None:
+        """Where the message is at `now` (None when dropped); a lapsed lease reads as waiting."""
         if self.state == DROPPED:
             return None
         if self.state == "running":
-            return "running" if self.lease_end > now else "queued"
-        if self.state == "retrying":
-            return "retrying"
-        return "scheduled" if self.eta > now else "queued"
+            return "leased" if self.lease_end > now else "waiting"
+        return "delayed" if self.eta > now else "waiting"
 
     def accepts(self, tag: str) -> bool:
         """True when the copy tagged `tag` counts (an untagged record or copy always does)."""

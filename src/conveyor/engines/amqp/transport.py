@@ -4,15 +4,19 @@ Layout for a prefix `P` (see `docs/engines/amqp.md`): each conveyor queue `q` is
 classic queue `P.q` (`x-max-priority` 9) fed through the default exchange; `P.dead` is a direct
 exchange routing dead letters to `P.q.dead`; delays wait in `P.delay.<k>` queues with a fixed TTL
 of 2**k ms that dead-letter back to the work queue. A message still not due when it comes back
-(its `x-eta` header) waits again in the largest bucket that fits, so a delay takes at most ~32
+(its `x-eta-ms` header) waits again in the largest bucket that fits, so a delay takes at most ~32
 hops, never delivers early, and a fixed TTL per queue means no head-of-line blocking.
 
 A worker consumes with a prefetch of the capacity it asks for (`receive(max_count)` plus what it
 runs) and keeps the deliveries in a buffer sorted by priority. RabbitMQ has no lease while the
 consumer lives, so the transport keeps one: a delivery not extended within `lease_seconds` is
-nacked back to the queue and any later settle of it does nothing. Where messages are, cancels
-and dedup live in an index in the state store (`_amqp_records`). The connection lives in a
+nacked back to the queue and any later settle of it does nothing. Where messages are and which
+ids are held live in an index in the state store (`records.py`). The connection lives in a
 thread of its own (`IoThread`), so callers may use any event loop.
+
+A message another client published into a work queue without a `message_id`, or with an `x-n`
+or `x-eta-ms` header that is not an integer, is handed out as a delivery with its `problem`
+(never indexed); its dead letter gets a stand-in id of its own, so two of them stay apart.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any, NoReturn
 
-from conveyor.transports import _amqp_admin
-from conveyor.transports._amqp_link import AmqpLink, int_header, stale
-from conveyor.transports._amqp_records import DROPPED, Record, new_tag
-from conveyor.transports.base import DeadLetter, Delivery, QueueStats, TransportState
+from conveyor.engines.amqp.admin import AmqpAdmin
+from conveyor.engines.amqp.link import int_header, on_io, stale
+from conveyor.engines.amqp.records import DROPPED, Record, new_tag
+from conveyor.engines.base import Delivery
 
 try:
     import aio_pika
@@ -43,6 +47,17 @@ __all__ = ["AmqpTransport"]
 log = logging.getLogger("conveyor.amqp")
 
 
+def _read(message: AbstractIncomingMessage) -> tuple[int, float, str | None]:
+    """A delivered message's earlier deliveries, due time, and why it cannot run (or None)."""
+    try:
+        n, eta_ms = int_header(message, "x-n"), int_header(message, "x-eta-ms")
+    except ValueError as exc:
+        return 0, 0.0, str(exc)
+    if not message.message_id:
+        return n, 0.0, "it has no message_id"
+    return n, eta_ms / 1000, None
+
+
 class _Receipt:
     """A leased delivery: its message, its lease timer, and whether it may still be settled."""
 
@@ -54,24 +69,22 @@ class _Receipt:
         self.timer: asyncio.TimerHandle | None = None
 
 
-class AmqpTransport(AmqpLink):
-    """Messages on RabbitMQ; state (index, cancels, kv) in a companion state store.
+class AmqpTransport(AmqpAdmin):
+    """Messages on RabbitMQ; their index in a state store of another engine.
 
     Args:
-        url: `amqp://user:password@host:5672/vhost` or `amqps://...`; query options `prefix`,
-            `lease` and `state` (a URL-encoded state URL) override the arguments below.
+        url: `amqp://user:password@host:5672/vhost` or `amqps://...`; query options `prefix`
+            and `lease` override the arguments below.
+        store: where the index lives (shared, or this process's memory: logged as a WARNING).
         prefix: prefix of every queue and exchange name, so several apps share a vhost.
-        state_url: where the index and the small state live (`redis://...`,
-            `sqlite:///state.db`); this process's memory when None (logged as a WARNING).
-        lease_seconds: how long a delivery stays leased without `extend`.
+        lease_seconds: how long a delivery stays leased without `extend` (30 when None).
         linger_seconds: after a first message arrives at an idle receive, how long to wait for
             the rest of its burst, so a batch sent at once is handed out by priority.
     """
 
-    tracks_state = True
-
     # -- receiving ------------------------------------------------------------------------------
 
+    @on_io
     async def receive(
         self, queues: Sequence[str], max_count: int, timeout: float
     ) -> list[Delivery]:
@@ -81,9 +94,7 @@ class AmqpTransport(AmqpLink):
         """
         if max_count <= 0:
             return []
-        return await self._io.run(self._receive(list(dict.fromkeys(queues)), max_count, timeout))
-
-    async def _receive(self, queues: list[str], max_count: int, timeout: float) -> list[Delivery]:
+        queues = list(dict.fromkeys(queues))
         await self._ready()
         deadline = time.monotonic() + timeout
         await self._set_prefetch(len(self._leased) + max_count)
@@ -187,22 +198,22 @@ class AmqpTransport(AmqpLink):
             await self._settle(partial(message.nack, requeue=True))
 
     async def _lease(self, queue: str, message: AbstractIncomingMessage) -> Delivery | None:
-        """Lease one delivered message, or drop it (cancelled, a stale copy) or delay it again
-        (not due)."""
+        """Lease one delivered message, or drop it (removed, a stale copy) or delay it again
+        (not due). A malformed one is leased with its problem, the index untouched."""
+        sent_n, eta, problem = _read(message)
         task_id = message.message_id or ""
-        key = self._key("m", task_id)
-        record = Record.decode(await self.state_store.kv_get(key))
         priority = message.priority or 0
         tag = str((message.headers or {}).get("x-tag") or "")
+        if problem is not None:
+            return self._hand(queue, message, Record("running", 1, priority=priority), problem)
+        record = await self._record(task_id)
         if record is not None and not record.accepts(tag):
             await self._settle(message.ack)  # another copy is the one that counts
             return None
         if record is not None and record.state == DROPPED:
             if await self._settle(message.ack):
-                await self.state_store.kv_delete(key)
+                await self.store.delete(self._key("m", task_id))
             return None
-        sent_n = int_header(message, "x-n")
-        eta = int_header(message, "x-eta-ms") / 1000
         if eta > time.time():
             await self._send(queue, task_id, message.body, priority, eta, sent_n, tag)
             await self._settle(message.ack)
@@ -210,12 +221,18 @@ class AmqpTransport(AmqpLink):
         # without a record (an index of another process) count from the header
         n = record.deliveries + 1 if record else sent_n + 1 + bool(message.redelivered)
         now = time.time()
-        await self._put(task_id, Record("running", n, now + self.lease_seconds, 0.0, priority,
-                                        queue, tag), now)  # fmt: skip
-        receipt = _Receipt(message, priority, tag)
+        running = Record("running", n, now + self.lease_seconds, 0.0, priority, queue, tag)
+        await self._put(task_id, running, now)
+        return self._hand(queue, message, running, None)
+
+    def _hand(
+        self, queue: str, message: AbstractIncomingMessage, record: Record, problem: str | None
+    ) -> Delivery:
+        receipt = _Receipt(message, record.priority, record.tag)
         self._leased.add(receipt)
         self._arm(receipt)
-        return Delivery(task_id, queue, message.body, n, receipt)
+        task_id = message.message_id or ""
+        return Delivery(task_id, queue, message.body, record.deliveries, receipt, problem)
 
     def _arm(self, receipt: _Receipt) -> None:
         if receipt.timer is not None:
@@ -259,43 +276,37 @@ class AmqpTransport(AmqpLink):
             raise self._error(exc) from None
         raise exc
 
+    @on_io
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Ack deliveries this transport still holds and drop them from the index."""
-        await self._io.run(self._ack(deliveries))
-
-    async def _ack(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:
             receipt = self._claim(delivery)
             if receipt is not None and await self._settle(receipt.message.ack):
-                await self.state_store.kv_delete(self._key("m", delivery.task_id))
+                await self._unindex(delivery)
 
+    async def _unindex(self, delivery: Delivery) -> None:
+        """Forget the record of a settled delivery (a malformed one never had one)."""
+        if delivery.problem is None:
+            await self.store.delete(self._key("m", delivery.task_id))
+
+    @on_io
     async def release(
-        self,
-        delivery: Delivery,
-        *,
-        body: bytes | None = None,
-        delay: float = 0.0,
-        retrying: bool = False,
+        self, delivery: Delivery, *, body: bytes | None = None, delay: float = 0.0
     ) -> None:
         """Put a held delivery back: nacked to its place, or published again (new body, delay)."""
-        await self._io.run(self._release(delivery, body, delay, retrying))
-
-    async def _release(
-        self, delivery: Delivery, body: bytes | None, delay: float, retrying: bool
-    ) -> None:
         receipt = self._claim(delivery)
         if receipt is None:
             return
         now = time.time()
         eta = now + delay if delay > 0 else 0.0
-        state = "retrying" if retrying else "scheduled" if eta else "queued"
-        record = Record(state, delivery.deliveries, 0.0, eta, receipt.priority, delivery.queue,
-                        receipt.tag)  # fmt: skip
-        if body is not None or eta:
+        record = Record("scheduled" if eta else "queued", delivery.deliveries, 0.0, eta,
+                        receipt.priority, delivery.queue, receipt.tag)  # fmt: skip
+        if delivery.problem is None and (body is not None or eta):
             await self._republish(delivery, receipt, record, body)
             return
-        try:  # nacked to its place: the same copy counts
-            await self._put(delivery.task_id, record, now)
+        try:  # nacked to its place: the same copy counts (a malformed one, as it came)
+            if delivery.problem is None:
+                await self._put(delivery.task_id, record, now)
         finally:
             await self._settle(partial(receipt.message.nack, requeue=True))
 
@@ -317,11 +328,9 @@ class AmqpTransport(AmqpLink):
             with contextlib.suppress(Exception):
                 await self._put(delivery.task_id, record.with_(tag=tag), time.time())
 
+    @on_io
     async def extend(self, deliveries: Sequence[Delivery]) -> None:
         """Renew the leases this transport still holds."""
-        await self._io.run(self._extend(deliveries))
-
-    async def _extend(self, deliveries: Sequence[Delivery]) -> None:
         now = time.time()
         writes = []
         for delivery in deliveries:
@@ -332,16 +341,15 @@ class AmqpTransport(AmqpLink):
                 self._unlease(receipt)
                 continue
             self._arm(receipt)
-            record = Record("running", delivery.deliveries, now + self.lease_seconds, 0.0,
-                            receipt.priority, delivery.queue, receipt.tag)  # fmt: skip
-            writes.append(self._put(delivery.task_id, record, now))
+            if delivery.problem is None:
+                record = Record("running", delivery.deliveries, now + self.lease_seconds, 0.0,
+                                receipt.priority, delivery.queue, receipt.tag)  # fmt: skip
+                writes.append(self._put(delivery.task_id, record, now))
         await asyncio.gather(*writes)
 
+    @on_io
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Publish a held delivery to `P.dead` (-> `P.q.dead`) with the reason, then ack it."""
-        await self._io.run(self._dead_letter(delivery, reason))
-
-    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         receipt = self._claim(delivery)
         if receipt is None:
             return
@@ -353,7 +361,7 @@ class AmqpTransport(AmqpLink):
         }
         message = aio_pika.Message(
             receipt.message.body,
-            message_id=delivery.task_id,
+            message_id=delivery.task_id or f"<no id {new_tag()}>",  # id-less letters kept apart
             headers=headers,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
@@ -364,42 +372,4 @@ class AmqpTransport(AmqpLink):
         except BaseException as exc:  # not kept aside: back to its queue, to run again
             await self._give_back(receipt, exc)
         if await self._settle(receipt.message.ack):
-            await self.state_store.kv_delete(self._key("m", delivery.task_id))
-
-    # -- cancellation, state, operations (`_amqp_admin`) -----------------------------------------
-
-    async def cancel(self, task_id: str) -> bool:
-        """Mark a waiting message dropped (True), or ask the worker running it to stop (False)."""
-        return await self._io.run(_amqp_admin.cancel(self, task_id))
-
-    async def cancel_requested(self, task_ids: Sequence[str]) -> set[str]:
-        """Which of these task ids were asked to cancel."""
-        return await self._io.run(_amqp_admin.cancel_requested(self, task_ids))
-
-    async def state(self, task_id: str) -> TransportState | None:
-        """Where the index says the message is, or None."""
-        return await self._io.run(_amqp_admin.state(self, task_id))
-
-    async def queue_stats(self) -> list[QueueStats]:
-        """Ready, scheduled and running counts from the index.
-
-        Read on the connection's thread, like settles, so a count never sees an ack whose
-        caller has not yet been told it is done.
-        """
-        return await self._io.run(_amqp_admin.queue_stats(self))
-
-    async def purge(self, queue: str | None = None) -> int:
-        """Drop waiting messages of one queue or all (running ones stay); return how many."""
-        return await self._io.run(_amqp_admin.purge(self, queue))
-
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """Dead letters of every queue, oldest first (read without taking them)."""
-        return await self._io.run(_amqp_admin.dead_letters(self, limit))
-
-    async def requeue_dead(self, task_ids: Sequence[str] | None = None) -> int:
-        """Move dead letters (all when None) back to their queues; return how many."""
-        return await self._io.run(_amqp_admin.requeue_dead(self, task_ids))
-
-    async def delete_topology(self) -> None:
-        """Delete every queue and exchange of this prefix and forget the index (tests, teardown)."""
-        await self._io.run(_amqp_admin.delete_topology(self))
+            await self._unindex(delivery)

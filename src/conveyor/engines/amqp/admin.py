@@ -1,0 +1,186 @@
+"""`AmqpAdmin`: the operations of the RabbitMQ transport beyond moving messages: where a message
+is, removing it, counts, purge, dead letters, teardown. Each runs on the connection's thread.
+
+Where messages are comes from the index (`records.py`), never from RabbitMQ. Dead letters are
+read with `basic.get` on a channel of their own that is then closed, so RabbitMQ puts every
+unacked one back in its place: listing takes nothing away, and `drop_dead` acks only the ones
+it was asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor.engines.amqp.link import AmqpLink, on_io
+from conveyor.engines.amqp.records import DROPPED, MAX_BUCKET, Record
+from conveyor.engines.base import DeadLetter, Location, QueueStats
+
+__all__ = ["AmqpAdmin"]
+
+#: `QueueStats` column of each location: ready, scheduled, running.
+_COLUMN = {"waiting": 0, "delayed": 1, "leased": 2}
+
+
+def _letter(message: Any, queue: str) -> DeadLetter:
+    headers = message.headers or {}
+    priority = headers.get("x-priority")
+    return DeadLetter(
+        task_id=message.message_id or "",
+        queue=str(headers.get("x-queue") or queue),
+        body=message.body,
+        reason=str(headers.get("x-reason") or "dead-lettered by RabbitMQ"),
+        failed_at=int(headers.get("x-failed-at-ms") or 0) / 1000,
+        priority=priority if isinstance(priority, int) else 0,
+    )
+
+
+class AmqpAdmin(AmqpLink):
+    """The admin reads and operations of `AmqpTransport` (see there for the arguments)."""
+
+    @on_io
+    async def locate(self, task_id: str) -> Location | None:
+        """Where the index says the message is, or None."""
+        record = await self._record(task_id)
+        return None if record is None else record.where(time.time())
+
+    @on_io
+    async def remove(self, task_id: str) -> bool:
+        """Mark a waiting or delayed record dropped (its message is dropped when delivered);
+        False when it is leased or not indexed."""
+        now = time.time()
+        record = await self._record(task_id)
+        if record is None or record.where(now) not in ("waiting", "delayed"):
+            return False
+        await self._put(task_id, record.with_(state=DROPPED), now)
+        return True
+
+    async def _records(self) -> dict[str, Record]:
+        """Every record of the index by task id."""
+        start = len(self._key("m", ""))
+        found = await self.store.scan(self._key("m", ""))
+        return {k[start:]: r for k, raw in found.items() if (r := Record.decode(raw)) is not None}
+
+    @on_io
+    async def queue_stats(self) -> list[QueueStats]:
+        """Ready, scheduled and running counts of each queue, from the index.
+
+        Read on the connection's thread, like settles, so a count never sees an ack whose
+        caller has not yet been told it is done.
+        """
+        now = time.time()
+        counts: dict[str, list[int]] = {}
+        for record in (await self._records()).values():
+            where = record.where(now)
+            if where is not None:
+                counts.setdefault(record.queue, [0, 0, 0])[_COLUMN[where]] += 1
+        return [QueueStats(name, *counts[name]) for name in sorted(counts)]
+
+    @on_io
+    async def purge(self, queue: str | None = None) -> int:
+        """Mark waiting and delayed records dropped and purge RabbitMQ's ready messages of the
+        queue(s); running ones stay.
+
+        Returns the number of messages the index knew, or what RabbitMQ purged when the index
+        (a per-process state store) knew fewer.
+        """
+        now = time.time()
+        doomed = {
+            task_id: r
+            for task_id, r in (await self._records()).items()
+            if (queue is None or r.queue == queue) and r.where(now) in ("waiting", "delayed")
+        }
+        for task_id, record in doomed.items():
+            await self._put(task_id, record.with_(state=DROPPED), now)
+        purged = 0
+        for name in [queue] if queue is not None else await self._known_queues():
+            result = await (await self._declare(name)).purge()
+            purged += int(result.message_count or 0)
+        return max(len(doomed), purged)
+
+    async def _read_dead(self, queue: str, limit: int | None) -> tuple[Any, list[Any]]:
+        """Open a channel and `basic.get` up to `limit` dead letters of `queue` (unacked)."""
+        await self._ready()
+        channel = await self._conn.channel()
+        got: list[Any] = []
+        try:
+            await self._declare(queue)
+            dead = await channel.declare_queue(f"{self.queue_name(queue)}.dead", durable=True)
+            while limit is None or len(got) < limit:
+                message = await dead.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                got.append(message)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await channel.close()  # what it got goes back in its place
+            raise
+        return channel, got
+
+    @on_io
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters of every queue, oldest first; none is taken away."""
+        letters: list[DeadLetter] = []
+        for queue in await self._known_queues():
+            channel, got = await self._read_dead(queue, max(limit, 0))
+            letters.extend(_letter(message, queue) for message in got)
+            with contextlib.suppress(Exception):
+                await channel.close()  # every unacked dead letter goes back in its place
+        letters.sort(key=lambda letter: letter.failed_at)
+        return letters[: max(limit, 0)]
+
+    @on_io
+    async def drop_dead(self, task_ids: Sequence[str]) -> int:
+        """Ack the oldest dead letter of each id given (an id given twice, two) off its dead
+        queue; how many.
+
+        Only the oldest: a letter requeued by `requeue_dead` that fails again before its old
+        copy is dropped leaves a newer letter of the same id, which stays.
+        """
+        wanted = Counter(task_ids)
+        dropped = 0
+        for queue in await self._known_queues() if wanted else []:
+            channel, got = await self._read_dead(queue, None)
+            try:
+                for message in got:
+                    task_id = message.message_id or ""
+                    if wanted[task_id] > 0:
+                        await message.ack()
+                        wanted[task_id] -= 1
+                        dropped += 1
+            finally:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+        return dropped
+
+    @on_io
+    async def delete_topology(self) -> None:
+        """Delete this prefix's queues, dead-letter queues, delay buckets and exchanges, and the
+        index, queue and bucket notes in the state store (tests, teardown)."""
+        await self._ready()
+        for queue, tag in self._consuming.items():
+            await self._queues[queue].cancel(tag)
+        channel = await self._conn.channel()
+        try:
+            for queue in await self._known_queues():
+                for name in (self.queue_name(queue), f"{self.queue_name(queue)}.dead"):
+                    await channel.queue_delete(name)
+            buckets = {
+                int(key.rpartition(":d:")[2]) for key in await self.store.scan(self._key("d", ""))
+            }
+            for k in sorted(buckets & set(range(MAX_BUCKET + 1))):
+                await channel.queue_delete(f"{self.prefix}.delay.{k}")
+                await channel.exchange_delete(f"{self.prefix}.delay.{k}")
+            await channel.exchange_delete(f"{self.prefix}.dead")
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        for kind in ("m", "q", "d"):
+            for key in await self.store.scan(self._key(kind, "")):
+                await self.store.delete(key)
+        self._queues.clear()
+        self._consuming.clear()
+        self._buckets.clear()
