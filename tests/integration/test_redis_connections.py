@@ -1,4 +1,4 @@
-"""The Redis engine's own connections (`_resp`, `_redis_bare`) against real servers: passwords,
+"""The Redis engine's own connections (`_resp`, `_bare`) against real servers: passwords,
 databases, Unix sockets, a server that forgot the scripts, and pub/sub through a dropped
 connection."""
 
@@ -13,9 +13,8 @@ from urllib.parse import quote
 import pytest
 
 from conveyor import BrokerError, RedisBroker
+from conveyor.engines.redis import RedisClient, RedisTransport
 from conveyor.testing import worker
-from conveyor.transports._redis_client import RedisClient
-from conveyor.transports.redis import RedisTransport
 from tests.servers import PrivateRedis, drop_prefix, free_port, redis_url, unique_prefix
 
 PASSWORD = "s3cr#t/pw"

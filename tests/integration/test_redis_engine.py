@@ -18,12 +18,13 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from conveyor import Broker, BrokerError, RedisBroker, TaskStatus, broker_from_url
-from conveyor.brokers import safe_url
+from conveyor._urls import safe_url
 from tests.integration.conftest import LEASE
 from tests.integration.test_worker_processes import (
     assert_succeeded,
@@ -167,7 +168,7 @@ async def test_apps_on_two_prefixes_do_not_see_each_others_tasks(
     assert await stats(b.broker) == [("default", 6, 0, 0)]
     assert await stats(a.broker) == []
     assert await b.broker.get_handle(a_work[0].task_id).get_result() is None  # results too
-    assert set(await b.broker.transport.kv_scan("worker:")) == set()  # heartbeats too
+    assert set(await b.broker.store.scan("worker:")) == set()  # heartbeats too
 
     b_worker = workers.start(b)
     found = await results([*b_work, b_ping])
@@ -252,7 +253,66 @@ async def test_cli_on_an_unreachable_redis_prints_one_line_without_the_password(
     assert took < 15, f"took {took:.1f} s"
 
 
-# -- 4. the producer on an unreachable Redis -------------------------------------------------------
+# -- 4. entries a foreign client added ------------------------------------------------------------
+
+
+#: Entries another client XADDs to a queue's band-0 stream, and what their problem names.
+FOREIGN: list[tuple[dict[str, str], str]] = [
+    ({"task": "x", "payload": "y"}, "no task id"),  # other fields only
+    ({"t": "no-body", "n": "0"}, "no body"),
+    ({"t": "bad-n", "b": "z", "n": "many"}, "not a delivery count"),
+    ({"b": "1", "n": "0"}, "no task id"),
+    ({"n": "0", "b": "2"}, "no task id"),  # a second id-less entry, its fields in another order
+]
+
+
+def kept_body(fields: dict[str, str]) -> bytes:
+    """The body a foreign entry's dead letter keeps: its field b, else all its fields."""
+    return (fields.get("b") or "\n".join(f"{k}={v}" for k, v in fields.items())).encode()
+
+
+async def test_foreign_stream_entries_are_dead_lettered_and_the_rest_run(
+    make_app: Callable[..., Awaitable[App]], workers: Workers
+) -> None:
+    import redis
+
+    app = await make_app(url=on_redis())
+    stream = f"{dict(parse_qsl(urlsplit(app.url).query))['prefix']}:{{default}}:s:0"
+    before = await app.module.add.kiq(1, 1)
+    reordered = await app.module.add.kiq(2, 3)
+    client = redis.Redis.from_url(redis_url())
+    try:  # the second task's entry written again with its fields in another order, plus one
+        rows = cast("list[tuple[bytes, dict[bytes, bytes]]]", client.xrange(stream))  # sync client
+        [(entry, own)] = rows[1:]
+        client.xdel(stream, entry)
+        client.xadd(stream, {"n": "0", "x": "1", "b": own[b"b"], "t": own[b"t"]})
+        for fields, _ in FOREIGN:
+            client.xadd(stream, fields)  # type: ignore[arg-type]  # its dict type is invariant
+    finally:
+        client.close()
+    after = await app.module.add.kiq(3, 4)
+
+    worker = workers.start(app)
+    found = await results([before, reordered, after])
+    assert_succeeded(found)
+    assert [r.return_value for r in found] == [2, 5, 7]
+
+    async def all_dead() -> bool:
+        return len(await app.broker.transport.dead_letters()) == len(FOREIGN)
+
+    await eventually(all_dead, 15, "every foreign entry dead-lettered")
+    problems = {kept_body(fields): problem for fields, problem in FOREIGN}
+    letters = await app.broker.transport.dead_letters()
+    assert sorted(letter.body for letter in letters) == sorted(problems)
+    for letter in letters:
+        assert letter.reason.startswith("SerializationError: malformed entry: "), letter.reason
+        assert problems[letter.body] in letter.reason, letter.reason
+    assert len({letter.task_id for letter in letters}) == len(FOREIGN)  # none overwrote another
+    assert await stats(app.broker) == []
+    assert worker.proc.poll() is None
+
+
+# -- 5. the producer on an unreachable Redis -------------------------------------------------------
 
 
 @pytest.mark.parametrize("how", ["class", "url"])

@@ -96,7 +96,8 @@ def servers(tmp_path: Path) -> Iterator[_Servers]:
 
 
 async def _exercise(broker: Broker) -> None:
-    """Tasks on two queues, with a priority, a delay, a retry and a stream, through a worker."""
+    """Tasks on two queues, with a priority, a delay, a retry and a stream, through a worker;
+    then state store keys read many at a time."""
 
     @broker.task
     async def add(x: int, y: int) -> int:
@@ -135,6 +136,11 @@ async def _exercise(broker: Broker) -> None:
         assert [item async for item in streamed.stream()] == [0, 1, 2]
         assert await streamed.status() is TaskStatus.SUCCEEDED
         assert await broker.transport.queue_stats() == []
+    keys = [f"key{i}" for i in range(8)]  # in several slots of a Cluster
+    for key in keys[:6]:
+        await broker.store.set(key, key.encode())
+    assert await broker.store.get_many(keys) == [k.encode() for k in keys[:6]] + [None, None]
+    assert await broker.store.scan("key") == {k: k.encode() for k in keys[:6]}
 
 
 async def test_sentinel_url_finds_the_primary(servers: _Servers, tmp_path: Path) -> None:

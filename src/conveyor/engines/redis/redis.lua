@@ -2,14 +2,27 @@
 -- tag, so every key of one queue lives in one slot):
 --
 --   P:{Q}:s:<0-9>   stream per priority band; entries {t = task id, b = body, n = earlier
---                   deliveries}; consumer group "workers"; acked entries are XDEL-ed at once
---   P:{Q}:ids       hash task id -> where it is: "s <band> <entry id>" (in a stream; running
---                   when the entry is pending), "d <band> <n>" (scheduled), "r <band> <n>" (retrying)
---   P:{Q}:delayed   sorted set task id -> due time in ms (scheduled and retrying messages)
+--                   deliveries}, always read by field name (an entry a foreign client added may
+--                   lack any of them: it is delivered with its problem); consumer group
+--                   "workers"; acked entries are XDEL-ed at once
+--   P:{Q}:ids       hash task id -> where it is: "s <band> <entry id>" (in a stream: leased
+--                   while the entry is pending and its lease runs, else waiting) or
+--                   "d <band> <n>" (delayed: an ETA, or a release with a delay)
+--   P:{Q}:delayed   sorted set task id -> due time in ms
 --   P:{Q}:dbody     hash task id -> body of a delayed message
---   P:{Q}:dead      dead-letter stream {t, q, b, r = reason, f = failed at (s), p = band}
+--   P:{Q}:dead      dead-letter stream {t, q = queue, b, r = reason, f = failed at (s), p = band}
 --
--- Every script takes KEYS[1] = P:{Q}:ids (for routing) and ARGV[1] = "P:{Q}", ARGV[2] = group.
+-- Keys outside any queue (each in a slot of its own on a Cluster):
+--
+--   P:queues        set of every queue ever published to
+--   P:kv:<key>      a state store value (`incr` below for counters)
+--   P:set:<key>     a state store set (`set_add` below)
+--   P:rate:<key>    sorted set of the grants of a sliding window (`rate` below)
+--   P:r:<id>        a task's result (`ack` below stores it with the ack); announced on the
+--                   channel P:done:<id>
+--   P:p:<id>, P:g:<id>, P:gc:<id>   progress, a generator's items (list) and its closed flag
+--
+-- Queue scripts take KEYS[1] = P:{Q}:ids (for routing) and ARGV[1] = "P:{Q}", ARGV[2] = group.
 -- A section starts with "--- name"; the prelude before the first section is shared by all.
 -- A delivery's lease token is its pending-entry delivery count: a reclaimed entry's old token no
 -- longer matches, so the worker that lost the lease settles nothing.
@@ -24,6 +37,21 @@ local function split(meta)
   return kind, band, rest
 end
 
+-- The value of field `name` in a stream entry's flat field list, or nil.
+local function field(fields, name)
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+
+-- The body of stream entry `eid`: `given` when set, else its field b ('' when it has none).
+local function body_of(key, eid, given)
+  if given then return given end
+  local entry = redis.call('XRANGE', key, eid, eid)[1]
+  return (entry and field(entry[2], 'b')) or ''
+end
+
 -- The pending entry {id, consumer, idle, count} of a stream entry, or nil.
 local function pending(key, group, eid)
   local ok, p = pcall(redis.call, 'XPENDING', key, group, eid, eid, 1)
@@ -31,22 +59,36 @@ local function pending(key, group, eid)
   return nil
 end
 
+-- Whether a pending entry's lease still runs (an idle time under `lease` ms).
+local function leased(key, group, eid, lease)
+  local p = pending(key, group, eid)
+  return p ~= nil and p[3] < tonumber(lease)
+end
+
 local function owned(key, group, consumer, eid, token)
   local p = pending(key, group, eid)
   return p ~= nil and p[2] == consumer and tostring(p[4]) == token
+end
+
+-- Drop the ids entry of `id` when it points at this stream entry (a foreign entry may carry the
+-- id of another message).
+local function forget(ids, id, band, eid)
+  if id and redis.call('HGET', ids, id) == 's ' .. band .. ' ' .. eid then
+    redis.call('HDEL', ids, id)
+  end
 end
 
 -- A stream may be made here without its group: the fetch makes the group (from id 0, so
 -- nothing added before is missed) before it reads or blocks on the stream.
 local function enqueue(base, ids, id, band, body, n)
   local eid = redis.call('XADD', base .. ':s:' .. band, '*', 't', id, 'b', body, 'n', n)
-  redis.call('HSET', ids, id, 's ' .. band .. ' ' .. eid)
+  if id ~= '' then redis.call('HSET', ids, id, 's ' .. band .. ' ' .. eid) end
 end
 
-local function hold(base, ids, id, band, body, n, due, kind)
+local function hold(base, ids, id, band, body, n, due)
   redis.call('ZADD', base .. ':delayed', due, id)
   redis.call('HSET', base .. ':dbody', id, body)
-  redis.call('HSET', ids, id, kind .. ' ' .. band .. ' ' .. n)
+  redis.call('HSET', ids, id, 'd ' .. band .. ' ' .. n)
 end
 
 --- publish
@@ -57,7 +99,7 @@ for i = 3, #ARGV, 4 do
   if redis.call('HEXISTS', KEYS[1], id) == 0 then
     if due ~= '' then now = now or now_ms() end  -- TIME only when a message has a due time
     if due ~= '' and tonumber(due) > now then
-      hold(base, KEYS[1], id, band, body, '0', due, 'd')
+      hold(base, KEYS[1], id, band, body, '0', due)
     else
       enqueue(base, KEYS[1], id, band, body, '0')
     end
@@ -68,10 +110,12 @@ return added
 
 --- fetch
 -- ARGV[3] consumer, [4] count, [5] lease ms, [6] "1" to reclaim expired leases, [7] "1" when
--- the caller may block next (every band's stream and group are then made to exist). Moves due delayed messages to their streams, then leases
--- up to count messages, highest band first, reclaimed ones before new ones within a band.
--- Returns {flat deliveries (band, entry id, task id, body, deliveries, token)...,
---          1 when every band is ready for a blocking XREADGROUP (else 0), next due ms or -1}.
+-- the caller may block next (every band's stream and group are then made to exist). Moves due
+-- delayed messages to their streams, then leases up to count messages, highest band first,
+-- reclaimed ones before new ones within a band. The entries' fields go back as they are: the
+-- caller reads them by name, so one malformed entry never fails the batch.
+-- Returns {{band, entry id, flat fields, token}..., 1 when every band is ready for a blocking
+-- XREADGROUP (else 0), next due ms or -1}.
 local base, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local left, lease, now = tonumber(ARGV[4]), ARGV[5], now_ms()
 local delayed = base .. ':delayed'
@@ -82,7 +126,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0
   redis.call('HDEL', base .. ':dbody', id)
   if meta and body then
     local _, band, n = split(meta)
-    enqueue(base, KEYS[1], id, band, body, n)
+    enqueue(base, KEYS[1], id, band or '0', body, n or '0')  -- (a meta written by someone else)
   end
 end
 local out, missing = {}, {}
@@ -99,12 +143,9 @@ for band = 9, 0, -1 do
         stale = {}
       end
       for _, p in ipairs(stale) do
-        local got = redis.call('XCLAIM', key, group, consumer, lease, p[1])
-        local entry = got[1]
+        local entry = redis.call('XCLAIM', key, group, consumer, lease, p[1])[1]
         if entry and entry[2] then
-          local f = entry[2]
-          local token = p[4] + 1
-          table.insert(out, {band, entry[1], f[2], f[4], tonumber(f[6]) + token, token})
+          table.insert(out, {band, entry[1], entry[2], p[4] + 1})
           left = left - 1
         end
       end
@@ -118,8 +159,7 @@ for band = 9, 0, -1 do
       end
       if got then
         for _, entry in ipairs(got[1][2]) do
-          local f = entry[2]
-          table.insert(out, {band, entry[1], f[2], f[4], tonumber(f[6]) + 1, 1})
+          table.insert(out, {band, entry[1], entry[2], 1})
           left = left - 1
         end
       end
@@ -164,17 +204,15 @@ return 1
 
 --- release
 -- KEYS[2] the stream; ARGV[3] consumer, [4] entry id, [5] token, [6] task id, [7] band,
--- [8] deliveries so far, [9] delay ms, [10] "r" retrying or "d" scheduled, [11] new body or
--- absent to keep the old one.
+-- [8] deliveries so far, [9] delay ms, [10] new body, or absent to keep the entry's own.
 local base, group = ARGV[1], ARGV[2]
 if not owned(KEYS[2], group, ARGV[3], ARGV[4], ARGV[5]) then return 0 end
-local body = ARGV[11]
-if body == nil then body = redis.call('XRANGE', KEYS[2], ARGV[4], ARGV[4])[1][2][4] end
+local body = body_of(KEYS[2], ARGV[4], ARGV[10])
 redis.call('XACK', KEYS[2], group, ARGV[4])
 redis.call('XDEL', KEYS[2], ARGV[4])
 local delay = tonumber(ARGV[9])
 if delay > 0 then
-  hold(base, KEYS[1], ARGV[6], ARGV[7], body, ARGV[8], now_ms() + delay, ARGV[10])
+  hold(base, KEYS[1], ARGV[6], ARGV[7], body, ARGV[8], now_ms() + delay)
 else
   enqueue(base, KEYS[1], ARGV[6], ARGV[7], body, ARGV[8])
 end
@@ -182,28 +220,43 @@ return 1
 
 --- dead_letter
 -- KEYS[2] the stream; ARGV[3] consumer, [4] entry id, [5] token, [6] task id, [7] band,
--- [8] queue name, [9] reason, [10] most dead letters kept.
+-- [8] queue name, [9] reason, [10] most dead letters kept, [11] the body to keep, or absent
+-- for the entry's own.
 local base, group = ARGV[1], ARGV[2]
 if not owned(KEYS[2], group, ARGV[3], ARGV[4], ARGV[5]) then return 0 end
-local body = redis.call('XRANGE', KEYS[2], ARGV[4], ARGV[4])[1][2][4]
+local body = body_of(KEYS[2], ARGV[4], ARGV[11])
 redis.call('XACK', KEYS[2], group, ARGV[4])
 redis.call('XDEL', KEYS[2], ARGV[4])
-redis.call('HDEL', KEYS[1], ARGV[6])
+forget(KEYS[1], ARGV[6], ARGV[7], ARGV[4])
 local t = redis.call('TIME')
 redis.call('XADD', base .. ':dead', 'MAXLEN', '~', ARGV[10], '*', 't', ARGV[6], 'q', ARGV[8],
   'b', body, 'r', ARGV[9], 'f', t[1] .. '.' .. string.format('%06d', t[2]), 'p', ARGV[7])
 return 1
 
---- cancel
--- ARGV[3] task id. Returns 1 when a waiting message was removed, 2 when it is running, 0 when
--- this queue does not hold it.
+--- locate
+-- ARGV[3] task id, [4] lease ms. Returns "waiting", "delayed", "leased" or false.
+local meta = redis.call('HGET', KEYS[1], ARGV[3])
+if not meta then return false end
+local kind, band, rest = split(meta)
+if kind == 'd' then
+  local due = redis.call('ZSCORE', ARGV[1] .. ':delayed', ARGV[3])
+  if due and tonumber(due) <= now_ms() then return 'waiting' end
+  return 'delayed'
+end
+if leased(ARGV[1] .. ':s:' .. band, ARGV[2], rest, ARGV[4]) then return 'leased' end
+return 'waiting'
+
+--- remove
+-- ARGV[3] task id, [4] lease ms. Deletes a waiting or delayed message; returns 1 when it did,
+-- 0 when the message is leased or this queue does not hold it.
 local base, group, id = ARGV[1], ARGV[2], ARGV[3]
 local meta = redis.call('HGET', KEYS[1], id)
 if not meta then return 0 end
 local kind, band, rest = split(meta)
 if kind == 's' then
   local key = base .. ':s:' .. band
-  if pending(key, group, rest) then return 2 end
+  if leased(key, group, rest, ARGV[4]) then return 0 end
+  redis.call('XACK', key, group, rest)  -- an expired lease: its holder settles nothing now
   redis.call('XDEL', key, rest)
 else
   redis.call('ZREM', base .. ':delayed', id)
@@ -211,16 +264,6 @@ else
 end
 redis.call('HDEL', KEYS[1], id)
 return 1
-
---- state
--- ARGV[3] task id. Returns "queued", "running", "scheduled", "retrying" or false.
-local meta = redis.call('HGET', KEYS[1], ARGV[3])
-if not meta then return false end
-local kind, band, rest = split(meta)
-if kind == 'd' then return 'scheduled' end
-if kind == 'r' then return 'retrying' end
-if pending(ARGV[1] .. ':s:' .. band, ARGV[2], rest) then return 'running' end
-return 'queued'
 
 --- stats
 -- Returns {ready, scheduled, running}.
@@ -237,7 +280,7 @@ end
 return {ready, redis.call('ZCARD', base .. ':delayed'), running}
 
 --- purge
--- Deletes waiting messages (not running ones); returns how many.
+-- ARGV[3] lease ms. Deletes waiting and delayed messages (not leased ones); returns how many.
 local base, group, removed = ARGV[1], ARGV[2], 0
 for band = 0, 9 do
   local key = base .. ':s:' .. band
@@ -245,12 +288,13 @@ for band = 0, 9 do
     local busy = {}
     local ok, p = pcall(redis.call, 'XPENDING', key, group, '-', '+', 1000000)
     if ok then
-      for _, entry in ipairs(p) do busy[entry[1]] = true end
+      for _, entry in ipairs(p) do busy[entry[1]] = entry[3] < tonumber(ARGV[3]) end
     end
     for _, entry in ipairs(redis.call('XRANGE', key, '-', '+')) do
       if not busy[entry[1]] then
+        redis.call('XACK', key, group, entry[1])  -- an expired lease: its holder settles nothing
         redis.call('XDEL', key, entry[1])
-        redis.call('HDEL', KEYS[1], entry[2][2])
+        forget(KEYS[1], field(entry[2], 't'), band, entry[1])
         removed = removed + 1
       end
     end
@@ -264,27 +308,23 @@ end
 redis.call('DEL', delayed, base .. ':dbody')
 return removed
 
---- requeue_dead
--- ARGV[3] "1" for all, else ARGV[4..] are the task ids to move back. Returns how many moved.
-local base, group, moved, wanted = ARGV[1], ARGV[2], 0, {}
-for i = 4, #ARGV do wanted[ARGV[i]] = true end
-local dead = base .. ':dead'
+--- drop_dead
+-- ARGV[3..] task ids. Deletes their dead letters; returns how many.
+local dead, wanted, dropped = ARGV[1] .. ':dead', {}, 0
+for i = 3, #ARGV do wanted[ARGV[i]] = true end
 for _, entry in ipairs(redis.call('XRANGE', dead, '-', '+')) do
-  local f = entry[2]
-  if ARGV[3] == '1' or wanted[f[2]] then
+  local id = field(entry[2], 't')
+  if id and wanted[id] then
     redis.call('XDEL', dead, entry[1])
-    if redis.call('HEXISTS', KEYS[1], f[2]) == 0 then
-      enqueue(base, KEYS[1], f[2], f[12], f[6], '0')
-    end
-    moved = moved + 1
+    dropped = dropped + 1
   end
 end
-return moved
+return dropped
 
 --- rate
--- KEYS[1] the bucket; ARGV[1] limit, ARGV[2] period ms. A sliding log: at most `limit` grants
--- in any window of `period`. Returns "0" when granted, else the seconds until the oldest grant
--- leaves the window.
+-- KEYS[1] the window (P:rate:<key>); ARGV[1] limit, ARGV[2] period ms. A sliding log: at most
+-- `limit` grants in any window of `period`. Returns "0" when granted, else the seconds until
+-- the oldest grant leaves the window.
 local limit, period = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -299,9 +339,11 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return tostring(math.max(tonumber(oldest[2]) + period - now, 1) / 1000)
 
 --- incr
--- KEYS[1] the counter; ARGV[1] amount, ARGV[2] ttl ms or "". The ttl starts with the key.
+-- KEYS[1] the counter (P:kv:<key>); ARGV[1] amount, ARGV[2] ttl ms or "". The ttl applies
+-- when this call makes the key: a live key keeps its expiry (or none).
+local made = redis.call('EXISTS', KEYS[1]) == 0
 local value = redis.call('INCRBY', KEYS[1], ARGV[1])
-if ARGV[2] ~= '' and redis.call('PTTL', KEYS[1]) == -1 then
+if made and ARGV[2] ~= '' then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return value

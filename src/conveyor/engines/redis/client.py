@@ -1,33 +1,31 @@
-"""The Redis connection shared by `RedisTransport` and `RedisResultBackend`.
+"""The Redis connection shared by the engine's transport, state store and result store.
 
-One `RedisClient` per URL and prefix holds the Lua scripts of `redis.lua` and, for each event loop
-that uses it (a portal thread, `asyncio.run` elsewhere), that loop's connections: an automatic
-pipeline that sends every command issued in one event-loop turn in one round trip, a connection
-for blocking reads, and one pub/sub connection that wakes result waiters and workers. Plain
-`redis://` and `unix://` URLs use the bare client of `_redis_bare` (no redis-py import); TLS,
-Sentinel and Cluster URLs use redis-py (`_redis_py`). Errors surface as `BrokerError` /
-`BrokerConnectionError` naming the URL with its password hidden.
+One `RedisClient` per URL and prefix holds the Lua scripts of `redis.lua` and, through
+`conveyor.engines.loops.PerLoop`, the connections of each event loop that uses it (a portal
+thread, `asyncio.run` elsewhere, a forked worker's own loop): an automatic pipeline that sends
+every command issued in one event-loop turn in one round trip, a connection for blocking reads,
+and one pub/sub connection that wakes result waiters. Plain `redis://` and `unix://` URLs use
+the bare client of `_bare` (no redis-py import); TLS, Sentinel and Cluster URLs use redis-py
+(`_py`). Errors surface as `BrokerError` / `BrokerConnectionError` naming the URL with its
+password hidden.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import hashlib
-import logging
-import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from conveyor._urls import safe_url
+from conveyor.engines.loops import PerLoop
+from conveyor.engines.redis import _resp
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
-from conveyor.transports import _resp
 
-__all__ = ["LoopClient", "RedisClient", "Scripts"]
-
-log = logging.getLogger("conveyor.redis")
+__all__ = ["RETRY_SECONDS", "LoopClient", "RedisClient", "Scripts", "px"]
 
 #: Seconds an idempotent command is retried through a connection failure before it raises.
 RETRY_SECONDS = 3.0
@@ -39,7 +37,7 @@ class Scripts:
     """The sections of `redis.lua`, each with the shared prelude, by name."""
 
     def __init__(self) -> None:
-        text = resources.files("conveyor.transports").joinpath("redis.lua").read_text()
+        text = resources.files("conveyor.engines.redis").joinpath("redis.lua").read_text()
         prelude, *sections = text.split("\n--- ")
         self.source: dict[str, str] = {}
         for section in sections:
@@ -52,21 +50,18 @@ class Scripts:
         self.name_of = {sha: name for name, sha in self.sha.items()}
 
 
-_SCRIPTS: Scripts | None = None
-
-
+@functools.cache
 def _scripts() -> Scripts:
-    global _SCRIPTS
-    if _SCRIPTS is None:
-        _SCRIPTS = Scripts()
-    return _SCRIPTS
+    return Scripts()
+
+
+def px(ttl: float | None) -> tuple[Any, ...]:
+    """The `PX <ms>` words of a SET expiring after `ttl` seconds (none for None)."""
+    return () if ttl is None else ("PX", max(int(ttl * 1000), 1))
 
 
 class LoopClient(Protocol):
     """The connections of one event loop (`BareLoopClient` or `PyLoopClient`)."""
-
-    loop: asyncio.AbstractEventLoop
-    closer: Any
 
     def call(self, *command: Any) -> asyncio.Future[Any]: ...
     async def blocking(self, *command: Any) -> Any: ...
@@ -77,13 +72,21 @@ class LoopClient(Protocol):
     async def close(self) -> None: ...
 
 
+async def _close(client: LoopClient) -> None:
+    await client.close()
+
+
 class RedisClient:
-    """One Redis deployment seen through a key prefix; shared by a transport and a result store.
+    """One Redis deployment seen through a key prefix; shared by the engine's three parts.
 
     Args:
         url: `redis://`, `rediss://`, `unix://`, `redis+sentinel://host:26379/service/db` or
-            `redis+cluster://host:port`.
+            `redis+cluster://host:port`, without conveyor's query options.
         prefix: namespace of every key, so several apps can share one Redis.
+
+    Raises:
+        ConfigurationError: the prefix is empty or holds a character that is special in a key
+            pattern or a Cluster hash tag.
     """
 
     def __init__(self, url: str, prefix: str = "conveyor") -> None:
@@ -94,51 +97,22 @@ class RedisClient:
         self.safe_url = safe_url(url)
         self.cluster = urlsplit(url).scheme == "redis+cluster"
         self.scripts = _scripts()
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopClient] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._last: LoopClient | None = None  # the last one `here` returned: a dict lookup less
+        self._loops: PerLoop[LoopClient] = PerLoop(self._open, _close)
 
     # -- connections ------------------------------------------------------------------------------
 
     def here(self) -> LoopClient:
         """The connections of the running event loop, opened on first use."""
-        loop = asyncio.get_running_loop()
-        client = self._last
-        if client is not None and client.loop is loop:
-            return client
-        client = self._loops.get(loop)
-        if client is None:
-            client = self._loops[loop] = self._open(loop)
-        self._last = client
-        return client
+        return self._loops.here()
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> LoopClient:
-        client: LoopClient
         if _resp.supports(self.url):
-            from conveyor.transports._redis_bare import BareLoopClient
+            from conveyor.engines.redis._bare import BareLoopClient
 
-            client = BareLoopClient(self, loop)
-        else:
-            from conveyor.transports._redis_py import PyLoopClient
+            return BareLoopClient(self, loop)
+        from conveyor.engines.redis._py import PyLoopClient
 
-            client = PyLoopClient(self, loop)
-        # An async generator parked at its `yield`: when the loop ends (`asyncio.run`, a test's
-        # loop) it closes the generator, whose `finally` closes these connections in time.
-        closer = self._close_with_loop(client)
-        loop.create_task(_first_step(closer))
-        client.closer = closer  # kept alive with the client
-        return client
-
-    async def _close_with_loop(self, client: LoopClient) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await client.close()
-            if self._loops.get(client.loop) is client:
-                del self._loops[client.loop]
-            if self._last is client:
-                self._last = None
+        return PyLoopClient(self, loop)
 
     async def startup(self) -> None:
         """Check the server answers and load the scripts."""
@@ -146,6 +120,10 @@ class RedisClient:
             await self.here().load_scripts()
         except (OSError, TimeoutError) as exc:
             raise self.connection_error(exc) from None
+
+    async def close(self) -> None:
+        """Close this loop's connections, and ask the other running loops to close theirs."""
+        await self._loops.close_all()
 
     def resendable(self, command: Sequence[Any]) -> bool:
         """Whether a command whose reply was lost may be sent again: a second run changes
@@ -162,18 +140,6 @@ class RedisClient:
         """Fail when the server hashed a script other than we did."""
         if sha != self.scripts.sha[name]:
             raise BrokerError(f"Redis hashed script {name!r} unexpectedly")
-
-    async def close(self) -> None:
-        """Close this loop's connections and forget those of loops that have ended."""
-        loop = asyncio.get_running_loop()
-        for other, client in list(self._loops.items()):
-            if other is loop:
-                await client.close()
-            elif other.is_running():
-                with contextlib.suppress(Exception):
-                    asyncio.run_coroutine_threadsafe(client.close(), other).result(5.0)
-            self._loops.pop(other, None)
-        self._last = None
 
     def connection_error(self, exc: BaseException) -> BrokerConnectionError:
         """The error a caller sees when the server cannot be reached."""
@@ -205,6 +171,15 @@ class RedisClient:
                 raise reply
         return list(replies)
 
+    async def mget(self, keys: Sequence[str | bytes]) -> list[Any]:
+        """The values of `keys` in one round trip: one MGET, or on a Cluster (where one MGET
+        reads one slot) a GET each in the same pipeline."""
+        if not keys:
+            return []
+        if self.cluster:
+            return await self.calls([("GET", key) for key in keys])
+        return list(await self.call("MGET", *keys))
+
     async def blocking(self, *command: Any) -> Any:
         """Run a blocking read (XREADGROUP ... BLOCK) outside the automatic pipeline."""
         return await self.here().blocking(*command)
@@ -217,17 +192,6 @@ class RedisClient:
         """Every key matching `pattern` (on every primary of a Cluster)."""
         return await self.here().scan(pattern)
 
-    async def try_watch(
-        self, client: LoopClient, channel: bytes, callback: Callable[[bytes], None]
-    ) -> bool:
-        """`client.watch`, returning False instead of raising when Redis cannot be reached."""
-        try:
-            await client.watch(channel, callback)
-        except Exception:  # a connection may fail in several ways while it drops
-            log.debug("could not subscribe to %r", channel, exc_info=True)
-            return False
-        return True
-
     # -- keys -------------------------------------------------------------------------------------
 
     def queue_base(self, queue: str) -> str:
@@ -237,10 +201,6 @@ class RedisClient:
     def key(self, *parts: str) -> str:
         """A key outside any queue: `P:part:part`."""
         return ":".join((self.prefix, *parts))
-
-
-async def _first_step(gen: AsyncIterator[None]) -> None:
-    await anext(gen)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -2,7 +2,8 @@
 
 Three sockets at most: the automatic pipeline (`_resp.BarePipeline`), a second pipeline for
 blocking reads (XREADGROUP ... BLOCK would hold up every other command), and a pub/sub
-subscriber. It offers the same methods as `_redis_py.PyLoopClient`.
+subscriber that resubscribes its channels after a reconnect. It offers the same methods as
+`_py.PyLoopClient`; every object here belongs to the one event loop it was made in.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import hiredis
 
-from conveyor.transports._resp import (
+from conveyor.engines.redis._resp import (
     BarePipeline,
     auth_command,
     open_socket,
@@ -25,7 +26,7 @@ from conveyor.transports._resp import (
 )
 
 if TYPE_CHECKING:
-    from conveyor.transports._redis_client import RedisClient
+    from conveyor.engines.redis.client import RedisClient
 
 __all__ = ["BareLoopClient"]
 
@@ -180,10 +181,9 @@ class BareLoopClient:
         self.pipeline = self._pipeline()
         self.blocker: BarePipeline | None = None
         self.subscriber = _Subscriber(owner.url, loop)
-        self.closer: Any = None  # set by RedisClient: closes these when the loop ends
 
     def _pipeline(self) -> BarePipeline:
-        from conveyor.transports._redis_client import RETRY_SECONDS
+        from conveyor.engines.redis.client import RETRY_SECONDS
 
         sources = list(self.owner.scripts.source.values())
         owner = self.owner

@@ -7,7 +7,7 @@ reply", blocking reads and pub/sub, so plain `redis://` and `unix://` URLs use t
 a command on an idle connection is written at once, and those issued while others are queued
 or unanswered go out together in one write from a `call_soon` callback; replies are parsed by
 hiredis as they arrive and set straight on each caller's future, with no task per call.
-TLS, Sentinel and Cluster URLs use redis-py (`_redis_py`).
+TLS, Sentinel and Cluster URLs use redis-py (`_py`).
 
 Through a lost connection the pipeline reconnects and, for up to `retry_seconds`, sends again
 the commands that were never written and those written but unanswered that change nothing the

@@ -1,6 +1,6 @@
 """The connections of one event loop through redis-py, for `rediss://`, Sentinel and Cluster URLs.
 
-Plain `redis://` and `unix://` URLs use the bare client of `_resp` instead (faster, and a
+Plain `redis://` and `unix://` URLs use the bare client of `_bare` instead (faster, and a
 worker that never imports redis-py is about 11 MB smaller). Both offer the same methods to
 `RedisClient`. Commands issued in one event-loop turn go out as one redis-py pipeline; redis-py's
 exceptions are turned into built-in ones (`ConnectionError`, `TimeoutError`) or `BrokerError`
@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 if TYPE_CHECKING:
-    from conveyor.transports._redis_client import RedisClient
+    from conveyor.engines.redis.client import RedisClient
 
 __all__ = ["PyLoopClient"]
 
@@ -94,7 +94,6 @@ class PyLoopClient:
         self.pubsub: Any = None
         self.listener: asyncio.Task[None] | None = None
         self.watchers: dict[bytes, set[Callable[[bytes], None]]] = {}
-        self.closer: Any = None  # set by RedisClient: closes these when the loop ends
 
     def error(self, exc: BaseException) -> BaseException:
         """What a caller sees for a redis-py exception."""
@@ -142,7 +141,7 @@ class PyLoopClient:
     async def _pipeline_retrying(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send a pipeline, again through connection failures for up to `RETRY_SECONDS` when
         every command in it may be sent twice (`RedisClient.resendable`)."""
-        from conveyor.transports._redis_client import RETRY_SECONDS
+        from conveyor.engines.redis.client import RETRY_SECONDS
 
         deadline = time.monotonic() + RETRY_SECONDS
         again = all(self.owner.resendable(command) for command in commands)

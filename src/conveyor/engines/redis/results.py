@@ -1,40 +1,51 @@
 """Results in Redis: one key per result with a TTL, announced on a per-task channel.
 
-Keys (P = prefix): `P:r:<id>` result, `P:st:<id>` running state, `P:p:<id>` progress,
-`P:g:<id>` a generator's items (a list) and `P:gc:<id>` its closed flag. A stored result is
-published on `P:done:<id>`; `wait_result` subscribes to that channel before it reads, so it wakes
-at once without polling, and re-reads once a second in case a message was lost to a reconnect.
+Keys (P = prefix): `P:r:<id>` result, `P:p:<id>` progress, `P:g:<id>` a generator's items (a
+list) and `P:gc:<id>` its closed flag. A stored result is always published on `P:done:<id>`
+(here, or by the transport's `ack` script that stores it with the ack); `wait_result` subscribes
+to that channel before it reads, so it wakes at once without polling, and re-reads once a second
+in case a message was lost to a reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
+from conveyor.engines.base import ResultBackend, StreamChunk
+from conveyor.engines.redis.client import LoopClient, RedisClient, px
 from conveyor.errors import BrokerConnectionError
-from conveyor.results.base import ResultBackend, StreamChunk
-from conveyor.transports._redis_client import RedisClient
 
 __all__ = ["RedisResultBackend"]
+
+log = logging.getLogger("conveyor.redis")
 
 #: Longest wait between two reads of a result that has not been announced.
 _RECHECK_SECONDS = 1.0
 
 
-def _px(ttl: float | None) -> tuple[Any, ...]:
-    return () if ttl is None else ("PX", max(int(ttl * 1000), 1))
+async def _try_watch(client: LoopClient, channel: bytes, callback: Callable[[bytes], None]) -> bool:
+    """`client.watch`, returning False instead of raising when Redis cannot be reached."""
+    try:
+        await client.watch(channel, callback)
+    except Exception:  # a connection may fail in several ways while it drops
+        log.debug("could not subscribe to %r", channel, exc_info=True)
+        return False
+    return True
 
 
 class RedisResultBackend(ResultBackend):
-    """Keeps results, states, progress and generator streams in Redis, expiring after a TTL.
+    """Keeps results, progress and generator streams in Redis, expiring after a TTL.
 
     Args:
         url: a Redis URL (see `RedisClient`); usable with any broker.
         prefix: namespace of every key.
         result_ttl: seconds a result is kept when the task sets no `result_ttl`; None keeps it.
-        client: a `RedisClient` to share with a `RedisTransport`.
+        client: the `RedisClient` to share with the engine's transport and state store.
     """
 
     def __init__(
@@ -68,7 +79,7 @@ class RedisResultBackend(ResultBackend):
         """Store the result and announce it."""
         await self.client.calls(
             [
-                ("SET", self.result_key(task_id), data, *_px(ttl)),
+                ("SET", self.result_key(task_id), data, *px(ttl)),
                 ("PUBLISH", self.done_channel(task_id), b"1"),
             ]
         )
@@ -95,7 +106,7 @@ class RedisResultBackend(ResultBackend):
 
         try:
             while True:
-                watching = watching or await self.client.try_watch(here, channel, announced)
+                watching = watching or await _try_watch(here, channel, announced)
                 data = await self._read_riding_out_outages(task_id, deadline)
                 if data is not None:
                     return data
@@ -122,21 +133,12 @@ class RedisResultBackend(ResultBackend):
 
     async def delete(self, task_id: str) -> None:
         """Forget everything stored for a task."""
-        keys = [self.client.key(kind, task_id) for kind in ("r", "st", "p", "g", "gc")]
+        keys = [self.client.key(kind, task_id) for kind in ("r", "p", "g", "gc")]
         await self.client.calls([("DEL", key) for key in keys])
-
-    async def set_state(self, task_id: str, state: str, ttl: float | None) -> None:
-        """Record a non-final state."""
-        await self.client.call("SET", self.client.key("st", task_id), state, *_px(ttl))
-
-    async def get_state(self, task_id: str) -> str | None:
-        """The last recorded state, or None."""
-        state = await self.client.call("GET", self.client.key("st", task_id))
-        return None if state is None else str(state.decode())
 
     async def set_progress(self, task_id: str, data: bytes, ttl: float | None) -> None:
         """Store the latest progress report."""
-        await self.client.call("SET", self.client.key("p", task_id), data, *_px(ttl))
+        await self.client.call("SET", self.client.key("p", task_id), data, *px(ttl))
 
     async def get_progress(self, task_id: str) -> bytes | None:
         """The latest progress report, or None."""
@@ -159,7 +161,7 @@ class RedisResultBackend(ResultBackend):
 
     async def close_stream(self, task_id: str, ttl: float | None) -> None:
         """Mark the stream finished."""
-        commands: list[tuple[Any, ...]] = [("SET", self.client.key("gc", task_id), b"1", *_px(ttl))]
+        commands: list[tuple[Any, ...]] = [("SET", self.client.key("gc", task_id), b"1", *px(ttl))]
         if ttl is not None:
             commands.append(("PEXPIRE", self.client.key("g", task_id), max(int(ttl * 1000), 1)))
         await self.client.calls(commands)

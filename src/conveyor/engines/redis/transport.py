@@ -1,0 +1,353 @@
+"""The Redis transport: Redis Streams with one consumer group per queue and priority band.
+
+Each queue has ten streams, one per priority band, read highest band first; a message is a
+stream entry until it is acked, when it is XACK-ed and XDEL-ed (so a stream only holds waiting
+and leased messages and stays bounded by the backlog). A delivery is leased while its entry is
+pending: a live worker renews it (XCLAIM ... JUSTID resets the idle time), and once a lease has
+been idle longer than `lease_seconds` the next fetch by any worker reclaims it (XPENDING IDLE +
+XCLAIM, which also yields its delivery count). Delayed messages wait in a sorted set and are
+moved to their stream by whichever worker's fetch sees them due. All of it is in `redis.lua`,
+whose header documents every key for `redis-cli`.
+
+Invariants: an entry's fields are read by name, in the scripts and in `entries`, and an entry
+that lacks one or holds a wrong one comes back as a `Delivery` with its `problem`, never as an
+error of the batch. Commands issued in one event-loop turn share one round trip (see
+`client`): a burst of publishes costs one pipeline, a fetch one script call per queue, and an
+ack carries its result write when the result goes to the engine's own result store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, get_args
+
+from conveyor.engines.base import (
+    DeadLetter,
+    Delivery,
+    Location,
+    MessageTransport,
+    Outgoing,
+    QueueStats,
+    ResultBackend,
+)
+from conveyor.engines.redis.client import RedisClient
+from conveyor.engines.redis.entries import Receipt, dead_letter_of, delivery_of, receipt_of
+from conveyor.engines.redis.results import RedisResultBackend
+from conveyor.errors import BrokerError, ConfigurationError
+
+__all__ = ["RedisTransport"]
+
+#: The consumer group of every stream.
+GROUP = "workers"
+#: How often a producer re-adds its queues to `P:queues` (in case the set was deleted).
+_NOTE_QUEUES_SECONDS = 10.0
+_BANDS = range(10)
+_LOCATIONS: dict[bytes, Location] = {name.encode(): name for name in get_args(Location)}
+
+
+class _QueueKeys:
+    """The keys of one queue (see `redis.lua`): its base, ids hash, and streams highest first."""
+
+    __slots__ = ("base", "ids", "streams")
+
+    def __init__(self, base: str) -> None:
+        self.base, self.ids = base, f"{base}:ids"
+        self.streams = [f"{base}:s:{band}" for band in _BANDS[::-1]]
+
+
+class RedisTransport(MessageTransport):
+    """Messages on Redis Streams, under the key prefix of the engine's `RedisClient`.
+
+    Args:
+        client: the connection shared with the engine's state store and result store.
+        lease_seconds: how long a delivery stays leased without `extend`; a crashed worker's
+            messages are delivered again about this long after its last renewal.
+        dead_letter_limit: newest dead letters kept per queue (older ones are trimmed).
+        results: the engine's result store on the same client: a result for it is stored by
+            the same script call as the ack.
+
+    Raises:
+        ConfigurationError: `lease_seconds` is not positive.
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        lease_seconds: float = 30.0,
+        dead_letter_limit: int = 100_000,
+        results: RedisResultBackend | None = None,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise ConfigurationError(f"lease_seconds must be positive, not {lease_seconds!r}")
+        self.client = client
+        self.safe_url = client.safe_url
+        self.lease_seconds = lease_seconds
+        self.dead_letter_limit = dead_letter_limit
+        self._results = results
+        self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._lease_ms = int(lease_seconds * 1000)
+        self._reclaim_every = min(max(lease_seconds / 4, 0.05), 1.0)
+        self._last_reclaim = 0.0
+        self._queues_noted: set[str] = set()  # queues added to P:queues in this period ...
+        self._note_queues_at = 0.0  # ... which ends then (in case the set was deleted)
+        self._queue_keys: dict[str, _QueueKeys] = {}  # see `_keys`
+
+    async def startup(self) -> None:
+        """Check Redis answers and load the scripts."""
+        await self.client.startup()
+
+    async def shutdown(self) -> None:
+        """Close this event loop's connections."""
+        await self.client.close()
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    def _keys(self, queue: str) -> _QueueKeys:
+        """The queue's key names, built once per queue."""
+        keys = self._queue_keys.get(queue)
+        if keys is None:
+            keys = self._queue_keys[queue] = _QueueKeys(self.client.queue_base(queue))
+        return keys
+
+    def _script(
+        self, name: str, queue: str, *args: Any, keys: Sequence[str] = ()
+    ) -> asyncio.Future[Any]:
+        q = self._keys(queue)
+        return self.client.script(name, [q.ids, *keys], [q.base, GROUP, *args])
+
+    async def _queues(self) -> list[str]:
+        members = await self.client.call("SMEMBERS", self.client.key("queues"))
+        return sorted(m.decode() for m in members)
+
+    async def _each_queue(self, name: str, *args: Any) -> list[Any]:
+        """Run script `name` on every queue, in one round trip."""
+        return list(
+            await asyncio.gather(*(self._script(name, q, *args) for q in await self._queues()))
+        )
+
+    # -- messages -------------------------------------------------------------------------------
+
+    async def publish(self, messages: Sequence[Outgoing]) -> None:
+        """Add messages to their streams (or the delayed set), one script call per queue."""
+        by_queue: dict[str, list[Any]] = {}
+        for m in messages:
+            args = by_queue.get(m.queue)
+            if args is None:
+                args = by_queue[m.queue] = []
+            due = "" if m.eta is None else int(m.eta * 1000)
+            args += (m.task_id, min(max(int(m.priority), 0), 9), due, m.body)
+        calls = [self._script("publish", queue, *args) for queue, args in by_queue.items()]
+        now = time.monotonic()
+        if now >= self._note_queues_at:  # each queue is added again on its next publish
+            self._queues_noted.clear()
+            self._note_queues_at = now + _NOTE_QUEUES_SECONDS
+        if not by_queue.keys() <= self._queues_noted:
+            calls.append(self.client.call("SADD", self.client.key("queues"), *by_queue))
+            self._queues_noted.update(by_queue)
+        if len(calls) == 1:
+            await calls[0]
+        elif calls:
+            await asyncio.gather(*calls)
+
+    async def receive(
+        self, queues: Sequence[str], max_count: int, timeout: float
+    ) -> list[Delivery]:
+        """Lease up to `max_count` messages, blocking on the streams for up to `timeout`.
+
+        An empty `queues` reads every queue that has ever been published to.
+        """
+        if max_count <= 0:
+            return []
+        deadline = time.monotonic() + timeout
+        while True:
+            names = list(dict.fromkeys(queues)) or await self._queues()
+            reclaim = time.monotonic() - self._last_reclaim >= self._reclaim_every
+            if reclaim:
+                self._last_reclaim = time.monotonic()
+            got, ready, due = await self._fetch(names, max_count, reclaim)
+            left = deadline - time.monotonic()
+            if got or left <= 0:
+                return got
+            got = await self._block(ready, due, max_count, min(left, self._reclaim_every))
+            if got:
+                return got
+
+    async def _fetch(
+        self, queues: list[str], count: int, reclaim: bool
+    ) -> tuple[list[Delivery], list[str], float]:
+        """Lease what is ready; also say which queues can be blocked on and the next due time."""
+        deliveries: list[tuple[int, Delivery]] = []
+        ready: list[str] = []
+        next_due = -1.0
+        for queue in queues:
+            left = count - len(deliveries)
+            lease, wake = self._lease_ms, int(left > 0)
+            out, blockable, due = await self._script(
+                "fetch", queue, self._consumer, max(left, 0), lease, int(reclaim), wake
+            )
+            streams = self._keys(queue).streams  # highest band first
+            for band, entry, fields, token in out:
+                receipt = Receipt(streams[9 - band], str(band), entry.decode(), int(token))
+                deliveries.append((-int(band), delivery_of(queue, receipt, fields)))
+            if int(blockable):
+                ready.append(queue)
+            if due >= 0 and (next_due < 0 or due < next_due):
+                next_due = float(due)
+        deliveries.sort(key=lambda item: item[0])  # stable: bands across queues, then order
+        return [d for _, d in deliveries], ready, next_due
+
+    async def _block(
+        self, queues: list[str], due_ms: float, count: int, longest: float
+    ) -> list[Delivery]:
+        """Wait in XREADGROUP for new entries of `queues` (leased at once when they come), until
+        a delayed message is due or `longest` seconds."""
+        if due_ms >= 0:
+            longest = min(longest, max((due_ms - time.time() * 1000) / 1000, 0.0))
+        if self.client.cluster and queues:  # one XREADGROUP may read only one slot
+            queues = queues[:1]
+        block_ms = int(longest * 1000)
+        if block_ms <= 0:
+            return []
+        if not queues:
+            await asyncio.sleep(longest)
+            return []
+        streams = [key for q in queues for key in self._keys(q).streams]
+        command = ("XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", count, "BLOCK", block_ms)
+        try:
+            reply = await self.client.blocking(*command, "STREAMS", *streams, *[">"] * len(streams))
+        except BrokerError as exc:
+            if "NOGROUP" not in str(exc):  # a stream was deleted: the next fetch remakes it
+                raise
+            return []
+        got = [d for key, entries in reply or () for d in self._entries(key, entries)]
+        if len(reply or ()) > 1:  # streams come highest band first, within one queue
+            got.sort(key=lambda d: -int(d.receipt.band))
+        for extra in got[count:]:  # several bands filled at once: hand back what is too many
+            await self.release(extra)
+        return got[:count]
+
+    def _entries(self, key: Any, entries: Any) -> list[Delivery]:
+        stream = key.decode() if isinstance(key, bytes) else str(key)
+        base, _, band = stream.rpartition(":s:")
+        queue = base[len(self.client.prefix) + 2 : -1]  # P:{Q} -> Q
+        return [delivery_of(queue, Receipt(stream, band, eid.decode(), 1), f) for eid, f in entries]
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Settle deliveries this consumer still holds; a lost lease settles nothing."""
+        await asyncio.gather(*(self._ack(d, None, None) for d in deliveries))
+
+    async def ack_with_result(
+        self, delivery: Delivery, results: ResultBackend, data: bytes | None, ttl: float | None
+    ) -> None:
+        """Store the result and ack in one script call when `results` is the engine's own
+        (on a Cluster the result key is in another slot: two calls)."""
+        if data is None or (results is self._results and not self.client.cluster):
+            await self._ack(delivery, data, ttl)
+        else:
+            await super().ack_with_result(delivery, results, data, ttl)
+
+    async def _ack(self, delivery: Delivery, data: bytes | None, ttl: float | None) -> None:
+        r = receipt_of(delivery)
+        keys, extra = [r.stream], [delivery.task_id.encode()]
+        if data is not None and self._results is not None:
+            keys.append(self._results.result_key(delivery.task_id))
+            ttl_ms = b"" if ttl is None else b"%d" % max(int(ttl * 1000), 1)
+            extra += [data, ttl_ms, self._results.done_channel(delivery.task_id).encode()]
+        await self._script(
+            "ack", delivery.queue, self._consumer, r.entry, r.token, *extra, keys=keys
+        )
+
+    async def release(
+        self, delivery: Delivery, *, body: bytes | None = None, delay: float = 0.0
+    ) -> None:
+        """Put a held delivery back, optionally with a new body and not before `delay` s.
+
+        A malformed entry goes back with the fields it was read as (`t`, `b` or the fields it
+        had, `n`), at once when it has no task id: the delayed set is keyed by task id.
+        """
+        r = receipt_of(delivery)
+        if delivery.problem is not None:
+            body = delivery.body if body is None else body
+            delay = delay if delivery.task_id else 0.0
+        ms = max(int(delay * 1000), 0)
+        args = [self._consumer, r.entry, r.token, delivery.task_id, r.band, delivery.deliveries, ms]
+        if body is not None:
+            args.append(body)
+        await self._script("release", delivery.queue, *args, keys=[r.stream])
+
+    async def extend(self, deliveries: Sequence[Delivery]) -> None:
+        """Renew the leases this consumer still holds."""
+        await asyncio.gather(
+            *(
+                self._script("extend", d.queue, self._consumer, r.entry, r.token, keys=[r.stream])
+                for d in deliveries
+                for r in (receipt_of(d),)
+            )
+        )
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move a held delivery to its queue's dead-letter stream; one without a task id is
+        kept as `<entry ID>` (its stream entry), so no two of them share an id."""
+        r = receipt_of(delivery)
+        task_id = delivery.task_id or f"<entry {r.entry}>"
+        limit = self.dead_letter_limit
+        kept = [] if delivery.problem is None else [delivery.body]  # as read: it may have no `b`
+        await self._script(
+            "dead_letter", delivery.queue, self._consumer, r.entry, r.token, task_id, r.band,
+            delivery.queue, reason, limit, *kept, keys=[r.stream],
+        )  # fmt: skip
+
+    # -- admin reads and operations ---------------------------------------------------------------
+
+    async def locate(self, task_id: str) -> Location | None:
+        """Where the message is: waiting, delayed, leased, or None when no queue holds it."""
+        for found in await self._each_queue("locate", task_id, self._lease_ms):
+            if found:
+                return _LOCATIONS.get(found)
+        return None
+
+    async def remove(self, task_id: str) -> bool:
+        """Delete a waiting or delayed message; False when it is leased or not held."""
+        return any([int(n) for n in await self._each_queue("remove", task_id, self._lease_ms)])
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Counts of every queue that holds messages."""
+        queues = await self._queues()
+        counts = await asyncio.gather(*(self._script("stats", q) for q in queues))
+        return [
+            QueueStats(queue, int(ready), int(scheduled), int(running))
+            for queue, (ready, scheduled, running) in zip(queues, counts, strict=True)
+            if ready or scheduled or running
+        ]
+
+    async def purge(self, queue: str | None = None) -> int:
+        """Delete waiting and delayed messages of one queue or all; leased ones are kept (an
+        expired lease counts as waiting, as in `locate` and `remove`)."""
+        if queue is None:
+            return sum([int(n) for n in await self._each_queue("purge", self._lease_ms)])
+        return int(await self._script("purge", queue, self._lease_ms))
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Dead-lettered messages of every queue, oldest first."""
+        queues = await self._queues()
+        keys = [f"{self._keys(q).base}:dead" for q in queues]
+        found = await self.client.calls([("XRANGE", key, "-", "+", "COUNT", limit) for key in keys])
+        letters = [
+            dead_letter_of(queue, flat)
+            for queue, got in zip(queues, found, strict=True)
+            for _, flat in got
+        ]
+        letters.sort(key=lambda d: d.failed_at)
+        return letters[:limit]
+
+    async def drop_dead(self, task_ids: Sequence[str]) -> int:
+        """Delete the dead letters of these task ids; how many were deleted."""
+        if not task_ids:
+            return 0
+        return sum([int(n) for n in await self._each_queue("drop_dead", *task_ids)])
