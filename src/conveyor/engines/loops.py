@@ -98,7 +98,13 @@ class PerLoop(Generic[C]):
             weakref.WeakKeyDictionary()
         )
         self._last: tuple[asyncio.AbstractEventLoop, C] | None = None  # a dict lookup less
-        self._pid = os.getpid()
+        reset_after_fork(self._after_fork)
+
+    def _after_fork(self) -> list[Any]:
+        """In a forked child: forget the parent's objects (kept, never used or closed)."""
+        dropped = list(self._made.values())
+        self._made, self._last = weakref.WeakKeyDictionary(), None
+        return dropped
 
     def here(self) -> C:
         """The running loop's object, made on first use."""
@@ -106,8 +112,6 @@ class PerLoop(Generic[C]):
         last = self._last
         if last is not None and last[0] is loop:
             return last[1]
-        if self._pid != os.getpid():
-            self._made, self._pid = weakref.WeakKeyDictionary(), os.getpid()
         made = self._made.get(loop)
         if made is None:
             obj = self._make(loop)
