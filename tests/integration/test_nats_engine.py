@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, cast
 import pytest
 
 from conveyor import Broker, BrokerError, NatsBroker, TaskStatus, broker_from_url
-from conveyor.transports.base import Outgoing
-from conveyor.transports.nats import NatsTransport
+from conveyor.engines.base import Outgoing
+from conveyor.engines.nats import NatsStore, NatsTransport
+from conveyor.engines.nats.client import EXPIRES
 from tests.integration.conftest import LEASE
 from tests.integration.test_redis_engine import conveyor, heartbeating, ok, stats
 from tests.integration.test_worker_processes import (
@@ -224,14 +225,19 @@ async def test_queue_names_and_task_ids_with_subject_characters(on_nats: OnNats)
     try:
         odd = ["a.b", "x y", "*", "q>", "é=1", ""]
         await transport.publish([Outgoing(f"id.{n}", q, q.encode()) for n, q in enumerate(odd)])
-        assert await transport.state("id.1") == "queued"
+        assert await transport.locate("id.1") == "waiting"
         assert sorted(s.name for s in await transport.queue_stats()) == sorted(odd)
         got = await transport.receive(odd, 10, 2.0)
         assert sorted((d.task_id, d.queue, d.body) for d in got) == sorted(
             (f"id.{n}", q, q.encode()) for n, q in enumerate(odd)
         )
-        await transport.kv_set("k.*> z", b"v", None)
-        assert await transport.kv_scan("k.") == {"k.*> z": b"v"}
+        assert await transport.locate("id.1") == "leased"
+        keys = ["k.*> z", "k.:x", "k.::", "k.", "k.=3D:é"]
+        for n, key in enumerate(keys):
+            await broker.store.set(key, b"%d" % n)
+        assert await broker.store.scan("k.") == {key: b"%d" % n for n, key in enumerate(keys)}
+        assert await broker.store.scan("k.:") == {"k.:x": b"1", "k.::": b"2"}
+        assert await broker.store.get_many([*keys, "k.:y"]) == [b"0", b"1", b"2", b"3", b"4", None]
         await transport.ack(got)
         await eventually(lambda: _drained(broker), 10, "every message acked")
     finally:
@@ -245,23 +251,21 @@ async def test_housekeeping_deletes_expired_kv_entries_and_keeps_the_others(
     on_nats: OnNats,
 ) -> None:
     broker = broker_from_url(on_nats())
-    transport = cast(NatsTransport, broker.transport)
+    transport, store = cast(NatsTransport, broker.transport), cast(NatsStore, broker.store)
     await broker.startup()
     try:
         for n in range(300):  # more than one batch of the walk
-            await transport.set_nx(f"lock:{n}", b"1", 0.05)
-        await transport.kv_set("sched:def:a", b"kept", None)
-        await transport.kv_set("worker:w", b"live", 60)
-        await transport.set_add("workflow:g", "0", 0.05)
-        await eventually(
-            lambda: _is_none(transport.kv_get("lock:299")), 10, "the short TTLs expired"
-        )
+            await store.set_nx(f"lock:{n}", b"1", 0.05)
+        await store.set("sched:def:a", b"kept")
+        await store.set("worker:w", b"live", 60)
+        await store.set_add("group:g", "0", 0.05)
+        await eventually(lambda: _is_none(store.get("lock:299")), 10, "the short TTLs expired")
         await transport.receive(["nothing"], 1, 0)  # a worker's fetch does the housekeeping
-        counts = await transport.client.subject_counts("kv", transport.client.subject(">"))
+        counts = await store.client.subject_counts("kv", store.client.subject(">"))
         assert sorted(counts) == sorted(
-            transport.client.subject("kv", k) for k in ("sched:def:a", "worker:w")
+            store.client.subject("kv", *k) for k in (("sched", "def", "a"), ("worker", "w"))
         )
-        assert await transport.kv_get("sched:def:a") == b"kept"
+        assert await store.get("sched:def:a") == b"kept"
     finally:
         await broker.shutdown()
 
@@ -270,27 +274,71 @@ async def _is_none(value: Awaitable[bytes | None]) -> bool:
     return await value is None
 
 
-async def test_an_older_layout_is_moved_at_startup(on_nats: OnNats) -> None:
+async def test_cancel_requests_are_read_with_one_listing_of_their_segment(
+    on_nats: OnNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = broker_from_url(on_nats())
+    store = cast(NatsStore, broker.store)
+    await broker.startup()
+    try:
+        await store.set("worker:w", b"live", 60)
+        await broker.state.request_cancel("t.3")
+        await broker.state.request_cancel("other")
+        listed: list[str] = []
+        counts = store.client.subject_counts
+
+        async def spy(kind: str, subjects: str) -> dict[str, int]:
+            listed.append(subjects)
+            return await counts(kind, subjects)
+
+        monkeypatch.setattr(store.client, "subject_counts", spy)  # watched, not replaced
+        running = [f"t.{n}" for n in range(100)]
+        assert await broker.state.cancel_requested(running) == {"t.3"}
+        assert listed == [store.client.subject("kv", "cancel", ">")]
+    finally:
+        await broker.shutdown()
+
+
+#: Streams and their subjects of the two earlier layouts: cancel requests and lease markers in
+#: `P_meta`, then in streams of their own.
+EARLIER_LAYOUTS = {
+    "first": {"meta": ("i", "l", "c"), "kv": ("kv", "set")},
+    "second": {"meta": ("i",), "leases": ("l",), "cancels": ("c",), "kv": ("kv", "set")},
+}
+
+
+@pytest.mark.parametrize("layout", sorted(EARLIER_LAYOUTS))
+async def test_an_earlier_layout_is_moved_at_startup(on_nats: OnNats, layout: str) -> None:
     url = on_nats()
-    old = NatsBroker(url)
+    old = broker_from_url(url)
     client = cast(NatsTransport, old.transport).client
-    meta = client.stream("meta")
-    subjects = [client.subject(s, ">") for s in ("i", "l", "c")]
-    await client.api(f"STREAM.CREATE.{meta}", {"name": meta, "subjects": subjects})
+    for kind, subjects in EARLIER_LAYOUTS[layout].items():
+        name = client.stream(kind)
+        config = {"name": name, "subjects": [client.subject(s, ">") for s in subjects]}
+        await client.api(f"STREAM.CREATE.{name}", config)
     await client.publish(client.subject("i", "held"), b"s default 0 1")
     await client.publish(client.subject("c", "gone"), b"1")
+    await client.publish(client.subject("kv", "sched:def:a"), b"kept")
+    await client.publish(client.subject("kv", "unique:x"), b"1", {EXPIRES: repr(time.time() - 1)})
+    await client.publish(
+        client.subject("set", "group:g"), b'["0"]', {EXPIRES: repr(time.time() + 60)}
+    )
     await old.shutdown()
 
     broker = broker_from_url(url)
     transport = cast(NatsTransport, broker.transport)
     await broker.startup()
     try:
-        info = await transport.client.api(f"STREAM.INFO.{meta}")
-        assert info["config"]["subjects"] == [transport.client.subject("i", ">")]
-        assert info["state"]["messages"] == 1  # the index entry is kept, the request dropped
-        assert await transport.meta.get("held") == b"s default 0 1"
-        await transport.cancel("running-one")
-        assert await transport.cancel_requested(["running-one", "gone"]) == {"running-one"}
+        meta = await transport.client.api(f"STREAM.INFO.{client.stream('meta')}")
+        assert meta["config"]["subjects"] == [client.subject("i", ">")]
+        assert meta["state"]["messages"] == 1  # the index entry is kept, the others dropped
+        assert await transport.queues.index.get("held") == b"s default 0 1"
+        with pytest.raises(BrokerError, match="not found"):
+            await transport.client.api(f"STREAM.INFO.{client.stream('cancels')}")
+        assert await broker.store.scan("") == {"sched:def:a": b"kept"}
+        assert await broker.store.set_add("group:g", "1") == 2
+        old_style = await transport.client.subject_counts("kv", client.subject("*", "*"))
+        assert old_style == {}
     finally:
         await broker.shutdown()
 
@@ -326,7 +374,7 @@ async def test_shutting_a_broker_down_leaves_another_on_the_same_url_working(
         connection = await cast(NatsTransport, two.transport).client.connection()
         await one.shutdown()
         assert connection.is_connected  # not closed under the other broker
-        await two.transport.kv_set("k", b"v", None)
-        assert await two.transport.kv_get("k") == b"v"
+        await two.store.set("k", b"v")
+        assert await two.store.get("k") == b"v"
     finally:
         await two.shutdown()

@@ -1,9 +1,11 @@
-"""The NATS JetStream engine: one stream prefix per test, its streams deleted afterwards."""
+"""The NATS JetStream engine: one stream prefix per test, its streams deleted afterwards; a
+foreign client with access to the server can publish anything to a queue's subject."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from conveyor.engines.base import Engine
 from tests.contract.cases import EngineCase, test_prefix
 from tests.servers import drop_nats_prefix, nats_url
 
@@ -17,4 +19,18 @@ async def _cleanup(tmp_path: Path) -> None:
         await drop_nats_prefix(nats_url(), test_prefix(tmp_path, "nats"))
 
 
-CASE = EngineCase("nats", _url, cleanup=_cleanup)
+async def _plant(engine: Engine, tmp_path: Path, queue: str) -> str:
+    """A message without headers (so without a task id) on the queue's band-0 subject
+    `P.q.Q.0` of the stream `P_tasks` (see `conveyor.engines.nats.queues`), stored by
+    JetStream as any client's publish is."""
+    import nats
+
+    nc = await nats.connect(nats_url(), connect_timeout=3, max_reconnect_attempts=1)
+    try:
+        await nc.jetstream().publish(f"{test_prefix(tmp_path, 'nats')}.q.{queue}.0", b"foreign")
+    finally:
+        await nc.close()
+    return "headers"
+
+
+CASE = EngineCase("nats", _url, cleanup=_cleanup, plant=_plant)

@@ -1,13 +1,14 @@
 """Results in JetStream: one subject per task and kind in the stream `P_results`.
 
 Subjects (P = prefix, T = escaped task id; one message kept per subject): `P.r.res.T` result,
-`P.r.st.T` running state, `P.r.p.T` progress; a generator's stream is one message per item,
-`P.r.gi.T.<n>` for item n, and a head `P.r.gh.T` (`o<count>`, `c<count>` once closed) moved on
-by compare-and-set after the items it counts are stored, so readers never see a gap. A TTL
-travels in the `Conveyor-Expires` header (nats-server 2.9 has no per-message TTL): expired
-values read as absent (a stream's TTL is its head's). `wait_result` subscribes (core NATS) to
-the result's subject before it reads, so a stored result wakes it at once; it re-reads once a
-second in case a message was lost.
+`P.r.p.T` progress; a generator's stream is one message per item, `P.r.gi.T.<n>` for item n,
+and a head `P.r.gh.T` (`o<count>`, `c<count>` once closed).
+
+Invariants: the head is moved on by compare-and-set only after the items it counts are stored,
+so readers never see a gap; a TTL travels in the `Conveyor-Expires` header and expired values
+read as absent (a stream's TTL is its head's); `P_results`' age limit (7 days) removes what
+expired. `wait_result` subscribes (core NATS) to the result's subject before it reads, so a
+stored result wakes it at once; it re-reads once a second in case a message was lost.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import asyncio
 import contextlib
 import time
 
+from conveyor.engines.base import ResultBackend, StreamChunk
+from conveyor.engines.nats.client import Msg, NatsClient, Stored
+from conveyor.engines.nats.keys import Keys, escape
 from conveyor.errors import BrokerConnectionError
-from conveyor.results.base import ResultBackend, StreamChunk
-from conveyor.transports._nats_client import NatsClient
-from conveyor.transports._nats_conn import Msg, escape
-from conveyor.transports._nats_state import NatsState
 
 __all__ = ["NatsResultBackend"]
 
@@ -31,28 +31,20 @@ _READ_AT_MOST = 256
 
 
 class NatsResultBackend(ResultBackend):
-    """Keeps results, states, progress and generator streams in JetStream.
+    """Keeps results, progress and generator streams in JetStream.
 
     Args:
-        url: a NATS URL (see `NatsClient`); usable with any broker.
-        prefix: the start of every stream name and subject.
-        result_ttl: seconds a result is kept when the task sets no `result_ttl`; None keeps it.
-        client: a `NatsClient` to share with a `NatsTransport`.
+        client: the app's client, shared with its transport and state store.
+        default_ttl: seconds a result is kept when the task sets no `result_ttl`; None keeps it
+            (up to the stream's age limit).
     """
 
-    def __init__(
-        self,
-        url: str = "nats://localhost:4222",
-        *,
-        prefix: str = "conveyor",
-        result_ttl: float | None = 24 * 3600.0,
-        client: NatsClient | None = None,
-    ) -> None:
-        self.client = client or NatsClient(url, prefix)
-        self.default_ttl = result_ttl
-        self._kinds = {
-            k: NatsState(self.client, "results", f"r.{k}") for k in ("res", "st", "p", "gh")
-        }
+    def __init__(self, client: NatsClient, *, default_ttl: float | None = 24 * 3600.0) -> None:
+        self.client = client
+        self.default_ttl = default_ttl
+        self._results = Keys(client, "results", "r.res")
+        self._progress = Keys(client, "results", "r.p")
+        self._heads = Keys(client, "results", "r.gh")
 
     async def startup(self) -> None:
         """Connect and create the streams."""
@@ -64,11 +56,11 @@ class NatsResultBackend(ResultBackend):
 
     async def set_result(self, task_id: str, data: bytes, ttl: float | None) -> None:
         """Store the result (its publish also wakes every waiter)."""
-        await self._kinds["res"].put(task_id, data, ttl)
+        await self._results.put(task_id, data, ttl)
 
     async def get_result(self, task_id: str) -> bytes | None:
         """The stored result, or None."""
-        return await self._kinds["res"].get(task_id)
+        return await self._results.get(task_id)
 
     async def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
         """Wait on the result's subject until it is stored, or `timeout` passes."""
@@ -84,7 +76,7 @@ class NatsResultBackend(ResultBackend):
                 if sub is None:
                     with contextlib.suppress(BrokerConnectionError):
                         nc = await self.client.connection()
-                        sub = await nc.subscribe(self._kinds["res"].subject(task_id), cb=announced)
+                        sub = await nc.subscribe(self._results.subject(task_id), cb=announced)
                 data = await self._read_riding_out_outages(task_id, deadline)
                 if data is not None:
                     return data
@@ -117,22 +109,13 @@ class NatsResultBackend(ResultBackend):
             self._drop_items(task_id),
         )
 
-    async def set_state(self, task_id: str, state: str, ttl: float | None) -> None:
-        """Record a non-final state."""
-        await self._kinds["st"].put(task_id, state.encode(), ttl)
-
-    async def get_state(self, task_id: str) -> str | None:
-        """The last recorded state, or None."""
-        state = await self._kinds["st"].get(task_id)
-        return None if state is None else state.decode()
-
     async def set_progress(self, task_id: str, data: bytes, ttl: float | None) -> None:
         """Store the latest progress report."""
-        await self._kinds["p"].put(task_id, data, ttl)
+        await self._progress.put(task_id, data, ttl)
 
     async def get_progress(self, task_id: str) -> bytes | None:
         """The latest progress report, or None."""
-        return await self._kinds["p"].get(task_id)
+        return await self._progress.get(task_id)
 
     def _item(self, task_id: str, n: int) -> str:
         return self.client.subject("r", "gi", escape(task_id), str(n))
@@ -146,20 +129,17 @@ class NatsResultBackend(ResultBackend):
         The head's TTL is the stream's: items outlive it (until the stream's age limit) and
         are overwritten when a stream of the same id starts again.
         """
-        head = self._kinds["gh"]
         while True:
-            entry = await head.read(task_id)
-            live = None if entry is None or entry.expired else entry.data
-            closed, count = _head(live)
+            entry = await self._heads.read(task_id)
+            closed, count = _head(entry)
             await asyncio.gather(
                 *(
-                    self.client.publish(self._item(task_id, count + i), item)
-                    for i, item in enumerate(items)
+                    self.client.publish(self._item(task_id, count + i), x)
+                    for i, x in enumerate(items)
                 )
             )
             value = (_CLOSED if closed else _OPEN) + str(count + len(items)).encode()
-            revision = 0 if entry is None else entry.seq
-            if await head.put_if(task_id, value, ttl, revision) is not None:
+            if await self._heads.put_if(task_id, value, ttl, entry.seq if entry else 0) is not None:
                 return
 
     async def reset_stream(self, task_id: str) -> None:
@@ -170,19 +150,19 @@ class NatsResultBackend(ResultBackend):
         died between the two writes of `push_stream`) are never read: a reader stops at the
         head's count, and the new run writes over them.
         """
-        if await self._kinds["gh"].delete(task_id):
+        if await self._heads.delete(task_id):
             await self._drop_items(task_id)
 
     async def close_stream(self, task_id: str, ttl: float | None) -> None:
         """Mark the stream finished."""
-        await self._kinds["gh"].update(
+        await self._heads.update(
             task_id, lambda live: (_CLOSED + str(_head(live)[1]).encode(), ttl)
         )
 
     async def read_stream(self, task_id: str, offset: int) -> StreamChunk:
         """Items from `offset` on (at most `_READ_AT_MOST`), the next offset, and whether the
         stream is closed."""
-        closed, count = _head(await self._kinds["gh"].get(task_id))
+        closed, count = _head(await self._heads.read(task_id))
         wanted = range(offset, min(count, offset + _READ_AT_MOST))
         found = await asyncio.gather(
             *(self.client.get("results", self._item(task_id, n)) for n in wanted)
@@ -196,8 +176,8 @@ class NatsResultBackend(ResultBackend):
         return at, items, closed and (at >= count or len(items) < len(wanted))
 
 
-def _head(value: bytes | None) -> tuple[bool, int]:
-    """(closed, item count) of a stream's head; an absent one is open and empty."""
-    if not value:
+def _head(entry: Stored | None) -> tuple[bool, int]:
+    """(closed, item count) of a stream's head; an absent or expired one is open and empty."""
+    if entry is None or entry.expired or not entry.data:
         return False, 0
-    return value[:1] == _CLOSED, int(value[1:] or b"0")
+    return entry.data[:1] == _CLOSED, int(entry.data[1:] or b"0")
