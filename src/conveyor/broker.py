@@ -481,7 +481,7 @@ class Broker:
         await self.transport.publish(
             [Outgoing(d.task_id, d.queue, d.body, d.priority) for d in letters]
         )
-        return await self.transport.drop_dead([d.task_id for d in letters])
+        return await self.transport.drop_dead(letters)
 
     async def wait_all(self, timeout: float | None = None) -> None:
         """Wait until no message is queued, scheduled or running on any queue.

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from conveyor.engines.base import Delivery, Engine, MessageTransport, Outgoing, QueueStats
+from conveyor.engines.base import (
+    DeadLetter,
+    Delivery,
+    Engine,
+    MessageTransport,
+    Outgoing,
+    QueueStats,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -227,21 +234,34 @@ async def test_dead_letter_keeps_the_message_and_its_reason(transport: MessageTr
         3,
     )
     assert letter.failed_at <= time.time()
-    assert await transport.drop_dead(["unknown"]) == 0
-    assert await transport.drop_dead(["t1"]) == 1
+    assert await transport.drop_dead([DeadLetter("unknown", "q", b"", "not read")]) == 0
+    assert await transport.drop_dead([letter]) == 1
     assert await transport.dead_letters() == []
     await transport.publish([out("t1", body=b"bad")])  # a dropped letter's id may be sent again
     assert (await receive_one(transport)).deliveries == 1
 
 
-async def test_dead_letters_oldest_first_and_dropped_by_id(transport: MessageTransport) -> None:
+async def test_dead_letters_oldest_first_and_dropped_one_by_one(
+    transport: MessageTransport,
+) -> None:
     await transport.publish([out(f"t{i}") for i in range(3)])
     for delivery in await transport.receive(["q"], 3, 1.0):
         await transport.dead_letter(delivery, f"reason {delivery.task_id}")
-    assert [d.task_id for d in await transport.dead_letters()] == ["t0", "t1", "t2"]
+    letters = await transport.dead_letters()
+    assert [d.task_id for d in letters] == ["t0", "t1", "t2"]
     assert [d.task_id for d in await transport.dead_letters(limit=2)] == ["t0", "t1"]
-    assert await transport.drop_dead(["t1"]) == 1
+    assert await transport.drop_dead([letters[1]]) == 1
     assert [d.task_id for d in await transport.dead_letters()] == ["t0", "t2"]
+
+
+async def test_a_letter_the_same_id_got_since_is_not_dropped(transport: MessageTransport) -> None:
+    read = []
+    for reason in ("first", "again"):  # dead-lettered, sent again, failed again before the drop
+        await transport.publish([out("t1")])
+        await transport.dead_letter(await receive_one(transport), reason)
+        read = read or await transport.dead_letters()
+    await transport.drop_dead(read)
+    assert [d.reason for d in await transport.dead_letters()] == ["again"]
 
 
 async def test_a_malformed_entry_comes_back_alone_with_its_problem(

@@ -97,7 +97,11 @@ class QueueStats:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message the worker gave up on, with why."""
+    """A message the worker gave up on, with why.
+
+    Attributes:
+        ref: the engine's handle to this letter, for `drop_dead` (None for one not read from it).
+    """
 
     task_id: str
     queue: str
@@ -105,6 +109,7 @@ class DeadLetter:
     reason: str
     failed_at: float = field(default_factory=time.time)
     priority: int = 0
+    ref: Any = field(default=None, compare=False, repr=False)
 
 
 #: Where a transport holds a message: ready to be handed out, waiting for its time (an ETA, a
@@ -198,8 +203,11 @@ class MessageTransport(abc.ABC):
         """Up to `limit` dead letters, oldest first."""
 
     @abc.abstractmethod
-    async def drop_dead(self, task_ids: Sequence[str]) -> int:
-        """Delete the dead letters of these task ids; how many were deleted."""
+    async def drop_dead(self, letters: Sequence[DeadLetter]) -> int:
+        """Delete these dead letters, as `dead_letters` returned them; how many were deleted.
+
+        A letter the same task id got since (it failed again) stays.
+        """
 
 
 class StateStore(abc.ABC):

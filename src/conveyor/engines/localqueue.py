@@ -268,6 +268,9 @@ class LocalQueue(MessageTransport):
         """Dead-lettered messages, oldest first."""
         return list(itertools.islice(self._dead.values(), max(limit, 0)))
 
-    async def drop_dead(self, task_ids: Sequence[str]) -> int:
-        """Forget the dead letters of these task ids; how many were held."""
-        return sum(self._dead.pop(task_id, None) is not None for task_id in task_ids)
+    async def drop_dead(self, letters: Sequence[DeadLetter]) -> int:
+        """Forget these dead letters (a later one of the same id stays); how many were held."""
+        dropped = [d for d in letters if self._dead.get(d.task_id) is d]
+        for letter in dropped:
+            del self._dead[letter.task_id]
+        return len(dropped)

@@ -4,7 +4,7 @@ is, removing it, counts, purge, dead letters, teardown. Each runs on the connect
 Where messages are comes from the index (`records.py`), never from RabbitMQ. Dead letters are
 read with `basic.get` on a channel of their own that is then closed, so RabbitMQ puts every
 unacked one back in its place: listing takes nothing away, and `drop_dead` acks only the ones
-it was asked for.
+it was given.
 """
 
 from __future__ import annotations
@@ -27,15 +27,23 @@ _COLUMN = {"waiting": 0, "delayed": 1, "leased": 2}
 
 def _letter(message: Any, queue: str) -> DeadLetter:
     headers = message.headers or {}
-    priority = headers.get("x-priority")
+    priority, failed_ms = headers.get("x-priority"), headers.get("x-failed-at-ms")
+    failed_ms = failed_ms if isinstance(failed_ms, int) else 0
     return DeadLetter(
         task_id=message.message_id or "",
         queue=str(headers.get("x-queue") or queue),
         body=message.body,
         reason=str(headers.get("x-reason") or "dead-lettered by RabbitMQ"),
-        failed_at=int(headers.get("x-failed-at-ms") or 0) / 1000,
+        failed_at=failed_ms / 1000,
         priority=priority if isinstance(priority, int) else 0,
+        ref=_ref(message, queue),
     )
+
+
+def _ref(message: Any, queue: str) -> tuple[str, str, Any]:
+    """What tells one dead letter from another: RabbitMQ gives a message no lasting id, so its
+    dead queue, task id and failure time (ms) do."""
+    return queue, message.message_id or "", (message.headers or {}).get("x-failed-at-ms")
 
 
 class AmqpAdmin(AmqpLink):
@@ -133,23 +141,19 @@ class AmqpAdmin(AmqpLink):
         return letters[: max(limit, 0)]
 
     @on_io
-    async def drop_dead(self, task_ids: Sequence[str]) -> int:
-        """Ack the oldest dead letter of each id given (an id given twice, two) off its dead
-        queue; how many.
-
-        Only the oldest: a letter requeued by `requeue_dead` that fails again before its old
-        copy is dropped leaves a newer letter of the same id, which stays.
-        """
-        wanted = Counter(task_ids)
+    async def drop_dead(self, letters: Sequence[DeadLetter]) -> int:
+        """Ack these dead letters off their dead queues (matched by task id and failure time, so
+        a later letter of the same id stays); how many."""
+        wanted = Counter(d.ref for d in letters if isinstance(d.ref, tuple))
         dropped = 0
-        for queue in await self._known_queues() if wanted else []:
+        for queue in sorted({ref[0] for ref in wanted}):
             channel, got = await self._read_dead(queue, None)
             try:
                 for message in got:
-                    task_id = message.message_id or ""
-                    if wanted[task_id] > 0:
+                    ref = _ref(message, queue)
+                    if wanted[ref] > 0:
                         await message.ack()
-                        wanted[task_id] -= 1
+                        wanted[ref] -= 1
                         dropped += 1
             finally:
                 with contextlib.suppress(Exception):

@@ -82,15 +82,21 @@ def _malformed(queue: str, receipt: Receipt, fields: dict[bytes, bytes]) -> Deli
     return Delivery(task_id, queue, body, earlier + receipt.token, receipt, problem)
 
 
-def dead_letter_of(queue: str, flat: Any) -> DeadLetter:
-    """An entry of a queue's dead-letter stream (written by `dead_letter` in `redis.lua`)."""
+def dead_letter_of(queue: str, flat: Any, ref: tuple[str, Any]) -> DeadLetter:
+    """An entry of a queue's dead-letter stream (written by `dead_letter` in `redis.lua`);
+    `ref` is (stream key, entry id), for `drop_dead`."""
     fields = _fields(flat)
     failed_at, band = fields.get(b"f", b"0"), fields.get(b"p", b"0")
+    try:
+        when = float(failed_at)
+    except ValueError:  # not written by conveyor: still listed, first
+        when = 0.0
     return DeadLetter(
         task_id=fields.get(b"t", b"").decode(errors="replace"),
         queue=fields.get(b"q", queue.encode()).decode(errors="replace"),
         body=fields.get(b"b", b""),
         reason=fields.get(b"r", b"").decode(errors="replace"),
-        failed_at=float(failed_at),
+        failed_at=when,
         priority=int(band) if band.isdigit() else 0,
+        ref=ref,
     )

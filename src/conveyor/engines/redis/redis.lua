@@ -308,19 +308,6 @@ end
 redis.call('DEL', delayed, base .. ':dbody')
 return removed
 
---- drop_dead
--- ARGV[3..] task ids. Deletes their dead letters; returns how many.
-local dead, wanted, dropped = ARGV[1] .. ':dead', {}, 0
-for i = 3, #ARGV do wanted[ARGV[i]] = true end
-for _, entry in ipairs(redis.call('XRANGE', dead, '-', '+')) do
-  local id = field(entry[2], 't')
-  if id and wanted[id] then
-    redis.call('XDEL', dead, entry[1])
-    dropped = dropped + 1
-  end
-end
-return dropped
-
 --- rate
 -- KEYS[1] the window (P:rate:<key>); ARGV[1] limit, ARGV[2] period ms. A sliding log: at most
 -- `limit` grants in any window of `period`. Returns "0" when granted, else the seconds until

@@ -339,15 +339,21 @@ class RedisTransport(MessageTransport):
         keys = [f"{self._keys(q).base}:dead" for q in queues]
         found = await self.client.calls([("XRANGE", key, "-", "+", "COUNT", limit) for key in keys])
         letters = [
-            dead_letter_of(queue, flat)
-            for queue, got in zip(queues, found, strict=True)
-            for _, flat in got
+            dead_letter_of(queue, flat, (key, entry))
+            for queue, key, got in zip(queues, keys, found, strict=True)
+            for entry, flat in got
         ]
         letters.sort(key=lambda d: d.failed_at)
         return letters[:limit]
 
-    async def drop_dead(self, task_ids: Sequence[str]) -> int:
-        """Delete the dead letters of these task ids; how many were deleted."""
-        if not task_ids:
+    async def drop_dead(self, letters: Sequence[DeadLetter]) -> int:
+        """Delete these dead letters by stream entry (a later one of the same id stays); how
+        many were deleted."""
+        entries: dict[str, list[Any]] = {}
+        for letter in letters:
+            if isinstance(letter.ref, tuple) and len(letter.ref) == 2:
+                entries.setdefault(letter.ref[0], []).append(letter.ref[1])
+        if not entries:
             return 0
-        return sum([int(n) for n in await self._each_queue("drop_dead", *task_ids)])
+        deleted = await self.client.calls([("XDEL", key, *ids) for key, ids in entries.items()])
+        return sum(int(n) for n in deleted)

@@ -200,11 +200,11 @@ def _queue_stats(conn: sqlite3.Connection) -> list[QueueStats]:
 
 def _dead_letters(conn: sqlite3.Connection, limit: int) -> list[DeadLetter]:
     rows = conn.execute(
-        "SELECT task_id, queue, body, reason, failed_at, priority FROM dead_letters"
+        "SELECT task_id, queue, body, reason, failed_at, priority, rowid FROM dead_letters"
         " ORDER BY failed_at, rowid LIMIT ?",
         (limit,),
     ).fetchall()
-    return [DeadLetter(t, q, bytes(b), r, f, p) for t, q, b, r, f, p in rows]
+    return [DeadLetter(t, q, bytes(b), r, f, p, rowid) for t, q, b, r, f, p, rowid in rows]
 
 
 class SqliteTransport(SqliteClient, MessageTransport):
@@ -344,15 +344,16 @@ class SqliteTransport(SqliteClient, MessageTransport):
         """Dead-lettered messages, oldest first."""
         return list(await self._run(_dead_letters, limit))
 
-    async def drop_dead(self, task_ids: Sequence[str]) -> int:
-        """Delete the dead letters of these task ids; how many were deleted."""
-        if not task_ids:
+    async def drop_dead(self, letters: Sequence[DeadLetter]) -> int:
+        """Delete these dead letters by row: a later failure of the same id replaced its row
+        with a new one, which stays; how many were deleted."""
+        rows = [d.ref for d in letters if isinstance(d.ref, int)]
+        if not rows:
             return 0
 
         def delete(conn: sqlite3.Connection) -> int:
             return conn.execute(
-                f"DELETE FROM dead_letters WHERE task_id IN ({_marks(len(task_ids))})",
-                tuple(task_ids),
+                f"DELETE FROM dead_letters WHERE rowid IN ({_marks(len(rows))})", tuple(rows)
             ).rowcount
 
         return int(await self._run(delete))

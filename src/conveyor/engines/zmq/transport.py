@@ -326,6 +326,6 @@ class ZmqTransport(MessageTransport):
         """Dead letters of this process."""
         return await self._io.run(self.local.dead_letters(limit))
 
-    async def drop_dead(self, task_ids: Sequence[str]) -> int:
+    async def drop_dead(self, letters: Sequence[DeadLetter]) -> int:
         """Forget dead letters of this process."""
-        return await self._io.run(self.local.drop_dead(task_ids))
+        return await self._io.run(self.local.drop_dead(letters))
