@@ -27,6 +27,10 @@ from tests.servers import (
     unique_prefix,
 )
 
+#: The plugin users get through its entry point (`-p no:conveyor` in pyproject.toml keeps that
+#: from loading it before coverage starts; `test_pytest_plugin` checks the entry point).
+pytest_plugins = ["conveyor.pytest_plugin"]
+
 #: Makes a broker of one engine for one test, and what removes what it left on a server.
 Made = tuple[Broker, Callable[[], Awaitable[None]] | None]
 

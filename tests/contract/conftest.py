@@ -5,6 +5,7 @@ one engine). A network engine is skipped when its server is not there, and fails
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,7 +65,9 @@ async def _engines(case: EngineCase, tmp_path: Path) -> AsyncIterator[EngineFact
 
 
 @pytest.fixture(params=_params(TRANSPORT_CASES))
-async def make_engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EngineFactory]:
+async def make_engine(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[EngineFactory]:
     """A factory of started engines of each engine that moves messages."""
     async for factory in _engines(request.param, tmp_path):
         yield factory
@@ -98,11 +101,7 @@ async def planted(
     plant = case.plant
     async for make in _engines(case, tmp_path):
         engine = await make()
-
-        async def plant_in(queue: str) -> str:
-            return await plant(engine, tmp_path, queue)
-
-        yield engine, plant_in
+        yield engine, functools.partial(plant, engine, tmp_path)
 
 
 @pytest.fixture(params=_params(STATE_CASES))

@@ -36,9 +36,7 @@ def _deep_body(broker: Broker, task_id: str, task_name: str, levels: int) -> byt
             b'"PLACEHOLDER"', b"[" * levels + b"0" + b"]" * levels
         )
     else:
-        body = msgspec.msgpack.encode(plain).replace(
-            b"\xabPLACEHOLDER", b"\x91" * levels + b"\x00"
-        )
+        body = msgspec.msgpack.encode(plain).replace(b"\xabPLACEHOLDER", b"\x91" * levels + b"\x00")
     return broker.signer.sign(body)
 
 

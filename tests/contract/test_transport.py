@@ -255,7 +255,7 @@ async def test_dead_letters_oldest_first_and_dropped_one_by_one(
 
 
 async def test_a_letter_the_same_id_got_since_is_not_dropped(transport: MessageTransport) -> None:
-    read = []
+    read: list[DeadLetter] = []
     for reason in ("first", "again"):  # dead-lettered, sent again, failed again before the drop
         await transport.publish([out("t1")])
         await transport.dead_letter(await receive_one(transport), reason)

@@ -256,13 +256,15 @@ async def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
             "CREATE TABLE cancels (task_id TEXT PRIMARY KEY, expires_at REAL NOT NULL);"
             "CREATE TABLE task_state (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL);"
             "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL);"
-            "INSERT INTO kv VALUES ('sched:def:a', x'7b7d', NULL), (char(30) || 'set:g' || char(31) || '0', x'', NULL);"
+            "INSERT INTO kv VALUES ('sched:def:a', x'7b7d', NULL),"
+            " (char(30) || 'set:g' || char(31) || '0', x'', NULL);"
             "INSERT INTO messages VALUES ('old', 'q', 0, x'01', 0, NULL, NULL, 0, 0, 0);"
             "PRAGMA user_version = 1;"
         )
     engine = open_engine(f"sqlite:///{path}")
     transport, store = engine.transport, engine.store
-    assert transport is not None and store is not None
+    assert transport is not None
+    assert store is not None
     try:
         [old] = await transport.receive(["q"], 1, 1.0)
         assert (old.task_id, old.body) == ("old", b"\x01")

@@ -17,10 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import conveyor.testing
 from conveyor import Broker, InMemoryBroker, PrometheusMiddleware, Retry, SqliteBroker
+from conveyor.engines.memory import MemoryStore
 from conveyor.errors import TaskNotFound
 from conveyor.inspector import Inspector
 from conveyor.message import TaskMessage
-from conveyor.engines.memory import MemoryStore
 from conveyor.prometheus import read_metrics, render_metrics
 from conveyor.result import TaskResult, TaskStatus
 from conveyor.state import State

@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from conveyor.errors import BrokerConnectionError
 
 __all__ = [
     "DeadLetter",
@@ -279,6 +282,9 @@ class StateStore(abc.ABC):
         """
 
 
+#: Longest sleep between two reads of a result whose store announces results.
+_RECHECK_SECONDS = 1.0
+
 #: Items of a generator task read from `read_stream`: (next offset, items, finished).
 StreamChunk = tuple[int, list[bytes], bool]
 
@@ -307,24 +313,55 @@ class ResultBackend(abc.ABC):
     async def get_result(self, task_id: str) -> bytes | None:
         """The stored result, or None when there is none (yet)."""
 
+    async def watch(
+        self, task_id: str, wake: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]] | None:
+        """Have `wake()` called once `task_id`'s result is stored; return what stops that, or
+        None when the store announces nothing (or cannot now: its server is away).
+
+        Engines whose server can announce a stored result (Redis pub/sub, a NATS subject)
+        override this; `wait_result` then sleeps until told instead of reading again and again.
+        """
+        return None
+
     async def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
         """The result once stored, or None after `timeout` seconds.
 
-        The default reads with a growing pause (1 ms to 50 ms); engines that can block override.
+        Between reads it sleeps until `watch` says the result is stored (reading again every
+        second, in case an announcement was lost to a reconnect), or without one for a growing
+        pause (1 ms to 50 ms). A lost connection is ridden out until the deadline.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        stored = asyncio.Event()
+        unwatch: Callable[[], Awaitable[None]] | None = None
         pause = 0.001
-        while True:
-            data = await self.get_result(task_id)
-            if data is not None:
-                return data
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
+        try:
+            while True:
+                unwatch = unwatch or await self.watch(task_id, stored.set)
+                data = await self._read_until(task_id, deadline)
+                if data is not None:
+                    return data
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
                     return None
-                pause = min(pause, left)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
+                wait = _RECHECK_SECONDS if unwatch is not None else pause
+                pause = min(pause * 2, 0.05)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stored.wait(), wait if left is None else min(wait, left))
+                stored.clear()
+        finally:
+            if unwatch is not None:
+                await unwatch()
+
+    async def _read_until(self, task_id: str, deadline: float | None) -> bytes | None:
+        """`get_result`, tried again through connection failures until the deadline."""
+        while True:
+            try:
+                return await self.get_result(task_id)
+            except BrokerConnectionError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.5)
 
     @abc.abstractmethod
     async def delete(self, task_id: str) -> None:

@@ -7,15 +7,15 @@ and a head `P.r.gh.T` (`o<count>`, `c<count>` once closed).
 Invariants: the head is moved on by compare-and-set only after the items it counts are stored,
 so readers never see a gap; a TTL travels in the `Conveyor-Expires` header and expired values
 read as absent (a stream's TTL is its head's); `P_results`' age limit (7 days) removes what
-expired. `wait_result` subscribes (core NATS) to the result's subject before it reads, so a
-stored result wakes it at once; it re-reads once a second in case a message was lost.
+expired. `watch` subscribes (core NATS) to the result's subject, so the contract's
+`wait_result` wakes at once when a result is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+from collections.abc import Awaitable, Callable
 
 from conveyor.engines.base import ResultBackend, StreamChunk
 from conveyor.engines.nats.client import Msg, NatsClient, Stored
@@ -24,7 +24,6 @@ from conveyor.errors import BrokerConnectionError
 
 __all__ = ["NatsResultBackend"]
 
-_RECHECK_SECONDS = 1.0
 _OPEN, _CLOSED = b"o", b"c"
 #: Most items one `read_stream` returns (one direct get each, concurrently).
 _READ_AT_MOST = 256
@@ -62,44 +61,25 @@ class NatsResultBackend(ResultBackend):
         """The stored result, or None."""
         return await self._results.get(task_id)
 
-    async def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
-        """Wait on the result's subject until it is stored, or `timeout` passes."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        stored = asyncio.Event()
-        sub = None
+    async def watch(
+        self, task_id: str, wake: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]] | None:
+        """Subscribe (core NATS) to the result's subject; None while NATS cannot be reached."""
 
         async def announced(_msg: Msg) -> None:
-            stored.set()
+            wake()
 
         try:
-            while True:
-                if sub is None:
-                    with contextlib.suppress(BrokerConnectionError):
-                        nc = await self.client.connection()
-                        sub = await nc.subscribe(self._results.subject(task_id), cb=announced)
-                data = await self._read_riding_out_outages(task_id, deadline)
-                if data is not None:
-                    return data
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
-                wait = _RECHECK_SECONDS if left is None else min(left, _RECHECK_SECONDS)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stored.wait(), wait)
-                stored.clear()
-        finally:
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            nc = await self.client.connection()
+            sub = await nc.subscribe(self._results.subject(task_id), cb=announced)
+        except BrokerConnectionError:
+            return None
 
-    async def _read_riding_out_outages(self, task_id: str, deadline: float | None) -> bytes | None:
-        while True:
-            try:
-                return await self.get_result(task_id)
-            except BrokerConnectionError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(0.5)
+        async def unwatch() -> None:
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await sub.unsubscribe()
+
+        return unwatch
 
     async def delete(self, task_id: str) -> None:
         """Forget everything stored for a task (a purge of every kind's subject and one of the

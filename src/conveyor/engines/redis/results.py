@@ -2,30 +2,22 @@
 
 Keys (P = prefix): `P:r:<id>` result, `P:p:<id>` progress, `P:g:<id>` a generator's items (a
 list) and `P:gc:<id>` its closed flag. A stored result is always published on `P:done:<id>`
-(here, or by the transport's `ack` script that stores it with the ack); `wait_result` subscribes
-to that channel before it reads, so it wakes at once without polling, and re-reads once a second
-in case a message was lost to a reconnect.
+(here, or by the transport's `ack` script that stores it with the ack); `watch` subscribes to
+that channel, so the contract's `wait_result` wakes at once without polling.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from conveyor.engines.base import ResultBackend, StreamChunk
 from conveyor.engines.redis.client import LoopClient, RedisClient, px
-from conveyor.errors import BrokerConnectionError
 
 __all__ = ["RedisResultBackend"]
 
 log = logging.getLogger("conveyor.redis")
-
-#: Longest wait between two reads of a result that has not been announced.
-_RECHECK_SECONDS = 1.0
 
 
 async def _try_watch(client: LoopClient, channel: bytes, callback: Callable[[bytes], None]) -> bool:
@@ -89,47 +81,22 @@ class RedisResultBackend(ResultBackend):
         data: bytes | None = await self.client.call("GET", self.result_key(task_id))
         return data
 
-    async def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
-        """Block on the task's channel until its result is stored, or `timeout` passes.
-
-        Rides out a Redis outage: reads are retried and the subscription is made again until
-        the deadline; meanwhile the result is re-read once a second.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        here = self.client.here()
-        stored = asyncio.Event()
-        channel = self.done_channel(task_id).encode()
-        watching = False
+    async def watch(
+        self, task_id: str, wake: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]] | None:
+        """Subscribe to the task's channel (`P:done:<id>`); None while Redis cannot be reached."""
+        here, channel = self.client.here(), self.done_channel(task_id).encode()
 
         def announced(_: bytes) -> None:
-            stored.set()
+            wake()
 
-        try:
-            while True:
-                watching = watching or await _try_watch(here, channel, announced)
-                data = await self._read_riding_out_outages(task_id, deadline)
-                if data is not None:
-                    return data
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
-                wait = _RECHECK_SECONDS if left is None else min(left, _RECHECK_SECONDS)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stored.wait(), wait)
-                stored.clear()
-        finally:
-            if watching:
-                await here.unwatch(channel, announced)
+        if not await _try_watch(here, channel, announced):
+            return None
 
-    async def _read_riding_out_outages(self, task_id: str, deadline: float | None) -> bytes | None:
-        """`get_result`, retried through connection failures until the deadline."""
-        while True:
-            try:
-                return await self.get_result(task_id)
-            except BrokerConnectionError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(0.5)
+        async def unwatch() -> None:
+            await here.unwatch(channel, announced)
+
+        return unwatch
 
     async def delete(self, task_id: str) -> None:
         """Forget everything stored for a task."""
