@@ -142,10 +142,8 @@ class Runner:
         return message
 
     async def _reject_undecodable(self, delivery: Delivery, exc: Exception) -> None:
-        log.error(
-            "dead-lettered %s: %s", delivery.task_id or "an entry without an id", exc,
-            extra={"task_id": delivery.task_id},
-        )  # fmt: skip
+        who = delivery.task_id or "an entry without an id"
+        log.error("dead-lettered %s: %s", who, exc, extra={"task_id": delivery.task_id})
         await self.broker.transport.dead_letter(delivery, f"{type(exc).__name__}: {exc}")
         if delivery.task_id:
             message = TaskMessage(task_id=delivery.task_id, task_name="")
