@@ -336,15 +336,11 @@ class Broker:
         await self.ensure_started()
         for hook in self._hooks["pre_send"]:
             messages = [await hook(message) for message in messages]
-        outgoing, claimed = [], []
+        encoded = []  # every message is checked and encoded before anything is claimed
         for message in messages:
             options = TaskOptions.parse(message.labels, message.task_name)
-            unique_for = options.unique_for_seconds
-            if unique_for and not await self.state.claim_unique(message.task_id, unique_for):
-                continue
-            if unique_for:
-                claimed.append(message.task_id)
-            outgoing.append(self.outgoing(message, options))
+            encoded.append((self.outgoing(message, options), options.unique_for_seconds))
+        outgoing, claimed = await self._claim_unique(encoded)
         if outgoing:
             try:
                 await self.publish(outgoing)
@@ -355,6 +351,20 @@ class Broker:
         for hook in self._hooks["post_send"]:
             for message in messages:
                 await hook(message)
+
+    async def _claim_unique(
+        self, encoded: list[tuple[Outgoing, float | None]]
+    ) -> tuple[list[Outgoing], list[str]]:
+        """The messages to publish, leaving out those whose `unique_for` window an earlier send
+        holds; and the ids whose window this send took."""
+        outgoing, claimed = [], []
+        for out, unique_for in encoded:
+            if unique_for:
+                if not await self.state.claim_unique(out.task_id, unique_for):
+                    continue
+                claimed.append(out.task_id)
+            outgoing.append(out)
+        return outgoing, claimed
 
     def outgoing(self, message: TaskMessage, options: TaskOptions | None = None) -> Outgoing:
         """Encode and sign `message` for the transport (`options`: its labels', parsed)."""
