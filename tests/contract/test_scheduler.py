@@ -56,6 +56,47 @@ async def test_two_schedulers_send_each_run_once(running: Broker) -> None:
     assert sorted(rec.ran) == sorted((task_id, 7, 0) for task_id in expected)
 
 
+async def test_a_fire_whose_scheduler_died_after_claiming_it_is_sent_once(
+    running: Broker,
+) -> None:
+    rec = recorder(running, schedule=[{"interval": 10}])
+    start = math.floor(time.time() / 10) * 10
+    first, second = Scheduler(running), Scheduler(running)
+    await asyncio.gather(first.tick(start + 0.5), second.tick(start + 0.5))
+    fire_ms = (start + 10) * 1000
+    claim = f"claim:fire:{rec.task.schedules[0].id}:{fire_ms}"
+    await running.store.set(claim, repr(time.time()).encode(), 300)  # a scheduler sending it
+    await asyncio.gather(first.tick(start + 10.5), second.tick(start + 10.5))
+    await settle(running)
+    assert rec.ran == []  # the holder may still be sending: both leave it
+    dead = time.time() - 2 * running.transport.lease_seconds  # it died before its send
+    await running.store.set(claim, repr(dead).encode(), 300)
+    await asyncio.gather(first.tick(start + 11), second.tick(start + 11))
+    await asyncio.gather(first.tick(start + 12), second.tick(start + 12))
+    await settle(running)
+    assert [task_id for task_id, _, _ in rec.ran] == [
+        run_id(rec.task.schedules[0].id, int(fire_ms))
+    ]
+    assert await running.store.get(claim) == b"sent"
+
+
+async def test_a_fire_another_scheduler_marks_sent_is_left_to_it(running: Broker) -> None:
+    rec = recorder(running, schedule=[{"interval": 10}])
+    start = math.floor(time.time() / 10) * 10
+    scheduler = Scheduler(running)
+    await scheduler.tick(start + 0.5)
+    claim = f"claim:fire:{rec.task.schedules[0].id}:{(start + 10) * 1000}"
+    await running.store.set(claim, repr(time.time()).encode(), 300)
+    await scheduler.tick(start + 10.5)
+    await running.store.set(claim, b"sent", 300)  # its holder sent it
+    await scheduler.tick(start + 11)
+    dead = time.time() - 2 * running.transport.lease_seconds
+    await running.store.set(claim, repr(dead).encode(), 300)  # would be taken over if unsure
+    await scheduler.tick(start + 12)
+    await settle(running)
+    assert rec.ran == []
+
+
 async def test_a_late_tick_sends_every_run_within_the_grace(running: Broker) -> None:
     rec = recorder(running, schedule=[{"interval": 0.25}])
     scheduler = Scheduler(running, misfire_grace=1.0)

@@ -13,11 +13,32 @@ import os
 import time
 from pathlib import Path
 
-from conveyor import Context, Depends, broker_from_url
+from conveyor import Context, Depends, Middleware, TaskMessage, broker_from_url
 
 MARKS = Path(__file__).resolve().parent / "marks"
 
 broker = broker_from_url()
+
+
+class HoldSends(Middleware):
+    """In a scheduler started with `FLOW_HOLD_SEND_AFTER=n`: after n runs of `every_second`,
+    the next one is claimed and then held before it is sent, for ever (the test SIGKILLs the
+    process there, between its claim and its send)."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+
+    async def pre_send(self, message: TaskMessage) -> TaskMessage:
+        if message.task_name.endswith(":every_second"):
+            self.after -= 1
+            if self.after < 0:
+                mark("held", message.task_id, os.getpid())
+                await asyncio.Event().wait()
+        return message
+
+
+if os.environ.get("FLOW_HOLD_SEND_AFTER"):
+    broker.add_middlewares([HoldSends(int(os.environ["FLOW_HOLD_SEND_AFTER"]))])
 
 
 def mark(name: str, *fields: object) -> None:

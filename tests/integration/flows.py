@@ -62,9 +62,16 @@ class Schedulers:
     root: Path
     started: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
 
-    def start(self, app: App, *flags: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, app: App, *flags: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "conveyor", "scheduler", app.spec, *flags]
-        env = {**os.environ, "CONVEYOR_BROKER_URL": app.url, "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {
+            **os.environ,
+            "CONVEYOR_BROKER_URL": app.url,
+            "PYTHONDONTWRITEBYTECODE": "1",
+            **(env or {}),
+        }
         (self.root / "logs").mkdir(exist_ok=True)
         log_path = self.root / "logs" / f"scheduler-{len(self.started)}.err"
         with log_path.open("wb") as err:

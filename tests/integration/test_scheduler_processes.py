@@ -71,6 +71,23 @@ async def test_two_schedulers_fire_an_every_second_schedule_once_per_second(
     assert_once_per_second(runs(flow, "every_second"))
 
 
+async def test_a_run_claimed_by_a_killed_scheduler_is_sent_once_by_another(
+    flow: App, schedulers: Schedulers, workers: Workers
+) -> None:
+    holder = schedulers.start(flow, env={"FLOW_HOLD_SEND_AFTER": "2"})
+    await eventually(lambda: bool(flow.marks("held")), 15, "a claimed run held before its send")
+    holder.kill()  # SIGKILL between the claim and the send
+    holder.wait(5)
+    [(held_id, _)] = flow.marks("held")
+    schedulers.start(flow)
+    workers.start(flow)
+    await eventually(lambda: held_id in runs(flow, "every_second"), 20, "the held run, sent")
+    await eventually(lambda: fire_ms(max(runs(flow, "every_second"))) > fire_ms(held_id), 10)
+    schedulers.stop_all()
+    await flow.broker.wait_all(timeout=10)
+    assert_once_per_second(runs(flow, "every_second"))
+
+
 async def test_schedules_added_at_run_time_fire_and_removed_ones_stop(
     flow: App, schedulers: Schedulers, workers: Workers
 ) -> None:

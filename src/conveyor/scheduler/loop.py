@@ -5,15 +5,17 @@ stored in the broker (`add`, `Task.schedule_by_cron/interval/time`; `conveyor.st
 them). Before sending the run due at time T, a scheduler claims `fire:<id>:<T ms>`
 (`State.claim_send`); only the process whose claim succeeds sends it, with the task id
 `s-<hash of id>-<T ms>` (the same in every process, so a run is recognisable in results and
-logs). The state store keeps each schedule's last fire time, so a scheduler that starts again
-knows what it missed while nobody ran.
+logs), and then marks the claim sent. The state store keeps each schedule's last fire time, so
+a scheduler that starts again knows what it missed while nobody ran.
 
-The two windows where exactly-once gives way: a scheduler killed between its claim and the
-broker receiving the send loses that run (the claim keeps the others off it); a send that raises
-gives the claim back and the next tick sends the run again with the same task id, which the
-engines ignore while the first copy is queued or running (see `Outgoing`), so a run is doubled
-only when a send that raised had in fact reached the broker and that copy finished before the
-next tick.
+A scheduler that finds a fire claimed but not marked sent keeps it (`_State.unsure`) and looks
+again at its next ticks: once it is marked, nothing is left to do; a claim older than the
+transport's lease that was never marked belonged to a scheduler that died between its claim and
+its send, and one scheduler takes it over and sends the run, unless the run's task id shows it
+reached the broker after all. A send that raises gives the claim back and the next tick sends the
+run again with the same task id, which the engines ignore while the first copy is queued or
+running (see `Outgoing`); so a run is doubled only when a send that raised, or a holder that
+stalled longer than a lease, had in fact reached the broker and that copy finished first.
 
 Missed runs (due more than `misfire_grace` seconds ago: the scheduler, or every scheduler, was
 down or cut off from the broker) are skipped by default (`misfire="skip"`), or caught up with a
@@ -71,6 +73,8 @@ class _State:
     refreshed: float = float("-inf")
     failures: int = 0
     warned: set[str] = field(default_factory=set)  # unreadable stored schedules, logged once
+    # Fires another scheduler claimed and has not marked sent yet: claim -> (entry, fire time).
+    unsure: dict[str, tuple[ScheduleEntry, float]] = field(default_factory=dict)
 
 
 class Scheduler:
@@ -217,6 +221,7 @@ class Scheduler:
         entries = self.label_entries() + state.stored
         live = {entry.id for entry in entries}
         state.cursor = {k: v for k, v in state.cursor.items() if k in live}
+        state.unsure = {k: v for k, v in state.unsure.items() if v[0].id in live}
         soonest = now + self.refresh_seconds
         for entry in entries:
             try:
@@ -233,6 +238,8 @@ class Scheduler:
         return max(soonest - time.time(), 0.0)
 
     async def _run_due(self, entry: ScheduleEntry, now: float) -> None:
+        for unsure, due in [v for v in self._state.unsure.values() if v[0].id == entry.id]:
+            await self._fire(unsure, due)  # claimed by another scheduler: sent since?
         cursor = self._state.cursor.get(entry.id)
         if cursor is None:
             cursor = await self._last_fire(entry, now)
@@ -263,21 +270,42 @@ class Scheduler:
         return now if last is None else min(last, now)
 
     async def _fire(self, entry: ScheduleEntry, at: float) -> None:
-        state, at_ms = self.broker.state, round(at * 1000)
-        if entry.stored and await state.schedule(entry.id) is None:
-            return  # removed since the last refresh
+        """Send the run of `entry` due at `at` unless another scheduler sends it."""
+        state, at_ms, unsure = self.broker.state, round(at * 1000), self._state.unsure
         claim, ttl = f"fire:{entry.id}:{at_ms}", max(CLAIM_TTL, 10 * self.misfire_grace)
-        if await state.claim(claim, ttl):
-            try:
-                await self.broker.send([self._message(entry, at_ms)])
-            except BaseException:
-                with contextlib.suppress(Exception):  # unclaim: the next tick tries again
-                    await state.give_back(claim)
-                raise
-            log.info("sent %s for %s (%s)", entry.task_name, _iso(at), entry.schedule.describe())
-            await state.set_last_fire(entry.id, at)
+        if entry.stored and await state.schedule(entry.id) is None:
+            unsure.pop(claim, None)
+            return  # removed since the last refresh
+        run = run_id(entry.id, at_ms)
+
+        async def was_sent() -> bool:
+            return await self.broker.task_status(run) is not None
+
+        lease = self.broker.transport.lease_seconds
+        wait = await state.claim_send(claim, ttl, lease, was_sent)
+        if wait:  # claimed by another scheduler, not yet marked sent: look again next tick
+            unsure[claim] = (entry, at)
+            return
+        unsure.pop(claim, None)
+        if wait is None:
+            await self._send(entry, at, claim, ttl)
         if isinstance(entry.schedule, Once) and entry.stored:
             await state.drop_schedule(entry.id)
+
+    async def _send(self, entry: ScheduleEntry, at: float, claim: str, ttl: float) -> None:
+        """Send a claimed run, mark its claim sent and record the fire time."""
+        state = self.broker.state
+        try:
+            await self.broker.send([self._message(entry, round(at * 1000))])
+        except BaseException:
+            with contextlib.suppress(Exception):  # unclaim: the next tick tries again
+                await state.give_back(claim)
+            raise
+        log.info("sent %s for %s (%s)", entry.task_name, _iso(at), entry.schedule.describe())
+        await state.mark_sent(claim, ttl)
+        last = await state.last_fire(entry.id)
+        if last is None or at > last:  # a run taken over late never moves it back
+            await state.set_last_fire(entry.id, at)
 
     def _message(self, entry: ScheduleEntry, at_ms: int) -> Any:
         task = self.broker.find_task(entry.task_name)
