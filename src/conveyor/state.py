@@ -7,10 +7,9 @@ and stored schedules. Every key conveyor keeps in a state store is made here:
   locate its messages; kept for the result TTL.
 - `unique:<task id>`: the first send of a `unique_for` task; kept `unique_for`.
 - `rate:<task name>`: the grants of a `rate_limit` window (the engine's own layout).
-- `claim:fire:<schedule id>:<ms>`: a scheduler's claim of one fire; kept `CLAIM_TTL`.
-- `claim:step:<step id>`: a workflow step's claim of what follows it, the time it was taken and
-  then `sent`; `claim:step:<step id>:<time>` the takeover of a claim whose holder died; kept
-  for the result TTL.
+- `claim:fire:<schedule id>:<ms>`: a scheduler's claim of one fire; `claim:step:<step id>`: a
+  workflow step's claim of what follows it. Each holds the time it was taken, then `sent`;
+  `claim:<name>:<time>` is the takeover of a claim whose holder died.
 - `group:<workflow id>-<path>`: the set of finished members of a workflow's group.
 - `worker:<host:pid>`: a worker's heartbeat (`Heartbeat`, JSON); kept three beats.
 - `stats:<counter>:<task name>`: counts summed over every worker (`COUNTERS`, `BUCKETS`).
@@ -20,8 +19,7 @@ and stored schedules. Every key conveyor keeps in a state store is made here:
 
 Claims are how "send once" is written once: `claim` (and `give_back` when the send fails) keeps
 every other sender off a send; `claim_send` also lets a sender that died before it marked the
-send done be taken over, so the send happens exactly once (workflow steps). Schedule fires use
-`claim` alone: a scheduler killed between its claim and its send loses that run.
+send done be taken over, so the send happens exactly once (schedule fires, workflow steps).
 """
 
 from __future__ import annotations
