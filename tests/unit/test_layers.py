@@ -40,3 +40,27 @@ def test_a_process_that_only_sends_never_loads_worker_code(tmp_path: object) -> 
     assert [m for m in loaded if m.startswith("conveyor.worker")] == []
     others = ("memory", "redis", "nats", "amqp", "zmq")  # engines are imported when named
     assert [m for m in loaded if m.split(".")[2:3] and m.split(".")[2] in others] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "driver", "extra"),
+    [
+        ("redis://h/0", "hiredis", "redis"),
+        ("nats://h:4222", "nats", "nats"),
+        ("amqp://h/", "aio_pika", "amqp"),
+        ("zmq://h:5555", "zmq", "zmq"),
+    ],
+)
+def test_an_engine_without_its_driver_names_the_extra(url: str, driver: str, extra: str) -> None:
+    script = (
+        f"import sys; sys.modules[{driver!r}] = None\n"  # as if the extra were not installed
+        "import conveyor\n"
+        "try:\n"
+        f"    conveyor.broker_from_url({url!r})\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    printed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert f"pip install 'conveyor[{extra}]'" in printed
