@@ -104,6 +104,15 @@ def work_sync(n: int, seconds: float) -> int:
     return n
 
 
+@broker.task
+async def block(n: int, seconds: float) -> int:
+    """`work`, blocking the worker's event loop the whole time (a sync call in an async task)."""
+    mark("started", n, os.getpid(), time.time())
+    time.sleep(seconds)
+    mark("done", n, os.getpid())
+    return n
+
+
 def first_run(n: int) -> bool:
     """Mark the start of task `n`; True if it never started before."""
     first = not any(fields[0] == str(n) for fields in marks("started"))

@@ -82,19 +82,18 @@ async def make_app(
 
     Without `url` the app is on the SQLite file `tmp_path/q.db`. A Redis `url` must name its
     own `prefix` (query option), whose keys are deleted when the test ends; `lease` is added to
-    a URL that sets none. The first app lives in `tmp_path`, each further one in a directory of
+    a URL that sets none (`lease=None`: the engine's default). The first app lives in `tmp_path`, each further one in a directory of
     its own (so its marks are its own).
     """
     made: list[App] = []
 
-    async def make(lease: float = LEASE, url: str | None = None) -> App:
+    async def make(lease: float | None = LEASE, url: str | None = None) -> App:
         name = f"cvapp_{uuid.uuid4().hex[:10]}"
         root = tmp_path / name if made else tmp_path
         root.mkdir(exist_ok=True)
         (root / f"{name}.py").write_text(TEMPLATE.read_text())
-        if url is None:
-            url = f"sqlite:///{tmp_path}/q.db?lease={lease:g}"
-        elif "lease" not in _query(url):
+        url = url or f"sqlite:///{tmp_path}/q.db"
+        if lease is not None and "lease" not in _query(url):
             url += f"{'&' if urlsplit(url).query else '?'}lease={lease:g}"
         if _is_redis(url):
             assert "prefix" in _query(url), "a Redis app needs a prefix of its own"

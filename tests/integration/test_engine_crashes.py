@@ -65,7 +65,7 @@ async def engine(
     name: str = request.param
     made: list[tuple[App, str]] = []
 
-    async def make(lease: float = LEASE) -> App:
+    async def make(lease: float | None = LEASE) -> App:
         if name == "sqlite":
             return await make_app(lease=lease)
         if name == "redis":
@@ -150,6 +150,37 @@ async def test_sigkill_mid_run_hands_tasks_in_flight_to_the_other_worker(
     assert await app.broker.transport.dead_letters() == []
 
 
+#: Seconds after a new worker starts within which, with the engine's default lease, it has run
+#: every task a SIGKILLed worker held (the issue's "about 10 s"; a second more for a slow hour).
+RECOVERY_SECONDS = 11.0
+
+
+async def test_with_default_leases_a_killed_workers_tasks_are_done_within_seconds(
+    engine: Engine, workers: Workers
+) -> None:
+    app = await engine.make(lease=None)
+    victim = workers.start(app, "--max-async-tasks", "4")
+    await heartbeating(app, victim.pid)
+    handles = await app.broker.kiq_many([app.module.work.s(n, 1.0) for n in range(12)])
+
+    def second_batch_running() -> bool:
+        done = len(numbers(app, "done", victim.pid))
+        return len(numbers(app, "started", victim.pid)) > done >= 4
+
+    await eventually(second_batch_running, 20, "a first batch done, a second running")
+    victim.kill()
+    in_flight = set(numbers(app, "started", victim.pid)) - set(numbers(app, "done", victim.pid))
+    other = workers.start(app, "--max-async-tasks", "4")
+    started_at = time.time()
+    found = await results(handles, timeout=30)
+    assert_succeeded(found)
+    assert in_flight, "nothing was running when the worker was killed"
+    for n in in_flight:
+        assert pid_of(found[n].worker) == other.pid
+        took = found[n].finished_at.timestamp() - started_at  # type: ignore[union-attr]  # set
+        assert took < RECOVERY_SECONDS, (engine.name, n, took)
+
+
 # -- 2. lease renewal ----------------------------------------------------------------------------
 
 
@@ -160,12 +191,12 @@ async def test_task_longer_than_the_lease_runs_once_with_two_workers(
     one, two = workers.start(app), workers.start(app)
     await heartbeating(app, one.pid, two.pid)  # both fetch, so either would take a lapsed lease
     m = app.module
-    sigs = [m.work.s(1, 4.0), m.work.s(2, 4.0), m.work_sync.s(3, 4.0)]
+    sigs = [m.work.s(1, 4.0), m.work.s(2, 4.0), m.work_sync.s(3, 4.0), m.block.s(4, 4.0)]
     found = await results(await app.broker.kiq_many(sigs), timeout=20)
     assert_succeeded(found)
-    assert [r.attempts for r in found] == [1, 1, 1]
-    assert sorted(numbers(app, "started")) == [1, 2, 3]  # each ran exactly once
-    assert sorted(numbers(app, "done")) == [1, 2, 3]
+    assert [r.attempts for r in found] == [1, 1, 1, 1]
+    assert sorted(numbers(app, "started")) == [1, 2, 3, 4]  # each ran exactly once, the one
+    assert sorted(numbers(app, "done")) == [1, 2, 3, 4]  # blocking its worker's loop too
     assert one.proc.poll() is None
     assert two.proc.poll() is None
 

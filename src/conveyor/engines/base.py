@@ -29,11 +29,12 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from conveyor.errors import BrokerConnectionError
 
 __all__ = [
+    "DEFAULT_LEASE_SECONDS",
     "DeadLetter",
     "Delivery",
     "Engine",
@@ -45,6 +46,12 @@ __all__ = [
     "StateStore",
     "StreamChunk",
 ]
+
+
+#: Seconds a delivery stays leased without `extend` when neither the URL nor the caller says.
+#: A worker renews every third of it, from a thread of its own; a worker that dies has its
+#: messages handed out again about this long after its last renewal.
+DEFAULT_LEASE_SECONDS: Final = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +131,7 @@ class MessageTransport(abc.ABC):
     """Moves encoded messages between producers and workers with leases."""
 
     #: Seconds a delivery stays leased without `extend`.
-    lease_seconds: float = 30.0
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     #: The URL with any password replaced by `***`, for logs and errors.
     safe_url: str = ""
@@ -132,6 +139,10 @@ class MessageTransport(abc.ABC):
     #: False when `locate` cannot see every message (ZeroMQ sees only this process's): workers
     #: then record a running task's status in the state store as well.
     locates: bool = True
+
+    #: True when its methods may run at once from event loops in several threads: a worker then
+    #: renews its leases from a thread of its own (`conveyor.worker.leases`).
+    thread_safe: bool = True
 
     async def startup(self) -> None:
         """Open connections and create what the engine needs; safe to call twice."""

@@ -71,6 +71,8 @@ class LocalQueue(MessageTransport):
         lease_seconds: how long a delivery stays leased without `extend`.
     """
 
+    thread_safe = False  # one event loop's: the worker of `InMemoryBroker` renews on it
+
     def __init__(self, lease_seconds: float = 30.0) -> None:
         self.lease_seconds = lease_seconds
         self.safe_url = "memory://"

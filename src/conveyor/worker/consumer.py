@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from conveyor.engines.base import Delivery
 from conveyor.options import DEFAULT_QUEUE
 from conveyor.state import Heartbeat
+from conveyor.worker.leases import LeaseKeeper
 from conveyor.worker.outcome import worker_name
 from conveyor.worker.pools import ProcessPool, new_thread_pool
 from conveyor.worker.runner import Run, Runner
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
-    from conveyor.engines.base import Delivery
 
 __all__ = ["Worker", "WorkerOptions"]
 
@@ -217,9 +218,26 @@ class Worker:
     # -- background loops --------------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
-        """Every tick: pass on cancel requests; every lease/3: extend running leases."""
+        """Every tick: pass on cancel requests. Every lease/3: extend running leases, from a
+        thread of its own (`LeaseKeeper`) when the transport allows, so a task that blocks
+        this loop keeps its lease."""
         transport = self.broker.transport
         extend_every = min(max(transport.lease_seconds / 3, 0.1), 5.0)
+        keeper = None
+        if transport.thread_safe:
+            keeper = LeaseKeeper(transport, self._deliveries, extend_every)
+            keeper.start()
+        try:
+            await self._tick_leases(extend_every, keeper is None)
+        finally:
+            if keeper is not None:
+                await asyncio.to_thread(keeper.stop)
+
+    def _deliveries(self) -> list[Delivery]:
+        """The deliveries running now (read from the lease keeper's thread too)."""
+        return [run.delivery for run in list(self._running.values())]
+
+    async def _tick_leases(self, extend_every: float, extend_here: bool) -> None:
         tick = min(extend_every, CANCEL_CHECK_SECONDS)
         last_extend = time.monotonic()
         while True:
@@ -227,10 +245,10 @@ class Worker:
             runs = list(self._running.values())
             if not runs:
                 continue
-            if time.monotonic() - last_extend >= extend_every - tick / 2:
+            if extend_here and time.monotonic() - last_extend >= extend_every - tick / 2:
                 last_extend = time.monotonic()
                 try:
-                    await transport.extend([run.delivery for run in runs])
+                    await self.broker.transport.extend([run.delivery for run in runs])
                 except Exception:  # a broker blip: try again next tick, leases have slack
                     log.warning("could not extend leases", exc_info=True)
             try:

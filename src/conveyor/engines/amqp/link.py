@@ -29,7 +29,7 @@ from conveyor.engines.amqp.records import (
     new_tag,
     split_url,
 )
-from conveyor.engines.base import MessageTransport, Outgoing, StateStore
+from conveyor.engines.base import DEFAULT_LEASE_SECONDS, MessageTransport, Outgoing, StateStore
 from conveyor.engines.loops import IoThread, reset_after_fork
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 
@@ -125,7 +125,7 @@ class AmqpLink(MessageTransport):
         self.url, query = split_url(url)
         self.safe_url = safe_url(self.url)
         self.prefix = query.get("prefix") or prefix
-        lease = query.get("lease") or lease_seconds or 30.0
+        lease = query.get("lease") or lease_seconds or DEFAULT_LEASE_SECONDS
         try:
             self.lease_seconds = float(lease)
         except ValueError:

@@ -77,7 +77,8 @@ class AmqpTransport(AmqpAdmin):
             and `lease` override the arguments below.
         store: where the index lives (shared, or this process's memory: logged as a WARNING).
         prefix: prefix of every queue and exchange name, so several apps share a vhost.
-        lease_seconds: how long a delivery stays leased without `extend` (30 when None).
+        lease_seconds: how long a delivery stays leased without `extend`
+            (`DEFAULT_LEASE_SECONDS` when None).
         linger_seconds: after a first message arrives at an idle receive, how long to wait for
             the rest of its burst, so a batch sent at once is handed out by priority.
     """

@@ -18,7 +18,11 @@ def open_engine(
     max_stored_results: int = 1000,
     result_ttl: float | None = 24 * 3600.0,
 ) -> Engine:
-    """The in-process transport, store and result store (`url` carries no options)."""
+    """The in-process transport, store and result store (`url` carries no options).
+
+    Its lease is 30 s by default, not `DEFAULT_LEASE_SECONDS`: it is renewed on the one event
+    loop (`LocalQueue` is not `thread_safe`), and no other process could take over anyway.
+    """
     return Engine(
         LocalQueue(lease_seconds or 30.0),
         MemoryStore(),

@@ -9,7 +9,7 @@ the state store and the result store.
 from __future__ import annotations
 
 from conveyor._urls import float_option, split_options
-from conveyor.engines.base import Engine
+from conveyor.engines.base import DEFAULT_LEASE_SECONDS, Engine
 from conveyor.engines.nats.client import NatsClient
 from conveyor.engines.nats.results import NatsResultBackend
 from conveyor.engines.nats.store import NatsStore
@@ -27,13 +27,14 @@ def open_engine(
 ) -> Engine:
     """The transport, state store and result store of one app on a NATS server.
 
-    The URL's `?prefix=` and `?lease=` win over `prefix` and `lease_seconds` (30 s by default).
+    The URL's `?prefix=` and `?lease=` win over `prefix` and `lease_seconds`
+    (`DEFAULT_LEASE_SECONDS` when neither says).
 
     Raises:
         ConfigurationError: a malformed URL, prefix or lease.
     """
     url, query = split_options(url)
-    lease = float_option(query, "lease", url) or lease_seconds or 30.0
+    lease = float_option(query, "lease", url) or lease_seconds or DEFAULT_LEASE_SECONDS
     client = NatsClient(url, query.get("prefix") or prefix or "conveyor")
     store = NatsStore(client)
     results = NatsResultBackend(client, default_ttl=result_ttl)

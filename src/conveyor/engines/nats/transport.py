@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from conveyor.engines.base import (
+    DEFAULT_LEASE_SECONDS,
     DeadLetter,
     Delivery,
     Location,
@@ -91,7 +92,11 @@ class NatsTransport(MessageTransport):
     """
 
     def __init__(
-        self, client: NatsClient, *, lease_seconds: float = 30.0, store: NatsStore | None = None
+        self,
+        client: NatsClient,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        store: NatsStore | None = None,
     ) -> None:
         if lease_seconds <= 0:
             raise ConfigurationError(f"lease_seconds must be positive, not {lease_seconds!r}")

@@ -8,16 +8,13 @@ loop's connections and the transport's ack can store a result in the same script
 from __future__ import annotations
 
 from conveyor._urls import float_option, split_options
-from conveyor.engines.base import Engine
+from conveyor.engines.base import DEFAULT_LEASE_SECONDS, Engine
 from conveyor.engines.redis.client import RedisClient
 from conveyor.engines.redis.results import RedisResultBackend
 from conveyor.engines.redis.store import RedisStore
 from conveyor.engines.redis.transport import RedisTransport
 
 __all__ = ["RedisClient", "RedisResultBackend", "RedisStore", "RedisTransport", "open_engine"]
-
-#: Seconds a delivery stays leased without `extend` when neither the URL nor the caller says.
-DEFAULT_LEASE = 30.0
 
 
 def open_engine(
@@ -40,7 +37,7 @@ def open_engine(
     plain, query = split_options(url)
     lease = float_option(query, "lease", url)
     if lease is None:
-        lease = DEFAULT_LEASE if lease_seconds is None else lease_seconds
+        lease = DEFAULT_LEASE_SECONDS if lease_seconds is None else lease_seconds
     client = RedisClient(plain, query.get("prefix") or prefix)
     results = RedisResultBackend(plain, result_ttl=result_ttl, client=client)
     transport = RedisTransport(

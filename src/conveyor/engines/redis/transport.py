@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any, get_args
 
 from conveyor.engines.base import (
+    DEFAULT_LEASE_SECONDS,
     DeadLetter,
     Delivery,
     Location,
@@ -79,7 +80,7 @@ class RedisTransport(MessageTransport):
         self,
         client: RedisClient,
         *,
-        lease_seconds: float = 30.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         dead_letter_limit: int = 100_000,
         results: RedisResultBackend | None = None,
     ) -> None:

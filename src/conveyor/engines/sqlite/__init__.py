@@ -6,7 +6,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, urlsplit
 
 from conveyor._urls import float_option, safe_url
-from conveyor.engines.base import Engine
+from conveyor.engines.base import DEFAULT_LEASE_SECONDS, Engine
 from conveyor.engines.sqlite.db import SqliteDb
 from conveyor.engines.sqlite.results import SqliteResultBackend
 from conveyor.engines.sqlite.store import SqliteStore
@@ -52,7 +52,7 @@ def open_engine(
     query: dict[str, str] = {}
     if path is None:
         path, query = path_of(url)
-    lease = float_option(query, "lease", url) or lease_seconds or 10.0
+    lease = float_option(query, "lease", url) or lease_seconds or DEFAULT_LEASE_SECONDS
     db = SqliteDb(path, busy_timeout=busy_timeout)
     results = SqliteResultBackend(path, default_ttl=result_ttl, db=db)
     transport = SqliteTransport(

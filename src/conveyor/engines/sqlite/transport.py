@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.engines.base import (
+    DEFAULT_LEASE_SECONDS,
     DeadLetter,
     Delivery,
     Location,
@@ -224,7 +225,7 @@ class SqliteTransport(SqliteClient, MessageTransport):
         self,
         path: str,
         *,
-        lease_seconds: float = 10.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         poll_interval: float = 0.05,
         busy_timeout: float = 30.0,
         db: SqliteDb | None = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from conveyor._urls import safe_url
-from conveyor.engines.base import Engine, StateStore
+from conveyor.engines.base import DEFAULT_LEASE_SECONDS, Engine, StateStore
 from conveyor.engines.zmq.transport import ZmqTransport
 from conveyor.errors import ConfigurationError
 
@@ -55,7 +55,7 @@ def open_engine(
         zmq_pub_host,
         zmq_sub_host,
         store=store,
-        lease_seconds=lease_seconds or 30.0,
+        lease_seconds=lease_seconds or DEFAULT_LEASE_SECONDS,
         send_timeout=send_timeout,
         connect_wait=connect_wait,
     )

@@ -27,6 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from conveyor.engines.base import (
+    DEFAULT_LEASE_SECONDS,
     DeadLetter,
     Delivery,
     Location,
@@ -97,7 +98,7 @@ class ZmqTransport(MessageTransport):
         zmq_sub_host: str,
         *,
         store: StateStore,
-        lease_seconds: float = 30.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         send_timeout: float = 10.0,
         connect_wait: float = 0.3,
     ) -> None:
