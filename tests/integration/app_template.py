@@ -108,7 +108,7 @@ def work_sync(n: int, seconds: float) -> int:
 async def block(n: int, seconds: float) -> int:
     """`work`, blocking the worker's event loop the whole time (a sync call in an async task)."""
     mark("started", n, os.getpid(), time.time())
-    time.sleep(seconds)
+    time.sleep(seconds)  # noqa: ASYNC251  # on purpose: the lease must outlive a blocked loop
     mark("done", n, os.getpid())
     return n
 

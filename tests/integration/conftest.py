@@ -82,8 +82,8 @@ async def make_app(
 
     Without `url` the app is on the SQLite file `tmp_path/q.db`. A Redis `url` must name its
     own `prefix` (query option), whose keys are deleted when the test ends; `lease` is added to
-    a URL that sets none (`lease=None`: the engine's default). The first app lives in `tmp_path`, each further one in a directory of
-    its own (so its marks are its own).
+    a URL that sets none (`lease=None`: the engine's default). The first app lives in
+    `tmp_path`, each further one in a directory of its own (so its marks are its own).
     """
     made: list[App] = []
 
