@@ -84,6 +84,9 @@ class Broker:
         self.serializer = get_serializer(serializer)
         self.signer = Signer(secret_key or os.environ.get("CONVEYOR_SECRET_KEY"))
         self.codec = Codec(self.serializer, self.signer)
+        #: Signs results, progress, stream items and workflow values when a key is set: what a
+        #: store returns is trusted only with its signature (a planted pickle never loads).
+        self.stored = self.signer.derive("stored result")
         self.task_id_generator = task_id_generator or _uuid_hex
         self.cast_types = cast_types
         self.defaults = defaults or TaskDefaults()
@@ -370,12 +373,15 @@ class Broker:
         """Encode and sign `message` for the transport (`options`: its labels', parsed)."""
         if options is None:
             options = TaskOptions.parse(message.labels, message.task_name)
+        due = options.due_at()
+        if due is not None:
+            message.due = due
         return Outgoing(
             task_id=message.task_id,
             queue=options.queue,
             body=self.codec.encode(message),
             priority=options.priority,
-            eta=options.due_at(),
+            eta=due,
         )
 
     async def publish(self, outgoing: list[Outgoing]) -> None:
@@ -389,20 +395,28 @@ class Broker:
         return TaskHandle(self, task_id)
 
     def encode_value(self, value: Any) -> bytes:
-        """Encode a value (progress, stream item) with the broker's serializer."""
-        return self.serializer.encode(value)
+        """Encode (and sign, with a key) a value: progress, a stream item, a group member's."""
+        return self.stored.sign(self.serializer.encode(value))
 
     def decode_value(self, data: bytes) -> Any:
-        """Decode a value encoded with `encode_value`."""
-        return self.serializer.decode(data, object)
+        """Decode a value encoded with `encode_value`.
+
+        Raises:
+            SerializationError: malformed, or (`SignatureError`) not signed with the key.
+        """
+        return self.serializer.decode(self.stored.verify(data), object)
 
     def encode_result(self, result: TaskResult[Any]) -> bytes:
-        """Encode a result for the result backend."""
-        return self.serializer.encode(result)
+        """Encode (and sign, with a key) a result for the result backend."""
+        return self.stored.sign(self.serializer.encode(result))
 
     def decode_result(self, data: bytes, return_type: Any = Any) -> TaskResult[Any]:
-        """Decode a stored result, casting the return value to `return_type` when known."""
-        result = self.serializer.decode(data, TaskResult)
+        """Decode a stored result, casting the return value to `return_type` when known.
+
+        Raises:
+            SerializationError: malformed, or (`SignatureError`) not signed with the key.
+        """
+        result = self.serializer.decode(self.stored.verify(data), TaskResult)
         if self.cast_types and return_type is not Any and result.status is TaskStatus.SUCCEEDED:
             result.return_value = cast(result.return_value, return_type)
         return result
@@ -469,8 +483,9 @@ class Broker:
     async def requeue_dead(self, task_ids: Sequence[str] | None = None) -> int:
         """Send dead letters (all when None) back to their queues; return how many.
 
-        Each is published again, then dropped from the dead letters; a letter that fails
-        again while this runs is left for the next requeue.
+        Each one's failed result is forgotten (its handle waits for the new run), then it is
+        published again and dropped from the dead letters; a letter that fails again while
+        this runs is left for the next requeue.
         """
         await self.ensure_started()
         if task_ids is not None:
@@ -488,6 +503,7 @@ class Broker:
     async def _requeue(self, letters: list[DeadLetter]) -> int:
         if not letters:
             return 0
+        await asyncio.gather(*(self.result_backend.delete(d.task_id) for d in letters))
         await self.transport.publish(
             [Outgoing(d.task_id, d.queue, d.body, d.priority) for d in letters]
         )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from conveyor.engines.base import DeadLetter, QueueStats
+from conveyor.errors import SerializationError
 from conveyor.scheduler import ScheduleInfo, Scheduler
+from conveyor.state import SIGNED_RECENT, RecentTask
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
@@ -124,17 +127,23 @@ class Inspector:
         return dict(sorted(found.items()))
 
     async def recent(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(recent, failed) tasks the workers reported, newest first, as JSON objects."""
+        """(recent, failed) tasks the workers reported, newest first, as JSON objects.
+
+        A list not signed with the broker's secret key (when one is set), and an entry whose
+        fields have the wrong types, are left out: what is shown or sent again is what a worker
+        of this app wrote.
+        """
         await self.broker.ensure_started()
+        seal = self.broker.signer.derive(SIGNED_RECENT)
         recent: dict[str, dict[str, Any]] = {}
         failed: dict[str, dict[str, Any]] = {}
         for raw in await self.broker.state.recent():
             try:
-                lists = json.loads(raw)
-                _merge(recent, lists["recent"])
-                _merge(failed, lists["failed"])
-            except (ValueError, KeyError, TypeError):
-                continue
+                lists = _LISTS.decode(seal.verify(raw))
+            except (SerializationError, msgspec.DecodeError, msgspec.ValidationError):
+                continue  # written by someone without the key, or by another version
+            _merge(recent, lists.get("recent", []))
+            _merge(failed, lists.get("failed", []))
         return _newest(recent), _newest(failed)
 
     async def schedules(self) -> list[ScheduleInfo]:
@@ -154,12 +163,20 @@ class Inspector:
             return "?"
 
 
-def _merge(into: dict[str, dict[str, Any]], entries: list[dict[str, Any]]) -> None:
-    """Keep the latest entry of each task id (a retried task may have run on two workers)."""
-    for entry in entries:
+def _merge(into: dict[str, dict[str, Any]], entries: list[Any]) -> None:
+    """Keep the latest well-formed entry of each task id (a retried task may have run on two
+    workers)."""
+    for raw in entries:
+        try:
+            entry = msgspec.to_builtins(msgspec.convert(raw, RecentTask))
+        except msgspec.ValidationError:
+            continue
         known = into.get(entry["task_id"])
         if known is None or _when(entry) >= _when(known):
             into[entry["task_id"]] = entry
+
+
+_LISTS = msgspec.json.Decoder(dict[str, list[Any]])
 
 
 def _when(entry: dict[str, Any]) -> float:

@@ -35,6 +35,8 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
         args: positional arguments, JSON-compatible after encoding.
         kwargs: keyword arguments.
         attempt: 1 for the first run, incremented by each retry.
+        due: unix time before which it must not run (a delay, an ETA, a retry's wait), or
+            None; under the signature, so a replayed copy cannot run early.
     """
 
     task_id: str
@@ -43,6 +45,7 @@ class TaskMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
     args: list[Any] = msgspec.field(default_factory=list)
     kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
     attempt: int = 1
+    due: float | None = None
 
 
 #: The seed's name for the message class (`from taskiq import TaskiqMessage`).

@@ -125,15 +125,29 @@ _MAC_SIZE: Final = 32
 
 
 class Signer:
-    """Adds and checks an HMAC-SHA256 over each message body (`CONVEYOR_SECRET_KEY`)."""
+    """Adds and checks an HMAC-SHA256 over each message body (`CONVEYOR_SECRET_KEY`), and over
+    whatever else is read back from a store and trusted (`derive`).
 
-    def __init__(self, key: str | bytes | None) -> None:
+    Args:
+        key: the secret key; None or empty signs and checks nothing.
+        what: what it signs, for errors ("message", "stored result", ...).
+    """
+
+    def __init__(self, key: str | bytes | None, what: str = "message") -> None:
         self._key = key.encode() if isinstance(key, str) else key
+        self.what = what
 
     @property
     def enabled(self) -> bool:
         """True when a key is set and messages are signed and checked."""
         return bool(self._key)
+
+    def derive(self, purpose: str) -> Signer:
+        """A signer for one other kind of data, with a key of its own made from this one, so
+        data signed for one purpose is refused for another (a result is never a message)."""
+        if not self._key:
+            return Signer(None, purpose)
+        return Signer(hmac.digest(self._key, purpose.encode(), hashlib.sha256), purpose)
 
     def sign(self, body: bytes) -> bytes:
         """Return `body` framed with its signature, or unchanged when no key is set."""
@@ -146,17 +160,17 @@ class Signer:
 
         Raises:
             SignatureError: the key is set and the signature is missing or wrong, or the
-                message is signed and no key is set.
+                data is signed and no key is set.
         """
         signed = data.startswith(_MAGIC)
         if not self._key:
             if signed:
-                raise SignatureError("message is signed but CONVEYOR_SECRET_KEY is not set")
+                raise SignatureError(f"{self.what} is signed but CONVEYOR_SECRET_KEY is not set")
             return data
         if not signed:
-            raise SignatureError("message is not signed")
+            raise SignatureError(f"{self.what} is not signed")
         start = len(_MAGIC)
         mac, body = data[start : start + _MAC_SIZE], data[start + _MAC_SIZE :]
         if not hmac.compare_digest(mac, hmac.digest(self._key, body, hashlib.sha256)):
-            raise SignatureError("message signature does not match")
+            raise SignatureError(f"{self.what} signature does not match")
         return body

@@ -211,12 +211,17 @@ class Cli:
         assert f"status: {status}\n" in shown, shown
         return shown
 
-    def wait_status(self, task_id: str, status: str, timeout: float = 20.0) -> None:
-        """Poll the result store from this process until the task has `status`."""
-        asyncio.run(self._wait_status(task_id, TaskStatus(status), timeout))
+    def wait_status(
+        self, task_id: str, status: str, timeout: float = 20.0, key: str | None = None
+    ) -> None:
+        """Poll the result store from this process until the task has `status` (results
+        signed with `key` when the workers have one)."""
+        asyncio.run(self._wait_status(task_id, TaskStatus(status), timeout, key))
 
-    async def _wait_status(self, task_id: str, status: TaskStatus, timeout: float) -> None:
-        broker = SqliteBroker(str(self.db))
+    async def _wait_status(
+        self, task_id: str, status: TaskStatus, timeout: float, key: str | None
+    ) -> None:
+        broker = SqliteBroker(str(self.db), secret_key=key or "")
         deadline = time.monotonic() + timeout
         async with broker:
             handle = broker.get_handle(task_id)
@@ -762,7 +767,7 @@ def test_bad_input_is_dead_lettered_and_the_worker_goes_on(
     else:
         task_id = cli.ok("send", *send_args, env=producer_env).strip()
 
-    cli.wait_status(task_id, "failed")
+    cli.wait_status(task_id, "failed", key=worker_env["CONVEYOR_SECRET_KEY"])
     # Three independent looks, side by side: the result, the dead letters, a normal task.
     runs = run_all(
         cli,

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import BrokerError, ConfigurationError, ConveyorError
+from conveyor.errors import BrokerError, ConfigurationError, ConveyorError, SerializationError
 from conveyor.options import TaskOptions
 from conveyor.schedules import Interval, Once, Schedule, ScheduleEntry
 
@@ -108,6 +108,9 @@ class Scheduler:
         self.misfire_grace = misfire_grace
         self.refresh_seconds = refresh_seconds
         self._state = _State()
+        # With a secret key a stored schedule is signed: one written by someone without the key
+        # is never sent (it would be signed and run as if the app had scheduled it).
+        self._seal = broker.signer.derive("stored schedule")
 
     # -- stored schedules ---------------------------------------------------------------------
 
@@ -144,7 +147,7 @@ class Scheduler:
         now = time.time()
         if isinstance(schedule, Once):  # due from its time on, even if that is now or past
             now = min(now, schedule.at - 0.001)
-        await self.broker.state.put_schedule(schedule_id, entry.to_json(), now)
+        await self.broker.state.put_schedule(schedule_id, self._seal.sign(entry.to_json()), now)
         self._state.refreshed = float("-inf")
         return schedule_id
 
@@ -156,13 +159,14 @@ class Scheduler:
         return existed
 
     async def stored_entries(self) -> list[ScheduleEntry]:
-        """The schedules stored in the broker (unreadable ones are logged and left out)."""
+        """The schedules stored in the broker (unreadable ones, and with a secret key unsigned
+        ones, are logged once and left out)."""
         await self.broker.ensure_started()
         found, warned = [], self._state.warned
         for schedule_id, raw in (await self.broker.state.schedules()).items():
             try:
-                found.append(ScheduleEntry.from_json(raw))
-            except ConfigurationError as exc:
+                found.append(ScheduleEntry.from_json(self._seal.verify(raw)))
+            except (ConfigurationError, SerializationError) as exc:
                 level = logging.DEBUG if schedule_id in warned else logging.WARNING
                 log.log(level, "skipping schedule %s: %s", schedule_id, exc)
                 warned.add(schedule_id)

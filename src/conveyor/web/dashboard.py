@@ -180,8 +180,8 @@ async def _find_message(
                 break  # an unreadable letter: try the recent lists
     recent, failed = await inspector.recent()
     for entry in [*failed, *recent, state.find(task_id) or {}]:
-        cut = "args_text" in entry or "labels_text" in entry  # not the whole message
-        if entry.get("task_id") == task_id and not cut:
+        cut = entry.get("args_text") is not None or entry.get("labels_text") is not None
+        if entry.get("task_id") == task_id and not cut:  # cut: not the whole message
             return TaskMessage(
                 task_id=task_id,
                 task_name=entry["task_name"],

@@ -30,6 +30,7 @@ from conveyor.message import TaskMessage
 from conveyor.options import DEFAULT_OPTIONS, TaskOptions
 from conveyor.result import TaskResult, TaskStatus, utcnow
 from conveyor.serializers import cast
+from conveyor.state import SIGNED_RECENT
 from conveyor.worker.outcome import (
     Outcome,
     build_result,
@@ -52,6 +53,8 @@ __all__ = ["Run", "Runner"]
 
 log = logging.getLogger("conveyor.worker")
 
+#: Seconds a signed message may come early by this worker's clock (other hosts' clocks drift).
+_DUE_SLACK = 1.0
 #: Seconds before a workflow step whose next steps could not be sent (the broker failed) runs
 #: again.
 _ADVANCE_RETRY_DELAY = 5.0
@@ -91,7 +94,7 @@ class Runner:
         self.threads = threads
         self.processes = processes or ProcessPool(max(os.cpu_count() or 1, 1))
         self.mark_running = not broker.transport.locates
-        self.stats = WorkerStats(worker_name())
+        self.stats = WorkerStats(worker_name(), broker.signer.derive(SIGNED_RECENT))
 
     async def handle(self, run: Run) -> bool:
         """Run one delivery to its end; never raises (bad input is recorded and dead-lettered).
@@ -103,6 +106,8 @@ class Runner:
             message = self._decode(delivery, run)
         except (SerializationError, ConfigurationError) as exc:
             await self._reject_undecodable(delivery, exc)
+            return True
+        if self.broker.signer.enabled and await self._replayed(message, run):
             return True
         task = self.broker.find_task(message.task_name)
         if task is None:
@@ -150,6 +155,25 @@ class Runner:
             await self._store(
                 message, DEFAULT_OPTIONS, failed_result(message, exc, Outcome(error=exc))
             )
+
+    async def _replayed(self, message: TaskMessage, run: Run) -> bool:
+        """With a secret key: put back a message due later (a copy replayed early), and settle
+        without running one whose task has already finished (a copy replayed after its run,
+        or a redelivery after its result was stored). True when it was not run."""
+        wait = (message.due or 0.0) - time.time()
+        if wait > _DUE_SLACK:
+            log.warning("%s is due in %.1f s: put back", message.task_id, wait)
+            await self.broker.transport.release(run.delivery, delay=wait)
+            return True
+        data = await self.broker.result_backend.get_result(message.task_id)
+        try:
+            finished = data is not None and self.broker.decode_result(data).status.is_final
+        except SerializationError:  # not ours (unsigned): it does not count
+            finished = False
+        if finished:
+            log.warning("%s has finished already: settled without running", message.task_id)
+            await self.broker.transport.ack([run.delivery])
+        return finished
 
     async def _rate_limited(self, message: TaskMessage, run: Run) -> bool:
         rate = run.options.rate_limit
@@ -372,6 +396,7 @@ class Runner:
             args=message.args,
             kwargs=message.kwargs,
             attempt=message.attempt + 1,
+            due=time.time() + delay if delay > 0 else None,
         )
         body = self.broker.codec.encode(retry)
         await self.broker.state.mark(message.task_id, TaskStatus.RETRYING, self._ttl(run.options))

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.options import DEFAULT_QUEUE
 from conveyor.result import TaskStatus
+from conveyor.serializers import Signer
 from conveyor.state import BUCKETS, COUNTERS, State
 from conveyor.workflows import WORKFLOW_LABEL
 
@@ -75,8 +76,9 @@ class WorkerStats:
     histogram buckets. `flush` publishes what changed since the last flush.
     """
 
-    def __init__(self, worker: str) -> None:
+    def __init__(self, worker: str, seal: Signer | None = None) -> None:
         self.worker = worker
+        self.seal = seal or Signer(None)
         self._rows: dict[str, list[int]] = {}
         self._flushed: dict[str, list[int]] = {}
         self._recent: deque[_Entry] = deque(maxlen=RECENT_SIZE)
@@ -156,7 +158,7 @@ class WorkerStats:
                     done[index] += delta
         if self._dirty:
             self._dirty = False
-            await state.put_recent(self.worker, self.recent_json())
+            await state.put_recent(self.worker, self.seal.sign(self.recent_json()))
 
     def recent_json(self) -> bytes:
         """This worker's recent and failed tasks as JSON (arguments cut when they are long)."""
