@@ -10,8 +10,8 @@ import msgspec
 
 from conveyor.engines.base import DeadLetter, QueueStats
 from conveyor.errors import SerializationError
+from conveyor.recent import SIGNED_RECENT, RecentTask, shown
 from conveyor.scheduler import ScheduleInfo, Scheduler
-from conveyor.state import SIGNED_RECENT, RecentTask
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
@@ -127,7 +127,8 @@ class Inspector:
         return dict(sorted(found.items()))
 
     async def recent(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(recent, failed) tasks the workers reported, newest first, as JSON objects.
+        """(recent, failed) tasks the workers reported, newest first, as JSON objects (at most
+        `RECENT_SHOWN` of each, their calls cut as `conveyor.recent` says).
 
         A list not signed with the broker's secret key (when one is set), and an entry whose
         fields have the wrong types, are left out: what is shown or sent again is what a worker
@@ -142,6 +143,8 @@ class Inspector:
                 lists = _LISTS.decode(seal.verify(raw))
             except (SerializationError, msgspec.DecodeError, msgspec.ValidationError):
                 continue  # written by someone without the key, or by another version
+            except RecursionError:
+                continue  # nested deeper than any worker writes
             _merge(recent, lists.get("recent", []))
             _merge(failed, lists.get("failed", []))
         return _newest(recent), _newest(failed)
@@ -165,10 +168,10 @@ class Inspector:
 
 def _merge(into: dict[str, dict[str, Any]], entries: list[Any]) -> None:
     """Keep the latest well-formed entry of each task id (a retried task may have run on two
-    workers)."""
+    workers), cut as every record shown is."""
     for raw in entries:
         try:
-            entry = msgspec.to_builtins(msgspec.convert(raw, RecentTask))
+            entry = shown(msgspec.convert(raw, RecentTask))
         except msgspec.ValidationError:
             continue
         known = into.get(entry["task_id"])
@@ -177,6 +180,8 @@ def _merge(into: dict[str, dict[str, Any]], entries: list[Any]) -> None:
 
 
 _LISTS = msgspec.json.Decoder(dict[str, list[Any]])
+#: Tasks `Inspector.recent` returns at most in each list, over all workers.
+RECENT_SHOWN = 100
 
 
 def _when(entry: dict[str, Any]) -> float:
@@ -184,4 +189,4 @@ def _when(entry: dict[str, Any]) -> float:
 
 
 def _newest(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(entries.values(), key=_when, reverse=True)
+    return sorted(entries.values(), key=_when, reverse=True)[:RECENT_SHOWN]

@@ -17,7 +17,7 @@ import msgspec
 from conveyor.errors import SerializationError
 from conveyor.serializers import Serializer, Signer
 
-__all__ = ["MAX_DEPTH", "MAX_MESSAGE_BYTES", "Codec", "TaskMessage", "TaskiqMessage"]
+__all__ = ["MAX_DEPTH", "MAX_MESSAGE_BYTES", "Codec", "TaskMessage", "TaskiqMessage", "nesting"]
 
 #: Largest encoded message accepted, by default (bytes).
 MAX_MESSAGE_BYTES: Final = 64 * 2**20
@@ -114,15 +114,15 @@ class Codec:
         if self._json and body.count(b"[") + body.count(b"{") <= self.max_depth:
             return  # no more brackets than that: it cannot nest deeper
         for part in (message.args, message.kwargs, message.labels):
-            if _depth(part, self.max_depth) > self.max_depth:
+            if nesting(part, self.max_depth) > self.max_depth:
                 raise SerializationError(
                     f"{message.task_name}: values nested more than {self.max_depth} deep"
                 )
 
 
-def _depth(value: Any, limit: int) -> int:
-    """How deep lists, tuples and dicts nest in `value` (1 for a flat one), counting no further
-    than `limit + 1`; iterative, so any depth is safe."""
+def nesting(value: Any, limit: int) -> int:
+    """How deep lists, tuples and dicts nest in `value` (1 for a flat one, 0 for a scalar),
+    counting no further than `limit + 1`; iterative, so any depth is safe."""
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:

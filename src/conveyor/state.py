@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -38,9 +38,7 @@ __all__ = [
     "COUNTERS",
     "RECENT_TTL",
     "SENT",
-    "SIGNED_RECENT",
     "Heartbeat",
-    "RecentTask",
     "State",
 ]
 
@@ -55,9 +53,6 @@ SENT: Final = b"sent"
 COUNTERS: Final = ("received", "succeeded", "failed", "retried", "cancelled")
 #: Upper bounds (seconds) of the duration histogram's buckets; one more bucket holds the rest.
 BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-#: What the recent-task lists are signed as (`Signer.derive`) when a secret key is set: the
-#: dashboard's Retry sends what they hold, so one written without the key is never read.
-SIGNED_RECENT: Final = "recent tasks"
 #: Seconds before a caller whose claim is held by a failing sender tries again.
 _RETRY: Final = 1.0
 
@@ -79,29 +74,6 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _HEARTBEAT = msgspec.json.Decoder(Heartbeat)
-
-
-class RecentTask(msgspec.Struct, kw_only=True):
-    """One task of a worker's recent or failed list, as the dashboard shows it (long arguments,
-    labels and tracebacks cut by the worker; `args_text` / `labels_text` then hold the start,
-    else they are None)."""
-
-    task_id: str
-    task_name: str
-    status: str
-    queue: str = ""
-    args: list[Any] = msgspec.field(default_factory=list)
-    kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
-    args_text: str | None = None
-    labels: dict[str, Any] = msgspec.field(default_factory=dict)
-    labels_text: str | None = None
-    attempt: int = 1
-    worker: str = ""
-    started: float = 0.0
-    finished: float | None = None
-    duration: float | None = None
-    error: str | None = None
-    traceback: str | None = None
 
 
 class State:

@@ -16,6 +16,7 @@ from typing import Any, cast
 import pytest
 
 from conveyor import Broker, Context, Depends, Middleware, Scheduler, Task, TaskMessage
+from conveyor.message import MAX_DEPTH
 from conveyor.scheduler import Cron, Interval, ScheduleEntry
 from conveyor.scheduler.loop import run_id
 
@@ -230,6 +231,11 @@ async def test_stored_arguments_must_fit_and_encode(running: Broker) -> None:
         await scheduler.add(rec.task.s(1, 2, 3), Interval(1))
     with pytest.raises(TypeError, match=r"tests\.record"):
         await scheduler.add(rec.task.s(object()), Interval(1))
+    deep: Any = 0
+    for _ in range(MAX_DEPTH + 1):  # what every fire would fail to send
+        deep = [deep]
+    with pytest.raises(TypeError, match=r"tests\.record: .*nested"):
+        await scheduler.add(rec.task.s(deep), Interval(1))
     assert await scheduler.list() == []
 
 

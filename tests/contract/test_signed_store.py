@@ -25,9 +25,9 @@ from conveyor import Broker, RedisBroker, Scheduler, SqliteBroker, TaskStatus, c
 from conveyor.engines.base import Outgoing
 from conveyor.errors import SignatureError
 from conveyor.inspector import Inspector
+from conveyor.recent import SIGNED_RECENT
 from conveyor.schedules import Interval, ScheduleEntry
 from conveyor.serializers import Signer
-from conveyor.state import SIGNED_RECENT
 from conveyor.testing import worker
 from tests.contract.test_broker import eventually
 from tests.servers import drop_prefix, redis_url, unique_prefix

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import BrokerError, ConfigurationError, ConveyorError, SerializationError
+from conveyor.message import TaskMessage
 from conveyor.options import TaskOptions
 from conveyor.schedules import Interval, Once, Schedule, ScheduleEntry
 
@@ -121,27 +122,39 @@ class Scheduler:
             The schedule's id, for `remove`.
 
         Raises:
-            TypeError: the arguments do not fit the task's signature.
+            TypeError: the arguments do not fit the task's signature, or (a
+                `SerializationError`) cannot be sent: not encodable, too large or too deep.
             ConfigurationError: a known label has a bad value.
         """
         TaskOptions.parse(signature.labels, signature.task_name)
+        call = TaskMessage(
+            task_id="schedule",
+            task_name=signature.task_name,
+            labels=dict(signature.labels),
+            args=list(signature.args),
+            kwargs=dict(signature.kwargs),
+        )
         task = self.broker.find_task(signature.task_name)
         if task is not None:
             try:
                 task.call_signature.bind(*signature.args, **signature.kwargs)
             except TypeError as exc:
                 raise TypeError(f"{task.name}: {exc}") from None
+        try:  # what each fire will send: refused now rather than at every fire
+            self.broker.codec.encode(call)
+        except SerializationError as exc:
+            raise SerializationError(f"schedule of {call.task_name}: {exc}") from None
         await self.broker.ensure_started()
         schedule_id = uuid.uuid4().hex
         if isinstance(schedule, Interval) and schedule.anchor == 0.0:
             schedule = Interval(schedule.seconds, anchor=time.time())
         entry = ScheduleEntry(
             id=schedule_id,
-            task_name=signature.task_name,
+            task_name=call.task_name,
             schedule=schedule,
-            args=list(signature.args),
-            kwargs=dict(signature.kwargs),
-            labels=dict(signature.labels),
+            args=call.args,
+            kwargs=call.kwargs,
+            labels=call.labels,
             stored=True,
         )
         now = time.time()

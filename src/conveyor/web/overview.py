@@ -10,6 +10,7 @@ from typing import Any
 
 from conveyor.broker import Broker
 from conveyor.inspector import Inspector
+from conveyor.recent import ERROR_LIMIT, shown_call
 from conveyor.result import TaskStatus
 from conveyor.web.state import WebState
 
@@ -40,7 +41,7 @@ async def overview(broker: Broker, inspector: Inspector, state: WebState) -> dic
                 "task_id": letter.task_id,
                 "queue": letter.queue,
                 "task_name": inspector.describe(letter),
-                "reason": letter.reason,
+                "reason": letter.reason[:ERROR_LIMIT],
                 "failed_at": letter.failed_at,
             }
             for letter in (await inspector.dead_letters(DEAD_LETTERS_SHOWN))
@@ -86,14 +87,13 @@ async def _refresh_waiting(broker: Broker, entries: list[dict[str, Any]]) -> Non
 
 
 async def schedules(inspector: Inspector) -> list[dict[str, Any]]:
-    """Label and stored schedules with their next run (unix time)."""
+    """Label and stored schedules with their next run (unix time), their calls cut."""
     return [
         {
             "id": info.id,
             "task_name": info.task_name,
             "schedule": info.schedule,
-            "args": info.args,
-            "kwargs": info.kwargs,
+            **shown_call(info.args, info.kwargs, {}),
             "stored": info.stored,
             "next_run": info.next_fire.timestamp() if info.next_fire else None,
         }

@@ -6,6 +6,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from conveyor.recent import NAME_LIMIT, shown_call
+
 __all__ = ["WebState"]
 
 SENT_SIZE = 50
@@ -27,15 +29,13 @@ class WebState:
         queue: str,
     ) -> None:
         """Remember a task just sent to `queue` (its status reads "queued" until a worker
-        reports it)."""
+        reports it), its call cut as a worker cuts it (`conveyor.recent`)."""
         self._sent[task_id] = {
             "task_id": task_id,
-            "task_name": task_name,
+            "task_name": task_name[:NAME_LIMIT],
             "status": "queued",
-            "queue": queue,
-            "args": args,
-            "kwargs": kwargs,
-            "labels": labels,
+            "queue": queue[:NAME_LIMIT],
+            **shown_call(args, kwargs, labels),
             "sent": time.time(),
         }
         if len(self._sent) > SENT_SIZE:

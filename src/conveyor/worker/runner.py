@@ -28,9 +28,9 @@ from conveyor.errors import (
 )
 from conveyor.message import TaskMessage
 from conveyor.options import DEFAULT_OPTIONS, TaskOptions
+from conveyor.recent import SIGNED_RECENT
 from conveyor.result import TaskResult, TaskStatus, utcnow
 from conveyor.serializers import cast
-from conveyor.state import SIGNED_RECENT
 from conveyor.worker.outcome import (
     Outcome,
     build_result,

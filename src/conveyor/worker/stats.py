@@ -25,6 +25,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from conveyor.options import DEFAULT_QUEUE
+from conveyor.recent import ERROR_LIMIT, NAME_LIMIT, RECENT_SIZE, TRACEBACK_LIMIT, shown_call
 from conveyor.result import TaskStatus
 from conveyor.serializers import Signer
 from conveyor.state import BUCKETS, COUNTERS, State
@@ -38,11 +39,6 @@ __all__ = ["UNKNOWN_TASK", "WorkerStats"]
 
 #: The task name unknown tasks are counted under.
 UNKNOWN_TASK = "<unknown>"
-RECENT_SIZE = 30
-ARGS_LIMIT = 2000
-LABELS_LIMIT = 2000
-NAME_LIMIT = 200
-TRACEBACK_LIMIT = 8000
 
 #: Index of each counter in a task name's row; the duration sum and the buckets follow.
 _COLUMN = {
@@ -180,43 +176,22 @@ def _key(index: int) -> str:
 
 
 def _public(entry: _Entry, worker: str) -> dict[str, Any]:
-    """An entry as JSON, its arguments checked to be JSON and short (cut ones are marked)."""
+    """An entry as JSON, its call cut as every recent record is (`conveyor.recent`)."""
     message, result = entry.message, entry.result
+    labels = {k: v for k, v in message.labels.items() if k != WORKFLOW_LABEL}
     shown: dict[str, Any] = {
         "task_id": message.task_id,
         "task_name": message.task_name[:NAME_LIMIT],
         "status": "running" if result is None else str(result.status),
         "queue": entry.queue[:NAME_LIMIT],
-        "args": message.args,
-        "kwargs": message.kwargs,
         "attempt": message.attempt,
         "worker": worker,
         "started": entry.started,
+        **shown_call(message.args, message.kwargs, labels),
     }
     if result is not None:
         shown.update(finished=entry.finished, duration=result.execution_time)
         if result.is_err:
-            shown["error"] = f"{result.error_type}: {result.error_message}"
+            shown["error"] = f"{result.error_type}: {result.error_message}"[:ERROR_LIMIT]
             shown["traceback"] = (result.error_traceback or "")[-TRACEBACK_LIMIT:]
-    shown.update(_labels(message.labels))
-    try:
-        text, plain = json.dumps([message.args, message.kwargs]), True
-    except (TypeError, ValueError):  # e.g. a pickle-serializer broker's objects
-        text, plain = repr([message.args, message.kwargs]), False
-    if len(text) > ARGS_LIMIT or not plain:
-        shown["args"], shown["kwargs"] = [], {}
-        shown["args_text"] = text[:ARGS_LIMIT] + ("..." if len(text) > ARGS_LIMIT else "")
     return shown
-
-
-def _labels(labels: dict[str, Any]) -> dict[str, Any]:
-    """The labels to show, without the rest of a workflow, as text when they are long."""
-    shown = {k: v for k, v in labels.items() if k != WORKFLOW_LABEL}
-    try:
-        text = json.dumps(shown)
-    except (TypeError, ValueError):
-        text = repr(shown)
-    else:
-        if len(text) <= LABELS_LIMIT:
-            return {"labels": shown}
-    return {"labels": {}, "labels_text": text[:LABELS_LIMIT] + "..."}
