@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import conveyor
+from conveyor.web.auth import FAILURE_LIMIT, FAILURE_WINDOW
 from tests.integration.conftest import App, Workers
 from tests.integration.webserver import WebServer, serve, start_web
 from tests.servers import PrivateRedis, unique_prefix
@@ -131,15 +132,28 @@ async def test_every_route_but_health_needs_the_token(web: WebServer) -> None:
     assert ("GET", "/metrics") in routes
     async with httpx.AsyncClient(base_url=web.url, follow_redirects=True) as anonymous:
         for method, path in routes:
-            wrong = {"Authorization": "Bearer wrong"}
-            for headers in ({}, wrong):
-                answer = await anonymous.request(method, path, headers=headers, json={})
-                expected = 200 if path == "/tasks/health" else 401
-                assert answer.status_code == expected, (method, path, answer.text)
+            answer = await anonymous.request(method, path, json={})
+            expected = 200 if path == "/tasks/health" else 401
+            assert answer.status_code == expected, (method, path, answer.text)
         page = await anonymous.post("/", data={"token": web.token})  # the login form
         assert page.status_code == 200  # the redirect set the cookie the page is read with
         assert "conveyor" in page.text
         assert (await anonymous.get("/metrics")).status_code == 200
+    guesses, wrong = 0, {"Authorization": "Bearer wrong"}
+    async with httpx.AsyncClient(base_url=web.url) as guesser:
+        for method, path in routes:
+            answer = await guesser.request(method, path, headers=wrong, json={})
+            if path == "/tasks/health":
+                expected = 200
+            elif path == "/":
+                expected = 401  # the login page
+            else:  # a wrong guess: counted, and after too many even a right token waits
+                expected, guesses = (401 if guesses < FAILURE_LIMIT else 429), guesses + 1
+            assert answer.status_code == expected, (method, path, answer.text)
+        assert guesses > FAILURE_LIMIT
+        blocked = await guesser.get("/metrics", headers=web.auth)
+        assert blocked.status_code == 429
+        assert 0 < int(blocked.headers["retry-after"]) <= FAILURE_WINDOW
 
 
 async def test_the_token_stays_out_of_urls_and_logs(web: WebServer) -> None:
@@ -307,10 +321,13 @@ async def test_health_is_503_while_the_broker_is_down(
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             assert (await client.get("/tasks/health")).status_code == 200
             private_redis.stop()
-            down = await client.get("/tasks/health")
+            down = await client.get("/tasks/health", headers=server.auth)
             assert down.status_code == 503
             assert down.json()["status"] == "unavailable"
             assert f"127.0.0.1:{private_redis.port}" in down.json()["broker"]
+            anonymous = (await client.get("/tasks/health")).json()  # no host, no path
+            assert (anonymous["broker"], anonymous["status"]) == ("redis", "unavailable")
+            assert str(private_redis.port) not in anonymous["error"]
             await _all_unavailable(server)
             private_redis.start()
 

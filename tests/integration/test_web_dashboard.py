@@ -136,3 +136,12 @@ async def test_dashboard_shows_tasks_live_and_its_buttons_work(
         _wait(browser, lambda: "purged 1 message" in _toast(browser), "purged")
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == [], errors
+
+    # the API docs: Swagger UI from the package, under the same policy, with no CDN
+    browser.get(f"{web.url}/docs")
+    operations = 'div.opblock[id*="tasks"]'
+    _wait(browser, lambda: browser.find_elements("css selector", operations), "the docs")
+    scripts = [e.get_attribute("src") for e in browser.find_elements("tag name", "script")]
+    assert all(src.startswith(f"{web.url}/docs/") for src in scripts), scripts
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors

@@ -51,12 +51,16 @@ class WebServer:
                 self.proc.wait(10)
 
 
-def start_web(app: App, token: str = TOKEN) -> WebServer:
-    """Run `python -m conveyor web <app> --port P --token T` and wait until it answers."""
+def start_web(app: App, token: str = TOKEN, *options: str) -> WebServer:
+    """Run `python -m conveyor web <app> --port P *options` with the token `token` in
+    `CONVEYOR_WEB_TOKEN` (unless `options` give it another way) and wait until it answers."""
     port = free_port()
     log = app.root / f"web-{port}.log"
-    argv = [sys.executable, "-m", "conveyor", "web", app.spec, "--port", str(port)]
-    env = {**os.environ, "CONVEYOR_BROKER_URL": app.url, "CONVEYOR_WEB_TOKEN": token}
+    argv = [sys.executable, "-m", "conveyor", "web", app.spec, "--port", str(port), *options]
+    env = {**os.environ, "CONVEYOR_BROKER_URL": app.url}
+    env.pop("CONVEYOR_WEB_TOKEN", None)
+    if not any(option.startswith("--token") for option in options):
+        env["CONVEYOR_WEB_TOKEN"] = token
     with log.open("wb") as out:
         proc = subprocess.Popen(
             argv, cwd=app.root, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out

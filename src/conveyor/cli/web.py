@@ -48,11 +48,33 @@ class _NoQuery(logging.Filter):
     "--token",
     envvar="CONVEYOR_WEB_TOKEN",
     default=None,
-    help="bearer token every route but /tasks/health needs [env CONVEYOR_WEB_TOKEN]",
+    help="bearer token every route but /tasks/health needs [env CONVEYOR_WEB_TOKEN]; "
+    "prefer the variable or --token-file: a command line is visible to every local user",
+)
+@click.option(
+    "--token-file",
+    envvar="CONVEYOR_WEB_TOKEN_FILE",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="read the token from this file [env CONVEYOR_WEB_TOKEN_FILE]",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(1),
+    default=16 * 1024 * 1024,
+    show_default=True,
+    help="largest request body in bytes (413 beyond it)",
 )
 @click.option("--log-level", default="INFO", show_default=True)
 def web(
-    app: str, modules: tuple[str, ...], host: str, port: int, token: str | None, log_level: str
+    app: str,
+    modules: tuple[str, ...],
+    host: str,
+    port: int,
+    token: str | None,
+    token_file: str | None,
+    max_body: int,
+    log_level: str,
 ) -> None:
     """Serve the HTTP API, Prometheus metrics and the dashboard for APP (module:broker)."""
     try:
@@ -61,6 +83,7 @@ def web(
         import conveyor.web  # noqa: F401 - fail here, naming what is missing
     except ImportError as exc:
         raise ConfigurationError(f"{exc} (missing {exc.name})") from None
+    token = _token(token, token_file)
     broker = load_broker(app, modules)
     configure_logging(log_level)
     asyncio.run(_reachable(broker))
@@ -71,7 +94,7 @@ def web(
         log.warning("no --token: anyone who reaches this port can send and cancel tasks")
     logging.getLogger("uvicorn.access").addFilter(_NoQuery())
     config = uvicorn.Config(
-        _web_app(broker, token, host),
+        _web_app(broker, token, host, max_body),
         log_config=None,
         log_level=log_level.lower(),
         timeout_graceful_shutdown=3,
@@ -79,14 +102,31 @@ def web(
     uvicorn.Server(config).run(sockets=[listener])
 
 
-def _web_app(broker: Broker, token: str | None, host: str) -> FastAPI:
+def _token(token: str | None, token_file: str | None) -> str | None:
+    """The token given, or read from `token_file` (its first line, without spaces)."""
+    if token_file is None:
+        return token
+    if token is not None:
+        raise ConfigurationError("give --token or --token-file, not both")
+    try:
+        with open(token_file, encoding="utf-8") as file:
+            read = file.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigurationError(f"cannot read the token file {token_file}: {reason}") from None
+    if not read:
+        raise ConfigurationError(f"the token file {token_file} is empty")
+    return read
+
+
+def _web_app(broker: Broker, token: str | None, host: str, max_body: int) -> FastAPI:
     """`create_app(broker)`, answering only to local host names when bound to a loopback address
     (so a web page cannot reach it by pointing its own name at 127.0.0.1: DNS rebinding)."""
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from conveyor.web import create_app
 
-    app = create_app(broker, token=token)
+    app = create_app(broker, token=token, max_body=max_body)
     if _is_loopback(host):
         names = [*LOOPBACK_NAMES, f"[{host}]" if ":" in host else host]
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=names)

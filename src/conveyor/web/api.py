@@ -7,7 +7,7 @@ import contextlib
 from typing import Any
 
 import msgspec
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Security
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -16,8 +16,8 @@ from conveyor.errors import BrokerError, ConveyorError, ResultTimeout
 from conveyor.inspector import Inspector
 from conveyor.options import TaskOptions
 from conveyor.prometheus import read_metrics, render_metrics
-from conveyor.web.auth import COMMON_ANSWERS, Detail, Guard, not_cross_site
-from conveyor.web.routing import BrokerRoute
+from conveyor.web.auth import COMMON_ANSWERS, Detail, Gate, bearer_scheme, not_cross_site
+from conveyor.web.routing import BrokerRoute, guarded_route
 from conveyor.web.state import WebState
 
 __all__ = ["api_router"]
@@ -90,13 +90,14 @@ def _detail(status: int, text: str) -> JSONResponse:
     return JSONResponse({"detail": text}, status_code=status)
 
 
-def api_router(broker: Broker, state: WebState, check: Guard) -> APIRouter:
-    """The routes of SPEC §8 except the dashboard's."""
+def api_router(broker: Broker, state: WebState, gate: Gate, max_body: int) -> APIRouter:
+    """The routes of SPEC §8 except the dashboard's (bodies of at most `max_body` bytes)."""
     public = APIRouter(route_class=BrokerRoute)
     api = APIRouter(
-        dependencies=[Depends(check), Depends(not_cross_site)],
+        dependencies=[Security(bearer_scheme), Depends(not_cross_site)],
         responses=COMMON_ANSWERS,
-        route_class=BrokerRoute,
+        route_class=guarded_route(gate),
+        max_body_size=max_body,
     )
     inspector = Inspector(broker)
 
@@ -114,9 +115,11 @@ def api_router(broker: Broker, state: WebState, check: Guard) -> APIRouter:
         responses={503: {"model": HealthOut}},
         tags=["tasks"],
     )
-    async def health() -> JSONResponse:
-        """200 when the broker and result store answer (no token needed), else 503."""
-        return await _health(broker, inspector)
+    async def health(request: Request) -> JSONResponse:
+        """200 when the broker and result store answer (no token needed), else 503. Without
+        the token the broker is named by its kind only and an error by its type (no host, no
+        file path)."""
+        return await _health(broker, inspector, detailed=gate.admits(request))
 
     @api.get(
         "/tasks/status/{task_id}",
@@ -171,14 +174,15 @@ def api_router(broker: Broker, state: WebState, check: Guard) -> APIRouter:
     return public
 
 
-async def _health(broker: Broker, inspector: Inspector) -> JSONResponse:
-    answer = {"broker": broker.transport.safe_url, "results": type(broker.result_backend).__name__}
+async def _health(broker: Broker, inspector: Inspector, *, detailed: bool) -> JSONResponse:
+    shown = broker.transport.safe_url if detailed else broker.transport.safe_url.partition(":")[0]
+    answer = {"broker": shown, "results": type(broker.result_backend).__name__}
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT):
             workers = await inspector.workers()
             await broker.result_backend.get_result("conveyor-health-check")
     except Exception as exc:  # any failure to answer is "unavailable"
-        error = " ".join(f"{type(exc).__name__}: {exc}".split())
+        error = " ".join(f"{type(exc).__name__}: {exc}".split()) if detailed else type(exc).__name__
         body = {**answer, "status": "unavailable", "workers": 0, "error": error}
         return JSONResponse(body, status_code=503)
     return JSONResponse({**answer, "status": "ok", "workers": len(workers)})

@@ -1,41 +1,55 @@
-"""Who may use the web routes: a bearer token, and no state change from another site.
+"""Who may use the web routes: a bearer token, a session cookie, and no state change from
+another site.
 
 API clients send `Authorization: Bearer <token>`. A browser signs in once through the form at
-`/` (a POST, so the token is in no URL and no access log), which stores the token in an
-HTTP-only, same-site cookie.
+`/` (a POST, so the token is in no URL and no access log) and gets an HTTP-only, same-site
+cookie holding a value derived from the token, never the token itself.
+
+Invariants: the token is checked before a request's body is read (`conveyor.web.routing` calls
+`Gate.refusal` first); every comparison takes constant time; a client address with
+`FAILURE_LIMIT` wrong tokens (or session cookies) within `FAILURE_WINDOW` seconds is answered
+429 without any check until its oldest failure leaves the window (a request with no credential
+at all is refused but not counted).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any
+import time
+from collections import deque
+from typing import Any, Final
 
-from fastapi import HTTPException, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 __all__ = [
     "ACTION_HEADER",
     "COMMON_ANSWERS",
     "COOKIE",
+    "FAILURE_LIMIT",
+    "FAILURE_WINDOW",
     "TOKEN_ENV",
     "Detail",
-    "Guard",
-    "guard",
+    "Gate",
+    "bearer_scheme",
     "not_cross_site",
-    "request_token",
     "resolve_token",
-    "token_matches",
+    "retry_after",
 ]
 
-COOKIE = "conveyor_token"
-TOKEN_ENV = "CONVEYOR_WEB_TOKEN"
+COOKIE: Final = "conveyor_session"
+TOKEN_ENV: Final = "CONVEYOR_WEB_TOKEN"
 #: The header the dashboard's script sends with its actions.
-ACTION_HEADER = "x-conveyor"
-
-Guard = Callable[..., Awaitable[None]]
+ACTION_HEADER: Final = "x-conveyor"
+#: Failed sign-ins or wrong tokens from one client address tolerated per window.
+FAILURE_LIMIT: Final = 10
+FAILURE_WINDOW: Final = 60.0
+#: Client addresses whose failures are remembered at most (the oldest are forgotten first).
+_CLIENTS_KEPT: Final = 4096
 
 
 class Detail(BaseModel):
@@ -49,11 +63,14 @@ COMMON_ANSWERS: dict[int | str, dict[str, Any]] = {
     400: {"model": Detail, "description": "the body is not JSON"},
     401: {"model": Detail, "description": "missing or wrong bearer token"},
     403: {"model": Detail, "description": "a state change that could come from another site"},
+    413: {"model": Detail, "description": "the body is larger than `--max-body`"},
     422: {"model": Detail, "description": "the request does not fit"},
+    429: {"model": Detail, "description": "too many wrong tokens from this address: wait"},
     503: {"model": Detail, "description": "the broker is unreachable"},
 }
 
-_bearer = HTTPBearer(auto_error=False, description="the token of `conveyor web --token`")
+#: Declares the bearer scheme in the OpenAPI document; the check itself is `Gate.refusal`.
+bearer_scheme = HTTPBearer(auto_error=False, description="the token of `conveyor web --token`")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -62,35 +79,111 @@ def resolve_token(token: str | None) -> str | None:
     return token or os.environ.get(TOKEN_ENV) or None
 
 
-def token_matches(token: str | None, given: str | None) -> bool:
-    """True when no token is configured or `given` is it (compared in constant time)."""
-    if token is None:
-        return True
-    return given is not None and hmac.compare_digest(token.encode(), given.encode())
+class Gate:
+    """The token of one web app, checked on every guarded request and at sign-in.
+
+    Args:
+        token: the token; None lets everyone in.
+    """
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+        key = (token or "").encode()
+        self._session = hmac.digest(key, b"conveyor web session", hashlib.sha256).hex()
+        self._failures: dict[str, deque[float]] = {}
+
+    @property
+    def session(self) -> str:
+        """The value of the session cookie: derived from the token, useless as a token."""
+        return self._session
+
+    def admits(self, request: Request) -> bool:
+        """True when no token is set, or the request carries it or a session cookie."""
+        if self.token is None:
+            return True
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value:
+            return _same(self.token, value.strip())
+        return _same(self._session, request.cookies.get(COOKIE))
+
+    def refusal(self, request: Request) -> Response | None:
+        """The answer to a request that may not pass (429 or 401), or None when it may."""
+        if self.token is None:
+            return None
+        client = _client(request)
+        wait = self._wait(client)
+        if wait > 0:
+            return _too_many(wait)
+        if self.admits(request):
+            return None
+        if _presented(request):  # a guess, not a client that has not signed in yet
+            self._failed(client)
+        return JSONResponse(
+            {"detail": "missing or wrong bearer token"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    def sign_in(self, request: Request, given: str | None) -> float | None:
+        """Check a token typed into the login form.
+
+        Returns:
+            None when it is right; else the seconds this client must wait before its next
+            attempt is even compared (0.0 when it may try again at once).
+        """
+        client = _client(request)
+        wait = self._wait(client)
+        if wait > 0:
+            return wait
+        if self.token is None or _same(self.token, given):
+            return None
+        self._failed(client)
+        return 0.0
+
+    def _wait(self, client: str) -> float:
+        """Seconds until `client` may try again (0 when it may now)."""
+        failures = self._failures.get(client)
+        if not failures:
+            return 0.0
+        now = time.monotonic()
+        while failures and failures[0] <= now - FAILURE_WINDOW:
+            failures.popleft()
+        if len(failures) < FAILURE_LIMIT:
+            return 0.0
+        return failures[0] + FAILURE_WINDOW - now
+
+    def _failed(self, client: str) -> None:
+        failures = self._failures.pop(client, None) or deque(maxlen=FAILURE_LIMIT)
+        failures.append(time.monotonic())
+        self._failures[client] = failures  # re-inserted: the dict is oldest-first
+        if len(self._failures) > _CLIENTS_KEPT:
+            del self._failures[next(iter(self._failures))]
 
 
-def request_token(request: Request) -> str | None:
-    """The token a request carries: its bearer header, else the dashboard's cookie."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value:
-        return value.strip()
-    return request.cookies.get(COOKIE)
+def _same(expected: str, given: str | None) -> bool:
+    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
 
 
-def guard(token: str | None) -> Guard:
-    """A FastAPI dependency that answers 401 unless the request carries `token`."""
+def _presented(request: Request) -> bool:
+    return "authorization" in request.headers or COOKIE in request.cookies
 
-    async def check(
-        request: Request,
-        credentials: HTTPAuthorizationCredentials | None = Security(_bearer),  # noqa: B008
-    ) -> None:
-        del credentials  # declared so that OpenAPI shows the scheme; read with the cookie below
-        if not token_matches(token, request_token(request)):
-            raise HTTPException(
-                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
 
-    return check
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else ""
+
+
+def _too_many(wait: float) -> JSONResponse:
+    seconds = retry_after(wait)
+    return JSONResponse(
+        {"detail": f"too many wrong tokens from this address: try again in {seconds} s"},
+        status_code=429,
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def retry_after(wait: float) -> int:
+    """Whole seconds to put in a Retry-After header for a wait of `wait` seconds."""
+    return max(int(wait) + 1, 1)
 
 
 async def not_cross_site(request: Request) -> None:

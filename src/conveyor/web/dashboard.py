@@ -4,12 +4,14 @@ the operator's actions (retry, cancel, requeue from the dead-letter queue, purge
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.responses import StreamingResponse as Streaming
 from pydantic import BaseModel
@@ -22,27 +24,34 @@ from conveyor.web.auth import (
     COMMON_ANSWERS,
     COOKIE,
     Detail,
-    Guard,
+    Gate,
+    bearer_scheme,
     not_cross_site,
-    request_token,
-    token_matches,
+    retry_after,
 )
 from conveyor.web.overview import SharedOverview
-from conveyor.web.routing import BrokerRoute
+from conveyor.web.routing import CONTENT_POLICY, BrokerRoute, guarded_route
 from conveyor.web.state import WebState
 from conveyor.workflows import WORKFLOW_LABEL
 
 __all__ = ["dashboard_router"]
 
+
+def _sha256(text: str) -> str:
+    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
 STREAM_SECONDS = 1.0
 LOGIN_BODY_LIMIT = 4096
 _STATIC = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
-_LOGIN = """<!doctype html><meta charset="utf-8"><title>conveyor</title>
-<link rel="icon" href="data:,">
-<body style="font-family:system-ui;margin:4rem auto;max-width:24rem">
-<h1>conveyor</h1><p>{message}</p>
+_LOGIN_STYLE = "body{font-family:system-ui;margin:4rem auto;max-width:24rem}"
+_LOGIN = f"""<!doctype html><meta charset="utf-8"><title>conveyor</title>
+<link rel="icon" href="data:,"><style>{_LOGIN_STYLE}</style>
+<h1>conveyor</h1><p>MESSAGE</p>
 <form method="post"><input name="token" type="password" placeholder="token" autofocus>
-<button>Open</button></form></body>"""
+<button>Open</button></form>"""
+#: The login page's policy: `CONTENT_POLICY` with its one inline style allowed by its hash.
+_LOGIN_POLICY = f"{CONTENT_POLICY}; style-src 'sha256-{_sha256(_LOGIN_STYLE)}'"
 
 
 class RequeueIn(BaseModel):
@@ -55,39 +64,38 @@ def _static(name: str) -> bytes:
     return resources.files("conveyor.web").joinpath("static", name).read_bytes()
 
 
-def _login(message: str) -> HTMLResponse:
-    return HTMLResponse(_LOGIN.format(message=message), status_code=401)
+def _login(message: str, status: int = 401, headers: dict[str, str] | None = None) -> Response:
+    page = _LOGIN.replace("MESSAGE", message)
+    answer = HTMLResponse(page, status_code=status, headers=headers)
+    answer.headers["Content-Security-Policy"] = _LOGIN_POLICY
+    return answer
 
 
-def dashboard_router(broker: Broker, state: WebState, check: Guard, token: str | None) -> APIRouter:
-    """The page at `/`, its files at `/static/...` and its JSON API at `/api/...`."""
+def dashboard_router(broker: Broker, state: WebState, gate: Gate, max_body: int) -> APIRouter:
+    """The page at `/`, its files at `/static/...` and its JSON API at `/api/...` (bodies of
+    at most `max_body` bytes)."""
     public = APIRouter(route_class=BrokerRoute)
     web = APIRouter(
-        dependencies=[Depends(check), Depends(not_cross_site)],
+        dependencies=[Security(bearer_scheme), Depends(not_cross_site)],
         responses=COMMON_ANSWERS,
-        route_class=BrokerRoute,
+        route_class=guarded_route(gate),
+        max_body_size=max_body,
     )
     inspector = Inspector(broker)
     shared = SharedOverview(broker, inspector, state, max_age=STREAM_SECONDS * 0.9)
 
     @public.get("/", include_in_schema=False)
     async def page(request: Request) -> Response:
-        if not token_matches(token, request_token(request)):
+        if not gate.admits(request):
             return _login("This dashboard needs its token.")
         return HTMLResponse(_static("index.html"))
 
     @public.post("/", include_in_schema=False)
     async def sign_in(request: Request) -> Response:
-        """The login form: the token comes in the body, goes into a cookie, and never into a
-        URL (where access logs and the browser's history would keep it)."""
-        given = await _form_token(request)
-        if not token_matches(token, given):
-            return _login("Wrong token.")
-        answer = RedirectResponse("./", 303)  # this page; relative, so right behind a proxy
-        if token is not None and given is not None:
-            secure = request.url.scheme == "https"
-            answer.set_cookie(COOKIE, given, httponly=True, samesite="strict", secure=secure)
-        return answer
+        """The login form: the token comes in the body and never into a URL (where access
+        logs and the browser's history would keep it); the cookie holds a value derived
+        from it."""
+        return await _sign_in(gate, request)
 
     @web.get("/static/{name}", include_in_schema=False)
     async def static(name: str) -> Response:
@@ -107,6 +115,21 @@ def dashboard_router(broker: Broker, state: WebState, check: Guard, token: str |
     _actions(web, broker, inspector, state)
     public.include_router(web)
     return public
+
+
+async def _sign_in(gate: Gate, request: Request) -> Response:
+    wait = gate.sign_in(request, await _form_token(request))
+    if wait is not None and wait > 0:
+        seconds = retry_after(wait)
+        message = f"Too many wrong tokens: try again in {seconds} s."
+        return _login(message, 429, {"Retry-After": str(seconds)})
+    if wait is not None:
+        return _login("Wrong token.")
+    answer = RedirectResponse("./", 303)  # this page; relative, so right behind a proxy
+    if gate.token is not None:
+        secure = request.url.scheme == "https"
+        answer.set_cookie(COOKIE, gate.session, httponly=True, samesite="strict", secure=secure)
+    return answer
 
 
 async def _form_token(request: Request) -> str | None:
