@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import conveyor
 from conveyor.web.auth import FAILURE_LIMIT, FAILURE_WINDOW
 from tests.integration.conftest import App, Workers
-from tests.integration.webserver import WebServer, serve, start_web
+from tests.integration.webserver import WebServer, serve, start_web, until
 from tests.servers import PrivateRedis, unique_prefix
 
 pytestmark = pytest.mark.slow
@@ -39,13 +38,6 @@ async def _send(client: httpx.AsyncClient, name: str, *args: Any, **labels: Any)
     assert body["status"] == "queued"
     task_id: str = body["task_id"]
     return task_id
-
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
 
 
 async def test_send_status_result_list_and_health(
@@ -105,7 +97,7 @@ async def test_a_retried_workflow_step_does_not_resume_its_chain(
             failed[:] = [e for e in snapshot["failed"] if e["task_name"] == boom]
             return bool(failed)
 
-        await _until(step_failed)
+        await until(step_failed)
         step = failed[0]
         assert "workflow" not in step["labels"]  # the rest of the chain is not listed
         stored = await client.get(f"/tasks/result/{step['task_id']}")
@@ -246,7 +238,7 @@ async def test_metrics_count_a_run_exactly_with_two_processes(
             samples = _samples((await client.get("/metrics")).text)
             return {key: samples.get(key) for key in expected} == expected
 
-        await _until(counted)
+        await until(counted)
         text = (await client.get("/metrics")).text
         work_sum = _samples(text)[("conveyor_task_duration_seconds_sum", work)]
         assert 6 * 0.3 <= work_sum < 6 * 1.0
@@ -334,7 +326,7 @@ async def test_health_is_503_while_the_broker_is_down(
             async def healthy() -> bool:
                 return (await client.get("/tasks/health")).status_code == 200
 
-            await _until(healthy)
+            await until(healthy)
     finally:
         server.stop()
 

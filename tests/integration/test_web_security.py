@@ -6,7 +6,6 @@ whole), another site (no framing, no foreign script), and a token guesser (limit
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 from conveyor.web.app import MAX_BODY
 from conveyor.web.auth import COOKIE, FAILURE_LIMIT
 from tests.integration.conftest import App, Workers
-from tests.integration.webserver import WebServer, serve, start_web
+from tests.integration.webserver import WebServer, serve, start_web, until
 
 pytestmark = pytest.mark.slow
 
@@ -39,13 +38,6 @@ def _entry(app: App, task_id: Any) -> dict[str, Any]:
         "finished": now,
         "error": "RuntimeError: planted",
     }
-
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
 
 
 async def test_retry_sends_again_only_what_the_apps_workers_recorded(
@@ -67,7 +59,7 @@ async def test_retry_sends_again_only_what_the_apps_workers_recorded(
                 shown[:] = [entry["task_id"] for entry in overview["failed"]]
                 return failed.task_id in shown
 
-            await _until(listed)
+            await until(listed)
             assert "forged" not in shown
             refused = await client.post("/api/tasks/forged/retry")
             assert refused.status_code == 404, refused.text
@@ -93,7 +85,7 @@ async def test_recent_records_of_the_wrong_types_are_left_out(app: App, workers:
                 overview.update(answer.json())
                 return done.task_id in [entry["task_id"] for entry in overview["recent"]]
 
-            await _until(listed)
+            await until(listed)
             shown = overview["recent"] + overview["failed"]
             assert all(isinstance(entry["task_id"], str) for entry in shown), shown
             assert "no-name" not in [entry["task_id"] for entry in shown]

@@ -3,11 +3,12 @@ test's app and stopped by pid at the end."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +88,11 @@ def serve(app: App) -> Iterator[WebServer]:
     finally:
         server.stop()
         print(f"--- conveyor web\n{server.output()[-4000:]}")
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    """Wait until `check()` is true, asking every 0.1 s; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
