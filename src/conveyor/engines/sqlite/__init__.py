@@ -41,10 +41,13 @@ def open_engine(
     result_ttl: float | None = 24 * 3600.0,
     poll_interval: float = 0.05,
     busy_timeout: float = 30.0,
+    sweep_interval: float = 60.0,
 ) -> Engine:
     """The transport, state store and result store of one file, sharing one connection.
 
     `path` names the file instead of the URL; the URL's `?lease=` wins over `lease_seconds`.
+    Every `sweep_interval` seconds, a process in use deletes expired rows and gives free pages
+    and the WAL back to the file system.
 
     Raises:
         ConfigurationError: a malformed URL or option.
@@ -53,7 +56,7 @@ def open_engine(
     if path is None:
         path, query = path_of(url)
     lease = float_option(query, "lease", url) or lease_seconds or DEFAULT_LEASE_SECONDS
-    db = SqliteDb(path, busy_timeout=busy_timeout)
+    db = SqliteDb(path, busy_timeout=busy_timeout, sweep_interval=sweep_interval)
     results = SqliteResultBackend(path, default_ttl=result_ttl, db=db)
     transport = SqliteTransport(
         path, lease_seconds=lease, poll_interval=poll_interval, db=db, results=results

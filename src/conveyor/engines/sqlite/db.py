@@ -6,7 +6,9 @@ is in WAL mode (readers never block the writer), writes take the lock up front w
 `BEGIN IMMEDIATE` and stay short, and a busy timeout plus a few retries absorb contention.
 
 The schema of all three lives here, so any of them can create the file first; `PRAGMA
-user_version` records its version, and a file of version 1 is migrated in place.
+user_version` records its version, and a file of version 1 is migrated in place. A new file is
+made with incremental auto-vacuum: the sweeper, never a call per task, deletes expired rows and
+then gives free pages and the WAL back (`space`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
+from conveyor.engines.sqlite import space
 from conveyor.errors import BrokerConnectionError, BrokerError
 
 __all__ = [
@@ -44,6 +47,8 @@ SCHEMA_VERSION = 2
 #: by task id.
 _VALUE_TABLES = ("kv", "results", "progress")
 
+# Receipts and dead-letter refs name rows by rowid: `messages` and `dead_letters` keep an index
+# (their primary key), without which the VACUUM of `space` would renumber their rows.
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS messages (
         task_id TEXT PRIMARY KEY,
@@ -111,8 +116,10 @@ _SWEEPS = (
     "DELETE FROM streams WHERE expires_at <= ?1",
 )
 
-_SWEEP_EVERY = 60.0
 _BUSY_RETRIES = 4
+#: The WAL is cut back to this size when it restarts after a checkpoint: one run that could not
+#: checkpoint (a reader in the way) does not keep its size for good.
+_WAL_LIMIT_BYTES = 8 << 20
 
 
 @contextlib.contextmanager
@@ -203,11 +210,16 @@ class SqliteDb:
     Args:
         path: the database file; created when missing (its directory must exist).
         busy_timeout: seconds a statement waits for another process's write lock.
+        sweep_interval: seconds between two sweeps of expired rows by this process, each
+            followed by giving free space back.
     """
 
-    def __init__(self, path: str, *, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: str, *, busy_timeout: float = 30.0, sweep_interval: float = 60.0
+    ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.sweep_interval = sweep_interval
         self.safe_url = f"sqlite:///{path}"
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -247,11 +259,13 @@ class SqliteDb:
             raise BrokerError(f"SQLite operation failed on {self.safe_url}: {exc}") from exc
 
     async def sweep_now_and_then(self) -> None:
-        """Delete expired rows of every table, at most once a minute."""
+        """Delete expired rows of every table and give free space back, at most once per
+        `sweep_interval`."""
         now = time.monotonic()
-        if now - self._last_sweep >= _SWEEP_EVERY:
+        if now - self._last_sweep >= self.sweep_interval:
             self._last_sweep = now
             await self.run(_sweep)
+            await space.give_back(self)
 
     # -- on the database thread ---------------------------------------------------------------
 
@@ -267,8 +281,12 @@ class SqliteDb:
             raise self._cannot_open(exc) from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            # Before WAL mode: only a file without pages takes it (an older one is converted
+            # by `space.give_back`); on any other file it changes nothing.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             _retry_busy(lambda c: c.execute("PRAGMA journal_mode = WAL").fetchall(), conn)
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
             _retry_busy(_create_schema, conn)
         except sqlite3.Error as exc:
             conn.close()

@@ -1,0 +1,166 @@
+"""Giving space back: what the sweeper does after deleting expired rows, never per task.
+
+Freed pages stay in a SQLite file and the WAL keeps the size of its longest run unless told
+otherwise; `give_back` tells it, at most once per sweep interval of a process:
+
+- Reclaim: a file in incremental auto-vacuum mode (every file this version creates) returns its
+  free pages in steps of `STEP_PAGES`, each step one short write transaction, with a pause
+  between steps so other processes get the write lock; a sweep stops after `BUDGET_SECONDS`
+  and the next one goes on.
+- Convert: a file made before (auto-vacuum off, any schema version) is rewritten once by
+  `VACUUM` with incremental auto-vacuum on. VACUUM holds the write lock for the whole rewrite,
+  about 10 ms per MiB of live data (measured: 11 MiB in 114 ms, 25 MiB in 281 ms), so it waits
+  for a sweep that finds at most `CONVERT_MAX_LIVE_BYTES` live. VACUUM keeps the rowids of a
+  table with an index (it renumbers only tables without one): `messages` and `dead_letters`
+  have their primary key, so delivery receipts and dead-letter refs stay valid.
+- Checkpoint: a non-empty WAL is copied back (passive first, without the write lock) and then
+  truncated to zero (`wal_checkpoint(TRUNCATE)`), which waits at most `CHECKPOINT_WAIT_MS` for
+  readers while it holds the write lock; when it cannot finish, the next sweep tries again.
+
+A failure here is logged, never raised: the file is only bigger than it needs to be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from conveyor.errors import BrokerError
+
+__all__ = ["Db", "Usage", "give_back", "usage"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Pages one incremental-vacuum step frees: 2 MiB of 4 KiB pages, 5-17 ms of write lock.
+STEP_PAGES = 512
+#: The pause between two steps, in which other processes take the write lock.
+PAUSE_SECONDS = 0.02
+#: How long one sweep goes on reclaiming; what is left waits for the next sweep.
+BUDGET_SECONDS = 1.0
+#: Free space below which a sweep leaves the free pages alone.
+RECLAIM_MIN_BYTES = 1 << 20
+#: The largest live part of an old file that a sweep rewrites to turn auto-vacuum on.
+CONVERT_MAX_LIVE_BYTES = 32 << 20
+#: How long a TRUNCATE checkpoint waits for the write lock and then for readers.
+CHECKPOINT_WAIT_MS = 100
+
+_NONE, _INCREMENTAL = 0, 2  # values of PRAGMA auto_vacuum
+
+
+class Db(Protocol):
+    """What `give_back` needs of a `SqliteDb`."""
+
+    path: str
+    busy_timeout: float
+    safe_url: str
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Call `fn(connection)` on the database thread."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """How a file's pages are used: its size, free pages and auto-vacuum mode."""
+
+    page_size: int
+    pages: int
+    free: int
+    auto_vacuum: int
+
+    @property
+    def live_bytes(self) -> int:
+        """Bytes in pages that hold data."""
+        return (self.pages - self.free) * self.page_size
+
+
+def usage(conn: sqlite3.Connection) -> Usage:
+    """Read the page counts and the auto-vacuum mode of the main database."""
+    names = ("page_size", "page_count", "freelist_count", "auto_vacuum")
+    return Usage(*(int(conn.execute(f"PRAGMA {name}").fetchone()[0]) for name in names))
+
+
+def _convert(conn: sqlite3.Connection) -> float:
+    start = time.perf_counter()
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("VACUUM")
+    return time.perf_counter() - start
+
+
+def _step(conn: sqlite3.Connection, pages: int) -> tuple[float, int]:
+    # `execute` steps a pragma once, which frees one page: a script runs it to the end.
+    start = time.perf_counter()
+    conn.executescript(f"PRAGMA incremental_vacuum({pages})")
+    took = time.perf_counter() - start
+    return took, int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+
+
+def _checkpoint(conn: sqlite3.Connection, wal: str, busy_ms: int) -> tuple[int, float, bool]:
+    """The WAL's size before, the TRUNCATE checkpoint's time, and whether it finished."""
+    try:
+        size = os.path.getsize(wal)
+    except OSError:  # no WAL (a memory database)
+        size = 0
+    if not size:
+        return 0, 0.0, True
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+    start = time.perf_counter()
+    try:
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    finally:
+        took = time.perf_counter() - start
+        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+    return size, took, not busy
+
+
+async def _reclaim(db: Db, use: Usage) -> None:
+    steps = -(-use.free // STEP_PAGES)  # at most what is free now, not what frees meanwhile
+    deadline = time.monotonic() + BUDGET_SECONDS
+    free, longest, done = use.free, 0.0, 0
+    while done < steps and free and time.monotonic() < deadline:
+        if done:
+            await asyncio.sleep(PAUSE_SECONDS)
+        took, free = await db.run(functools.partial(_step, pages=STEP_PAGES))
+        longest, done = max(longest, took), done + 1
+    log.debug(
+        "%s: %d of %d free pages given back in %d steps, the longest %.1f ms",
+        db.safe_url,
+        use.free - free,
+        use.free,
+        done,
+        longest * 1000,
+    )
+
+
+async def give_back(db: Db) -> None:
+    """Return free pages to the file system and truncate the WAL, in short steps."""
+    try:
+        use = await db.run(usage)
+        if use.auto_vacuum == _NONE and use.live_bytes <= CONVERT_MAX_LIVE_BYTES:
+            took = await db.run(_convert)
+            log.debug("%s: rewritten with auto-vacuum in %.1f ms", db.safe_url, took * 1000)
+        elif use.auto_vacuum == _INCREMENTAL and use.free * use.page_size >= RECLAIM_MIN_BYTES:
+            await _reclaim(db, use)
+        wal = functools.partial(
+            _checkpoint, wal=f"{db.path}-wal", busy_ms=int(db.busy_timeout * 1000)
+        )
+        size, took, truncated = await db.run(wal)
+        if size:
+            log.debug(
+                "%s: WAL of %d bytes %s in %.1f ms",
+                db.safe_url,
+                size,
+                "truncated" if truncated else "not truncated (readers or a writer in the way)",
+                took * 1000,
+            )
+    except BrokerError as exc:
+        log.warning("%s: could not give space back: %s", db.safe_url, exc)
