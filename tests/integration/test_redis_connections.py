@@ -1,23 +1,35 @@
 """The Redis engine's own connections (`_resp`, `_bare`) against real servers: passwords,
-databases, Unix sockets, a server that forgot the scripts, and pub/sub through a dropped
-connection."""
+databases, Unix sockets, a server that forgot the scripts, pub/sub through a dropped
+connection, and every way a URL can fail to connect, seen through the CLI (SPEC §7)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 
-from conveyor import BrokerError, RedisBroker
+from conveyor import BrokerConnectionError, BrokerError, RedisBroker
+from conveyor._urls import safe_url
 from conveyor.engines.redis import RedisClient, RedisTransport
 from conveyor.testing import worker
-from tests.servers import PrivateRedis, drop_prefix, free_port, redis_url, unique_prefix
+from tests.servers import (
+    PrivateRedis,
+    PrivateServer,
+    drop_prefix,
+    free_port,
+    redis_url,
+    unique_prefix,
+)
 
 PASSWORD = "s3cr#t/pw"
+WRONG = "wr0ng#pass/word"
 
 
 async def round_trip(broker: RedisBroker) -> None:
@@ -150,3 +162,120 @@ async def test_commands_of_one_turn_keep_their_order() -> None:
         key = client.key("kv", "counter")
         counts = await asyncio.gather(*(client.call("INCR", key) for _ in range(50)))
         assert counts == list(range(1, 51))
+
+
+# -- URLs that cannot connect -------------------------------------------------------------------
+
+#: Every way a Redis URL can fail to connect. {free} is a port nothing listens on, {redis} the
+#: host:port of the test Redis (no TLS, no password, not a Sentinel), {sentinel} a Sentinel
+#: that knows no primary, {locked} a Redis whose password is `PASSWORD`, {wrong} another one.
+#: `socket_connect_timeout` (a redis-py option) cuts the 5 s that a TLS handshake with a plain
+#: port waits to 1 s.
+UNREACHABLE = {
+    "refused": "redis://127.0.0.1:{free}/0",
+    "refused, TLS": "rediss://127.0.0.1:{free}/0",
+    "TLS to a plain port": "rediss://{redis}/15?socket_connect_timeout=1",
+    "unknown host": "redis://no-such-host.invalid:6379/0",
+    "unknown host, TLS": "rediss://no-such-host.invalid:6379/0",
+    "no Sentinel answers": "redis+sentinel://127.0.0.1:{free}/mymaster",
+    "not a Sentinel": "redis+sentinel://{redis}/mymaster",
+    "a Sentinel without that primary": "redis+sentinel://127.0.0.1:{sentinel}/mymaster",
+    "no Cluster node": "redis+cluster://127.0.0.1:{free}",
+    "wrong password": "redis://nobody:{wrong}@{redis}/15",
+    "wrong password, then SELECT refused": "redis://:{wrong}@127.0.0.1:{locked}/3",
+    "no password": "redis://127.0.0.1:{locked}/0",
+}
+
+#: The app module the CLI loads: a broker on `CONVEYOR_BROKER_URL` and one task.
+APP = """
+from conveyor import broker_from_url
+
+broker = broker_from_url()
+
+
+@broker.task("add")
+async def add(x: int, y: int) -> int:
+    return x + y
+"""
+
+
+class LoneSentinel(PrivateServer):
+    """A Redis Sentinel of one test that monitors no primary."""
+
+    binary = "redis-server"
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/mymaster"
+
+    def argv(self, binary: str) -> list[str]:
+        conf = self.root / "sentinel.conf"  # a Sentinel rewrites its configuration file
+        conf.write_text(f"port {self.port}\nbind 127.0.0.1\n")
+        return [binary, str(conf), "--sentinel"]
+
+
+def unreachable_url(template: str, root: Path, servers: contextlib.ExitStack) -> str:
+    """`template` filled in, starting the servers it names (stopped by `servers`)."""
+    ports: dict[str, int] = {}
+    kinds: dict[str, Callable[[], PrivateServer]] = {
+        "sentinel": lambda: LoneSentinel(root / "sentinel"),
+        "locked": lambda: PrivateRedis(root / "locked", extra=["--requirepass", PASSWORD]),
+    }
+    for name, make in kinds.items():
+        if f"{{{name}}}" in template:
+            server = make()
+            server.start()
+            servers.callback(server.stop)
+            ports[name] = server.port
+    redis = urlsplit(redis_url())
+    return template.format(
+        free=free_port(),
+        redis=f"{redis.hostname}:{redis.port or 6379}",
+        wrong=quote(WRONG, safe=""),
+        **ports,
+    )
+
+
+async def conveyor(root: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m conveyor *args` run to its end in `root`, on the broker at `url`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(CONVEYOR_BROKER_URL=url, PYTHONDONTWRITEBYTECODE="1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "conveyor", *args, cwd=root, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
+
+
+@pytest.mark.parametrize("how", list(UNREACHABLE))
+async def test_a_url_that_cannot_connect_is_one_line_and_exit_code_2(
+    how: str, tmp_path: Path
+) -> None:
+    """SPEC §7: `info` and `send` print one line naming the URL, password hidden, and exit 2;
+    no traceback, no "Future exception was never retrieved", no "Task was destroyed". In a
+    program, `startup` raises `BrokerConnectionError` with that line."""
+    (tmp_path / "app.py").write_text(APP)
+    with contextlib.ExitStack() as servers:
+        url = unreachable_url(UNREACHABLE[how], tmp_path, servers)
+        broker = RedisBroker(url)
+        *runs, failure = await asyncio.gather(
+            conveyor(tmp_path, url, "info", "app:broker"),
+            conveyor(tmp_path, url, "send", "app:broker", "add", "--args", "[1, 2]"),
+            broker.startup(),
+            return_exceptions=True,
+        )
+    await broker.shutdown()
+    said = f"cannot reach Redis at {safe_url(url)}: "
+    assert isinstance(failure, BrokerConnectionError), repr(failure)
+    assert str(failure).startswith(said), failure
+    for done in runs:
+        assert isinstance(done, subprocess.CompletedProcess), done
+        shown = (
+            f"{done.args}: exit {done.returncode}, stdout={done.stdout!r}, stderr={done.stderr!r}"
+        )
+        assert (done.returncode, done.stdout) == (2, ""), shown
+        assert done.stderr.splitlines() == [f"conveyor: error: {failure}"], shown
+        assert WRONG not in done.stderr, shown
+        assert quote(WRONG, safe="") not in done.stderr, shown

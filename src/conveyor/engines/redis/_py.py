@@ -3,8 +3,9 @@
 Plain `redis://` and `unix://` URLs use the bare client of `_bare` instead (faster, and a
 worker that never imports redis-py is about 11 MB smaller). Both offer the same methods to
 `RedisClient`. Commands issued in one event-loop turn go out as one redis-py pipeline; redis-py's
-exceptions are turned into built-in ones (`ConnectionError`, `TimeoutError`) or `BrokerError`
-before a caller sees them.
+exceptions are turned into the built-in `ConnectionError` (every failure to connect: refused,
+timed out, refused credentials, no Sentinel, no primary, no Cluster node) or `BrokerError`
+before a caller sees them, so that `RedisClient` reports one line naming the URL.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ try:
     import redis.asyncio as aioredis
     from redis import exceptions as redis_errors
     from redis.asyncio.cluster import RedisCluster
-    from redis.asyncio.sentinel import Sentinel
+    from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "TLS, Sentinel and Cluster Redis URLs need the redis extra: pip install 'conveyor[redis]'"
@@ -38,13 +39,44 @@ __all__ = ["PyLoopClient"]
 log = logging.getLogger("conveyor.redis")
 
 _CONNECTION_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+_DRIVER_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
 
 
 def plain(exc: BaseException) -> BaseException:
-    """A redis-py connection failure as the built-in `ConnectionError`; others unchanged."""
-    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
-        return ConnectionError(str(exc) or type(exc).__name__)
+    """A redis-py failure to connect as the built-in `ConnectionError` naming its kind ("No
+    Cluster node", "AuthenticationError: ..."); other exceptions unchanged."""
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError) or (
+        type(exc) is redis_errors.RedisClusterException  # its subclasses are not about connecting
+    ):
+        text = " ".join(str(exc).split())
+        return ConnectionError(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
     return exc
+
+
+class _Sentinel(Sentinel):
+    """redis-py's Sentinel client, saying in one short line why no primary was found.
+
+    redis-py's own `MasterNotFoundError` lists each Sentinel's client with all its options, and
+    a host that is not a Sentinel fails with a bare "unknown command" `ResponseError`.
+    """
+
+    async def discover_master(self, service_name: str) -> Any:
+        """The (host, port) of the primary a Sentinel names `service_name`, asking each in
+        turn (the first to answer goes first next time); else `MasterNotFoundError`."""
+        why = []
+        for i, sentinel in enumerate(self.sentinels):
+            where = "{host}:{port}".format_map(sentinel.connection_pool.connection_kwargs)
+            try:
+                masters = await sentinel.sentinel_masters()
+            except redis_errors.RedisError as exc:
+                why.append(f"{where}: {' '.join(str(exc).split())}")
+                continue
+            state = masters.get(service_name) if isinstance(masters, dict) else None  # RESP2
+            if state and self.check_master_state(state, service_name):
+                self.sentinels[0], self.sentinels[i] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+            why.append(f"{where} knows no live primary of that name")
+        raise MasterNotFoundError(f"no primary named {service_name!r} ({'; '.join(why)})")
 
 
 def connect(url: str) -> Any:
@@ -65,7 +97,7 @@ def connect(url: str) -> Any:
             hosts.append((host, int(port or 26379)))
         password = unquote(parts.password) if parts.password else None
         db = int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = _Sentinel(  # type: ignore[no-untyped-call]
             hosts, sentinel_kwargs={"password": password}, **options
         )
         primary = sentinel.master_for(path[0], password=password, db=db)
@@ -178,9 +210,7 @@ class PyLoopClient:
         except redis_errors.NoScriptError:
             await self.load_scripts()
             return await method(*args, **kwargs)
-        except redis_errors.RedisError as exc:
-            raise self.error(exc) from None
-        except OSError as exc:
+        except _DRIVER_ERRORS as exc:
             raise self.error(exc) from None
 
     async def blocking(self, *command: Any) -> Any:
@@ -199,7 +229,10 @@ class PyLoopClient:
     async def load_scripts(self) -> None:
         """Load every Lua script (on every primary of a Cluster)."""
         for name, source in self.owner.scripts.source.items():
-            sha = await self.redis.script_load(source)
+            try:
+                sha = await self.redis.script_load(source)
+            except _DRIVER_ERRORS as exc:
+                raise self.error(exc) from None
             self.owner.check_sha(name, sha)
 
     # -- pub/sub ----------------------------------------------------------------------------------

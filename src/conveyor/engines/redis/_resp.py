@@ -283,7 +283,7 @@ class BarePipeline:
                 call.reloaded = True
                 self._recover([call], reload=True)
                 return
-            call.future.set_exception(self.error(reply))
+            call.future.set_exception(reply if call.internal else self.error(reply))
             return
         call.future.set_result(reply)
 
@@ -334,7 +334,10 @@ class BarePipeline:
                 except asyncio.CancelledError as exc:
                     self._fail(self.recovery_calls, exc)
                     raise
-                except Exception as exc:  # refused AUTH/SELECT or script load: not transient
+                except hiredis.ReplyError as exc:  # refused AUTH/SELECT or script load: final
+                    self._fail(self.recovery_calls, ConnectionError(f"Redis refused: {exc}"))
+                    return
+                except Exception as exc:  # not transient either
                     self._fail(self.recovery_calls, exc)
                     return
         finally:
@@ -363,9 +366,7 @@ class BarePipeline:
     async def direct(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send commands on the open connection at once, ahead of anything queued."""
         assert self.connection is not None
-        calls = [_Call(command, self.loop.create_future(), internal=True) for command in commands]
-        self.connection.send(calls)
-        return [await call.future for call in calls]
+        return await _internal(self.connection, commands)
 
     async def _setup(self, conn: _Connection, options: Any) -> None:
         """Authenticate and select the database, before any queued command."""
@@ -373,12 +374,8 @@ class BarePipeline:
         commands: list[tuple[Any, ...]] = [auth] if auth else []
         if options.get("db"):
             commands.append(("SELECT", options["db"]))
-        if not commands:
-            return
-        calls = [_Call(command, self.loop.create_future(), internal=True) for command in commands]
-        conn.send(calls)
-        for call in calls:
-            await call.future
+        if commands:
+            await _internal(conn, commands)
 
     async def close(self) -> None:
         """Close the connection (unanswered commands fail) and wait until it is closed."""
@@ -387,3 +384,16 @@ class BarePipeline:
             self.recovery.cancel()
         if self.connection is not None:
             await self.connection.close()
+
+
+async def _internal(conn: _Connection, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Send the pipeline's own commands on `conn` and wait for every reply; raise the first
+    error (a `hiredis.ReplyError` as Redis sent it) once all are in, so none is left unread."""
+    loop = asyncio.get_running_loop()
+    calls = [_Call(command, loop.create_future(), internal=True) for command in commands]
+    conn.send(calls)
+    replies = await asyncio.gather(*(call.future for call in calls), return_exceptions=True)
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+    return replies

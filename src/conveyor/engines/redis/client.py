@@ -7,7 +7,9 @@ every command issued in one event-loop turn in one round trip, a connection for 
 and one pub/sub connection that wakes result waiters. Plain `redis://` and `unix://` URLs use
 the bare client of `_bare` (no redis-py import); TLS, Sentinel and Cluster URLs use redis-py
 (`_py`). Errors surface as `BrokerError` / `BrokerConnectionError` naming the URL with its
-password hidden.
+password hidden, on one line: every way of failing to connect (refused, unknown host, a TLS
+handshake that never completes, no Sentinel or no primary, refused credentials) is a
+`BrokerConnectionError`, never a driver's exception.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ __all__ = ["RETRY_SECONDS", "LoopClient", "RedisClient", "Scripts", "px"]
 RETRY_SECONDS = 3.0
 _NOT_RESENDABLE_SCRIPTS = frozenset({"fetch", "incr", "rate"})
 _NOT_RESENDABLE_COMMANDS = frozenset({"INCR", "INCRBY", "XREADGROUP", "XADD", "LPUSH", "RPUSH"})
+#: The first words of the replies by which Redis refuses a connection's credentials.
+_REFUSALS = ("NOAUTH", "WRONGPASS")
 
 
 class Scripts:
@@ -148,10 +152,11 @@ class RedisClient:
         return BrokerConnectionError(f"cannot reach Redis at {self.safe_url}: {_one_line(exc)}")
 
     def command_error(self, exc: BaseException) -> BaseException:
-        """The error a caller sees when a command fails."""
+        """The error a caller sees when a command fails (a refusal of the credentials is a
+        connection error)."""
         if isinstance(exc, BrokerError | asyncio.CancelledError):
             return exc
-        if isinstance(exc, OSError | TimeoutError):
+        if isinstance(exc, OSError | TimeoutError) or str(exc).startswith(_REFUSALS):
             return self.connection_error(exc)
         return BrokerError(f"Redis at {self.safe_url} refused a command: {_one_line(exc)}")
 
@@ -204,5 +209,7 @@ class RedisClient:
 
 
 def _one_line(exc: BaseException) -> str:
+    """The exception on one line, after its type's name unless it is a plain ConnectionError
+    (the drivers' own errors arrive as one, already named)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
+    return text if type(exc) is ConnectionError else f"{type(exc).__name__}: {text}"
