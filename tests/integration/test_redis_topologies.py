@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Broker, RedisBroker, TaskStatus
+from conveyor.engines.redis import RedisTransport
 from conveyor.testing import worker
 from tests.servers import free_port
 
@@ -136,6 +137,9 @@ async def _exercise(broker: Broker) -> None:
         assert [item async for item in streamed.stream()] == [0, 1, 2]
         assert await streamed.status() is TaskStatus.SUCCEEDED
         assert await broker.transport.queue_stats() == []
+    transport = broker.transport
+    assert isinstance(transport, RedisTransport)
+    assert not await transport.client.call("SMEMBERS", transport.client.key("queues")), "forgotten"
     keys = [f"key{i}" for i in range(8)]  # in several slots of a Cluster
     for key in keys[:6]:
         await broker.store.set(key, key.encode())

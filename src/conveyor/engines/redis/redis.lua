@@ -14,7 +14,9 @@
 --
 -- Keys outside any queue (each in a slot of its own on a Cluster):
 --
---   P:queues        set of every queue ever published to
+--   P:queues        set of the queues that may hold something: a publish adds its queue after
+--                   its messages are in; one found empty is removed, then `forget` below
+--                   deletes its keys if it still holds nothing (else it is added back)
 --   P:kv:<key>      a state store value (`incr` below for counters)
 --   P:set:<key>     a state store set (`set_add` below)
 --   P:rate:<key>    sorted set of the grants of a sliding window (`rate` below)
@@ -92,9 +94,11 @@ local function hold(base, ids, id, band, body, n, due)
 end
 
 --- publish
--- ARGV[3..]: groups of (task id, band, due ms or "", body). Returns how many were new.
+-- KEYS[2] P:queues, which gets ARGV[3] (the queue's name) once the messages are in (absent on a
+-- Cluster, where the set is in another slot: the caller adds it after); ARGV[4..]: groups of
+-- (task id, band, due ms or "", body). Returns how many were new.
 local base, now, added = ARGV[1], nil, 0
-for i = 3, #ARGV, 4 do
+for i = 4, #ARGV, 4 do
   local id, band, due, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if redis.call('HEXISTS', KEYS[1], id) == 0 then
     if due ~= '' then now = now or now_ms() end  -- TIME only when a message has a due time
@@ -106,6 +110,7 @@ for i = 3, #ARGV, 4 do
     added = added + 1
   end
 end
+if KEYS[2] then redis.call('SADD', KEYS[2], ARGV[3]) end
 return added
 
 --- fetch
@@ -266,21 +271,36 @@ redis.call('HDEL', KEYS[1], id)
 return 1
 
 --- stats
--- Returns {ready, scheduled, running}.
+-- Returns {ready, scheduled, running, dead letters}.
 local base, group, ready, running = ARGV[1], ARGV[2], 0, 0
 for band = 0, 9 do
   local key = base .. ':s:' .. band
-  if redis.call('EXISTS', key) == 1 then
+  local held = redis.call('XLEN', key)
+  if held > 0 then
     local ok, summary = pcall(redis.call, 'XPENDING', key, group)
     local busy = ok and summary[1] or 0
     running = running + busy
-    ready = ready + redis.call('XLEN', key) - busy
+    ready = ready + held - busy
   end
 end
-return {ready, redis.call('ZCARD', base .. ':delayed'), running}
+return {ready, redis.call('ZCARD', base .. ':delayed'), running, redis.call('XLEN', base .. ':dead')}
+
+--- forget
+-- Deletes the keys of a queue that holds nothing: no entry in any band's stream (waiting or
+-- leased), nothing delayed, no dead letter, no id. Returns 1 when it did, else 0.
+local base = ARGV[1]
+local streams = {base .. ':dead'}
+for band = 0, 9 do table.insert(streams, base .. ':s:' .. band) end
+for _, key in ipairs(streams) do
+  if redis.call('XLEN', key) > 0 then return 0 end
+end
+if redis.call('EXISTS', KEYS[1], base .. ':delayed', base .. ':dbody') > 0 then return 0 end
+redis.call('DEL', unpack(streams))  -- empty streams (and their groups) are not deleted by Redis
+return 1
 
 --- purge
--- ARGV[3] lease ms. Deletes waiting and delayed messages (not leased ones); returns how many.
+-- ARGV[3] lease ms. Deletes waiting and delayed messages (not leased ones). Returns {how many,
+-- how many entries its streams still hold (leased messages, dead letters)}.
 local base, group, removed = ARGV[1], ARGV[2], 0
 for band = 0, 9 do
   local key = base .. ':s:' .. band
@@ -306,7 +326,9 @@ for _, id in ipairs(redis.call('ZRANGE', delayed, 0, -1)) do
   removed = removed + 1
 end
 redis.call('DEL', delayed, base .. ':dbody')
-return removed
+local left = redis.call('XLEN', base .. ':dead')
+for band = 0, 9 do left = left + redis.call('XLEN', base .. ':s:' .. band) end
+return {removed, left}
 
 --- rate
 -- KEYS[1] the window (P:rate:<key>); ARGV[1] limit, ARGV[2] period ms. A sliding log: at most

@@ -14,6 +14,15 @@ that lacks one or holds a wrong one comes back as a `Delivery` with its `problem
 error of the batch. Commands issued in one event-loop turn share one round trip (see
 `client`): a burst of publishes costs one pipeline, a fetch one script call per queue, and an
 ack carries its result write when the result goes to the engine's own result store.
+
+`P:queues` lists the queues that may hold something, for `queue_stats`, `purge`, `locate`,
+`dead_letters` and `receive([])`: a queue is in it whenever it holds a message or a dead letter.
+Every publish adds its queues once its messages are in (its script does; on a Cluster, where the
+set is in another slot, a SADD after the scripts answered). A queue that `queue_stats` or `purge`
+finds holding nothing is forgotten by `_forget`: removed from the set first, then its script,
+atomic with publishes to that queue, deletes its keys if it still holds nothing, else it goes
+back. So a publish racing with a forget is either seen by the check or adds its queue after the
+removal, and an empty queue leaves no key behind.
 """
 
 from __future__ import annotations
@@ -45,8 +54,8 @@ __all__ = ["RedisTransport"]
 
 #: The consumer group of every stream.
 GROUP = "workers"
-#: How often a producer re-adds its queues to `P:queues` (in case the set was deleted).
-_NOTE_QUEUES_SECONDS = 10.0
+#: Queues whose key names a transport keeps built (one-off queue names must not pile up).
+_KEYS_KEPT = 10_000
 _BANDS = range(10)
 _LOCATIONS: dict[bytes, Location] = {name.encode(): name for name in get_args(Location)}
 
@@ -95,8 +104,6 @@ class RedisTransport(MessageTransport):
         self._lease_ms = int(lease_seconds * 1000)
         self._reclaim_every = min(max(lease_seconds / 4, 0.05), 1.0)
         self._last_reclaim = 0.0
-        self._queues_noted: set[str] = set()  # queues added to P:queues in this period ...
-        self._note_queues_at = 0.0  # ... which ends then (in case the set was deleted)
         self._queue_keys: dict[str, _QueueKeys] = {}  # see `_keys`
 
     async def startup(self) -> None:
@@ -113,6 +120,8 @@ class RedisTransport(MessageTransport):
         """The queue's key names, built once per queue."""
         keys = self._queue_keys.get(queue)
         if keys is None:
+            if len(self._queue_keys) >= _KEYS_KEPT:
+                self._queue_keys.clear()
             keys = self._queue_keys[queue] = _QueueKeys(self.client.queue_base(queue))
         return keys
 
@@ -135,7 +144,8 @@ class RedisTransport(MessageTransport):
     # -- messages -------------------------------------------------------------------------------
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
-        """Add messages to their streams (or the delayed set), one script call per queue."""
+        """Add messages to their streams (or the delayed set), one script call per queue, then
+        their queues to `P:queues`."""
         by_queue: dict[str, list[Any]] = {}
         for m in messages:
             args = by_queue.get(m.queue)
@@ -143,18 +153,17 @@ class RedisTransport(MessageTransport):
                 args = by_queue[m.queue] = []
             due = "" if m.eta is None else int(m.eta * 1000)
             args += (m.task_id, min(max(int(m.priority), 0), 9), due, m.body)
-        calls = [self._script("publish", queue, *args) for queue, args in by_queue.items()]
-        now = time.monotonic()
-        if now >= self._note_queues_at:  # each queue is added again on its next publish
-            self._queues_noted.clear()
-            self._note_queues_at = now + _NOTE_QUEUES_SECONDS
-        if not by_queue.keys() <= self._queues_noted:
-            calls.append(self.client.call("SADD", self.client.key("queues"), *by_queue))
-            self._queues_noted.update(by_queue)
+        known = [] if self.client.cluster else [self.client.key("queues")]
+        calls = [
+            self._script("publish", queue, queue, *args, keys=known)
+            for queue, args in by_queue.items()
+        ]
         if len(calls) == 1:
             await calls[0]
         elif calls:
             await asyncio.gather(*calls)
+        if calls and not known:  # a Cluster: the set is on another node, added to once they are in
+            await self.client.call("SADD", self.client.key("queues"), *by_queue)
 
     async def receive(
         self, queues: Sequence[str], max_count: int, timeout: float
@@ -223,8 +232,8 @@ class RedisTransport(MessageTransport):
         try:
             reply = await self.client.blocking(*command, "STREAMS", *streams, *[">"] * len(streams))
         except BrokerError as exc:
-            if "NOGROUP" not in str(exc):  # a stream was deleted: the next fetch remakes it
-                raise
+            if not any(word in str(exc) for word in ("NOGROUP", "UNBLOCKED")):
+                raise  # else a stream was deleted (`_forget`): the next fetch remakes it
             return []
         got = [d for key, entries in reply or () for d in self._entries(key, entries)]
         if len(reply or ()) > 1:  # streams come highest band first, within one queue
@@ -318,21 +327,40 @@ class RedisTransport(MessageTransport):
         return any([int(n) for n in await self._each_queue("remove", task_id, self._lease_ms)])
 
     async def queue_stats(self) -> list[QueueStats]:
-        """Counts of every queue that holds messages."""
+        """Counts of every queue that holds messages, in one round trip after reading the
+        queue names; the queues found holding nothing, not even a dead letter, are forgotten."""
         queues = await self._queues()
         counts = await asyncio.gather(*(self._script("stats", q) for q in queues))
+        await self._forget([q for q, held in zip(queues, counts, strict=True) if not any(held)])
         return [
             QueueStats(queue, int(ready), int(scheduled), int(running))
-            for queue, (ready, scheduled, running) in zip(queues, counts, strict=True)
+            for queue, (ready, scheduled, running, _) in zip(queues, counts, strict=True)
             if ready or scheduled or running
         ]
 
     async def purge(self, queue: str | None = None) -> int:
         """Delete waiting and delayed messages of one queue or all; leased ones are kept (an
-        expired lease counts as waiting, as in `locate` and `remove`)."""
-        if queue is None:
-            return sum([int(n) for n in await self._each_queue("purge", self._lease_ms)])
-        return int(await self._script("purge", queue, self._lease_ms))
+        expired lease counts as waiting, as in `locate` and `remove`). A queue left holding
+        nothing is forgotten."""
+        queues = await self._queues() if queue is None else [queue]
+        done = await asyncio.gather(*(self._script("purge", q, self._lease_ms) for q in queues))
+        await self._forget([q for q, (_, left) in zip(queues, done, strict=True) if not left])
+        return sum(int(removed) for removed, _ in done)
+
+    async def _forget(self, queues: list[str]) -> None:
+        """Take queues seen holding nothing out of `P:queues` and delete their keys, unless a
+        publish got to one in between (see the top: the removal comes first, then each
+        queue's `forget` script, and a queue that script finds in use goes back)."""
+        if not queues:
+            return
+        known = self.client.key("queues")
+        removal = self.client.call("SREM", known, *queues)
+        if self.client.cluster:  # the set is on another node: remove before the checks
+            await removal
+        _, *forgotten = await asyncio.gather(removal, *(self._script("forget", q) for q in queues))
+        back = [q for q, gone in zip(queues, forgotten, strict=True) if not gone]
+        if back:
+            await self.client.call("SADD", known, *back)
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Dead-lettered messages of every queue, oldest first."""
