@@ -23,6 +23,11 @@ finds holding nothing is forgotten by `_forget`: removed from the set first, the
 atomic with publishes to that queue, deletes its keys if it still holds nothing, else it goes
 back. So a publish racing with a forget is either seen by the check or adds its queue after the
 removal, and an empty queue leaves no key behind.
+
+A settle (ack, release, dead-letter) rides out a lost connection for as long as its lease, not
+just a command's 3 s: its script checks the lease, so a resend is harmless, and until the lease
+lapses nobody else gets the message. So an outage shorter than the lease (a restart, a Sentinel
+failover) runs no task twice: the worker settles what it ran on the server that comes back.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from conveyor.engines.base import (
 from conveyor.engines.redis.client import RedisClient
 from conveyor.engines.redis.entries import Receipt, dead_letter_of, delivery_of, receipt_of
 from conveyor.engines.redis.results import RedisResultBackend
-from conveyor.errors import BrokerError, ConfigurationError
+from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 
 __all__ = ["RedisTransport"]
 
@@ -130,6 +135,18 @@ class RedisTransport(MessageTransport):
     ) -> asyncio.Future[Any]:
         q = self._keys(queue)
         return self.client.script(name, [q.ids, *keys], [q.base, GROUP, *args])
+
+    async def _settle(self, name: str, queue: str, *args: Any, keys: Sequence[str]) -> None:
+        """Run a settle script, again through connection failures for about a lease."""
+        deadline = time.monotonic() + self.lease_seconds
+        while True:
+            try:
+                await self._script(name, queue, *args, keys=keys)
+                return
+            except BrokerConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
 
     async def _queues(self) -> list[str]:
         members = await self.client.call("SMEMBERS", self.client.key("queues"))
@@ -269,7 +286,7 @@ class RedisTransport(MessageTransport):
             keys.append(self._results.result_key(delivery.task_id))
             ttl_ms = b"" if ttl is None else b"%d" % max(int(ttl * 1000), 1)
             extra += [data, ttl_ms, self._results.done_channel(delivery.task_id).encode()]
-        await self._script(
+        await self._settle(
             "ack", delivery.queue, self._consumer, r.entry, r.token, *extra, keys=keys
         )
 
@@ -289,7 +306,7 @@ class RedisTransport(MessageTransport):
         args = [self._consumer, r.entry, r.token, delivery.task_id, r.band, delivery.deliveries, ms]
         if body is not None:
             args.append(body)
-        await self._script("release", delivery.queue, *args, keys=[r.stream])
+        await self._settle("release", delivery.queue, *args, keys=[r.stream])
 
     async def extend(self, deliveries: Sequence[Delivery]) -> None:
         """Renew the leases this consumer still holds."""
@@ -308,7 +325,7 @@ class RedisTransport(MessageTransport):
         task_id = delivery.task_id or f"<entry {r.entry}>"
         limit = self.dead_letter_limit
         kept = [] if delivery.problem is None else [delivery.body]  # as read: it may have no `b`
-        await self._script(
+        await self._settle(
             "dead_letter", delivery.queue, self._consumer, r.entry, r.token, task_id, r.band,
             delivery.queue, reason, limit, *kept, keys=[r.stream],
         )  # fmt: skip
