@@ -12,6 +12,7 @@ from conveyor import (
     Broker,
     InMemoryBroker,
     NatsBroker,
+    PostgresBroker,
     RedisBroker,
     SqliteBroker,
     ZeroMQBroker,
@@ -20,9 +21,11 @@ from conveyor.testing import worker
 from tests.servers import (
     amqp_url,
     drop_nats_prefix,
+    drop_postgres_schema,
     drop_prefix,
     free_port,
     nats_url,
+    postgres_url,
     redis_url,
     unique_prefix,
 )
@@ -53,6 +56,15 @@ def _nats(_tmp: Path) -> Made:
     return NatsBroker(url, prefix=prefix, lease_seconds=2.0), drop
 
 
+def _postgres(_tmp: Path) -> Made:
+    url, schema = postgres_url(), unique_prefix().replace("-", "_")
+
+    async def drop() -> None:
+        await drop_postgres_schema(url, schema)
+
+    return PostgresBroker(url, schema=schema, lease_seconds=2.0), drop
+
+
 def _amqp(tmp: Path) -> Made:
     broker = AmqpBroker(
         amqp_url(),
@@ -81,6 +93,7 @@ BROKER_FACTORIES: dict[str, Callable[[Path], Made]] = {
     "redis": _redis,
     "amqp": _amqp,
     "nats": _nats,
+    "postgres": _postgres,
     "zmq": _zmq,
 }
 

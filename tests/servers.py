@@ -8,6 +8,8 @@ afterwards, so tests never see each other's messages.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
 import socket
@@ -87,6 +89,43 @@ async def drop_nats_prefix(url: str, prefix: str) -> None:
                 await nc.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=5)
     finally:
         await nc.close()
+
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/conveyor_test"
+
+
+@functools.cache
+def postgres_url() -> str:
+    """The PostgreSQL database the tests use (`CONVEYOR_TEST_POSTGRES_URL`), created when
+    missing, or a skip. Each test keeps its tables in a schema of its own (`?schema=`) and
+    drops it afterwards (`drop_postgres_schema`)."""
+    url = need_server(
+        "postgres", os.environ.get("CONVEYOR_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    )
+    _create_database(url)
+    return url
+
+
+def _create_database(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # another test process
+                conn.execute(f'CREATE DATABASE "{name}"')
+
+
+async def drop_postgres_schema(url: str, schema: str) -> None:
+    """Drop a test's schema and everything in it."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 def unique_prefix() -> str:

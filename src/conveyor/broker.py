@@ -19,6 +19,7 @@ from conveyor.engines.base import (
     DeadLetter,
     MessageTransport,
     Outgoing,
+    Publisher,
     ResultBackend,
     StateStore,
 )
@@ -268,15 +269,17 @@ class Broker:
         kwargs: dict[str, Any],
         labels: dict[str, Any] | None = None,
         task_id: str | None = None,
+        publisher: Publisher | None = None,
     ) -> TaskHandle[R]:
-        """Send one call of `task`; `kiq` and kickers end here."""
+        """Send one call of `task`; `kiq` and kickers end here (`publisher`: the caller's
+        transaction's, from `with_connection`)."""
         if not task.fits_exactly(args, kwargs):
             try:
                 task.call_signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise TypeError(f"{task.name}: {exc}") from None
         message = self.build_message(task.name, args, kwargs, task.labels, labels, task_id)
-        await self.send([message])
+        await self.send([message], publisher)
         return TaskHandle(self, message.task_id, task.name, task.return_type)
 
     async def kiq_by_name(self, task_name: str, *args: Any, **kwargs: Any) -> TaskHandle[Any]:
@@ -288,8 +291,18 @@ class Broker:
         await self.send([message])
         return TaskHandle(self, message.task_id, task_name)
 
-    async def kiq_many(self, signatures: Iterable[Signature[R]]) -> list[TaskHandle[R]]:
-        """Send many calls in one round trip; handles come back in the same order."""
+    async def kiq_many(
+        self, signatures: Iterable[Signature[R]], *, connection: object = None
+    ) -> list[TaskHandle[R]]:
+        """Send many calls in one round trip; handles come back in the same order.
+
+        With `connection`, they are enqueued inside the caller's open transaction on it, as
+        `Kicker.with_connection` does.
+
+        Raises:
+            ConfigurationError: a `connection` the engine cannot enqueue through.
+        """
+        publisher = None if connection is None else self.transport.transactional(connection)
         messages, handles = [], []
         for sig in signatures:
             task = sig.task or self._tasks.get(sig.task_name)
@@ -302,7 +315,7 @@ class Broker:
                     self, message.task_id, sig.task_name, task.return_type if task else Any
                 )
             )
-        await self.send(messages)
+        await self.send(messages, publisher)
         return handles
 
     def build_message(
@@ -326,8 +339,9 @@ class Broker:
             kwargs=kwargs,
         )
 
-    async def send(self, messages: list[TaskMessage]) -> None:
-        """Run `pre_send` hooks, encode, publish in one batch, run `post_send` hooks.
+    async def send(self, messages: list[TaskMessage], publisher: Publisher | None = None) -> None:
+        """Run `pre_send` hooks, encode, publish in one batch (through `publisher` when given),
+        run `post_send` hooks.
 
         A message whose `unique_for` window is held by an earlier send is left out.
 
@@ -346,7 +360,7 @@ class Broker:
         outgoing, claimed = await self._claim_unique(encoded)
         if outgoing:
             try:
-                await self.publish(outgoing)
+                await (publisher or self.publish)(outgoing)
             except BaseException:
                 for task_id in claimed:  # nothing was sent: a retry of this kiq must not be deduped
                     await self.state.release_unique(task_id)

@@ -25,6 +25,7 @@ __all__ = [
     "Broker",
     "InMemoryBroker",
     "NatsBroker",
+    "PostgresBroker",
     "RedisBroker",
     "SqliteBroker",
     "ZeroMQBroker",
@@ -195,6 +196,36 @@ class RedisBroker(Broker):
         self.url = split_options(url)[0]  # without conveyor's own options
 
 
+class PostgresBroker(Broker):
+    """PostgreSQL: queues, state and results in tables of one schema of your database, and
+    transactional enqueue (`task.kicker().with_connection(conn).kiq(...)`).
+
+    Args:
+        url: `postgresql://user:password@host:5432/db` (or `postgres://`); query options
+            `schema` and `lease`, the others go to asyncpg (e.g. `sslmode`).
+        schema: the schema conveyor creates its tables in, beside your own.
+        lease_seconds: how long a worker holds a message without renewing; a crashed worker's
+            messages are delivered again about this long after its last renewal.
+        result_ttl: seconds results are kept when a task sets no `result_ttl`.
+        **options: `Broker` options (serializer, task_id_generator, secret_key, ...).
+    """
+
+    def __init__(
+        self,
+        url: str = "postgresql://localhost:5432/postgres",
+        *,
+        schema: str = "conveyor",
+        lease_seconds: float | None = None,
+        result_ttl: float | None = _DAY,
+        **options: Any,
+    ) -> None:
+        engine = registry.open_url(
+            url, schema=schema, lease_seconds=lease_seconds, result_ttl=result_ttl
+        )
+        super().__init__(engine, **options)
+        self.url = split_options(url, ("schema", "lease"))[0]
+
+
 class NatsBroker(Broker):
     """NATS JetStream: work-queue streams, durable pull consumers, state and results in
     JetStream.
@@ -305,6 +336,7 @@ _FROM_URL: dict[str, Callable[..., Broker]] = {
     "memory": lambda url, **options: InMemoryBroker(**options),
     "sqlite": lambda url, **options: SqliteBroker(url=url, **options),
     "redis": RedisBroker,
+    "postgres": PostgresBroker,
     "nats": NatsBroker,
     "amqp": AmqpBroker,
     "zmq": lambda url, **options: ZeroMQBroker(url=url, **options),
@@ -317,7 +349,8 @@ def broker_from_url(url: str | None = None, **options: Any) -> Broker:
     `memory://` and `sqlite:///file.db` (query option `lease`) are built in; Redis URLs
     (`redis://`, `rediss://`, `unix://`, `redis+sentinel://`, `redis+cluster://`, query options
     `prefix` and `lease`) need the `redis` extra; `amqp://` / `amqps://` (options `prefix`,
-    `lease`, `state`) the `amqp` extra; `nats://` (options `prefix`, `lease`) the `nats`
+    `lease`, `state`) the `amqp` extra; `postgresql://` / `postgres://` (options `schema`,
+    `lease`) the `postgres` extra; `nats://` (options `prefix`, `lease`) the `nats`
     extra; `zmq://host:port` (option `state`) the `zmq` extra. A result store from
     `CONVEYOR_RESULT_BACKEND_URL` replaces the engine's default.
 

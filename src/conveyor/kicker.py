@@ -1,4 +1,5 @@
-"""`Kicker`: the per-call builder behind `task.kicker()`: labels, id, delay, ETA, queue, broker.
+"""`Kicker`: the per-call builder behind `task.kicker()`: labels, id, delay, ETA, queue, broker,
+and the caller's database connection for a transactional enqueue.
 
 Each `with_*` returns a new kicker, so one can be kept and reused.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from conveyor.engines.base import Publisher
 from conveyor.options import TaskOptions
 
 if TYPE_CHECKING:
@@ -25,7 +27,7 @@ R = TypeVar("R")
 class Kicker(Generic[P, R]):
     """Options for one send of a task; `kiq` sends it."""
 
-    __slots__ = ("_broker", "_labels", "_task", "_task_id")
+    __slots__ = ("_broker", "_labels", "_publisher", "_task", "_task_id")
 
     def __init__(
         self,
@@ -33,11 +35,13 @@ class Kicker(Generic[P, R]):
         labels: dict[str, Any] | None = None,
         task_id: str | None = None,
         broker: Broker | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self._task = task
         self._labels = labels or {}
         self._task_id = task_id
         self._broker = broker
+        self._publisher = publisher
 
     def _with(self, labels: dict[str, Any] | None = None, **changes: Any) -> Kicker[P, R]:
         merged = {**self._labels, **labels} if labels else self._labels
@@ -48,6 +52,7 @@ class Kicker(Generic[P, R]):
             merged,
             changes.get("task_id", self._task_id),
             changes.get("broker", self._broker),
+            changes.get("publisher", self._publisher),
         )
 
     def with_labels(self, **labels: Any) -> Kicker[P, R]:
@@ -78,10 +83,23 @@ class Kicker(Generic[P, R]):
         """Send through another broker (its workers must know the task name)."""
         return self._with(broker=broker)
 
+    def with_connection(self, connection: object) -> Kicker[P, R]:
+        """Enqueue inside the caller's open transaction on `connection` (asyncpg, psycopg,
+        SQLAlchemy or Django, PostgreSQL engine): workers see the task only once it commits,
+        and a rollback leaves nothing.
+
+        Raises:
+            ConfigurationError: the broker's engine cannot, or `connection` is not one it can use.
+        """
+        transport = (self._broker or self._task.broker).transport
+        return self._with(publisher=transport.transactional(connection))
+
     async def kiq(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Send the task with these options and return a handle to its result."""
         broker = self._broker or self._task.broker
-        return await broker.send_task(self._task, args, kwargs, self._labels, self._task_id)
+        return await broker.send_task(
+            self._task, args, kwargs, self._labels, self._task_id, self._publisher
+        )
 
     def kiq_sync(self, *args: P.args, **kwargs: P.kwargs) -> SyncTaskHandle[R]:
         """`kiq` from synchronous code; returns a blocking handle."""

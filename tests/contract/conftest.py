@@ -14,13 +14,13 @@ import pytest
 
 from conveyor.engines import registry
 from conveyor.engines.base import Engine, MessageTransport, ResultBackend, StateStore
-from tests.contract.cases import EngineCase, amqp, memory, nats, redis, sqlite
+from tests.contract.cases import EngineCase, amqp, memory, nats, postgres, redis, sqlite
 
 #: Lease of the `transport` fixture: long enough that nothing expires by accident.
 DEFAULT_LEASE = 5.0
 
 #: Engines that keep state and results themselves: the store and result store suites.
-STATE_CASES: list[EngineCase] = [memory.CASE, sqlite.CASE, redis.CASE, nats.CASE]
+STATE_CASES: list[EngineCase] = [memory.CASE, sqlite.CASE, redis.CASE, nats.CASE, postgres.CASE]
 #: Every engine that moves messages: the transport suite (RabbitMQ with each state store).
 TRANSPORT_CASES: list[EngineCase] = [*STATE_CASES, amqp.SQLITE_STATE, amqp.REDIS_STATE]
 

@@ -1,6 +1,6 @@
-"""Crashes and stops on every engine with a worker process (SQLite, Redis, NATS JetStream,
-RabbitMQ), with real worker processes started through the CLI: SIGKILL mid-run, a task longer
-than its lease, SIGTERM.
+"""Crashes and stops on every engine with a worker process (SQLite, Redis, PostgreSQL, NATS
+JetStream, RabbitMQ), with real worker processes started through the CLI: SIGKILL mid-run, a
+task longer than its lease, SIGTERM.
 
 The same three tests run on every engine; what differs is how a killed worker's messages come
 back (a lapsed lease, or RabbitMQ's requeue of a dead connection at once) and which engine
@@ -28,7 +28,14 @@ from tests.integration.test_worker_processes import (
     pid_of,
     results,
 )
-from tests.servers import amqp_url, drop_nats_prefix, nats_url, unique_prefix
+from tests.servers import (
+    amqp_url,
+    drop_nats_prefix,
+    drop_postgres_schema,
+    nats_url,
+    postgres_url,
+    unique_prefix,
+)
 
 if TYPE_CHECKING:  # fixtures' types; pytest loads the conftest itself
     from tests.integration.conftest import App, Workers
@@ -42,6 +49,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 RERUN_WINDOW = {
     "sqlite": (0.5, LEASE + 3.0),
     "redis": (0.5, LEASE + 3.0),
+    "postgres": (0.5, LEASE + 3.0),
     "nats": (0.5, LEASE + 3.0),
     "amqp": (0.0, 10.0),
 }
@@ -72,6 +80,8 @@ async def engine(
             url = on_redis()
         elif name == "nats":
             url = f"{nats_url()}?prefix={unique_prefix()}"
+        elif name == "postgres":
+            url = f"{postgres_url()}?schema={unique_prefix().replace('-', '_')}"
         else:
             state = quote(f"sqlite:///{tmp_path}/amqp-state.db", safe="")
             url = f"{amqp_url()}?prefix={unique_prefix()}&state={state}"
@@ -87,6 +97,9 @@ async def engine(
             await drop_nats_prefix(server, query.removeprefix("prefix="))
         elif name == "amqp":
             await app.broker.transport.delete_topology()  # type: ignore[attr-defined]
+        elif name == "postgres":
+            server, _, query = url.partition("?")
+            await drop_postgres_schema(server, query.removeprefix("schema="))
 
 
 async def stats_are(broker: Broker, wanted: list[tuple[str, int, int, int]]) -> bool:
@@ -95,17 +108,18 @@ async def stats_are(broker: Broker, wanted: list[tuple[str, int, int, int]]) -> 
 
 
 async def settled(engine: Engine, app: App) -> None:
-    """Every message is acked: at once on Redis, which stores a result and acks in one step;
-    soon on the others, which ack just after the result is stored."""
-    if engine.name == "redis":
+    """Every message is acked: at once on Redis and PostgreSQL, which store a result and ack in
+    one step; soon on the others, which ack just after the result is stored."""
+    if engine.name in ("redis", "postgres"):
         assert await stats(app.broker) == []
     else:
         await eventually(lambda: stats_are(app.broker, []), 10, "every message acked")
 
 
 async def four_queued(engine: Engine, app: App) -> None:
-    """The queue holds four ready messages: at once on Redis and NATS; soon on SQLite, which
-    settles in batches, and on RabbitMQ, whose message counts lag behind its acks."""
+    """The queue holds four ready messages: at once on Redis, PostgreSQL and NATS; soon on
+    SQLite, which settles in batches, and on RabbitMQ, whose message counts lag behind its
+    acks."""
     wanted = [("default", 4, 0, 0)]
     if engine.name in ("sqlite", "amqp"):
         await eventually(lambda: stats_are(app.broker, wanted), 10, "four messages queued")

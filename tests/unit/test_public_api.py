@@ -65,6 +65,7 @@ SPEC_NAMES_LATER = [
     "RedisBroker",
     "AmqpBroker",
     "NatsBroker",
+    "PostgresBroker",
     "ZeroMQBroker",
     "PrometheusMiddleware",
 ]

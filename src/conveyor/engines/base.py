@@ -30,8 +30,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
-from conveyor.errors import BrokerConnectionError
+from conveyor.errors import BrokerConnectionError, ConfigurationError
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
@@ -41,6 +42,7 @@ __all__ = [
     "Location",
     "MessageTransport",
     "Outgoing",
+    "Publisher",
     "QueueStats",
     "ResultBackend",
     "StateStore",
@@ -71,6 +73,10 @@ class Outgoing:
     body: bytes
     priority: int = 0
     eta: float | None = None
+
+
+#: Publishes messages somewhere particular: what `MessageTransport.transactional` returns.
+Publisher = Callable[[Sequence[Outgoing]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -193,6 +199,20 @@ class MessageTransport(abc.ABC):
     @abc.abstractmethod
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Settle a delivery by keeping it aside with `reason`, for an operator."""
+
+    def transactional(self, connection: object) -> Callable[[Sequence[Outgoing]], Awaitable[None]]:
+        """A publisher that writes messages inside the caller's open transaction on
+        `connection`: consumers see them only once it commits, and never after a rollback.
+
+        Raises:
+            ConfigurationError: the engine cannot (every engine but PostgreSQL), or
+                `connection` is not one it can use.
+        """
+        engine = urlsplit(self.safe_url).scheme or type(self).__name__
+        raise ConfigurationError(
+            f"the {engine} engine cannot enqueue in your transaction: with_connection needs"
+            " the PostgreSQL engine (postgresql://)"
+        )
 
     # -- admin reads and operations -------------------------------------------------------
 

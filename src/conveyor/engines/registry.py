@@ -28,15 +28,18 @@ SCHEMES = {
     "unix": "redis",
     "redis+sentinel": "redis",
     "redis+cluster": "redis",
+    "postgresql": "postgres",
+    "postgres": "postgres",
     "nats": "nats",
     "amqp": "amqp",
     "amqps": "amqp",
     "zmq": "zmq",
 }
 #: Engine package -> the extra that installs its driver.
-_EXTRAS = {"redis": "redis", "nats": "nats", "amqp": "amqp", "zmq": "zmq"}
+_EXTRAS = {"redis": "redis", "postgres": "postgres", "nats": "nats", "amqp": "amqp", "zmq": "zmq"}
 _HINT = (
-    "use sqlite:///file.db, redis://host:port/db, amqp://host:5672/, nats://host:4222,"
+    "use sqlite:///file.db, redis://host:port/db, postgresql://host:5432/db,"
+    " amqp://host:5672/, nats://host:4222,"
     " zmq://host:5555 or memory://"
 )
 
