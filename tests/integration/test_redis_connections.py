@@ -276,6 +276,9 @@ async def test_a_url_that_cannot_connect_is_one_line_and_exit_code_2(
             f"{done.args}: exit {done.returncode}, stdout={done.stdout!r}, stderr={done.stderr!r}"
         )
         assert (done.returncode, done.stdout) == (2, ""), shown
-        assert done.stderr.splitlines() == [f"conveyor: error: {failure}"], shown
+        # One line naming the URL; its cause may differ between processes (a lookup of an
+        # unknown host ends in an error or, on a loaded machine, in the connect timeout).
+        [line] = done.stderr.splitlines()
+        assert line.startswith(f"conveyor: error: {said}"), shown
         assert WRONG not in done.stderr, shown
         assert quote(WRONG, safe="") not in done.stderr, shown
