@@ -12,8 +12,10 @@ import contextlib
 import functools
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -174,6 +176,9 @@ class PrivateServer:
         """The command line that starts the server."""
         raise NotImplementedError
 
+    #: The user (and group) to run the server as; None: this process's.
+    run_as: str | None = None
+
     def start(self) -> None:
         """Start the server and wait until it accepts connections (skip, or fail under CI,
         when it is not installed)."""
@@ -188,6 +193,8 @@ class PrivateServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            user=self.run_as,
+            group=self.run_as,
         )
         deadline = time.monotonic() + 10
         while not _reachable("127.0.0.1", self.port):
@@ -242,3 +249,72 @@ class PrivateNats(PrivateServer):
 
     def argv(self, binary: str) -> list[str]:
         return [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.root)]
+
+
+class PrivatePostgres(PrivateServer):
+    """A `postgres` server of one test in its own data directory (made by `initdb` at the first
+    start), so it can be stopped and started again keeping every committed write. Run as the
+    `postgres` user when the tests run as root (PostgreSQL refuses root)."""
+
+    binary = "postgres"
+    _BIN = "/usr/lib/postgresql/15/bin"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        super().__init__(root, port)
+        self.run_as = "postgres" if os.geteuid() == 0 else None
+
+    def _tool(self, name: str) -> str:
+        found = shutil.which(name) or shutil.which(name, path=self._BIN)
+        if found is None:
+            if os.environ.get("CI"):
+                pytest.fail(f"{name} is not installed; CI is set")
+            pytest.skip(f"{name} (PostgreSQL's server) is not installed")
+        return found
+
+    def start(self) -> None:
+        """Make the data directory on the first start, then start as `PrivateServer` does.
+
+        As root, the directory is a new one under the system's temporary directory, owned by
+        `postgres` (pytest's own is private to root); `remove` deletes it.
+        """
+        data = self.root / "data"
+        if not data.exists():
+            if self.run_as is not None:
+                self.root = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
+                shutil.chown(self.root, "postgres", "postgres")
+                data = self.root / "data"
+            self.root.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                [self._tool("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-N"],
+                check=True,
+                capture_output=True,
+                user=self.run_as,
+                group=self.run_as,
+            )
+        self.binary = self._tool("postgres")
+        super().start()
+
+    def argv(self, binary: str) -> list[str]:
+        return [
+            binary, "-D", str(self.root / "data"), "-p", str(self.port), "-k", str(self.root),
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on",
+        ]  # fmt: skip
+
+    def remove(self) -> None:
+        """Delete the data directory (after `stop`)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT: clients are disconnected, committed work is kept)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
