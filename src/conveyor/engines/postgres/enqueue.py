@@ -6,13 +6,16 @@ connection may be asyncpg's, psycopg's (sync or async), SQLAlchemy's (`Session`,
 and their async twins) or Django's; it is recognised by its class's package, never imported
 here unless the caller already has it loaded.
 
-Invariant: a connection is resolved in the caller's thread when `transactional` is called, so
-Django's per-thread `connection` proxy names the caller's connection even though `kiq_sync`
-runs the send on another thread (whose use of it is allowed only for that insert).
+Invariants: a connection is resolved in the caller's thread when `transactional` is called, so
+Django's per-thread `connection` proxy names the caller's connection although the send runs on
+another thread; a sync connection is used from a thread without an event loop (`to_thread`),
+so it never blocks one and Django allows it (its use from that thread is allowed for the insert
+only: the caller waits for it, so nobody else uses the connection meanwhile).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
@@ -87,7 +90,7 @@ def _dbapi(conn: Any, sql: str, is_async: bool) -> Publisher:
         if is_async:
             await _guard(conn.execute(sql, columns(messages)))
         else:
-            _call(conn.execute, sql, columns(messages))
+            await _in_thread(conn.execute, sql, columns(messages))
 
     return publish
 
@@ -100,7 +103,7 @@ def _sqlalchemy(session: Any, sql: str, is_async: bool) -> Publisher:
         if is_async:
             await _guard(session.execute(text, params))
         else:
-            _call(session.execute, text, params)
+            await _in_thread(session.execute, text, params)
 
     return publish
 
@@ -111,13 +114,16 @@ def _django(proxy: Any, sql: str) -> Publisher:
     if getattr(conn, "vendor", None) != "postgresql":
         raise ConfigurationError(f"with_connection needs a PostgreSQL database, not {conn.vendor}")
 
-    async def publish(messages: Sequence[Outgoing]) -> None:
+    def insert(messages: Sequence[Outgoing]) -> None:
         conn.inc_thread_sharing()  # the caller's thread waits for this send: no two users
         try:
             with conn.cursor() as cursor:
-                _call(cursor.execute, sql, columns(messages))
+                cursor.execute(sql, columns(messages))
         finally:
             conn.dec_thread_sharing()
+
+    async def publish(messages: Sequence[Outgoing]) -> None:
+        await _in_thread(insert, messages)
 
     return publish
 
@@ -129,9 +135,9 @@ async def _guard(pending: Awaitable[Any]) -> None:
         raise _failed(exc) from exc
 
 
-def _call(fn: Callable[..., Any], *args: Any) -> None:
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> None:
     try:
-        fn(*args)
+        await asyncio.to_thread(fn, *args)
     except Exception as exc:
         raise _failed(exc) from exc
 
