@@ -27,6 +27,9 @@ from conveyor import (
     TaskHandle,
     TaskStatus,
 )
+from conveyor._urls import safe_url
+from conveyor.engines.postgres import SCHEMA_VERSION
+from tests.integration.test_redis_engine import conveyor, ok
 from tests.integration.test_worker_processes import assert_succeeded, eventually, numbers, results
 from tests.servers import PrivatePostgres, drop_postgres_schema, postgres_url, unique_prefix
 
@@ -339,3 +342,36 @@ async def test_postgres_restart_mid_run_loses_no_task(
     after = await (await app.module.add.kiq(2, 3)).wait_result(timeout=15)
     assert after.status is TaskStatus.SUCCEEDED
     assert after.return_value == 5
+
+
+# -- 4. the CLI ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_cli_shows_the_schema_and_acts_on_postgres_state(
+    make_app: Callable[..., Awaitable[App]], workers: Workers
+) -> None:
+    schema = unique_prefix().replace("-", "_")
+    app = await make_app(url=f"{postgres_url()}?schema={schema}")
+    try:
+        m = app.module
+        await app.broker.kiq_many([m.add.s(i, 1) for i in range(3)])
+        await m.stamp.kicker().with_delay(300).kiq()
+        counts = "default: 3 ready, 1 scheduled, 0 running"
+        info = ok(await conveyor(app, "info", app.spec)).splitlines()
+        assert f"broker:   PostgresBroker {safe_url(postgres_url())}" in info
+        assert f"storage:  schema {schema} (version {SCHEMA_VERSION})" in info
+        assert "results:  PostgresResultBackend" in info
+        assert f"  {counts}" in info
+        assert ok(await conveyor(app, "purge", app.spec)).strip() == "purged 4 message(s)"
+
+        workers.start(app)
+        bad = await m.boom.kiq()
+        assert (await bad.wait_result(timeout=10)).status is TaskStatus.FAILED
+        (letter,) = ok(await conveyor(app, "dlq", "list", app.spec)).splitlines()
+        assert letter.startswith(f"{bad.task_id} {m.boom.name} queue=default at "), letter
+        ping = ok(await conveyor(app, "ping", app.spec)).splitlines()
+        assert ping[1].startswith("round trip through worker "), ping
+    finally:
+        workers.stop_all()
+        await drop_postgres_schema(postgres_url(), schema)

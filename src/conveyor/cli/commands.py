@@ -174,6 +174,9 @@ def info(app: str) -> None:
     inspector = Inspector(broker)
     queues = _run(broker, inspector.queues)  # first: an unreachable broker prints nothing
     click.echo(f"broker:   {type(broker).__name__} {broker.transport.safe_url}")
+    where = _run(broker, broker.transport.describe)
+    if where is not None:
+        click.echo(f"storage:  {where}")
     click.echo(f"results:  {type(broker.result_backend).__name__}")
     click.echo(f"format:   {broker.serializer.name}{', signed' if broker.signer.enabled else ''}")
     click.echo("tasks:")

@@ -216,6 +216,11 @@ class MessageTransport(abc.ABC):
 
     # -- admin reads and operations -------------------------------------------------------
 
+    async def describe(self) -> str | None:
+        """Where this engine keeps its data, for `conveyor info`, when the URL does not say it
+        all (a schema and its version); None otherwise."""
+        return None
+
     @abc.abstractmethod
     async def locate(self, task_id: str) -> Location | None:
         """Where the transport holds the message, or None when it does not hold it."""

@@ -190,6 +190,10 @@ class PostgresTransport(MessageTransport):
 
     # -- admin reads and operations -------------------------------------------------------
 
+    async def describe(self) -> str:
+        """The schema holding conveyor's tables and its version."""
+        return f"schema {self.db.schema} (version {await self.db.version()})"
+
     async def locate(self, task_id: str) -> Location | None:
         """Where the message is, or None when it is not held."""
         rows = await self.db.fetch(self._sql["locate"], task_id)
