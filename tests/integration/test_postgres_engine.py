@@ -29,7 +29,8 @@ from conveyor import (
 )
 from conveyor._urls import safe_url
 from conveyor.engines.postgres import SCHEMA_VERSION
-from tests.integration.test_redis_engine import conveyor, ok
+from tests.integration.test_redis_engine import conveyor as run_cli
+from tests.integration.test_redis_engine import ok
 from tests.integration.test_worker_processes import assert_succeeded, eventually, numbers, results
 from tests.servers import PrivatePostgres, drop_postgres_schema, postgres_url, unique_prefix
 
@@ -358,19 +359,19 @@ async def test_cli_shows_the_schema_and_acts_on_postgres_state(
         await app.broker.kiq_many([m.add.s(i, 1) for i in range(3)])
         await m.stamp.kicker().with_delay(300).kiq()
         counts = "default: 3 ready, 1 scheduled, 0 running"
-        info = ok(await conveyor(app, "info", app.spec)).splitlines()
+        info = ok(await run_cli(app, "info", app.spec)).splitlines()
         assert f"broker:   PostgresBroker {safe_url(postgres_url())}" in info
         assert f"storage:  schema {schema} (version {SCHEMA_VERSION})" in info
         assert "results:  PostgresResultBackend" in info
         assert f"  {counts}" in info
-        assert ok(await conveyor(app, "purge", app.spec)).strip() == "purged 4 message(s)"
+        assert ok(await run_cli(app, "purge", app.spec)).strip() == "purged 4 message(s)"
 
         workers.start(app)
         bad = await m.boom.kiq()
         assert (await bad.wait_result(timeout=10)).status is TaskStatus.FAILED
-        (letter,) = ok(await conveyor(app, "dlq", "list", app.spec)).splitlines()
+        (letter,) = ok(await run_cli(app, "dlq", "list", app.spec)).splitlines()
         assert letter.startswith(f"{bad.task_id} {m.boom.name} queue=default at "), letter
-        ping = ok(await conveyor(app, "ping", app.spec)).splitlines()
+        ping = ok(await run_cli(app, "ping", app.spec)).splitlines()
         assert ping[1].startswith("round trip through worker "), ping
     finally:
         workers.stop_all()
