@@ -18,10 +18,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from importlib.metadata import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -35,11 +37,13 @@ INCLUDED = included_files()
 GETTING_STARTED = "examples/getting_started/main.py"
 TESTING = "examples/testing/"
 DEPLOY = "examples/deploy/"
+POSTGRES = "examples/postgres/"
 SCRIPTS = sorted(
     path
     for path in INCLUDED
-    if path.endswith(".py") and path != GETTING_STARTED and not path.startswith(TESTING)
+    if path.endswith(".py") and path != GETTING_STARTED and not path.startswith((TESTING, POSTGRES))
 )
+POSTGRES_SCRIPTS = sorted(path for path in INCLUDED if path.startswith(POSTGRES))
 
 
 def _env() -> dict[str, str]:
@@ -58,7 +62,7 @@ def _run(argv: list[str], cwd: Path, timeout: float = 30) -> subprocess.Complete
 
 
 def test_every_included_file_is_run_or_checked() -> None:
-    checked = {GETTING_STARTED, *SCRIPTS}
+    checked = {GETTING_STARTED, *SCRIPTS, *POSTGRES_SCRIPTS}
     checked |= {path for path in INCLUDED if path.startswith((TESTING, DEPLOY))}
     assert set(INCLUDED) == checked
     assert all(Path(path).suffix != ".py" for path in INCLUDED if path.startswith(DEPLOY))
@@ -68,6 +72,38 @@ def test_every_included_file_is_run_or_checked() -> None:
 @pytest.mark.parametrize("path", SCRIPTS)
 def test_example_runs(path: str, tmp_path: Path) -> None:
     _run([sys.executable, str(ROOT / path)], cwd=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    """A database of its own for the PostgreSQL examples (they make tables), dropped after."""
+    import psycopg
+
+    from tests.servers import postgres_url
+
+    server = urlsplit(postgres_url())
+    name = f"conveyor_docs_{uuid.uuid4().hex[:8]}"
+    admin = server._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield server._replace(path=f"/{name}").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("path", POSTGRES_SCRIPTS)
+def test_postgres_example_runs(path: str, database_url: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / path)],
+        cwd=tmp_path,
+        env={**_env(), "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"{path}:\n{done.stdout}\n{done.stderr}"
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 @pytest.mark.timeout(60)
