@@ -111,13 +111,15 @@ class PgDb:
         self.done_channel = f"{schema}.done"
         #: Notified whenever messages may have become ready (a NOTIFY, or a local publish).
         self.queued = Signal()
+        #: The statements of `sql/queries.sql`, by name, for this schema.
+        self.q = {name: self.sql(text) for name, text in _queries().items()}
         self._loops = PerLoop(lambda loop: _Loop(), _Loop.close)
         self._migrated = False
         self._last_sweep = time.monotonic()
 
     def sql(self, statement: str) -> str:
-        """`statement` with `{s}` naming the schema (quoted)."""
-        return statement.replace("{s}", f'"{self.schema}"')
+        """`statement` with `{s}` naming the schema (quoted) and `{now}` the server's clock."""
+        return statement.replace("{s}", f'"{self.schema}"').replace("{now}", NOW)
 
     # -- calls ----------------------------------------------------------------------------------
 
@@ -203,7 +205,7 @@ class PgDb:
 
     async def version(self) -> int:
         """The schema's version, migrating it first."""
-        return int(await self.fetchval(self.sql("SELECT max(version) FROM {s}.version")))
+        return int(await self.fetchval(self.q["version"]))
 
     async def close(self) -> None:
         """Close every loop's connections."""
@@ -270,19 +272,18 @@ class PgDb:
         if now - self._last_sweep < interval:
             return
         self._last_sweep = now
-        statements = [
-            self.sql(f"DELETE FROM {{s}}.{table} WHERE expires_at <= {NOW}")
-            for table in ("kv", "set_members", "rate_grants", "results", "progress", "stream_items")
-        ]
-
-        async def sweep(conn: Conn) -> None:
-            for statement in statements:
-                await conn.execute(statement)
-
         try:
-            await self.call(sweep)
+            await self.execute(self.q["sweep"])
         except BrokerError as exc:
             log.warning("%s: could not delete expired rows: %s", self.safe_url, exc)
+
+
+@functools.cache
+def _queries() -> dict[str, str]:
+    """`sql/queries.sql` split at its `-- name:` lines."""
+    text = (resources.files("conveyor.engines.postgres") / "sql" / "queries.sql").read_text()
+    parts = re.split(r"^-- name: (\w+)\n", text, flags=re.M)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def _announce_done(here: _Loop, _conn: object, _pid: int, _channel: str, task_id: str) -> None:

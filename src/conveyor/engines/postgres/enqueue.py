@@ -21,13 +21,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from conveyor.engines.base import Outgoing, Publisher
-from conveyor.engines.postgres.db import NOW
 from conveyor.errors import BrokerError, ConfigurationError
 
-__all__ = ["bind", "columns", "statement"]
+__all__ = ["bind", "columns"]
 
-_PARAMS: Final = {
-    "asyncpg": ("$1", "$2", "$3", "$4", "$5"),
+#: The INSERT's parameters in each parameter style but asyncpg's ($1 ... $5).
+_STYLES: Final = {
     "pyformat": ("%s",) * 5,
     "named": (":task_ids", ":queues", ":priorities", ":bodies", ":etas"),
 }
@@ -35,15 +34,10 @@ _NAMES: Final = ("task_ids", "queues", "priorities", "bodies", "etas")
 _DRIVERS: Final = "an asyncpg, psycopg, SQLAlchemy or Django connection"
 
 
-def statement(schema: str, style: str) -> str:
-    """The INSERT of `columns(...)` in a driver's parameter style."""
-    t, q, p, b, e = _PARAMS[style]
-    return (
-        f'INSERT INTO "{schema}".messages (task_id, queue, priority, body, available_at, eta)'
-        f" SELECT t, q, p, b, coalesce(e, {NOW}), e FROM unnest(CAST({t} AS text[]),"
-        f" CAST({q} AS text[]), CAST({p} AS int2[]), CAST({b} AS bytea[]),"
-        f" CAST({e} AS float8[])) AS m(t, q, p, b, e) ON CONFLICT (task_id) DO NOTHING"
-    )
+def _styled(insert: str, style: str) -> str:
+    for n, param in enumerate(_STYLES[style], start=1):
+        insert = insert.replace(f"${n}", param)
+    return insert
 
 
 def columns(messages: Sequence[Outgoing]) -> tuple[list[Any], ...]:
@@ -57,8 +51,9 @@ def columns(messages: Sequence[Outgoing]) -> tuple[list[Any], ...]:
     )
 
 
-def bind(connection: object, schema: str) -> Publisher:
-    """A publisher that inserts through `connection`, inside its open transaction.
+def bind(connection: object, insert: str) -> Publisher:
+    """A publisher that inserts through `connection`, inside its open transaction, with the
+    `insert` statement of `sql/queries.sql`.
 
     Raises:
         ConfigurationError: `connection` is not a connection this engine can use.
@@ -66,13 +61,13 @@ def bind(connection: object, schema: str) -> Publisher:
     kind = type(connection).__module__.split(".")[0]
     is_async = type(connection).__name__.startswith("Async")
     if kind == "asyncpg":
-        return _asyncpg(connection, statement(schema, "asyncpg"))
+        return _asyncpg(connection, insert)
     if kind == "psycopg":
-        return _dbapi(connection, statement(schema, "pyformat"), is_async)
+        return _dbapi(connection, _styled(insert, "pyformat"), is_async)
     if kind == "sqlalchemy":
-        return _sqlalchemy(connection, statement(schema, "named"), is_async)
+        return _sqlalchemy(connection, _styled(insert, "named"), is_async)
     if kind == "django":
-        return _django(connection, statement(schema, "pyformat"))
+        return _django(connection, _styled(insert, "pyformat"))
     raise ConfigurationError(
         f"with_connection takes {_DRIVERS}, not {type(connection).__qualname__}"
     )

@@ -33,26 +33,12 @@ from conveyor.engines.base import (
     ResultBackend,
 )
 from conveyor.engines.postgres import enqueue
-from conveyor.engines.postgres.db import NOW, PgDb, Record
-from conveyor.engines.postgres.results import PostgresResultBackend, upsert
+from conveyor.engines.postgres.db import PgDb, Record
+from conveyor.engines.postgres.results import PostgresResultBackend
 
 __all__ = ["PostgresTransport"]
 
 _Receipt = tuple[int, str, int]
-_HELD = "m.id = r.id AND m.owner = r.owner AND m.deliveries = r.n"
-_RECEIPTS = "unnest($1::int8[], $2::text[], $3::int4[]) AS r(id, owner, n)"
-_NEXT = "ORDER BY priority DESC, available_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
-_CLAIM = f"""
-WITH picked AS (
-    SELECT id, available_at AS was FROM {{s}}.messages
-    WHERE {{where}} available_at <= {NOW} {_NEXT}
-)
-UPDATE {{s}}.messages m
-SET owner = $3, available_at = {NOW} + $4, deliveries = m.deliveries + 1
-FROM picked WHERE m.id = picked.id
-RETURNING m.id, m.task_id, m.queue, m.body, m.deliveries, m.priority, picked.was
-"""
-_DUE = f"SELECT min(available_at) - {NOW} FROM {{s}}.messages WHERE {{where}} TRUE"
 
 
 def _receipts(deliveries: Sequence[Delivery]) -> tuple[list[int], list[str], list[int]]:
@@ -94,8 +80,7 @@ class PostgresTransport(MessageTransport):
         self.lease_seconds = lease_seconds
         self._results = results
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        self._sql = {name: db.sql(text) for name, text in _STATEMENTS.items()}
-        self._insert = enqueue.statement(db.schema, "asyncpg")
+        self._q = db.q
 
     async def startup(self) -> None:
         """Connect and create or migrate the schema; `BrokerConnectionError` when unreachable."""
@@ -110,12 +95,12 @@ class PostgresTransport(MessageTransport):
     async def publish(self, messages: Sequence[Outgoing]) -> None:
         """Insert messages in one statement; ids already held are ignored."""
         if messages:
-            await self.db.execute(self._insert, *enqueue.columns(messages))
+            await self.db.execute(self._q["insert"], *enqueue.columns(messages))
             self.db.queued.notify()
 
     def transactional(self, connection: object) -> Publisher:
         """A publisher inserting through the caller's `connection`, inside its transaction."""
-        return enqueue.bind(connection, self.db.schema)
+        return enqueue.bind(connection, self._q["insert"])
 
     async def receive(
         self, queues: Sequence[str], max_count: int, timeout: float
@@ -125,35 +110,35 @@ class PostgresTransport(MessageTransport):
         if max_count <= 0:
             return []
         names = list(dict.fromkeys(queues))
-        claim, due = (self._sql["claim"], self._sql["due"]) if names else self._everywhere()
         deadline = time.monotonic() + timeout
         while True:
             seen = self.db.queued.generation
             listening = await self.db.listening()
             await self.db.sweep_now_and_then()
-            rows = await self.db.fetch(claim, names, max_count, self._consumer, self.lease_seconds)
+            if not queues:  # every queue: those that hold messages now
+                names = [row["queue"] for row in await self.db.fetch(self._q["queues"])]
+            rows = await self.db.fetch(
+                self._q["claim"], names, max_count, self._consumer, self.lease_seconds
+            )
             if rows:
                 rows.sort(key=lambda row: (-row["priority"], row["was"], row["id"]))
                 return [_delivery(row, self._consumer) for row in rows]
             left = deadline - time.monotonic()
             if left <= 0:
                 return []
-            until_due = await self.db.fetchval(due, names)
+            until_due = await self.db.fetchval(self._q["due"], names)
             pause = left if until_due is None else min(left, max(until_due, 0.001))
             await self.db.queued.wait(seen, self.db.poll_pause(listening, pause))
-
-    def _everywhere(self) -> tuple[str, str]:
-        return self._sql["claim_all"], self._sql["due_all"]
 
     async def extend(self, deliveries: Sequence[Delivery]) -> None:
         """Renew the lease of deliveries this consumer still holds."""
         if deliveries:
-            await self.db.execute(self._sql["extend"], *_receipts(deliveries), self.lease_seconds)
+            await self.db.execute(self._q["extend"], *_receipts(deliveries), self.lease_seconds)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Delete the messages this consumer still holds; others' claims are left alone."""
         if deliveries:
-            await self.db.execute(self._sql["ack"], *_receipts(deliveries))
+            await self.db.execute(self._q["ack"], *_receipts(deliveries))
 
     async def ack_with_result(
         self, delivery: Delivery, results: ResultBackend, data: bytes | None, ttl: float | None
@@ -164,7 +149,7 @@ class PostgresTransport(MessageTransport):
             await super().ack_with_result(delivery, results, data, ttl)
             return
         await self.db.fetchval(
-            self._sql["ack_with_result"],
+            self._q["ack_with_result"],
             *_receipt(delivery),
             delivery.task_id,
             data,
@@ -178,14 +163,14 @@ class PostgresTransport(MessageTransport):
         """Put a held delivery back, optionally with a new body and not before `delay` seconds;
         waiting consumers are told."""
         await self.db.fetchval(
-            self._sql["release"], *_receipt(delivery), body, max(delay, 0.0), self.db.queued_channel
+            self._q["release"], *_receipt(delivery), body, max(delay, 0.0), self.db.queued_channel
         )
         self.db.queued.notify()
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move a held delivery to `dead_letters` with the reason."""
         await self.db.execute(
-            self._sql["dead_letter"], *_receipt(delivery), delivery.task_id, delivery.body, reason
+            self._q["dead_letter"], *_receipt(delivery), delivery.task_id, delivery.body, reason
         )
 
     # -- admin reads and operations -------------------------------------------------------
@@ -196,7 +181,7 @@ class PostgresTransport(MessageTransport):
 
     async def locate(self, task_id: str) -> Location | None:
         """Where the message is, or None when it is not held."""
-        rows = await self.db.fetch(self._sql["locate"], task_id)
+        rows = await self.db.fetch(self._q["locate"], task_id)
         if not rows:
             return None
         if rows[0]["ready"]:
@@ -205,21 +190,21 @@ class PostgresTransport(MessageTransport):
 
     async def remove(self, task_id: str) -> bool:
         """Delete a waiting or delayed message; False when it is leased or not held."""
-        return await self.db.execute(self._sql["remove"], task_id) != "DELETE 0"
+        return await self.db.execute(self._q["remove"], task_id) != "DELETE 0"
 
     async def queue_stats(self) -> list[QueueStats]:
         """Ready, scheduled and running counts of every queue holding messages."""
-        rows = await self.db.fetch(self._sql["stats"])
+        rows = await self.db.fetch(self._q["stats"])
         return [QueueStats(r["queue"], r["ready"], r["scheduled"], r["running"]) for r in rows]
 
     async def purge(self, queue: str | None = None) -> int:
         """Delete waiting (not running) messages of one queue or all; how many."""
-        status = await self.db.execute(self._sql["purge"], queue)
+        status = await self.db.execute(self._q["purge"], queue)
         return int(status.split()[-1])
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Dead-lettered messages, oldest first."""
-        rows = await self.db.fetch(self._sql["dead_letters"], limit)
+        rows = await self.db.fetch(self._q["dead_letters"], limit)
         return [
             DeadLetter(
                 r["task_id"],
@@ -239,55 +224,6 @@ class PostgresTransport(MessageTransport):
         if not refs:
             return 0
         status = await self.db.execute(
-            self._sql["drop_dead"], [r[0] for r in refs], [r[1] for r in refs]
+            self._q["drop_dead"], [r[0] for r in refs], [r[1] for r in refs]
         )
         return int(status.split()[-1])
-
-
-_STATEMENTS = {
-    "claim": _CLAIM.replace("{where}", "queue = ANY($1::text[]) AND"),
-    "claim_all": _CLAIM.replace("{where}", "cardinality($1::text[]) = 0 AND"),
-    "due": _DUE.replace("{where}", "queue = ANY($1::text[]) AND"),
-    "due_all": _DUE.replace("{where}", "cardinality($1::text[]) = 0 AND"),
-    "extend": f"UPDATE {{s}}.messages m SET available_at = {NOW} + $4 FROM {_RECEIPTS}"
-    f" WHERE {_HELD}",
-    "ack": f"DELETE FROM {{s}}.messages m USING {_RECEIPTS} WHERE {_HELD}",
-    "ack_with_result": f"""
-        WITH r AS (SELECT $1::int8 AS id, $2::text AS owner, $3::int4 AS n),
-        acked AS (DELETE FROM {{s}}.messages m USING r WHERE {_HELD}),
-        stored AS ({upsert("results", "$4", "$5", "$6")})
-        SELECT pg_notify($7, $4)""",
-    "release": f"""
-        WITH r AS (SELECT $1::int8 AS id, $2::text AS owner, $3::int4 AS n),
-        back AS (
-            UPDATE {{s}}.messages m SET body = coalesce($4, m.body),
-                available_at = {NOW} + $5, eta = CASE WHEN $5 > 0 THEN {NOW} + $5 END,
-                owner = NULL
-            FROM r WHERE {_HELD} RETURNING 1
-        )
-        SELECT pg_notify($6, '') FROM back""",
-    "dead_letter": f"""
-        WITH r AS (SELECT $1::int8 AS id, $2::text AS owner, $3::int4 AS n),
-        gone AS (DELETE FROM {{s}}.messages m USING r WHERE {_HELD} RETURNING m.queue, m.priority)
-        INSERT INTO {{s}}.dead_letters (task_id, queue, priority, body, reason, failed_at)
-        SELECT coalesce(nullif($4, ''), '<row ' || $1 || '>'), queue, priority, $5, $6, {NOW}
-        FROM gone
-        ON CONFLICT (task_id) DO UPDATE SET queue = EXCLUDED.queue,
-            priority = EXCLUDED.priority, body = EXCLUDED.body, reason = EXCLUDED.reason,
-            failed_at = EXCLUDED.failed_at""",
-    "locate": f"SELECT owner, available_at <= {NOW} AS ready FROM {{s}}.messages"
-    " WHERE task_id = $1",
-    "remove": "DELETE FROM {s}.messages WHERE task_id = $1"
-    f" AND (owner IS NULL OR available_at <= {NOW})",
-    "stats": f"""
-        SELECT queue, count(*) FILTER (WHERE available_at <= now.t) AS ready,
-            count(*) FILTER (WHERE available_at > now.t AND owner IS NULL) AS scheduled,
-            count(*) FILTER (WHERE available_at > now.t AND owner IS NOT NULL) AS running
-        FROM {{s}}.messages, (SELECT {NOW} AS t) now GROUP BY queue ORDER BY queue""",
-    "purge": "DELETE FROM {s}.messages WHERE ($1::text IS NULL OR queue = $1)"
-    f" AND (owner IS NULL OR available_at <= {NOW})",
-    "dead_letters": "SELECT task_id, queue, body, reason, failed_at, priority"
-    " FROM {s}.dead_letters ORDER BY failed_at, id LIMIT $1",
-    "drop_dead": "DELETE FROM {s}.dead_letters d USING unnest($1::text[], $2::float8[])"
-    " AS r(task_id, failed_at) WHERE d.task_id = r.task_id AND d.failed_at = r.failed_at",
-}
