@@ -28,6 +28,8 @@ from conveyor import (
     TaskStatus,
 )
 from conveyor._urls import safe_url
+from conveyor.engines import registry
+from conveyor.engines.base import Outgoing
 from conveyor.engines.postgres import SCHEMA_VERSION
 from tests.integration.test_redis_engine import conveyor as run_cli
 from tests.integration.test_redis_engine import ok
@@ -376,3 +378,33 @@ async def test_cli_shows_the_schema_and_acts_on_postgres_state(
     finally:
         workers.stop_all()
         await drop_postgres_schema(postgres_url(), schema)
+
+
+# -- 5. idle consumers wake on NOTIFY ------------------------------------------------------------
+
+
+async def test_an_idle_consumer_wakes_on_a_commit_elsewhere_not_on_a_poll() -> None:
+    """Two engines share nothing in this process but the database: the consumer's wait can
+    only end early through PostgreSQL's NOTIFY, sent at the producer's commit."""
+    url = f"{postgres_url()}?schema={unique_prefix().replace('-', '_')}"
+    consumer, producer = registry.open_url(url), registry.open_url(url)
+    assert consumer.transport is not None
+    assert producer.transport is not None
+    await consumer.transport.startup()
+    await producer.transport.startup()
+    try:
+        for n in range(3):  # every wait ends at once, not at the end of the receive timeout
+            waiting = asyncio.create_task(consumer.transport.receive(["q"], 1, 10.0))
+            await asyncio.sleep(0.2)  # the consumer is asleep in its wait (no row is due)
+            assert not waiting.done()
+            sent = time.monotonic()
+            await producer.transport.publish([Outgoing(f"t{n}", "q", b"x")])
+            (got,) = await asyncio.wait_for(waiting, 5)
+            assert time.monotonic() - sent < 0.3  # polling without NOTIFY looks every 0.5 s
+            assert got.task_id == f"t{n}"
+            await consumer.transport.ack([got])
+    finally:
+        await consumer.transport.shutdown()
+        await producer.transport.shutdown()
+        server, _, query = url.partition("?")
+        await drop_postgres_schema(server, query.removeprefix("schema="))
