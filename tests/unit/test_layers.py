@@ -38,7 +38,7 @@ def test_a_process_that_only_sends_never_loads_worker_code(tmp_path: object) -> 
     ).stdout.split()
     assert "conveyor.engines.sqlite" in loaded
     assert [m for m in loaded if m.startswith("conveyor.worker")] == []
-    others = ("memory", "redis", "nats", "amqp", "zmq")  # engines are imported when named
+    others = ("memory", "redis", "postgres", "nats", "amqp", "zmq")  # engines are imported when named
     assert [m for m in loaded if m.split(".")[2:3] and m.split(".")[2] in others] == []
 
 
@@ -46,6 +46,7 @@ def test_a_process_that_only_sends_never_loads_worker_code(tmp_path: object) -> 
     ("url", "driver", "extra"),
     [
         ("redis://h/0", "hiredis", "redis"),
+        ("postgresql://h/db", "asyncpg", "postgres"),
         ("nats://h:4222", "nats", "nats"),
         ("amqp://h/", "aio_pika", "amqp"),
         ("zmq://h:5555", "zmq", "zmq"),
