@@ -3,8 +3,9 @@
 -- in once, when a database object is made. A receipt is ($1 row id, $2 owner, $3 deliveries):
 -- it matches only the claim it came from.
 
+-- `insert` also runs through the caller's connection, in its driver's parameter style
+-- (enqueue.py): keep its parameters written as CAST($n AS type).
 -- name: insert
--- (also run through the caller's connection, in its driver's parameter style: see enqueue.py)
 INSERT INTO {s}.messages (task_id, queue, priority, body, available_at, eta)
 SELECT t, q, p, b, coalesce(e, {now}), e
 FROM unnest(CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS int2[]), CAST($4 AS bytea[]),
