@@ -38,7 +38,8 @@ def test_a_process_that_only_sends_never_loads_worker_code(tmp_path: object) -> 
     ).stdout.split()
     assert "conveyor.engines.sqlite" in loaded
     assert [m for m in loaded if m.startswith("conveyor.worker")] == []
-    others = ("memory", "redis", "postgres", "nats", "amqp", "zmq")  # engines are imported when named
+    # Engines are imported when a URL names them.
+    others = ("memory", "redis", "postgres", "nats", "amqp", "zmq")
     assert [m for m in loaded if m.split(".")[2:3] and m.split(".")[2] in others] == []
 
 

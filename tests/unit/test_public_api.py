@@ -276,7 +276,10 @@ def test_an_explicit_url_wins_over_the_environment(clean_env: pytest.MonkeyPatch
     assert broker.path == "relative.db"
 
 
-@pytest.mark.parametrize("url", ["postgres://h/db", "sqlite://", "sqlite:///q.db?lease=x"])
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://h/db", "sqlite://", "sqlite:///q.db?lease=x", "postgresql://h/db?schema=Not-A-Name"],
+)
 def test_a_bad_url_is_a_configuration_error(clean_env: pytest.MonkeyPatch, url: str) -> None:
     with pytest.raises(ConfigurationError):
         broker_from_url(url)
