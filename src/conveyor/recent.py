@@ -30,6 +30,7 @@ __all__ = [
     "RecentTask",
     "shown",
     "shown_call",
+    "shown_value",
 ]
 
 #: Tasks each worker lists as recent, and as failed.
@@ -85,6 +86,13 @@ def shown_call(args: Any, kwargs: Any, labels: dict[str, Any]) -> dict[str, Any]
     if not whole:
         shown.update(labels={}, labels_text=text)
     return shown
+
+
+def shown_value(value: Any, limit: int = ARGS_LIMIT) -> dict[str, Any]:
+    """A value read from a store as the page shows it: `{"value": value}` when its JSON is at
+    most `limit` characters and `SHOWN_DEPTH` levels, else `{"text": the start of its text}`."""
+    text, whole = _text(value, limit)
+    return {"value": value} if whole else {"text": text}
 
 
 def shown(record: RecentTask) -> dict[str, Any]:
