@@ -83,14 +83,15 @@ class SharedOverview:
     async def get(self) -> dict[str, Any]:
         """The current snapshot (callers must not change it)."""
         async with self._lock:
-            old = self._data is None or time.monotonic() - self._read_at >= self.max_age
-            if old or self._sends != self.state.sends:  # a task sent since shows at once
-                self._sends = self.state.sends
-                self._data = await overview(self.broker, self.inspector, self.state)
+            data = self._data
+            fresh = data is not None and time.monotonic() - self._read_at < self.max_age
+            if data is None or not fresh or self._sends != self.state.sends:
+                self._sends = self.state.sends  # a task sent since shows at once
+                data = self._data = await overview(self.broker, self.inspector, self.state)
                 self._read_at = time.monotonic()
                 if self.history is not None:
-                    await self.history.record(point_of(self._data))
-            return self._data
+                    await self.history.record(point_of(data))
+            return data
 
 
 def point_of(snapshot: dict[str, Any]) -> Point:
