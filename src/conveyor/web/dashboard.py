@@ -54,8 +54,9 @@ _STATIC = {
 }
 #: Query parameters of the page that the login keeps (what a shared link points at).
 _PAGE_PARAMETERS = ("task", "worker", "name", "state", "queue", "series")
-#: A filter of the recent tasks (`conveyor.web.overview.selected`).
+#: Filters of the recent tasks (`conveyor.web.overview.selected`).
 Filter = Annotated[str, Query(max_length=200)]
+StatusFilter = Annotated[str, Query(alias="state", max_length=200)]
 
 
 @functools.cache
@@ -125,17 +126,17 @@ def dashboard_router(broker: Broker, state: WebState, gate: Gate, max_body: int)
         return Response(_static(name), media_type=_STATIC[name])
 
     @web.get("/api/overview", tags=["dashboard"])
-    async def snapshot(name: Filter = "", state: Filter = "", queue: Filter = "") -> Any:
+    async def snapshot(name: Filter = "", status: StatusFilter = "", queue: Filter = "") -> Any:
         """Everything the dashboard shows, at once; the recent and failed tasks only those
         whose name contains `name` (or whose id starts with it), of status `state` and queue
         `queue`, when given."""
-        return selected(await shared.get(), name, state, queue)
+        return selected(await shared.get(), name, status, queue)
 
     @web.get("/api/stream", include_in_schema=False)
     async def stream(
-        request: Request, name: Filter = "", state: Filter = "", queue: Filter = ""
+        request: Request, name: Filter = "", status: StatusFilter = "", queue: Filter = ""
     ) -> Streaming:
-        chosen = {"name": name, "state": state, "queue": queue}
+        chosen = {"name": name, "state": status, "queue": queue}
         return Streaming(_events(shared, request, chosen), media_type="text/event-stream")
 
     _actions(web, broker, inspector, state)

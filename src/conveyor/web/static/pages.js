@@ -2,13 +2,13 @@
 // Each is a real URL; links to them are followed in place (history.pushState) or in a new tab.
 "use strict";
 
-const page = {view: "overview", key: null, loading: false, done: false};
+const page = {view: "overview", key: null, loading: false, done: false, finalReads: 0};
 
 function route() {
   const query = new URLSearchParams(location.search);
   const [view, key] = query.has("task") ? ["task", query.get("task")]
     : query.has("worker") ? ["worker", query.get("worker")] : ["overview", null];
-  Object.assign(page, {view, key, done: false});
+  Object.assign(page, {view, key, done: false, finalReads: 0});
   for (const name of ["overview", "task", "worker"]) $(`#view-${name}`).hidden = name !== view;
   document.title = key ? `${key} · conveyor` : "conveyor";
   if (view === "overview") {
@@ -58,7 +58,9 @@ function facts(pairs) {
 }
 
 function renderTask(task) {
-  page.done = FINAL.includes(task.status) && !task.progress;
+  // an ended task changes no more, but the workers' lists of its attempts may lag a second
+  page.finalReads = FINAL.includes(task.status) ? (page.finalReads || 0) + 1 : 0;
+  page.done = page.finalReads >= 3;
   const result = task.result;
   const head = el("div", {class: "page-head"},
     el("h2", {}, task.task_name || "task", " ", el("span", {class: "mono muted"}, task.task_id)),
