@@ -101,7 +101,7 @@ def shown(record: RecentTask) -> dict[str, Any]:
     data = msgspec.structs.asdict(record)
     if record.args_text is None:
         data.update(shown_call(record.args, record.kwargs, record.labels))
-    for name in ("task_id", "task_name", "queue", "worker"):
+    for name in ("task_id", "task_name", "status", "queue", "worker"):
         data[name] = data[name][:NAME_LIMIT]
     for name, limit in (("args_text", ARGS_LIMIT), ("labels_text", LABELS_LIMIT)):
         if data.get(name) is not None:

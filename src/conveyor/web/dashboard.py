@@ -71,7 +71,8 @@ def _login_page() -> tuple[str, str]:
 <body class="login"><header><h1><img src="data:image/svg+xml;base64,{icon}" alt="" width="22"
 height="22"> conveyor</h1></header><main><section class="panel">
 <h2>Sign in</h2><p class="message">MESSAGE</p><form method="post">
-<input name="token" type="password" placeholder="token" aria-label="token" autofocus>
+<input name="token" type="password" placeholder="token" aria-label="token"
+autocomplete="current-password" autofocus>
 <button>Open</button></form></section></main></body></html>"""
     return page, f"{CONTENT_POLICY}; style-src 'sha256-{_sha256(style)}'"
 

@@ -215,7 +215,8 @@ async def _workflow(
     label = result.labels.get(WORKFLOW_LABEL) if result else None
     if label is None and letter is not None and letter[1] is not None:
         label = letter[1].labels.get(WORKFLOW_LABEL)
-    next_ids = following(label)[:NEXT_SHOWN] if label is not None else []
+    next_ids = [i for i in following(label) if len(i) <= NAME_LIMIT] if label is not None else []
+    next_ids = next_ids[:NEXT_SHOWN]
     statuses = await asyncio.gather(*(_status(broker, i) for i in [workflow_id, *next_ids]))
     whole = await _result(broker, workflow_id) if step else result
     return {
