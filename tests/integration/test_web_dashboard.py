@@ -239,7 +239,7 @@ async def test_pages_filters_and_charts_in_a_browser(
         progress = f'#recent tr[data-task-id="{report}"] [data-progress="1/2"]'
         _wait(browser, lambda: browser.find_elements("css selector", progress), "progress")
         _wait(browser, lambda: _points(browser) >= 170, "the stored history")
-        browser.save_screenshot(str(shots / "dashboard.png"))
+        browser.save_screenshot(str(shots / "dashboard-overview.png"))
         app.open_gate("report")
         browser.refresh()  # nothing of it lived in the page
         _wait(browser, lambda: _points(browser) >= 170, "the history after a reload")
