@@ -128,7 +128,17 @@ class Inspector:
 
     async def recent(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(recent, failed) tasks the workers reported, newest first, as JSON objects (at most
-        `RECENT_SHOWN` of each, their calls cut as `conveyor.recent` says).
+        `RECENT_SHOWN` of each, the latest run of each task, as `worker_lists` reads them)."""
+        recent: dict[str, dict[str, Any]] = {}
+        failed: dict[str, dict[str, Any]] = {}
+        for runs, failures in await self.worker_lists():
+            _latest(recent, runs)
+            _latest(failed, failures)
+        return _newest(recent), _newest(failed)
+
+    async def worker_lists(self) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+        """Each worker's (recent, failed) runs as it published them, as JSON objects cut as
+        `conveyor.recent` says (a retried task has a run per attempt).
 
         A list not signed with the broker's secret key (when one is set), and an entry whose
         fields have the wrong types, are left out: what is shown or sent again is what a worker
@@ -136,8 +146,7 @@ class Inspector:
         """
         await self.broker.ensure_started()
         seal = self.broker.signer.derive(SIGNED_RECENT)
-        recent: dict[str, dict[str, Any]] = {}
-        failed: dict[str, dict[str, Any]] = {}
+        found = []
         for raw in await self.broker.state.recent():
             try:
                 lists = _LISTS.decode(seal.verify(raw))
@@ -145,9 +154,8 @@ class Inspector:
                 continue  # written by someone without the key, or by another version
             except RecursionError:
                 continue  # nested deeper than any worker writes
-            _merge(recent, lists.get("recent", []))
-            _merge(failed, lists.get("failed", []))
-        return _newest(recent), _newest(failed)
+            found.append((_valid(lists.get("recent", [])), _valid(lists.get("failed", []))))
+        return found
 
     async def schedules(self) -> list[ScheduleInfo]:
         """Label and stored schedules with their next fire time."""
@@ -166,14 +174,20 @@ class Inspector:
             return "?"
 
 
-def _merge(into: dict[str, dict[str, Any]], entries: list[Any]) -> None:
-    """Keep the latest well-formed entry of each task id (a retried task may have run on two
-    workers), cut as every record shown is."""
+def _valid(entries: list[Any]) -> list[dict[str, Any]]:
+    """The well-formed entries, cut as every record shown is."""
+    valid = []
     for raw in entries:
         try:
-            entry = shown(msgspec.convert(raw, RecentTask))
+            valid.append(shown(msgspec.convert(raw, RecentTask)))
         except msgspec.ValidationError:
             continue
+    return valid
+
+
+def _latest(into: dict[str, dict[str, Any]], entries: list[dict[str, Any]]) -> None:
+    """Keep the latest entry of each task id (a retried task may have run on two workers)."""
+    for entry in entries:
         known = into.get(entry["task_id"])
         if known is None or _when(entry) >= _when(known):
             into[entry["task_id"]] = entry

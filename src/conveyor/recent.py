@@ -30,6 +30,7 @@ __all__ = [
     "RecentTask",
     "shown",
     "shown_call",
+    "shown_value",
 ]
 
 #: Tasks each worker lists as recent, and as failed.
@@ -87,13 +88,20 @@ def shown_call(args: Any, kwargs: Any, labels: dict[str, Any]) -> dict[str, Any]
     return shown
 
 
+def shown_value(value: Any, limit: int = ARGS_LIMIT) -> dict[str, Any]:
+    """A value read from a store as the page shows it: `{"value": value}` when its JSON is at
+    most `limit` characters and `SHOWN_DEPTH` levels, else `{"text": the start of its text}`."""
+    text, whole = _text(value, limit)
+    return {"value": value} if whole else {"text": text}
+
+
 def shown(record: RecentTask) -> dict[str, Any]:
     """A record read back from the store as JSON for the page: cut as `shown_call` cuts, with
     its names, error and traceback cut too (a worker of another version may not have)."""
     data = msgspec.structs.asdict(record)
     if record.args_text is None:
         data.update(shown_call(record.args, record.kwargs, record.labels))
-    for name in ("task_id", "task_name", "queue", "worker"):
+    for name in ("task_id", "task_name", "status", "queue", "worker"):
         data[name] = data[name][:NAME_LIMIT]
     for name, limit in (("args_text", ARGS_LIMIT), ("labels_text", LABELS_LIMIT)):
         if data.get(name) is not None:

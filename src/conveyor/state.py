@@ -14,6 +14,8 @@ and stored schedules. Every key conveyor keeps in a state store is made here:
 - `worker:<host:pid>`: a worker's heartbeat (`Heartbeat`, JSON); kept three beats.
 - `stats:<counter>:<task name>`: counts summed over every worker (`COUNTERS`, `BUCKETS`).
 - `recent:<host:pid>`: a worker's recent and failed tasks (JSON); kept `RECENT_TTL`.
+- `history:<series>`: the dashboard's points of one series (`conveyor.history`); kept as long
+  as the series spans.
 - `sched:def:<id>` and `sched:last:<id>`: a stored schedule (JSON) and its last fire time.
 - `amqp:<prefix>:...`: the RabbitMQ engine's index of its messages (docs/engines/amqp.md).
 
@@ -212,6 +214,14 @@ class State:
     async def recent(self) -> list[bytes]:
         """Every worker's recent-task lists, as published."""
         return list((await self.store.scan("recent:")).values())
+
+    async def put_history(self, series: str, data: bytes, ttl: float) -> None:
+        """Store the dashboard's points of `series`, replacing them."""
+        await self.store.set(f"history:{series}", data, ttl)
+
+    async def history(self, series: str) -> bytes | None:
+        """The dashboard's points of `series`, as stored, or None."""
+        return await self.store.get(f"history:{series}")
 
     # -- stored schedules ----------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -57,7 +58,9 @@ __all__ = [
     "advance",
     "chain",
     "chord",
+    "following",
     "group",
+    "step_of",
 ]
 
 #: The label that carries a step's place in its workflow.
@@ -66,6 +69,9 @@ WORKFLOW_LABEL = "workflow"
 log = logging.getLogger(__name__)
 
 _DAY = 24 * 3600.0
+#: The path of a workflow's root node; a step at path P of workflow W runs as task `W-P`.
+_ROOT = "w"
+_PATH = re.compile(r"w(\.\d+)*")
 
 
 class CallNode(msgspec.Struct, tag="call", kw_only=True):
@@ -152,7 +158,7 @@ class Workflow:
         broker = broker or self._broker()
         workflow_id = broker.task_id_generator()
         flow = Flow(workflow_id, self.kind)
-        messages = await _start(broker, flow, self.node(), "w", _NOTHING, [])
+        messages = await _start(broker, flow, self.node(), _ROOT, _NOTHING, [])
         if messages:
             await broker.state.mark(workflow_id, "running", broker.result_backend.default_ttl)
             await broker.send(messages)
@@ -368,8 +374,41 @@ def _message(
     labels = {**node.labels, WORKFLOW_LABEL: rest}
     task_labels = task.labels if task else None
     return broker.build_message(
-        node.task, args, node.kwargs, task_labels, labels, f"{flow.id}-{path}"
+        node.task, args, node.kwargs, task_labels, labels, _step_id(flow.id, path)
     )
+
+
+def _step_id(workflow_id: str, path: str) -> str:
+    return f"{workflow_id}-{path}"
+
+
+def step_of(task_id: str) -> tuple[str, str] | None:
+    """(workflow id, path) when `task_id` is the id of a workflow's step, else None."""
+    workflow_id, _, path = task_id.rpartition("-")
+    return (workflow_id, path) if workflow_id and _PATH.fullmatch(path) else None
+
+
+def following(label: Any) -> list[str]:
+    """The ids of the steps a workflow step's success sends (for a group's member: what the
+    group's last member sends), from its `workflow` label; [] when the label is malformed or
+    nothing follows but the workflow's end."""
+    try:
+        flow = msgspec.convert(label, Flow)
+    except msgspec.ValidationError:
+        return []
+    rest = next((f for f in flow.frames if isinstance(f, ChainRest) and f.steps), None)
+    if rest is None:
+        return []
+    return _first_steps(flow.id, rest.steps[0], f"{rest.path}.{rest.offset}")
+
+
+def _first_steps(workflow_id: str, node: Node, path: str) -> list[str]:
+    if isinstance(node, CallNode):
+        return [_step_id(workflow_id, path)]
+    if isinstance(node, ChainNode):
+        return _first_steps(workflow_id, node.steps[0], f"{path}.0") if node.steps else []
+    ids = (_first_steps(workflow_id, m, f"{path}.{i}") for i, m in enumerate(node.members))
+    return [task_id for found in ids for task_id in found]
 
 
 async def _send_once(broker: Broker, messages: list[TaskMessage]) -> float:

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 from importlib import resources
-from typing import Any
-from urllib.parse import parse_qs
+from typing import Annotated, Any
+from urllib.parse import parse_qs, urlencode
 
-from fastapi import APIRouter, Depends, Request, Security
+from fastapi import APIRouter, Depends, Query, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.responses import StreamingResponse as Streaming
 from pydantic import BaseModel
 
 from conveyor.broker import Broker
+from conveyor.history import History
 from conveyor.inspector import Inspector
 from conveyor.message import TaskMessage
 from conveyor.options import TaskOptions
@@ -29,9 +31,10 @@ from conveyor.web.auth import (
     not_cross_site,
     retry_after,
 )
-from conveyor.web.overview import SharedOverview
+from conveyor.web.overview import SharedOverview, selected
 from conveyor.web.routing import CONTENT_POLICY, BrokerRoute, guarded_route
 from conveyor.web.state import WebState
+from conveyor.web.views import add_views, sampling
 from conveyor.workflows import WORKFLOW_LABEL
 
 __all__ = ["dashboard_router"]
@@ -43,15 +46,35 @@ def _sha256(text: str) -> str:
 
 STREAM_SECONDS = 1.0
 LOGIN_BODY_LIMIT = 4096
-_STATIC = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
-_LOGIN_STYLE = "body{font-family:system-ui;margin:4rem auto;max-width:24rem}"
-_LOGIN = f"""<!doctype html><meta charset="utf-8"><title>conveyor</title>
-<link rel="icon" href="data:,"><style>{_LOGIN_STYLE}</style>
-<h1>conveyor</h1><p>MESSAGE</p>
-<form method="post"><input name="token" type="password" placeholder="token" autofocus>
-<button>Open</button></form>"""
-#: The login page's policy: `CONTENT_POLICY` with its one inline style allowed by its hash.
-_LOGIN_POLICY = f"{CONTENT_POLICY}; style-src 'sha256-{_sha256(_LOGIN_STYLE)}'"
+_SCRIPTS = ("dom.js", "charts.js", "pages.js", "app.js")
+_STATIC = {
+    **dict.fromkeys(_SCRIPTS, "text/javascript"),
+    "style.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
+#: Query parameters of the page that the login keeps (what a shared link points at).
+_PAGE_PARAMETERS = ("task", "worker", "name", "state", "queue", "series")
+#: Filters of the recent tasks (`conveyor.web.overview.selected`).
+Filter = Annotated[str, Query(max_length=200)]
+StatusFilter = Annotated[str, Query(alias="state", max_length=200)]
+
+
+@functools.cache
+def _login_page() -> tuple[str, str]:
+    """The login page, styled by the dashboard's own style sheet (inline: the sheet's route
+    needs the token), and its `Content-Security-Policy` allowing that one style by its hash."""
+    style = _static("style.css").decode()
+    icon = base64.b64encode(_static("favicon.svg")).decode()
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>conveyor</title>
+<link rel="icon" href="data:image/svg+xml;base64,{icon}"><style>{style}</style></head>
+<body class="login"><header><h1><img src="data:image/svg+xml;base64,{icon}" alt="" width="22"
+height="22"> conveyor</h1></header><main><section class="panel">
+<h2>Sign in</h2><p class="message">MESSAGE</p><form method="post">
+<input name="token" type="password" placeholder="token" aria-label="token"
+autocomplete="current-password" autofocus>
+<button>Open</button></form></section></main></body></html>"""
+    return page, f"{CONTENT_POLICY}; style-src 'sha256-{_sha256(style)}'"
 
 
 class RequeueIn(BaseModel):
@@ -65,24 +88,24 @@ def _static(name: str) -> bytes:
 
 
 def _login(message: str, status: int = 401, headers: dict[str, str] | None = None) -> Response:
-    page = _LOGIN.replace("MESSAGE", message)
-    answer = HTMLResponse(page, status_code=status, headers=headers)
-    answer.headers["Content-Security-Policy"] = _LOGIN_POLICY
+    page, policy = _login_page()
+    answer = HTMLResponse(page.replace("MESSAGE", message), status_code=status, headers=headers)
+    answer.headers["Content-Security-Policy"] = policy
     return answer
 
 
 def dashboard_router(broker: Broker, state: WebState, gate: Gate, max_body: int) -> APIRouter:
     """The page at `/`, its files at `/static/...` and its JSON API at `/api/...` (bodies of
     at most `max_body` bytes)."""
-    public = APIRouter(route_class=BrokerRoute)
+    inspector, history = Inspector(broker), History(broker.state, broker.signer)
+    shared = SharedOverview(broker, inspector, state, STREAM_SECONDS * 0.9, history)
+    public = APIRouter(route_class=BrokerRoute, lifespan=sampling(shared))
     web = APIRouter(
         dependencies=[Security(bearer_scheme), Depends(not_cross_site)],
         responses=COMMON_ANSWERS,
         route_class=guarded_route(gate),
         max_body_size=max_body,
     )
-    inspector = Inspector(broker)
-    shared = SharedOverview(broker, inspector, state, max_age=STREAM_SECONDS * 0.9)
 
     @public.get("/", include_in_schema=False)
     async def page(request: Request) -> Response:
@@ -104,15 +127,21 @@ def dashboard_router(broker: Broker, state: WebState, gate: Gate, max_body: int)
         return Response(_static(name), media_type=_STATIC[name])
 
     @web.get("/api/overview", tags=["dashboard"])
-    async def snapshot() -> dict[str, Any]:
-        """Everything the dashboard shows, at once."""
-        return await shared.get()
+    async def snapshot(name: Filter = "", status: StatusFilter = "", queue: Filter = "") -> Any:
+        """Everything the dashboard shows, at once; the recent and failed tasks only those
+        whose name contains `name` (or whose id starts with it), of status `state` and queue
+        `queue`, when given."""
+        return selected(await shared.get(), name, status, queue)
 
     @web.get("/api/stream", include_in_schema=False)
-    async def stream(request: Request) -> Streaming:
-        return Streaming(_events(shared, request), media_type="text/event-stream")
+    async def stream(
+        request: Request, name: Filter = "", status: StatusFilter = "", queue: Filter = ""
+    ) -> Streaming:
+        chosen = {"name": name, "state": status, "queue": queue}
+        return Streaming(_events(shared, request, chosen), media_type="text/event-stream")
 
     _actions(web, broker, inspector, state)
+    add_views(web, broker, inspector, state, history)
     public.include_router(web)
     return public
 
@@ -125,11 +154,17 @@ async def _sign_in(gate: Gate, request: Request) -> Response:
         return _login(message, 429, {"Retry-After": str(seconds)})
     if wait is not None:
         return _login("Wrong token.")
-    answer = RedirectResponse("./", 303)  # this page; relative, so right behind a proxy
+    answer = RedirectResponse(_same_page(request), 303)
     if gate.token is not None:
         secure = request.url.scheme == "https"
         answer.set_cookie(COOKIE, gate.session, httponly=True, samesite="strict", secure=secure)
     return answer
+
+
+def _same_page(request: Request) -> str:
+    """This page, relative (so right behind a proxy), with the query naming what it shows."""
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k in _PAGE_PARAMETERS]
+    return "./" + (f"?{urlencode(kept[: len(_PAGE_PARAMETERS)])}" if kept else "")
 
 
 async def _form_token(request: Request) -> str | None:
@@ -143,11 +178,12 @@ async def _form_token(request: Request) -> str | None:
     return values[0] if values else None
 
 
-async def _events(shared: SharedOverview, request: Request) -> Any:
-    """Server-Sent Events: a snapshot every `STREAM_SECONDS` until the client goes away."""
+async def _events(shared: SharedOverview, request: Request, chosen: dict[str, str]) -> Any:
+    """Server-Sent Events: a snapshot (its tasks `selected`) every `STREAM_SECONDS` until the
+    client goes away."""
     while not await request.is_disconnected():
         try:
-            data = await shared.get()
+            data = selected(await shared.get(), **chosen)
             yield f"data: {json.dumps(data, default=repr)}\n\n"
         except Exception as exc:  # an outage: say so and keep the stream open
             yield f"event: problem\ndata: {json.dumps(f'{type(exc).__name__}: {exc}')}\n\n"

@@ -18,6 +18,8 @@ class WebState:
 
     def __init__(self) -> None:
         self._sent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        #: Tasks sent so far: a snapshot read before the last send is out of date.
+        self.sends = 0
 
     def sent(
         self,
@@ -40,6 +42,7 @@ class WebState:
         }
         if len(self._sent) > SENT_SIZE:
             self._sent.popitem(last=False)
+        self.sends += 1
 
     def find(self, task_id: str) -> dict[str, Any] | None:
         """A task this process sent, or None."""
