@@ -297,6 +297,20 @@ class PrivatePostgres(PrivateServer):
             )
         self.binary = self._tool("postgres")
         super().start()
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        """Wait until it accepts sessions: its port opens while it is still starting up."""
+        import psycopg
+
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                psycopg.connect(self.url, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                assert time.monotonic() < deadline, "postgres did not accept sessions in 15 s"
+                time.sleep(0.05)
 
     def argv(self, binary: str) -> list[str]:
         return [

@@ -210,11 +210,10 @@ async def test_an_unencodable_step_value_fails_the_workflow_and_is_dead_lettered
     assert result.status is TaskStatus.FAILED
     assert result.error_type == "SerializationError"
     assert result.labels["failed_step"] == f"{handle.task_id}-w.1"
-    await running.wait_all(timeout=10)
-    assert f"{handle.task_id}-w.1" in [d.task_id for d in await running.transport.dead_letters()]
-    step = await running.get_handle(f"{handle.task_id}-w.1").get_result()
-    assert step is not None
+    # The step is dead-lettered first, then its own result stored: wait for that result.
+    step = await running.get_handle(f"{handle.task_id}-w.1").wait_result(timeout=10)
     assert step.status is TaskStatus.FAILED
+    assert f"{handle.task_id}-w.1" in [d.task_id for d in await running.transport.dead_letters()]
     assert calls == [3]  # ran once: not delivered again
     assert not any(line.startswith("mul") for line in t.ran)
 
