@@ -12,8 +12,8 @@ A Prometheus exporter names them as `/metrics` does (`conveyor_tasks_received_to
 often and reports the cluster's gauges, the same numbers from every process that does:
 `conveyor.queue.depth` (`queue`, `state`), `conveyor.tasks.in_flight` and `conveyor.workers`.
 
-Instruments are made on first use once an SDK's meter provider is there; until then a hook costs
-one provider check.
+Instruments are made on first use once an SDK's meter provider is there (`ProviderCheck`); until
+then a hook costs a clock reading.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider
 
 from conveyor import __version__
 from conveyor.inspector import Inspector, WorkerInfo
+from conveyor.otel.providers import ProviderCheck
 from conveyor.result import TaskResult, TaskStatus
 from conveyor.state import BUCKETS, COUNTER_HELP, COUNTERS
 
@@ -72,7 +73,7 @@ class TaskMetrics:
     """
 
     def __init__(self, provider: metrics.MeterProvider | None, cluster_seconds: float | None):
-        self.provider = provider
+        self.check = ProviderCheck(provider, metrics.get_meter_provider, _NO_SDK)
         self.cluster_seconds = cluster_seconds
         self.cluster: _Cluster | None = None  # None until the broker was read
         self._counters: dict[str, Counter] = {}
@@ -81,8 +82,8 @@ class TaskMetrics:
     def ready(self) -> bool:
         """True once an SDK's meter provider is there (the instruments are then made)."""
         if self._duration is None:
-            provider = self.provider or metrics.get_meter_provider()
-            if isinstance(provider, _NO_SDK):
+            provider = self.check.found()
+            if provider is None:
                 return False
             self._instruments(provider.get_meter("conveyor", __version__))
         return True
@@ -93,13 +94,12 @@ class TaskMetrics:
             self._counters["received"].add(1, {"task_name": task_name})
 
     def ended(self, task_name: str, result: TaskResult[Any]) -> None:
-        """Count how a run ended and how long it took."""
+        """Count how a run ended and how long it took (call once `ready()`)."""
         counter = _COUNTED.get(result.status)
-        if counter is None or not self.ready():
+        if counter is None or self._duration is None:
             return
         attributes = {"task_name": task_name}
         self._counters[counter].add(1, attributes)
-        assert self._duration is not None
         self._duration.record(result.execution_time or 0.0, attributes)
 
     async def watch(self, broker: Broker) -> None:

@@ -42,6 +42,7 @@ from conveyor import __version__
 from conveyor.errors import SoftTimeLimitExceeded
 from conveyor.message import TaskMessage
 from conveyor.options import DEFAULT_QUEUE
+from conveyor.otel.providers import ProviderCheck
 from conveyor.result import TaskResult, TaskStatus
 from conveyor.scheduler.loop import FIRING
 from conveyor.workflows import WORKFLOW_LABEL
@@ -87,25 +88,28 @@ class Tracing:
     """
 
     def __init__(self, provider: TracerProvider | None, link: bool) -> None:
-        self.provider = provider
         self.link = link
         self.engine = "unknown"
+        self.check = ProviderCheck(provider, trace.get_tracer_provider, _NO_SDK)
         self._tracer: Tracer | None = None
-        self._fields: frozenset[str] = frozenset()
+        self._fields = frozenset(propagate.get_global_textmap().fields)
         self._sending: weakref.WeakKeyDictionary[asyncio.Task[Any], dict[str, Span]] = (
             weakref.WeakKeyDictionary()
         )
 
+    def started(self, engine: str) -> None:
+        """The broker started: look for an SDK again, and at the propagator's keys."""
+        self.engine = engine
+        self.check.again()
+        self._fields = frozenset(propagate.get_global_textmap().fields)
+
     def tracer(self) -> Tracer | None:
-        """The tracer, or None while no SDK is configured (checked again until one is)."""
+        """The tracer, or None while no SDK is configured (`ProviderCheck`)."""
         if self._tracer is None:
-            provider = self.provider or trace.get_tracer_provider()
-            if isinstance(provider, _NO_SDK):
-                if not self._fields:
-                    self._fields = frozenset(propagate.get_global_textmap().fields)
+            provider = self.check.found()
+            if provider is None:
                 return None
             self._tracer = provider.get_tracer("conveyor", __version__, schema_url=_SCHEMA)
-            self._fields = frozenset(propagate.get_global_textmap().fields)
         return self._tracer
 
     # -- sending ------------------------------------------------------------------------------
