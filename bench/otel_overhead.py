@@ -7,8 +7,10 @@ Runs from the project's dev venv (the OpenTelemetry SDK is a dev dependency; `be
 not have it). Each measurement is a fresh process (a global tracer provider can be set once per
 process): it sends `--count` no-op tasks with `kiq_many` (1,000 a call), then starts a worker in
 the same process (`conveyor.testing.worker`, 100 tasks at once) and times how long the queue
-takes to empty. The three variants run one after another in each repetition, the order reversed
-every other one, so a drift of the machine neither always helps nor always hurts one variant.
+takes to empty, in wall time (tasks a second) and in this process's CPU time per task (less
+moved by what else the machine runs, as all the work is in this one process). The three
+variants run one after another in each repetition, the order reversed every other one, so a
+drift of the machine neither always helps nor always hurts one variant.
 
 - `none`: no middleware;
 - `api`: `OpenTelemetryMiddleware()`, only the OpenTelemetry API (no SDK configured);
@@ -79,12 +81,12 @@ async def _measure(variant: str, url: str, count: int) -> dict[str, float]:
             await broker.kiq_many([noop.s(i) for i in range(first, min(first + BATCH, count))])
         sent = time.perf_counter() - started
         async with conveyor.testing.worker(broker, max_async_tasks=100, receive_timeout=0.05):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             await broker.wait_all(timeout=600)
-            drained = time.perf_counter() - started
+            drained, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         await broker.shutdown()
-    return {"send": count / sent, "drain": count / drained}
+    return {"send": count / sent, "drain": count / drained, "cpu_us": cpu / count * 1e6}
 
 
 def _child(variant: str, url: str, count: int) -> dict[str, float]:
@@ -116,17 +118,21 @@ def _drop_redis_prefix(url: str, prefix: str) -> None:
 
 def _report(runs: dict[str, list[dict[str, float]]]) -> str:
     base = statistics.median(r["drain"] for r in runs["none"])
+    base_cpu = statistics.median(r["cpu_us"] for r in runs["none"])
     lines = [
-        "| variant | drain tasks/s: median (min-max) | vs none | send tasks/s: median |",
-        "|---|---|---|---|",
+        "| variant | drain tasks/s: median (min-max) | vs none | drain CPU us/task: median "
+        "(min-max) | vs none | send tasks/s: median |",
+        "|---|---|---|---|---|---|",
     ]
     for variant in VARIANTS:
         drains = [r["drain"] for r in runs[variant]]
-        sends = [r["send"] for r in runs[variant]]
-        median = statistics.median(drains)
+        cpus = [r["cpu_us"] for r in runs[variant]]
+        median, cpu = statistics.median(drains), statistics.median(cpus)
+        sends = statistics.median(r["send"] for r in runs[variant])
         lines.append(
             f"| {variant} | {median:,.0f} ({min(drains):,.0f}-{max(drains):,.0f}) "
-            f"| {median / base - 1:+.1%} | {statistics.median(sends):,.0f} |"
+            f"| {median / base - 1:+.1%} | {cpu:.0f} ({min(cpus):.0f}-{max(cpus):.0f}) "
+            f"| {cpu - base_cpu:+.0f} us | {sends:,.0f} |"
         )
     return "\n".join(lines)
 

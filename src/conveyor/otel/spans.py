@@ -61,8 +61,19 @@ class _Run:
 
     task_id: str
     span: Span
-    finished: bool = False  # post_execute was seen
+    status: TaskStatus | None = None  # the outcome put on the span
     ended: bool = False
+
+    def mark(self, result: TaskResult[Any]) -> None:
+        """Put a result's outcome on the span: an error status for a failed attempt."""
+        if result.status is self.status:
+            return
+        self.status = result.status
+        self.span.set_attribute("conveyor.task.outcome", str(result.status))
+        if result.status in (TaskStatus.FAILED, TaskStatus.RETRYING):
+            self.span.set_attribute("error.type", result.error_type or "Exception")
+            description = f"{result.error_type}: {result.error_message}"
+            self.span.set_status(Status(StatusCode.ERROR, description))
 
     def end(self) -> None:
         if not self.ended:
@@ -186,8 +197,7 @@ class Tracing:
             self.start_run(message)
             run = self._run(message)
             assert run is not None
-        run.finished = True
-        _mark(run.span, result)
+        run.mark(result)
         if result.status is TaskStatus.RETRYING:
             run.span.add_event("conveyor.task.retry", {"conveyor.task.attempt": message.attempt})
         elif result.status is TaskStatus.CANCELLED:
@@ -209,7 +219,7 @@ class Tracing:
         run = self._run(message)
         if run is None:
             return
-        _mark(run.span, result)  # a workflow that could not go on failed the step since
+        run.mark(result)  # a workflow that could not go on failed the step since
         if result.status is TaskStatus.FAILED:
             run.span.add_event("conveyor.task.dead_letter")
         run.end()
@@ -242,11 +252,3 @@ class Tracing:
 def _links(span: Span) -> list[Link]:
     context = span.get_span_context()
     return [Link(context)] if context.is_valid else []
-
-
-def _mark(span: Span, result: TaskResult[Any]) -> None:
-    """Put a result's outcome on a run span: an error status for a failed attempt."""
-    span.set_attribute("conveyor.task.outcome", str(result.status))
-    if result.status in (TaskStatus.FAILED, TaskStatus.RETRYING):
-        span.set_attribute("error.type", result.error_type or "Exception")
-        span.set_status(Status(StatusCode.ERROR, f"{result.error_type}: {result.error_message}"))
