@@ -4,14 +4,14 @@ SQLite and Redis (`OpenTelemetryMiddleware` with the OpenTelemetry SDK).
 The test's process is the producer: its spans go to an `InMemorySpanExporter`. The worker is a
 `conveyor worker` process whose SDK writes its spans to files (`otel_app_template.py`), read
 back here. The web request is an in-process FastAPI app called through httpx's ASGI transport,
-its request span made as the ASGI instrumentation makes it.
+its request span made by FastAPI's own OpenTelemetry support.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,6 @@ import pytest
 from fastapi import FastAPI
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, Tracer
 
 from conveyor import chord, group
 from tests.integration.flows import ENGINES, flow_app
@@ -35,7 +34,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 TEMPLATE = Path(__file__).with_name("otel_app_template.py")
 
 Span = dict[str, Any]
-ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
 @dataclass
@@ -93,17 +91,6 @@ async def traced_app(
         yield Traced(app, spans_dir, exporter)
 
 
-def request_spans(app: ASGIApp, tracer: Tracer) -> ASGIApp:
-    """What the ASGI instrumentation does, reduced: each request runs in a SERVER span."""
-
-    async def traced(scope: Any, receive: Any, send: Any) -> None:
-        name = f"{scope['method']} {scope['path']}"
-        with tracer.start_as_current_span(name, kind=SpanKind.SERVER):
-            await app(scope, receive, send)
-
-    return traced
-
-
 @pytest.mark.parametrize("engine", ENGINES)
 async def test_one_trace_from_a_request_to_the_task_its_retries_and_a_chord(
     engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: Workers
@@ -112,13 +99,13 @@ async def test_one_trace_from_a_request_to_the_task_its_retries_and_a_chord(
         m = t.module
         worker = workers.start(t.app, "--log-format", "json")
         tracer = m.provider.get_tracer("test")
-        api = FastAPI()
+        api = FastAPI(telemetry={"tracer_provider": m.provider})  # its own request spans
 
         @api.post("/add")
         async def post_add() -> dict[str, str]:
             return {"task_id": (await m.add.kiq(2, 3)).task_id}
 
-        transport = httpx.ASGITransport(app=request_spans(api, tracer))
+        transport = httpx.ASGITransport(app=api)
         async with httpx.AsyncClient(transport=transport, base_url="http://web") as client:
             task_id = (await client.post("/add")).json()["task_id"]
         flaky = await m.flaky.kiq()
@@ -135,9 +122,11 @@ async def test_one_trace_from_a_request_to_the_task_its_retries_and_a_chord(
         request = one(here, name="POST /add")
         assert request["parent_id"] is None
         assert request["kind"] == "SERVER"
+        endpoint = one(here, name="fastapi.endpoint")
         send = one(here, kind="PRODUCER", task_id=task_id)
         run = one(there, kind="CONSUMER", task_id=task_id)
-        assert send["parent_id"] == request["span_id"]
+        assert endpoint["parent_id"] == request["span_id"]
+        assert send["parent_id"] == endpoint["span_id"]
         assert run["parent_id"] == send["span_id"]
         assert request["trace_id"] == send["trace_id"] == run["trace_id"]
         assert send["name"] == run["name"].replace("process", "send") == "send default"
