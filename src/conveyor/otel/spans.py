@@ -18,9 +18,9 @@ What holds here:
   worker error), whichever comes first.
 - A run the scheduler sends (`FIRING`) starts a trace of its own, linked to the span current in
   the scheduler if there is one.
-- Without an SDK (the API's proxy or no-op provider) nothing is recorded; a trace context that
-  comes in is still passed on (attached in the worker, written into what it sends), which costs
-  a dictionary lookup when none comes.
+- Without an SDK (the API's proxy or no-op provider, `ProviderCheck`) nothing is recorded; a
+  trace context that comes in is still passed on (attached in the worker, written into what it
+  sends), which costs a set lookup per run when none comes.
 """
 
 from __future__ import annotations
