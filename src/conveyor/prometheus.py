@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.inspector import Inspector
 from conveyor.middleware.base import Middleware
-from conveyor.state import BUCKETS, COUNTERS
+from conveyor.state import BUCKETS, COUNTER_HELP, COUNTERS
 
 try:
     from prometheus_client import CollectorRegistry, generate_latest, start_http_server
@@ -42,14 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["ClusterMetrics", "PrometheusMiddleware", "read_metrics", "render_metrics"]
 
 log = logging.getLogger(__name__)
-
-_HELP = {
-    "received": "Task runs started by workers.",
-    "succeeded": "Task runs that succeeded.",
-    "failed": "Tasks that failed for good (no retry left).",
-    "retried": "Task runs that failed and were scheduled again.",
-    "cancelled": "Task runs cancelled on request.",
-}
 
 
 @dataclass(slots=True)
@@ -79,7 +71,7 @@ class _Snapshot(Collector):
         metrics = self.metrics
         for counter in COUNTERS:
             family = CounterMetricFamily(
-                f"conveyor_tasks_{counter}", _HELP[counter], labels=["task_name"]
+                f"conveyor_tasks_{counter}", COUNTER_HELP[counter], labels=["task_name"]
             )
             for name, counts in metrics.tasks.items():
                 family.add_metric([name], counts.counters.get(counter, 0))

@@ -38,6 +38,7 @@ __all__ = [
     "BUCKETS",
     "CANCEL_TTL",
     "COUNTERS",
+    "COUNTER_HELP",
     "RECENT_TTL",
     "SENT",
     "Heartbeat",
@@ -53,6 +54,15 @@ SENT: Final = b"sent"
 #: The counters kept per task name (`stats:<counter>:<task name>`); `duration_us` and
 #: `bucket:<i>` (runs per duration bucket) follow them.
 COUNTERS: Final = ("received", "succeeded", "failed", "retried", "cancelled")
+#: What each counter counts (the help of the metrics `conveyor.prometheus` and `conveyor.otel`
+#: export).
+COUNTER_HELP: Final = {
+    "received": "Task runs started by workers.",
+    "succeeded": "Task runs that succeeded.",
+    "failed": "Tasks that failed for good (no retry left).",
+    "retried": "Task runs that failed and were scheduled again.",
+    "cancelled": "Task runs cancelled on request.",
+}
 #: Upper bounds (seconds) of the duration histogram's buckets; one more bucket holds the rest.
 BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 #: Seconds before a caller whose claim is held by a failing sender tries again.

@@ -29,10 +29,14 @@ ENGINES = ["sqlite", "redis"]
 
 @contextlib.asynccontextmanager
 async def flow_app(
-    engine: str, root: Path, monkeypatch: pytest.MonkeyPatch, server: str | None = None
+    engine: str,
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    server: str | None = None,
+    template: Path | None = None,
 ) -> AsyncIterator[App]:
-    """Write, import and start the app on `engine` ("sqlite" or "redis", on the test Redis or
-    `server`); clean up after."""
+    """Write, import and start the app of `template` (`flow_app_template.py` by default) on
+    `engine` ("sqlite" or "redis", on the test Redis or `server`); clean up after."""
     name = f"cvflow_{uuid.uuid4().hex[:10]}"
     server = server or (redis_url() if engine == "redis" else None)
     if server is not None:
@@ -40,7 +44,7 @@ async def flow_app(
         url = f"{server}?prefix={prefix}&lease={LEASE:g}"
     else:
         url = f"sqlite:///{root}/flow.db?lease={LEASE:g}"
-    (root / f"{name}.py").write_text(TEMPLATE.read_text())
+    (root / f"{name}.py").write_text((template or TEMPLATE).read_text())
     monkeypatch.setenv("CONVEYOR_BROKER_URL", url)
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.setattr(sys, "dont_write_bytecode", True)

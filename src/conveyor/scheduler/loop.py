@@ -30,6 +30,7 @@ import hashlib
 import logging
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from conveyor.broker import Broker
     from conveyor.task import Signature
 
-__all__ = ["ScheduleInfo", "Scheduler"]
+__all__ = ["FIRING", "ScheduleInfo", "Scheduler"]
 
 log = logging.getLogger("conveyor.scheduler")
 
@@ -51,6 +52,10 @@ log = logging.getLogger("conveyor.scheduler")
 #: while it is on time (`misfire_grace`) or missed by all, which the last fire time tells.
 CLAIM_TTL = 300.0
 _MAX_PAUSE = 10.0
+#: The id of the schedule whose run is being sent, while a scheduler sends it: tracing
+#: (`conveyor.otel`) starts a trace for each run, linked to the scheduler's span, rather than
+#: making every run of a long-lived scheduler a child of one span.
+FIRING: ContextVar[str | None] = ContextVar("conveyor_schedule_firing", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,12 +317,15 @@ class Scheduler:
     async def _send(self, entry: ScheduleEntry, at: float, claim: str, ttl: float) -> None:
         """Send a claimed run, mark its claim sent and record the fire time."""
         state = self.broker.state
+        firing = FIRING.set(entry.id)
         try:
             await self.broker.send([self._message(entry, round(at * 1000))])
         except BaseException:
             with contextlib.suppress(Exception):  # unclaim: the next tick tries again
                 await state.give_back(claim)
             raise
+        finally:
+            FIRING.reset(firing)
         log.info("sent %s for %s (%s)", entry.task_name, _iso(at), entry.schedule.describe())
         await state.mark_sent(claim, ttl)
         last = await state.last_fire(entry.id)
