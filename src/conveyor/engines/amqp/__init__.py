@@ -22,7 +22,7 @@ def open_engine(
     store: StateStore,
     prefix: str = "conveyor",
     lease_seconds: float | None = None,
-    linger_seconds: float = 0.02,
+    linger_seconds: float = 0.0,
 ) -> Engine:
     """The RabbitMQ transport of `url`, its index in `store`; the URL's `?prefix=` and `?lease=`
     win over the arguments.

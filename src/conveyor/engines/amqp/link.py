@@ -120,7 +120,7 @@ class AmqpLink(MessageTransport):
         store: StateStore,
         prefix: str = "conveyor",
         lease_seconds: float | None = None,
-        linger_seconds: float = 0.02,
+        linger_seconds: float = 0.0,
     ) -> None:
         self.url, query = split_url(url)
         self.safe_url = safe_url(self.url)

@@ -44,6 +44,11 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 __all__ = ["AmqpTransport"]
 
+#: How long a receive that has just started consumers, or raised its prefetch, waits for the
+#: backlog RabbitMQ then delivers one message at a time, before handing out the first of them
+#: by priority. An idle worker's capacity does not change, so its latency does not pay it.
+_BACKLOG_SECONDS = 0.02
+
 log = logging.getLogger("conveyor.amqp")
 
 
@@ -80,7 +85,7 @@ class AmqpTransport(AmqpAdmin):
         lease_seconds: how long a delivery stays leased without `extend`
             (`DEFAULT_LEASE_SECONDS` when None).
         linger_seconds: after a first message arrives at an idle receive, how long to wait for
-            the rest of its burst, so a batch sent at once is handed out by priority.
+            the rest of its burst, so a burst is handed out by priority (0: start at once).
     """
 
     # -- receiving ------------------------------------------------------------------------------
@@ -98,18 +103,21 @@ class AmqpTransport(AmqpAdmin):
         queues = list(dict.fromkeys(queues))
         await self._ready()
         deadline = time.monotonic() + timeout
-        await self._set_prefetch(len(self._leased) + max_count)
+        # More capacity, or new consumers: RabbitMQ pushes what it holds one message at a time.
+        backlog = await self._set_prefetch(len(self._leased) + max_count)
         lingered = True  # lingering is for a receive that had to wait
         while True:
             names = queues or await self._known_queues()
             if await self._consume_only(names):
                 lingered = False  # new consumers: their backlogs arrive one by one
+                backlog = True
             assert self._arrived is not None
             self._arrived.clear()
             waiting = self._waiting(names)
-            if 0 < waiting < max_count and not lingered and self.linger_seconds > 0:
+            pause = _BACKLOG_SECONDS if backlog else self.linger_seconds
+            if 0 < waiting < max_count and not lingered and pause > 0:
                 lingered = True
-                await asyncio.sleep(self.linger_seconds)
+                await asyncio.sleep(pause)
                 continue
             got = await self._hand_out(self._take(names, max_count))
             left = deadline - time.monotonic()
@@ -119,10 +127,13 @@ class AmqpTransport(AmqpAdmin):
                 await asyncio.wait_for(self._arrived.wait(), min(left, 0.5) if not queues else left)
             lingered = False
 
-    async def _set_prefetch(self, count: int) -> None:
-        if count != self._prefetch:
-            await self._channel.set_qos(prefetch_count=count, global_=True)
-            self._prefetch = count
+    async def _set_prefetch(self, count: int) -> bool:
+        """Set the channel's prefetch; True when it grew."""
+        if count == self._prefetch:
+            return False
+        await self._channel.set_qos(prefetch_count=count, global_=True)
+        grew, self._prefetch = count > self._prefetch, count
+        return grew
 
     async def _consume_only(self, names: Sequence[str]) -> bool:
         """Consume exactly these queues: a consumer of another queue would hold prefetch slots
