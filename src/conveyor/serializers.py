@@ -15,7 +15,7 @@ import msgspec
 
 from conveyor.errors import ConfigurationError, SerializationError, SignatureError
 
-__all__ = ["Serializer", "Signer", "cast", "get_serializer"]
+__all__ = ["Serializer", "Signer", "cast", "check_cast", "get_serializer"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,25 @@ def cast(value: Any, annotation: Any) -> Any:
         return msgspec.convert(value, annotation, strict=False, dec_hook=_dec_hook)
     except (msgspec.ValidationError, NotImplementedError, TypeError) as exc:
         raise SerializationError(str(exc)) from exc
+
+
+def check_cast(value: Any, annotation: Any, serializer: Serializer) -> None:
+    """Check on the sending side that `cast` will accept `value` in the worker, where it
+    arrives encoded and decoded by `serializer`.
+
+    The Python value is converted first (one `msgspec.convert`); only when that fails is the
+    value put through the serializer, which can change it (a dict's int keys become strings in
+    JSON), and cast as the worker will. So nothing the worker accepts is refused.
+
+    Raises:
+        SerializationError: the worker would refuse the value, or it cannot be encoded.
+    """
+    try:
+        msgspec.convert(value, annotation, strict=False, dec_hook=_dec_hook)
+        return
+    except (msgspec.ValidationError, NotImplementedError, TypeError, ValueError):
+        pass
+    cast(serializer.decode(serializer.encode(value), object), annotation)
 
 
 class Serializer(Protocol):

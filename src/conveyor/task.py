@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
@@ -25,9 +26,11 @@ from typing import (
 )
 
 from conveyor.context import Dependency, dependency_params
+from conveyor.errors import SerializationError
 from conveyor.kicker import Kicker
 from conveyor.result import TaskHandle
 from conveyor.schedules import Cron, Interval, Once, Schedule, ScheduleEntry
+from conveyor.serializers import Serializer, check_cast
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -48,6 +51,12 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
+#: Parameter kinds that take one argument (a `*args` or `**kwargs` collects many).
+_ONE = (
+    inspect.Parameter.POSITIONAL_ONLY,
+    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    inspect.Parameter.KEYWORD_ONLY,
+)
 Y = TypeVar("Y")
 R_co = TypeVar("R_co", covariant=True)
 
@@ -137,6 +146,12 @@ class Task(Generic[P, R]):
         self.arg_types: dict[str, Any] = {
             n: hints[n] for n in self.call_signature.parameters if n in hints
         }
+        #: The annotations a sent argument is checked against (`check_types`): computed once.
+        self.checked_types: dict[str, Any] = {
+            n: t
+            for n, t in self.arg_types.items()
+            if t is not Any and t is not object and self.call_signature.parameters[n].kind in _ONE
+        }
         self.return_type = _result_type(hints.get("return", Any), self.is_gen or self.is_async_gen)
         functools.update_wrapper(self, fn)
 
@@ -156,6 +171,31 @@ class Task(Generic[P, R]):
             and len(args) + len(kwargs) == len(names)
             and all(name in kwargs for name in names[len(args) :])
         )
+
+    def check_types(
+        self, args: Sequence[Any], kwargs: dict[str, Any], serializer: Serializer
+    ) -> None:
+        """Check that each argument will cast to its annotation in the worker, as it arrives
+        there through `serializer` (the arguments already fit the signature).
+
+        Cheap on the send path: a value of exactly its annotated type is not looked at, and
+        the rest cost one `msgspec.convert` each.
+
+        Raises:
+            TypeError: an argument does not fit its annotation, naming the task and argument.
+        """
+        if self.plain_params is not None:
+            named: Iterable[tuple[str, Any]] = zip(self.plain_params, args, strict=False)
+        else:
+            named = self.call_signature.bind(*args, **kwargs).arguments.items()
+        for name, value in itertools.chain(named, kwargs.items()):
+            annotation = self.checked_types.get(name)
+            if annotation is None or type(value) is annotation:
+                continue
+            try:
+                check_cast(value, annotation, serializer)
+            except SerializationError as exc:
+                raise TypeError(f"{self.name}: argument {name!r}: {exc}") from None
 
     def kicker(self) -> Kicker[P, R]:
         """Return a builder for one send with per-call options (labels, id, delay, broker)."""
