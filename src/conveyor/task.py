@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import (
     TYPE_CHECKING,
     Any,
+    Concatenate,
     Generic,
     ParamSpec,
     Protocol,
@@ -50,7 +51,9 @@ __all__ = [
 ]
 
 P = ParamSpec("P")
+P2 = ParamSpec("P2")
 R = TypeVar("R")
+A = TypeVar("A")
 #: Parameter kinds that take one argument (a `*args` or `**kwargs` collects many).
 _ONE = (
     inspect.Parameter.POSITIONAL_ONLY,
@@ -214,12 +217,24 @@ class Task(Generic[P, R]):
         """`kiq` for synchronous code (Flask, Django, scripts); returns a blocking handle."""
         return self.kicker().kiq_sync(*args, **kwargs)
 
+    @overload
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]: ...
+    @overload
+    def s(
+        self: Task[Concatenate[A, P2], R], *args: P2.args, **kwargs: P2.kwargs
+    ) -> Signature[R]: ...
+
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
-        """A signature of this call; in a chain it receives the previous result first."""
+        """A signature of this call; in a chain it receives the previous result first.
+
+        Type checkers hold it to the function's parameters as `kiq`, or to all of them but the
+        first (which a previous workflow step's result fills).
+        """
         return Signature(self.name, args, kwargs, task=self)
 
-    def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
-        """An immutable signature: in a chain it ignores the previous result."""
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """An immutable signature: in a chain it ignores the previous result, so it is the
+        whole call (typed as `kiq`)."""
         return Signature(self.name, args, kwargs, immutable=True, task=self)
 
     async def schedule_by_cron(
