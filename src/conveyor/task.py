@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
@@ -31,7 +30,7 @@ from conveyor.errors import SerializationError
 from conveyor.kicker import Kicker
 from conveyor.result import TaskHandle
 from conveyor.schedules import Cron, Interval, Once, Schedule, ScheduleEntry
-from conveyor.serializers import Serializer, check_cast
+from conveyor.serializers import ArgumentTypes, Serializer, check_cast
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -155,6 +154,13 @@ class Task(Generic[P, R]):
             for n, t in self.arg_types.items()
             if t is not Any and t is not object and self.call_signature.parameters[n].kind in _ONE
         }
+        #: The annotations of `plain_params` in order, when each is a class (`check_types`'s fast
+        #: path); else None.
+        self._exact_types: tuple[type, ...] | None = None
+        if self.plain_params is not None:
+            hinted = [self.checked_types.get(n) for n in self.plain_params]
+            if all(isinstance(t, type) for t in hinted):
+                self._exact_types = tuple(t for t in hinted if isinstance(t, type))
         self.return_type = _result_type(hints.get("return", Any), self.is_gen or self.is_async_gen)
         functools.update_wrapper(self, fn)
 
@@ -181,17 +187,27 @@ class Task(Generic[P, R]):
         """Check that each argument will cast to its annotation in the worker, as it arrives
         there through `serializer` (the arguments already fit the signature).
 
-        Cheap on the send path: a value of exactly its annotated type is not looked at, and
-        the rest cost one `msgspec.convert` each.
+        Cheap on the send path: when every value is given by position and of exactly its
+        annotated class (the common call) it costs one tuple comparison; else one
+        `msgspec.convert` of all of them into a Struct made once per task. Only a call that
+        fails that is looked at argument by argument, through the serializer as the worker
+        sees it, to name the argument (or accept a value encoding changes into a fit).
 
         Raises:
             TypeError: an argument does not fit its annotation, naming the task and argument.
         """
+        exact = self._exact_types
+        if exact is not None and not kwargs and tuple(map(type, args)) == exact:
+            return  # the common call: every value of exactly its annotated class
+        named: dict[str, Any]
         if self.plain_params is not None:
-            named: Iterable[tuple[str, Any]] = zip(self.plain_params, args, strict=False)
+            named = dict(zip(self.plain_params, args, strict=False))
+            named.update(kwargs)
         else:
-            named = self.call_signature.bind(*args, **kwargs).arguments.items()
-        for name, value in itertools.chain(named, kwargs.items()):
+            named = self.call_signature.bind(*args, **kwargs).arguments
+        if self._argument_types.fit(named):
+            return
+        for name, value in named.items():  # which one, and is it refused after encoding too?
             annotation = self.checked_types.get(name)
             if annotation is None or type(value) is annotation:
                 continue
@@ -199,6 +215,11 @@ class Task(Generic[P, R]):
                 check_cast(value, annotation, serializer)
             except SerializationError as exc:
                 raise TypeError(f"{self.name}: argument {name!r}: {exc}") from None
+
+    @functools.cached_property
+    def _argument_types(self) -> ArgumentTypes:
+        """`checked_types` as one msgspec type, made on the first send that needs it."""
+        return ArgumentTypes(self.checked_types)
 
     def kicker(self) -> Kicker[P, R]:
         """Return a builder for one send with per-call options (labels, id, delay, broker)."""
