@@ -313,6 +313,7 @@ READS = {
     "active": ["inspect", "active", "app:broker"],
     "schedules": ["inspect", "schedules", "app:broker"],
     "dlq": ["dlq", "list", "app:broker"],
+    "ping": ["ping", "app:broker"],
 }
 
 
@@ -349,6 +350,8 @@ def test_every_read_command_takes_json(cli: Cli) -> None:
     )
     assert shown["active"] == [{"worker": name, "task_id": task_id, "task_name": "app:steps"}]
     assert (shown["schedules"], shown["dlq"]) == ([], [])
+    assert (shown["ping"]["broker"], shown["ping"]["worker"]) == (f"sqlite:///{cli.db}", name)
+    assert shown["ping"]["round_trip_ms"] > 0
     assert shown["result"]["status"] == "running"
     (cli.root / "go").touch()
     cli.wait_status(task_id, "succeeded")

@@ -13,6 +13,7 @@ import click
 
 from conveyor.cli.admin import dlq, purge
 from conveyor.cli.app import load_broker, run_with
+from conveyor.cli.output import echo_json, json_option
 from conveyor.cli.read import info, inspect_cmd, result
 from conveyor.cli.scheduler import scheduler
 from conveyor.cli.send import send
@@ -150,16 +151,19 @@ def worker(
 @cli.command()
 @click.argument("app")
 @click.option("--timeout", type=float, default=10.0, show_default=True)
-def ping(app: str, timeout: float) -> int:
+@json_option
+def ping(app: str, timeout: float, as_json: bool) -> int:
     """Check the broker and time a task's round trip through a worker."""
     broker = load_broker(app)
+    url = broker.transport.safe_url
 
     async def work() -> int:
         start = time.perf_counter()
         await broker.startup()
         await broker.transport.queue_stats()
         reach = time.perf_counter() - start
-        click.echo(f"broker {broker.transport.safe_url} reachable in {reach * 1000:.1f} ms")
+        if not as_json:
+            click.echo(f"broker {url} reachable in {reach * 1000:.1f} ms")
         start = time.perf_counter()
         handle = await broker.kiq_by_name("conveyor:ping")
         try:
@@ -168,7 +172,11 @@ def ping(app: str, timeout: float) -> int:
             await handle.cancel()
             raise ConveyorError(f"no worker answered within {timeout:g} s") from None
         took = time.perf_counter() - start
-        click.echo(f"round trip through worker {result.worker} in {took * 1000:.1f} ms")
+        if as_json:
+            shown = {"broker": url, "reachable_ms": reach * 1000, "worker": result.worker}
+            echo_json({**shown, "round_trip_ms": took * 1000})
+        else:
+            click.echo(f"round trip through worker {result.worker} in {took * 1000:.1f} ms")
         return 0
 
     return run_with(broker, work)

@@ -21,7 +21,14 @@ from conveyor.worker.consumer import Worker, WorkerOptions
 if TYPE_CHECKING:
     from conveyor.broker import Broker
 
-__all__ = ["install_uvloop", "run_blocking", "run_in_loop", "run_scheduler", "run_worker"]
+__all__ = [
+    "install_uvloop",
+    "run_blocking",
+    "run_in_loop",
+    "run_one_process",
+    "run_scheduler",
+    "run_worker",
+]
 
 log = logging.getLogger("conveyor.worker")
 
@@ -170,9 +177,15 @@ def run_blocking(
 
         supervise_forked(broker, opts, workers, with_scheduler=with_scheduler)
         return
+    run_one_process(broker, opts, with_scheduler=with_scheduler)
+
+
+def run_one_process(broker: Broker, options: WorkerOptions, *, with_scheduler: bool) -> None:
+    """Run a worker in this process until it stops (`broker.run()`, a forked worker): a broker
+    that cannot be reached or is misconfigured is one line on stderr and exit code 2."""
     install_uvloop()
     try:
-        asyncio.run(run_worker(broker, opts, with_scheduler=with_scheduler))
+        asyncio.run(run_worker(broker, options, with_scheduler=with_scheduler))
     except ConveyorError as exc:
         print(f"conveyor: error: {one_line(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
