@@ -91,16 +91,18 @@ class Inspector:
                 str(p.replace(annotation=hints[p.name]) if p.name in hints else p)
                 for p in task.call_signature.parameters.values()
             ]
-            labels = {**self.broker.route_labels(name), **task.labels}
+            labels = self._labels(name)
             found.append(TaskInfo(name, labels, params, TaskOptions.parse(labels, name).queue))
         return found
 
     def queue_of(self, task_name: str) -> str:
-        """The queue a call of `task_name` without labels of its own is sent to (its routes',
-        then its registered task's labels decide)."""
+        """The queue a call of `task_name` without labels of its own is sent to."""
+        return TaskOptions.parse(self._labels(task_name), task_name).queue
+
+    def _labels(self, task_name: str) -> dict[str, Any]:
+        """Its routes' labels, then its registered task's (as `Broker.build_message` merges)."""
         task = self.broker.find_task(task_name)
-        labels = {**self.broker.route_labels(task_name), **(task.labels if task else {})}
-        return TaskOptions.parse(labels, task_name).queue
+        return {**self.broker.route_labels(task_name), **(task.labels if task else {})}
 
     async def queues(self) -> list[QueueStats]:
         """Counts per queue."""
@@ -137,10 +139,6 @@ class Inspector:
             for i, task_id in enumerate(w.running):
                 found.append(ActiveTask(w.name, task_id, names[i] if names else "?"))
         return found
-
-    async def consumers(self, queue: str) -> list[WorkerInfo]:
-        """The live workers that consume `queue`."""
-        return [w for w in await self.workers() if w.consumes(queue)]
 
     async def task_counts(self) -> dict[str, TaskCounts]:
         """Counters and duration histograms by task name, from the workers' `stats:` keys."""

@@ -146,7 +146,8 @@ async def run_in_loop(
     log_format: str = "text",
     **options: Any,
 ) -> None:
-    """`broker.run_async(...)`: run one worker (and the scheduler) in the current loop."""
+    """`broker.run_async(...)`: run one worker (and the scheduler) in the current loop, logging
+    as `run_blocking` does."""
     if workers != 1:
         raise ValueError("run_async runs one worker; use broker.run(workers=N) or the CLI")
     opts = worker_options(**options)
