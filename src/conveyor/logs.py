@@ -11,7 +11,10 @@ import time
 
 __all__ = ["configure_logging", "ensure_logging", "one_line"]
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+#: The attributes every record has; the others are `extra=` fields. A record made directly, not
+#: through the record factory: a factory another module installed may add its own fields (trace
+#: ids) or expect a logger name.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
