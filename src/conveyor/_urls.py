@@ -6,12 +6,13 @@ Low in the layers: every engine module may import it (none imports `conveyor.bro
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from conveyor.errors import ConfigurationError
 
-__all__ = ["float_option", "safe_url", "split_options"]
+__all__ = ["float_option", "local_file", "safe_url", "split_options"]
 
 #: Query options every engine reads itself: the key/stream/queue prefix and the lease.
 COMMON_OPTIONS = ("prefix", "lease")
@@ -73,3 +74,19 @@ def float_option(query: Mapping[str, str], name: str, url: str) -> float | None:
         raise ConfigurationError(
             f"{name}={query[name]!r} in {safe_url(url)!r} is not a number"
         ) from None
+
+
+def local_file(url: str) -> str | None:
+    """The absolute path of the file a `sqlite:` URL names, else None.
+
+    `sqlite:///relative.db` is relative to the current directory of each process that opens it
+    (a worker started in another directory opens another file); `sqlite:////abs/path.db` is
+    absolute. Logs show the resolved path so the two cannot be confused.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc:
+        return None
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path or path == ":memory:":
+        return None
+    return os.path.abspath(path)

@@ -273,14 +273,25 @@ class Broker:
     ) -> TaskHandle[R]:
         """Send one call of `task`; `kiq` and kickers end here (`publisher`: the caller's
         transaction's, from `with_connection`)."""
+        self.check_call(task, args, kwargs)
+        message = self.build_message(task.name, args, kwargs, task.labels, labels, task_id)
+        await self.send([message], publisher)
+        return TaskHandle(self, message.task_id, task.name, task.return_type)
+
+    def check_call(self, task: Task[Any, Any], args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Check a call before it is sent: the arguments fit `task`'s signature and, when the
+        broker casts arguments, each will cast to its annotation in the worker.
+
+        Raises:
+            TypeError: naming the task (and the argument) that does not fit.
+        """
         if not task.fits_exactly(args, kwargs):
             try:
                 task.call_signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise TypeError(f"{task.name}: {exc}") from None
-        message = self.build_message(task.name, args, kwargs, task.labels, labels, task_id)
-        await self.send([message], publisher)
-        return TaskHandle(self, message.task_id, task.name, task.return_type)
+        if self.cast_types and task.checked_types:
+            task.check_types(args, kwargs, self.serializer)
 
     async def kiq_by_name(self, task_name: str, *args: Any, **kwargs: Any) -> TaskHandle[Any]:
         """Send a task by its registered name, without importing its function."""
@@ -301,11 +312,14 @@ class Broker:
 
         Raises:
             ConfigurationError: a `connection` the engine cannot enqueue through.
+            TypeError: a call of a known task does not fit it (nothing is sent).
         """
         publisher = None if connection is None else self.transport.transactional(connection)
         messages, handles = [], []
         for sig in signatures:
             task = sig.task or self._tasks.get(sig.task_name)
+            if task is not None:
+                self.check_call(task, sig.args, sig.kwargs)
             message = self.build_message(
                 sig.task_name, sig.args, sig.kwargs, task.labels if task else None, sig.labels, None
             )

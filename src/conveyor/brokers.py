@@ -45,7 +45,8 @@ class Broker(core.Broker):
         super().__init__(engine.transport, engine.store, engine.results, **options)
 
     def run(self, **options: Any) -> None:
-        """Run a worker until SIGINT/SIGTERM, with the CLI's options (`python main.py`)."""
+        """Run a worker until SIGINT/SIGTERM, with the CLI's options (`python main.py`):
+        `queues`, `workers`, `max_async_tasks`, `with_scheduler`, `log_level`, ..."""
         from conveyor.worker.run import run_blocking  # not loaded by processes that only send
 
         run_blocking(self, **options)

@@ -10,22 +10,25 @@ import msgspec
 
 from conveyor.engines.base import DeadLetter, QueueStats
 from conveyor.errors import SerializationError
+from conveyor.options import DEFAULT_QUEUE, TaskOptions
 from conveyor.recent import SIGNED_RECENT, RecentTask, shown
 from conveyor.scheduler import ScheduleInfo, Scheduler
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
 
-__all__ = ["Inspector", "TaskCounts", "TaskInfo", "WorkerInfo"]
+__all__ = ["ActiveTask", "Inspector", "TaskCounts", "TaskInfo", "WorkerInfo"]
 
 
 @dataclass(frozen=True, slots=True)
 class TaskInfo:
-    """A registered task: its name, labels and parameters."""
+    """A registered task: its name, labels (its routes' and its own), parameters and the queue
+    it is sent to."""
 
     name: str
     labels: dict[str, Any]
     parameters: list[str]
+    queue: str = DEFAULT_QUEUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,20 @@ class WorkerInfo:
     rss_mb: float
     concurrency: int = 0
     counters: dict[str, int] = field(default_factory=dict)
+    running_names: list[str] = field(default_factory=list)
+
+    def consumes(self, queue: str) -> bool:
+        """True when this worker takes messages from `queue` (no queues listed: every queue)."""
+        return not self.queues or queue in self.queues
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveTask:
+    """A task running on a live worker, from the worker's last heartbeat."""
+
+    worker: str
+    task_id: str
+    task_name: str
 
 
 @dataclass(slots=True)
@@ -74,8 +91,18 @@ class Inspector:
                 str(p.replace(annotation=hints[p.name]) if p.name in hints else p)
                 for p in task.call_signature.parameters.values()
             ]
-            found.append(TaskInfo(name, {**self.broker.route_labels(name), **task.labels}, params))
+            labels = self._labels(name)
+            found.append(TaskInfo(name, labels, params, TaskOptions.parse(labels, name).queue))
         return found
+
+    def queue_of(self, task_name: str) -> str:
+        """The queue a call of `task_name` without labels of its own is sent to."""
+        return TaskOptions.parse(self._labels(task_name), task_name).queue
+
+    def _labels(self, task_name: str) -> dict[str, Any]:
+        """Its routes' labels, then its registered task's (as `Broker.build_message` merges)."""
+        task = self.broker.find_task(task_name)
+        return {**self.broker.route_labels(task_name), **(task.labels if task else {})}
 
     async def queues(self) -> list[QueueStats]:
         """Counts per queue."""
@@ -98,13 +125,20 @@ class Inspector:
                 rss_mb=beat.rss_mb,
                 concurrency=beat.concurrency,
                 counters=beat.counters,
+                running_names=beat.running_names,
             )
             for beat in await self.broker.state.heartbeats()
         ]
 
-    async def active(self) -> list[tuple[str, str]]:
-        """(worker, task id) of every running task, from the heartbeats."""
-        return [(w.name, task_id) for w in await self.workers() for task_id in w.running]
+    async def active(self) -> list[ActiveTask]:
+        """Every task running on a live worker, from the heartbeats (a worker beats within a
+        second of a task's start)."""
+        found = []
+        for w in await self.workers():
+            names = w.running_names if len(w.running_names) == len(w.running) else []
+            for i, task_id in enumerate(w.running):
+                found.append(ActiveTask(w.name, task_id, names[i] if names else "?"))
+        return found
 
     async def task_counts(self) -> dict[str, TaskCounts]:
         """Counters and duration histograms by task name, from the workers' `stats:` keys."""

@@ -15,7 +15,7 @@ import msgspec
 
 from conveyor.errors import ConfigurationError, SerializationError, SignatureError
 
-__all__ = ["Serializer", "Signer", "cast", "get_serializer"]
+__all__ = ["ArgumentTypes", "Serializer", "Signer", "cast", "check_cast", "get_serializer"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,54 @@ def cast(value: Any, annotation: Any) -> Any:
         return msgspec.convert(value, annotation, strict=False, dec_hook=_dec_hook)
     except (msgspec.ValidationError, NotImplementedError, TypeError) as exc:
         raise SerializationError(str(exc)) from exc
+
+
+class ArgumentTypes:
+    """The annotated parameters of one task, checked together in one `msgspec.convert` into a
+    Struct made once from them (one call into msgspec, its type information cached, instead of
+    one call per argument).
+
+    Args:
+        types: parameter name -> annotation.
+    """
+
+    def __init__(self, types: dict[str, Any]) -> None:
+        try:
+            fields = [(name, annotation, msgspec.UNSET) for name, annotation in types.items()]
+            self._struct: Any = msgspec.defstruct("Arguments", fields) if fields else None
+        except (TypeError, ValueError):  # a name msgspec refuses: only `check_cast` is used
+            self._struct = None
+
+    def fit(self, named: dict[str, Any]) -> bool:
+        """True when every value of `named` (name -> value; other names are ignored) converts
+        to its annotation as the Python value it is. False does not mean the worker refuses
+        it: `check_cast` tells (a value may change on its way through the serializer)."""
+        if self._struct is None:
+            return False
+        try:
+            msgspec.convert(named, self._struct, strict=False, dec_hook=_dec_hook)
+        except (msgspec.ValidationError, NotImplementedError, TypeError, ValueError):
+            return False
+        return True
+
+
+def check_cast(value: Any, annotation: Any, serializer: Serializer) -> None:
+    """Check on the sending side that `cast` will accept `value` in the worker, where it
+    arrives encoded and decoded by `serializer`.
+
+    The Python value is converted first (one `msgspec.convert`); only when that fails is the
+    value put through the serializer, which can change it (a dict's int keys become strings in
+    JSON), and cast as the worker will. So nothing the worker accepts is refused.
+
+    Raises:
+        SerializationError: the worker would refuse the value, or it cannot be encoded.
+    """
+    try:
+        msgspec.convert(value, annotation, strict=False, dec_hook=_dec_hook)
+        return
+    except (msgspec.ValidationError, NotImplementedError, TypeError, ValueError):
+        pass
+    cast(serializer.decode(serializer.encode(value), object), annotation)
 
 
 class Serializer(Protocol):

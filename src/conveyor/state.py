@@ -70,7 +70,9 @@ _RETRY: Final = 1.0
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
-    """What a live worker process says about itself every few seconds."""
+    """What a live worker process says about itself every few seconds, and within a second of
+    a change in what it runs: `running` holds task ids, `running_names` their task names in the
+    same order."""
 
     name: str
     host: str
@@ -83,6 +85,7 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     rss_mb: float = 0.0
     concurrency: int = 0
     counters: dict[str, int] = msgspec.field(default_factory=dict)
+    running_names: list[str] = msgspec.field(default_factory=list)
 
 
 _HEARTBEAT = msgspec.json.Decoder(Heartbeat)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import (
     TYPE_CHECKING,
     Any,
+    Concatenate,
     Generic,
     ParamSpec,
     Protocol,
@@ -25,9 +26,11 @@ from typing import (
 )
 
 from conveyor.context import Dependency, dependency_params
+from conveyor.errors import SerializationError
 from conveyor.kicker import Kicker
 from conveyor.result import TaskHandle
 from conveyor.schedules import Cron, Interval, Once, Schedule, ScheduleEntry
+from conveyor.serializers import ArgumentTypes, Serializer, check_cast
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -47,7 +50,15 @@ __all__ = [
 ]
 
 P = ParamSpec("P")
+P2 = ParamSpec("P2")
 R = TypeVar("R")
+A = TypeVar("A")
+#: Parameter kinds that take one argument (a `*args` or `**kwargs` collects many).
+_ONE = (
+    inspect.Parameter.POSITIONAL_ONLY,
+    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    inspect.Parameter.KEYWORD_ONLY,
+)
 Y = TypeVar("Y")
 R_co = TypeVar("R_co", covariant=True)
 
@@ -137,6 +148,19 @@ class Task(Generic[P, R]):
         self.arg_types: dict[str, Any] = {
             n: hints[n] for n in self.call_signature.parameters if n in hints
         }
+        #: The annotations a sent argument is checked against (`check_types`): computed once.
+        self.checked_types: dict[str, Any] = {
+            n: t
+            for n, t in self.arg_types.items()
+            if t is not Any and t is not object and self.call_signature.parameters[n].kind in _ONE
+        }
+        #: The annotations of `plain_params` in order, when each is a class (`check_types`'s fast
+        #: path); else None.
+        self._exact_types: tuple[type, ...] | None = None
+        if self.plain_params is not None:
+            hinted = [self.checked_types.get(n) for n in self.plain_params]
+            if all(isinstance(t, type) for t in hinted):
+                self._exact_types = tuple(t for t in hinted if isinstance(t, type))
         self.return_type = _result_type(hints.get("return", Any), self.is_gen or self.is_async_gen)
         functools.update_wrapper(self, fn)
 
@@ -157,6 +181,46 @@ class Task(Generic[P, R]):
             and all(name in kwargs for name in names[len(args) :])
         )
 
+    def check_types(
+        self, args: Sequence[Any], kwargs: dict[str, Any], serializer: Serializer
+    ) -> None:
+        """Check that each argument will cast to its annotation in the worker, as it arrives
+        there through `serializer` (the arguments already fit the signature).
+
+        Cheap on the send path: when every value is given by position and of exactly its
+        annotated class (the common call) it costs one tuple comparison; else one
+        `msgspec.convert` of all of them into a Struct made once per task. Only a call that
+        fails that is looked at argument by argument, through the serializer as the worker
+        sees it, to name the argument (or accept a value encoding changes into a fit).
+
+        Raises:
+            TypeError: an argument does not fit its annotation, naming the task and argument.
+        """
+        exact = self._exact_types
+        if exact is not None and not kwargs and tuple(map(type, args)) == exact:
+            return  # the common call: every value of exactly its annotated class
+        named: dict[str, Any]
+        if self.plain_params is not None:
+            named = dict(zip(self.plain_params, args, strict=False))
+            named.update(kwargs)
+        else:
+            named = self.call_signature.bind(*args, **kwargs).arguments
+        if self._argument_types.fit(named):
+            return
+        for name, value in named.items():  # which one, and is it refused after encoding too?
+            annotation = self.checked_types.get(name)
+            if annotation is None or type(value) is annotation:
+                continue
+            try:
+                check_cast(value, annotation, serializer)
+            except SerializationError as exc:
+                raise TypeError(f"{self.name}: argument {name!r}: {exc}") from None
+
+    @functools.cached_property
+    def _argument_types(self) -> ArgumentTypes:
+        """`checked_types` as one msgspec type, made on the first send that needs it."""
+        return ArgumentTypes(self.checked_types)
+
     def kicker(self) -> Kicker[P, R]:
         """Return a builder for one send with per-call options (labels, id, delay, broker)."""
         return Kicker(self)
@@ -174,12 +238,24 @@ class Task(Generic[P, R]):
         """`kiq` for synchronous code (Flask, Django, scripts); returns a blocking handle."""
         return self.kicker().kiq_sync(*args, **kwargs)
 
+    @overload
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]: ...
+    @overload
+    def s(
+        self: Task[Concatenate[A, P2], R], *args: P2.args, **kwargs: P2.kwargs
+    ) -> Signature[R]: ...
+
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
-        """A signature of this call; in a chain it receives the previous result first."""
+        """A signature of this call; in a chain it receives the previous result first.
+
+        Type checkers hold it to the function's parameters as `kiq`, or to all of them but the
+        first (which a previous workflow step's result fills).
+        """
         return Signature(self.name, args, kwargs, task=self)
 
-    def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
-        """An immutable signature: in a chain it ignores the previous result."""
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
+        """An immutable signature: in a chain it ignores the previous result, so it is the
+        whole call (typed as `kiq`)."""
         return Signature(self.name, args, kwargs, immutable=True, task=self)
 
     async def schedule_by_cron(

@@ -178,7 +178,12 @@ async def test_arguments_that_do_not_fit_fail_without_retry(running: Broker) -> 
     async def wants_int(x: int) -> int:
         return x
 
-    handle = await running.kiq_by_name(wants_int.name, "not a number")
+    with pytest.raises(TypeError, match="argument 'x'"):  # a producer that knows the task
+        await running.kiq_by_name(wants_int.name, "not a number")
+    # One that does not (another app, another language) sends it as is: the worker refuses it.
+    message = running.build_message(wants_int.name, ["not a number"], {}, None, None, None)
+    await running.send([message])
+    handle = running.get_handle(message.task_id)
     result = await handle.wait_result(timeout=10)
     assert result.is_err
     assert result.attempts == 1

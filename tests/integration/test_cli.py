@@ -30,6 +30,7 @@ import psutil
 import pytest
 
 import conveyor
+import conveyor.inspector
 from conveyor import SqliteBroker, TaskStatus
 
 pytestmark = pytest.mark.slow
@@ -71,6 +72,12 @@ async def hold(flag: str) -> str:
     return "released"
 
 
+@broker.task
+async def shout(text: str) -> str:
+    """Registered under its default name, app:shout."""
+    return text.upper()
+
+
 @broker.task("fragile")
 def fragile(name: str) -> str:
     """Fails until the file `fixed` exists."""
@@ -85,6 +92,7 @@ PRODUCER = "from conveyor import broker_from_url\n\nbroker = broker_from_url()\n
 #: Modules the error cases import.
 BAD_MODULES = {
     "boom.py": "raise RuntimeError('kaboom\\n  at import')\n",  # a two-line message
+    "importsboom.py": "VALUE = 1\nimport boom  # noqa\n",
     "broken.py": "def oops(:\n",
     "needsdep.py": "import nosuchdependency  # noqa\n",
     "empty.py": "VALUE = 1\n",
@@ -385,9 +393,9 @@ def test_info_shows_broker_tasks_and_queues(cli: Cli) -> None:
 def test_inspect_tasks_and_queues(cli: Cli) -> None:
     tasks = cli.ok("inspect", "tasks", "app:broker").splitlines()
     names = [line.split("(")[0] for line in tasks]
-    assert names == ["add", "conveyor:ping", "fragile", "hold", "pid", "report"]
+    assert names == ["add", "app:shout", "conveyor:ping", "fragile", "hold", "pid", "report"]
     assert "add(x: int, y: int) " in tasks
-    assert cli.ok("inspect", "queues", "app:broker") == ""
+    assert cli.ok("inspect", "queues", "app:broker") == "(empty)\n"
 
     cli.send("add", "--args", "[1, 2]")
     cli.send("report")
@@ -397,21 +405,23 @@ def test_inspect_tasks_and_queues(cli: Cli) -> None:
 
 
 def test_inspect_workers_and_active_with_a_running_worker(cli: Cli) -> None:
-    assert cli.ok("inspect", "workers", "app:broker") == ""
+    assert cli.ok("inspect", "workers", "app:broker") == "(empty)\n"
     worker = cli.start_worker()
     name = worker_name(worker.pid)
     shown = wait_until(
         lambda: cli.ok("inspect", "workers", "app:broker") or None, "the first heartbeat"
     )
     assert shown.startswith(f"{name} queues=default,reports running=0 processed=0 up="), shown
-    assert cli.ok("inspect", "active", "app:broker") == ""
+    assert cli.ok("inspect", "active", "app:broker") == "(empty)\n"
 
     task_id = cli.send("hold", "--args", '["release"]')
-    # Heartbeats come every 5 s: the running task shows in the next one.
-    active = wait_until(
-        lambda: cli.ok("inspect", "active", "app:broker") or None, "the task in a heartbeat"
-    )
-    assert active == f"{name} {task_id}\n"
+    cli.wait_status(task_id, "running")
+    # A worker beats within a second of a change in what it runs (else every 5 s).
+    shown_after = asyncio.run(seconds_until_active(cli.db, task_id))
+    assert shown_after < 2.5, f"shown {shown_after:.2f} s after it started"
+    assert cli.ok("inspect", "active", "app:broker") == f"{name} {task_id} hold\n"
+    (active,) = json.loads(cli.ok("inspect", "active", "app:broker", "--json"))
+    assert active == {"worker": name, "task_id": task_id, "task_name": "hold"}
     assert f"{name} queues=default,reports running=1 " in cli.ok("inspect", "workers", "app:broker")
     assert cli.ok("inspect", "queues", "app:broker") == (
         "default: 0 ready, 0 scheduled, 1 running\n"
@@ -421,7 +431,21 @@ def test_inspect_workers_and_active_with_a_running_worker(cli: Cli) -> None:
     assert 'result: "released"' in cli.wait_result(task_id, "succeeded")
     assert worker.stop() == 0
     assert "SIGTERM received" in worker.output()
-    assert cli.ok("inspect", "workers", "app:broker") == ""  # a stopped worker says goodbye
+    assert (
+        cli.ok("inspect", "workers", "app:broker") == "(empty)\n"
+    )  # a stopped worker says goodbye
+
+
+async def seconds_until_active(db: Path, task_id: str, timeout: float = 10.0) -> float:
+    """Seconds from now until `Inspector.active` lists `task_id` (polled from this process)."""
+    broker = SqliteBroker(str(db))
+    inspector = conveyor.inspector.Inspector(broker)
+    start = time.monotonic()
+    async with broker:
+        while task_id not in {a.task_id for a in await inspector.active()}:
+            assert time.monotonic() - start < timeout, f"{task_id} never shown as active"
+            await asyncio.sleep(0.02)
+    return time.monotonic() - start
 
 
 def test_ping_round_trip_through_a_worker(cli: Cli) -> None:
@@ -442,7 +466,9 @@ def test_ping_without_a_worker_fails_in_one_line(cli: Cli) -> None:
     assert time.monotonic() - started < 20
     assert one_error_line(done) == "conveyor: error: no worker answered within 1 s"
     assert "reachable" in done.stdout
-    assert cli.ok("inspect", "queues", "app:broker") == ""  # the unanswered ping is withdrawn
+    assert (
+        cli.ok("inspect", "queues", "app:broker") == "(empty)\n"
+    )  # the unanswered ping is withdrawn
 
 
 def test_send_wait_prints_the_id_and_the_result(cli: Cli) -> None:
@@ -486,7 +512,7 @@ def test_purge_a_queue_then_all(cli: Cli) -> None:
     )
     assert cli.ok("purge", "app:broker", "--queue", "reports") == "purged 0 message(s)\n"
     assert cli.ok("purge", "app:broker") == "purged 2 message(s)\n"
-    assert cli.ok("inspect", "queues", "app:broker") == ""
+    assert cli.ok("inspect", "queues", "app:broker") == "(empty)\n"
     assert cli.ok("info", "app:broker").endswith("queues:   (empty)\n")
 
     cli.start_worker()  # nothing purged comes back
@@ -603,6 +629,41 @@ MISTAKES = [
         {"CONVEYOR_BROKER_URL": "sqlite:///q.db?lease=soon"},
     ),
     Mistake(
+        "raises-on-import-says-where",
+        ["worker", "boom:broker"],
+        "kaboom at import (boom.py, line 1; --traceback shows the rest)",
+    ),
+    Mistake(
+        "error-in-an-imported-module-says-where",
+        ["info", "importsboom:broker"],
+        "importing 'importsboom' failed: RuntimeError: kaboom at import (boom.py, line 1;",
+    ),
+    Mistake(
+        "send-short-name",
+        ["send", "app:broker", "ad"],
+        "app:broker registers no task 'ad': did you mean add? (--unregistered sends it anyway)",
+    ),
+    Mistake(
+        "send-function-name",
+        ["send", "app:broker", "shout"],
+        "registers no task 'shout': did you mean app:shout?",
+    ),
+    Mistake(
+        "send-unknown-name",
+        ["send", "app:broker", "nosuch.task"],
+        "registers no task 'nosuch.task': it registers add, app:shout, fragile, hold, pid ...",
+    ),
+    Mistake(
+        "send-wrong-type",
+        ["send", "app:broker", "add", "--args", '["x", 1]'],
+        "add: argument 'x': Expected `int`, got `str`",
+    ),
+    Mistake(
+        "send-wrong-type-by-name",
+        ["send", "app:broker", "add", "--kwargs", '{"x": 1, "y": {"a": 1}}'],
+        "add: argument 'y': Expected `int`, got `object`",
+    ),
+    Mistake(
         "result-unknown-id", ["result", "app:broker", "nosuchid"], "no task with id 'nosuchid'"
     ),
     Mistake(
@@ -703,14 +764,14 @@ NO_KEY = {"CONVEYOR_SECRET_KEY": ""}
     [
         pytest.param(None, NO_KEY, NO_KEY, "SerializationError: malformed json data", id="garbage"),
         pytest.param(
-            ["app:broker", "no.such.task", "--args", "[1]"],
+            ["producer:broker", "no.such.task", "--args", "[1]"],
             NO_KEY,
             NO_KEY,
             "TaskNotFound: no task named 'no.such.task' on this worker",
             id="unknown-task",
         ),
         pytest.param(
-            ["app:broker", "add", "--args", '["x", 1]'],
+            ["producer:broker", "add", "--args", '["x", 1]'],
             NO_KEY,
             NO_KEY,
             "BadArguments: argument 'x' of add",
@@ -797,7 +858,7 @@ def test_many_kinds_of_bad_input_in_a_row_on_one_worker(cli: Cli) -> None:
     for task_id, body in zip(ids, (b"", b"[]", b'{"task_id": 5}'), strict=True):
         insert_raw(cli.db, task_id, body)
     ids.append(cli.send("nope", app="producer:broker"))
-    ids.append(cli.send("add", "--args", '[{"a": 1}, 2]'))
+    ids.append(cli.send("add", "--args", '[{"a": 1}, 2]', app="producer:broker"))
     for task_id in ids:
         cli.wait_result(task_id, "failed")
     assert len(cli.ok("dlq", "list", "app:broker").splitlines()) == len(ids)
@@ -806,7 +867,9 @@ def test_many_kinds_of_bad_input_in_a_row_on_one_worker(cli: Cli) -> None:
         assert f"result: {n + 1}\n" in done.stdout, done.stdout + done.stderr
     assert worker.proc.poll() is None
     assert "Traceback" not in worker.output()
-    assert cli.ok("inspect", "queues", "app:broker") == ""  # nothing left behind or redelivered
+    assert (
+        cli.ok("inspect", "queues", "app:broker") == "(empty)\n"
+    )  # nothing left behind or redelivered
 
 
 def test_a_message_with_bad_labels_is_dead_lettered(cli: Cli) -> None:
@@ -829,7 +892,7 @@ def test_a_message_with_bad_labels_is_dead_lettered(cli: Cli) -> None:
         assert any(line.startswith(f"{label} ") and label in line[len(label) :] for line in letters)
     done = cli.run("send", "app:broker", "pid", "--wait")
     assert f"result: {worker.pid}\n" in done.stdout, done.stdout + done.stderr
-    assert cli.ok("inspect", "queues", "app:broker") == ""
+    assert cli.ok("inspect", "queues", "app:broker") == "(empty)\n"
 
 
 # -- 4. the demo --------------------------------------------------------------------------------

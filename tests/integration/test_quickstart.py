@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,10 +16,11 @@ import pytest
 MAIN = Path(__file__).parents[2] / "examples" / "quickstart" / "main.py"
 
 
-def run_main_py(tmp_path: Path) -> tuple[str, int]:
+def run_main_py(tmp_path: Path) -> tuple[str, int, str]:
     """Start `python main.py` (a worker), run `python main.py send`, then SIGTERM the worker.
 
-    Returns what `send` printed and the worker's pid; asserts both ended cleanly.
+    Returns what `send` printed, the worker's pid and what it logged; asserts both ended
+    cleanly.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     worker = subprocess.Popen(
@@ -39,15 +42,20 @@ def run_main_py(tmp_path: Path) -> tuple[str, int]:
     assert sent.returncode == 0, sent.stderr
     assert worker.returncode == 0, stderr
     assert "Traceback" not in stderr
-    return sent.stdout, worker.pid
+    return sent.stdout, worker.pid, stderr
 
 
 @pytest.mark.timeout(60)
 def test_python_main_py_runs_a_worker_and_a_producer(tmp_path: Path) -> None:
     shutil.copy(MAIN, tmp_path / "main.py")
-    printed, _ = run_main_py(tmp_path)
+    printed, pid, logged = run_main_py(tmp_path)
     assert printed.strip() == "3"
     assert (tmp_path / "conveyor.db").exists()
+    # The banner, as the CLI's worker logs it: where (the file's absolute path) and what.
+    db = tmp_path / "conveyor.db"
+    banner = f" consuming default on sqlite:///conveyor.db (file {db})\n"
+    assert re.search(rf"INFO    conveyor.worker: worker \S+:{pid}{re.escape(banner)}", logged)
+    assert "INFO    conveyor.worker: 1 task(s): main:add\n" in logged
 
 
 FORKED = """
@@ -78,8 +86,67 @@ if __name__ == "__main__":
 @pytest.mark.timeout(60)
 def test_broker_run_with_two_forked_workers(tmp_path: Path) -> None:
     (tmp_path / "main.py").write_text(FORKED)
-    printed, supervisor_pid = run_main_py(tmp_path)
+    printed, supervisor_pid, _ = run_main_py(tmp_path)
     names, pids = (line.split() for line in printed.splitlines())
     assert len(pids) == 2  # both forked workers took part
     assert str(supervisor_pid) not in pids
     assert sorted(name.rsplit(":", 1)[1] for name in names) == sorted(pids)
+
+
+LEVELLED = """
+import sys
+from conveyor import broker_from_url
+
+broker = broker_from_url()
+
+@broker.task
+async def add(x: int, y: int) -> int:
+    return x + y
+
+@broker.task(queue="emails")
+def send_email(to: str) -> None: ...
+
+if __name__ == "__main__":
+    broker.run(log_level=sys.argv[1])
+"""
+
+
+@pytest.mark.timeout(60)
+def test_broker_run_takes_a_log_level_and_fails_in_one_line(tmp_path: Path) -> None:
+    """`broker.run(log_level=...)` sets what is logged (here: warnings only, so the banner is
+    left out and the warning about the queue it does not consume is shown); a broker that
+    cannot be opened is one line and exit code 2, as in the CLI."""
+    (tmp_path / "main.py").write_text(LEVELLED)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    failed = subprocess.run(
+        [sys.executable, "main.py", "INFO"],
+        cwd=tmp_path,
+        env={**env, "CONVEYOR_BROKER_URL": "sqlite:////proc/nope/x.db"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert failed.returncode == 2, failed.stderr
+    (line,) = failed.stderr.splitlines()
+    assert line.startswith("conveyor: error: cannot open SQLite database '/proc/nope/x.db'")
+
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "main.py", "WARNING"], cwd=tmp_path, env=env, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "not consumed" not in log.read_text():
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, log.read_text()
+    (line,) = log.read_text().splitlines()
+    assert line.endswith(
+        "WARNING conveyor.worker: queue 'emails' (main:send_email) is not consumed by this "
+        "worker: its tasks wait for a worker that consumes it (--queues default,emails)"
+    ), line

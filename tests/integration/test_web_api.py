@@ -75,6 +75,9 @@ async def test_errors_are_404_and_422(web: WebServer, app: App) -> None:
         bad_args = await client.post(f"/tasks/{app.name}:add", json={"args": [1]})
         assert bad_args.status_code == 422
         assert "y" in bad_args.json()["detail"]
+        wrong_type = await client.post(f"/tasks/{app.name}:add", json={"args": ["x", 2]})
+        assert wrong_type.status_code == 422
+        assert "argument 'x': Expected `int`, got `str`" in wrong_type.json()["detail"]
         bad_label = await client.post(
             f"/tasks/{app.name}:add", json={"args": [1, 2], "labels": {"priority": 42}}
         )

@@ -149,12 +149,19 @@ async def test_the_dashboard_stays_small_and_whole_whatever_was_sent(
     async with web.client() as client:
         for _ in range(3):  # to a queue nobody reads: only this web process knows them
             sent = await client.post(
-                f"/tasks/{app.name}:add", json={"args": [big, 1], "labels": {"queue": "nobody"}}
+                f"/tasks/{app.name}:sleepy", json={"args": [big], "labels": {"queue": "nobody"}}
             )
             assert sent.status_code == 202, sent.text[:200]
-        refused = await client.post(f"/tasks/{app.name}:add", json={"args": [deep, 1]})
+        # Nesting is bounded in the whole message (a label here: arguments are checked against
+        # their annotations first, so a nested list for `x: int` is refused for its type).
+        refused = await client.post(
+            f"/tasks/{app.name}:add", json={"args": [1, 2], "labels": {"deep": deep}}
+        )
         assert refused.status_code == 422, refused.text[:200]
         assert "nested" in refused.json()["detail"]
+        refused = await client.post(f"/tasks/{app.name}:add", json={"args": [deep, 1]})
+        assert refused.status_code == 422, refused.text[:200]
+        assert "argument 'x': Expected `int`, got `array`" in refused.json()["detail"]
         overview = await client.get("/api/overview")
         assert overview.status_code == 200
         assert len(overview.content) < 100_000, len(overview.content)

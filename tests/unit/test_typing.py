@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import assert_type
 
-from conveyor import InMemoryBroker, SyncTaskHandle, TaskHandle, TaskResult
+import conveyor
+from conveyor import InMemoryBroker, Signature, SyncTaskHandle, TaskHandle, TaskResult
 
 
 async def test_handles_are_typed_by_the_function() -> None:
@@ -56,3 +57,27 @@ def _wrong_calls_are_type_errors(broker: InMemoryBroker) -> None:
     add.kiq_sync("one", 2)  # type: ignore[arg-type]  # the point: mypy rejects a str for x
     add.kiq_sync(1)  # type: ignore[call-arg]  # the point: y is missing
     assert_type(add.kiq_sync(1, 2), SyncTaskHandle[int])
+
+
+def _wrong_workflow_arguments_are_type_errors(broker: InMemoryBroker) -> None:
+    """`.s()` takes the whole call or all of it but the first argument (a previous step's
+    result fills that); `.si()` only the whole call."""
+
+    @broker.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @broker.task
+    def shout(text: str) -> str:
+        return text.upper()
+
+    assert_type(add.s(1, 2), Signature[int])
+    assert_type(add.s(2), Signature[int])  # add(<previous result>, 2) in a chain
+    assert_type(shout.s(), Signature[str])
+    assert_type(add.si(x=1, y=2), Signature[int])
+    add.s("one", 2)  # type: ignore[call-overload]  # the point: mypy rejects a str for x
+    add.s("two")  # type: ignore[call-overload]  # the point: nor a str for y
+    add.s(1, 2, 3)  # type: ignore[call-overload]  # the point: one argument too many
+    add.si(1)  # type: ignore[call-arg]  # the point: an immutable signature is the whole call
+    shout.si(3)  # type: ignore[arg-type]  # the point: mypy rejects an int for text
+    conveyor.chain(add.s(1, 2), add.s(3), shout.si("done"))

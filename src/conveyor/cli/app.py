@@ -1,17 +1,32 @@
-"""Finding the user's broker from `module:attribute`, and importing task modules."""
+"""Finding the user's broker from `module:attribute`, importing task modules, and running a
+command's work against the broker.
+
+An error while importing the user's module names the file and line it happened at (the
+deepest frame in the user's own files); `--traceback` shows the whole traceback instead.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import sys
-from collections.abc import Iterable, Iterator
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
+import conveyor
 from conveyor.broker import Broker
 from conveyor.errors import ConfigurationError
 
-__all__ = ["discover_task_modules", "load_broker"]
+__all__ = ["discover_task_modules", "load_broker", "run_with"]
+
+T = TypeVar("T")
+#: Where the user's code is not: the standard library, installed packages and conveyor itself.
+_NOT_USER = tuple(
+    {sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(conveyor.__file__).parent)}
+)
 
 _SKIP_DIRS = {
     ".venv",
@@ -60,11 +75,40 @@ def _import(name: str) -> object:
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
             raise ConfigurationError(f"cannot import module {name!r}: no such module") from None
-        raise ConfigurationError(f"cannot import module {name!r}: {exc}") from None
+        raise ConfigurationError(f"cannot import module {name!r}: {exc}{_where(exc)}") from exc
     except Exception as exc:
         raise ConfigurationError(
-            f"importing {name!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
+            f"importing {name!r} failed: {type(exc).__name__}: {exc}{_where(exc)}"
+        ) from exc
+
+
+def _where(exc: BaseException) -> str:
+    """` (file.py, line N; ...)`: the deepest frame of `exc` in the user's own files (a syntax
+    error's message names it already), and where the rest is."""
+    rest = "--traceback shows the rest"
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith(("<", *_NOT_USER))
+    ]
+    if isinstance(exc, SyntaxError) or not frames:
+        return f" ({rest})"
+    path = Path(frames[-1].filename)
+    if path.is_relative_to(Path.cwd()):
+        path = path.relative_to(Path.cwd())
+    return f" ({path}, line {frames[-1].lineno}; {rest})"
+
+
+def run_with(broker: Broker, work: Callable[[], Awaitable[T]]) -> T:
+    """Run a command's `work` in a new event loop, shutting the broker down after it."""
+
+    async def main() -> T:
+        try:
+            return await work()
+        finally:
+            await broker.shutdown()
+
+    return asyncio.run(main())
 
 
 def discover_task_modules(root: Path, filename: str = "tasks.py") -> Iterator[str]:

@@ -1,58 +1,40 @@
-"""The commands of SPEC §7 except `web` and `scheduler`."""
+"""The `conveyor` group, `worker`, `ping` and `demo`; the other commands of SPEC §7 live in
+`read` (info, inspect, result), `send`, `admin` (purge, dlq), `web` and `scheduler`."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from conveyor.broker import Broker
-from conveyor.cli.app import load_broker
-from conveyor.cli.logs import configure_logging
+from conveyor.cli.admin import dlq, purge
+from conveyor.cli.app import load_broker, run_with
+from conveyor.cli.output import echo_json, json_option
+from conveyor.cli.read import info, inspect_cmd, result
 from conveyor.cli.scheduler import scheduler
+from conveyor.cli.send import send
 from conveyor.cli.web import web
-from conveyor.errors import ConfigurationError, ConveyorError, ResultTimeout
-from conveyor.inspector import Inspector
-from conveyor.scheduler import ScheduleInfo
+from conveyor.errors import ConveyorError, ResultTimeout
+from conveyor.logs import configure_logging
 
 __all__ = ["cli"]
 
-T = TypeVar("T")
-APP_HELP = "the broker as module:attribute, e.g. app.tasks:broker"
 
-
-def _run(broker: Broker, work: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        try:
-            return await work()
-        finally:
-            await broker.shutdown()
-
-    return asyncio.run(main())
-
-
-def _json_arg(value: str | None, kind: type, name: str) -> Any:
-    """Parse an option's JSON; a mistake is a `ConfigurationError` (one line, exit code 2)."""
-    if value is None:
-        return kind()
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"{name} is not valid JSON: {exc}") from None
-    if not isinstance(parsed, kind):
-        shown = "list" if kind is list else "object"
-        raise ConfigurationError(f"{name} must be a JSON {shown}, not {value!r}")
-    return parsed
+#: `--traceback` (read by `conveyor.cli.main`): an error prints its whole traceback.
+_TRACEBACK: dict[str, Any] = {
+    "is_flag": True,
+    "expose_value": False,
+    "help": "on an error, print the whole traceback, not one line",
+}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="conveyor")
+@click.option("--traceback", **_TRACEBACK)
 def cli() -> None:
     """conveyor: an async-first distributed task queue."""
 
@@ -168,38 +150,20 @@ def worker(
 
 @cli.command()
 @click.argument("app")
-def info(app: str) -> None:
-    """Show the broker, its tasks and its queues."""
-    broker = load_broker(app)
-    inspector = Inspector(broker)
-    queues = _run(broker, inspector.queues)  # first: an unreachable broker prints nothing
-    click.echo(f"broker:   {type(broker).__name__} {broker.transport.safe_url}")
-    where = _run(broker, broker.transport.describe)
-    if where is not None:
-        click.echo(f"storage:  {where}")
-    click.echo(f"results:  {type(broker.result_backend).__name__}")
-    click.echo(f"format:   {broker.serializer.name}{', signed' if broker.signer.enabled else ''}")
-    click.echo("tasks:")
-    for task in inspector.tasks():
-        click.echo(f"  {task.name}({', '.join(task.parameters)}) {task.labels or ''}")
-    click.echo("queues:" if queues else "queues:   (empty)")
-    for q in queues:
-        click.echo(f"  {q.name}: {q.ready} ready, {q.scheduled} scheduled, {q.running} running")
-
-
-@cli.command()
-@click.argument("app")
 @click.option("--timeout", type=float, default=10.0, show_default=True)
-def ping(app: str, timeout: float) -> int:
+@json_option
+def ping(app: str, timeout: float, as_json: bool) -> int:
     """Check the broker and time a task's round trip through a worker."""
     broker = load_broker(app)
+    url = broker.transport.safe_url
 
     async def work() -> int:
         start = time.perf_counter()
         await broker.startup()
         await broker.transport.queue_stats()
         reach = time.perf_counter() - start
-        click.echo(f"broker {broker.transport.safe_url} reachable in {reach * 1000:.1f} ms")
+        if not as_json:
+            click.echo(f"broker {url} reachable in {reach * 1000:.1f} ms")
         start = time.perf_counter()
         handle = await broker.kiq_by_name("conveyor:ping")
         try:
@@ -208,152 +172,14 @@ def ping(app: str, timeout: float) -> int:
             await handle.cancel()
             raise ConveyorError(f"no worker answered within {timeout:g} s") from None
         took = time.perf_counter() - start
-        click.echo(f"round trip through worker {result.worker} in {took * 1000:.1f} ms")
+        if as_json:
+            shown = {"broker": url, "reachable_ms": reach * 1000, "worker": result.worker}
+            echo_json({**shown, "round_trip_ms": took * 1000})
+        else:
+            click.echo(f"round trip through worker {result.worker} in {took * 1000:.1f} ms")
         return 0
 
-    return _run(broker, work)
-
-
-@cli.command()
-@click.argument("app")
-@click.argument("task_name")
-@click.option("--args", "args_json", help="positional arguments as a JSON list")
-@click.option("--kwargs", "kwargs_json", help="keyword arguments as a JSON object")
-@click.option("--wait", is_flag=True, help="wait for the result and print it")
-@click.option("--timeout", type=float, default=60.0, show_default=True)
-def send(
-    app: str,
-    task_name: str,
-    args_json: str | None,
-    kwargs_json: str | None,
-    wait: bool,
-    timeout: float,
-) -> int:
-    """Send TASK_NAME with JSON arguments; print its id (or its result with --wait)."""
-    args = _json_arg(args_json, list, "--args")
-    kwargs = _json_arg(kwargs_json, dict, "--kwargs")
-    broker = load_broker(app)
-
-    async def work() -> int:
-        handle = await broker.kiq_by_name(task_name, *args, **kwargs)
-        click.echo(handle.task_id)
-        if not wait:
-            return 0
-        result = await handle.wait_result(timeout)
-        _print_result(result)
-        return 1 if result.is_err else 0
-
-    return _run(broker, work)
-
-
-def _print_result(result: Any) -> None:
-    click.echo(f"status: {result.status}")
-    if result.is_err:
-        click.echo(f"error:  {result.error_type}: {result.error_message}")
-    else:
-        click.echo(f"result: {json.dumps(result.return_value, default=str)}")
-    click.echo(f"time:   {result.execution_time * 1000:.1f} ms, attempts {result.attempts}")
-
-
-@cli.command()
-@click.argument("app")
-@click.argument("task_id")
-def result(app: str, task_id: str) -> int:
-    """Print the status and result of TASK_ID."""
-    broker = load_broker(app)
-
-    async def work() -> int:
-        handle = broker.get_handle(task_id)
-        found = await handle.get_result()
-        if found is not None:
-            _print_result(found)
-            return 0
-        status = await handle.status()
-        if status is None:
-            raise ConveyorError(f"no task with id {task_id!r}")
-        click.echo(f"status: {status}")
-        return 0
-
-    return _run(broker, work)
-
-
-@cli.command("inspect")
-@click.argument("what", type=click.Choice(["tasks", "queues", "workers", "active", "schedules"]))
-@click.argument("app")
-def inspect_cmd(what: str, app: str) -> None:
-    """Show registered tasks, queue depths, live workers, running tasks or schedules."""
-    broker = load_broker(app)
-    inspector = Inspector(broker)
-    if what == "tasks":
-        for task in inspector.tasks():
-            click.echo(f"{task.name}({', '.join(task.parameters)}) {task.labels or ''}")
-    elif what == "queues":
-        for q in _run(broker, inspector.queues):
-            click.echo(f"{q.name}: {q.ready} ready, {q.scheduled} scheduled, {q.running} running")
-    elif what == "workers":
-        for w in _run(broker, inspector.workers):
-            click.echo(
-                f"{w.name} queues={','.join(w.queues)} running={len(w.running)} "
-                f"processed={w.processed} up={w.uptime:.0f}s rss={w.rss_mb:.0f}MB "
-                f"concurrency={w.concurrency} succeeded={w.counters.get('succeeded', 0)} "
-                f"failed={w.counters.get('failed', 0)} retried={w.counters.get('retried', 0)}"
-            )
-    elif what == "schedules":
-        _print_schedules(_run(broker, inspector.schedules))
-    else:
-        for worker_name, task_id in _run(broker, inspector.active):
-            click.echo(f"{worker_name} {task_id}")
-
-
-def _print_schedules(schedules: list[ScheduleInfo]) -> None:
-    for s in schedules:
-        when = s.next_fire.isoformat(timespec="seconds") if s.next_fire else "-"
-        source = "stored" if s.stored else "label"
-        call = json.dumps({"args": s.args, "kwargs": s.kwargs, "labels": s.labels}, default=str)
-        click.echo(f"{s.id} {s.task_name} {s.schedule} next={when} {source} {call}")
-    if not schedules:
-        click.echo("no schedules")
-
-
-@cli.command()
-@click.argument("app")
-@click.option("--queue", help="only this queue")
-def purge(app: str, queue: str | None) -> None:
-    """Delete waiting messages (running ones finish)."""
-    broker = load_broker(app)
-    count = _run(broker, lambda: broker.transport.purge(queue))
-    click.echo(f"purged {count} message(s)")
-
-
-@cli.group()
-def dlq() -> None:
-    """The dead-letter queue: messages that failed for good."""
-
-
-@dlq.command("list")
-@click.argument("app")
-@click.option("--limit", type=int, default=100, show_default=True)
-def dlq_list(app: str, limit: int) -> None:
-    """List dead-lettered messages."""
-    broker = load_broker(app)
-    inspector = Inspector(broker)
-    letters = _run(broker, lambda: inspector.dead_letters(limit))
-    for letter in letters:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.failed_at))
-        name = inspector.describe(letter)
-        click.echo(f"{letter.task_id} {name} queue={letter.queue} at {when}: {letter.reason}")
-    if not letters:
-        click.echo("the dead-letter queue is empty")
-
-
-@dlq.command("requeue")
-@click.argument("app")
-@click.argument("task_ids", nargs=-1)
-def dlq_requeue(app: str, task_ids: tuple[str, ...]) -> None:
-    """Send dead-lettered messages (all, or TASK_IDS) back to their queues."""
-    broker = load_broker(app)
-    count = _run(broker, lambda: broker.requeue_dead(list(task_ids) or None))
-    click.echo(f"requeued {count} message(s)")
+    return run_with(broker, work)
 
 
 @cli.command()
@@ -373,5 +199,16 @@ def demo(count: int, keep: bool) -> int:
     return run_demo(count, keep)
 
 
-cli.add_command(web)
-cli.add_command(scheduler)
+for _command in (info, inspect_cmd, result, send, purge, dlq, web, scheduler):
+    cli.add_command(_command)
+
+
+def _with_traceback_option(group: click.Group) -> None:
+    """Let `--traceback` follow any command too (`conveyor worker app:broker --traceback`)."""
+    for command in group.commands.values():
+        command.params.append(click.Option(["--traceback"], **_TRACEBACK))
+        if isinstance(command, click.Group):
+            _with_traceback_option(command)
+
+
+_with_traceback_option(cli)

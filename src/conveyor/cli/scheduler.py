@@ -7,7 +7,7 @@ import asyncio
 import click
 
 from conveyor.cli.app import load_broker
-from conveyor.cli.logs import configure_logging
+from conveyor.logs import configure_logging
 
 __all__ = ["scheduler"]
 

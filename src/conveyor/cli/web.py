@@ -12,8 +12,8 @@ import click
 
 from conveyor.broker import Broker
 from conveyor.cli.app import load_broker
-from conveyor.cli.logs import configure_logging
 from conveyor.errors import ConfigurationError
+from conveyor.logs import configure_logging
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

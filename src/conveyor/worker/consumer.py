@@ -19,6 +19,7 @@ import psutil
 from conveyor.engines.base import Delivery
 from conveyor.options import DEFAULT_QUEUE
 from conveyor.state import Heartbeat
+from conveyor.worker.banner import start_lines
 from conveyor.worker.leases import LeaseKeeper
 from conveyor.worker.outcome import worker_name
 from conveyor.worker.pools import ProcessPool, new_thread_pool
@@ -32,6 +33,8 @@ __all__ = ["Worker", "WorkerOptions"]
 log = logging.getLogger("conveyor.worker")
 
 HEARTBEAT_SECONDS = 5.0
+#: Seconds between looks at whether the running tasks changed (then a heartbeat goes out).
+BEAT_CHECK_SECONDS = 1.0
 STATS_SECONDS = 1.0
 CANCEL_CHECK_SECONDS = 0.5
 
@@ -88,12 +91,8 @@ class Worker:
         ]
         stats_done = asyncio.Event()
         stats = asyncio.create_task(self._stats_loop(stats_done), name="conveyor-stats")
-        log.info(
-            "worker %s consuming %s on %s",
-            self.name,
-            ",".join(self.options.queues),
-            self.broker.transport.safe_url,
-        )
+        for level, line in start_lines(self.broker, self.options.queues, self.name):
+            log.log(level, "%s", line)
         try:
             await self._consume(stop)
         finally:
@@ -264,27 +263,40 @@ class Worker:
                     run.cancel("user")
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        """Beat every `HEARTBEAT_SECONDS`, and within `BEAT_CHECK_SECONDS` of a change in the
+        running tasks, so `conveyor inspect active` shows a task about a second after it starts
+        (one small write a second at most)."""
         process = psutil.Process()
+        beaten: set[str] | None = None
+        last = 0.0
         while True:
-            rss_mb = process.memory_info().rss / 2**20
-            limit = self.options.max_memory_mb
-            if limit is not None and rss_mb > limit and not self.stop_reason:
-                self.stop_reason = f"memory {rss_mb:.0f} MB over {limit:.0f} MB"
-                log.warning("worker %s: %s, restarting", self.name, self.stop_reason)
-                stop.set()
-            try:
-                await self.broker.state.beat(self._heartbeat(rss_mb), HEARTBEAT_SECONDS * 3)
-            except Exception:
-                log.warning("could not publish heartbeat", exc_info=True)
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            now = time.monotonic()
+            if beaten is None or now - last >= HEARTBEAT_SECONDS or self._running.keys() != beaten:
+                beaten, last = set(self._running), now
+                await self._beat(process, stop)
+            await asyncio.sleep(BEAT_CHECK_SECONDS)
+
+    async def _beat(self, process: psutil.Process, stop: asyncio.Event) -> None:
+        rss_mb = process.memory_info().rss / 2**20
+        limit = self.options.max_memory_mb
+        if limit is not None and rss_mb > limit and not self.stop_reason:
+            self.stop_reason = f"memory {rss_mb:.0f} MB over {limit:.0f} MB"
+            log.warning("worker %s: %s, restarting", self.name, self.stop_reason)
+            stop.set()
+        try:
+            await self.broker.state.beat(self._heartbeat(rss_mb), HEARTBEAT_SECONDS * 3)
+        except Exception:
+            log.warning("could not publish heartbeat", exc_info=True)
 
     def _heartbeat(self, rss_mb: float) -> Heartbeat:
+        runs = list(self._running.items())
         return Heartbeat(
             name=self.name,
             host=socket.gethostname(),
             pid=os.getpid(),
             queues=list(self.options.queues),
-            running=list(self._running),
+            running=[task_id for task_id, _ in runs],
+            running_names=[run.task_name for _, run in runs],
             processed=self.processed,
             started=self._started_at,
             seen=time.time(),

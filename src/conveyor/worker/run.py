@@ -10,15 +10,25 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from conveyor.errors import ConveyorError
+from conveyor.logs import ensure_logging, one_line
 from conveyor.worker.consumer import Worker, WorkerOptions
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
 
-__all__ = ["install_uvloop", "run_blocking", "run_in_loop", "run_scheduler", "run_worker"]
+__all__ = [
+    "install_uvloop",
+    "run_blocking",
+    "run_in_loop",
+    "run_one_process",
+    "run_scheduler",
+    "run_worker",
+]
 
 log = logging.getLogger("conveyor.worker")
 
@@ -128,26 +138,55 @@ def install_uvloop() -> bool:
 
 
 async def run_in_loop(
-    broker: Broker, *, workers: int = 1, with_scheduler: bool = False, **options: Any
+    broker: Broker,
+    *,
+    workers: int = 1,
+    with_scheduler: bool = False,
+    log_level: str | None = None,
+    log_format: str = "text",
+    **options: Any,
 ) -> None:
-    """`broker.run_async(...)`: run one worker (and the scheduler) in the current loop."""
+    """`broker.run_async(...)`: run one worker (and the scheduler) in the current loop, logging
+    as `run_blocking` does."""
     if workers != 1:
         raise ValueError("run_async runs one worker; use broker.run(workers=N) or the CLI")
-    await run_worker(broker, worker_options(**options), with_scheduler=with_scheduler)
+    opts = worker_options(**options)
+    ensure_logging(log_level, log_format)
+    await run_worker(broker, opts, with_scheduler=with_scheduler)
 
 
 def run_blocking(
-    broker: Broker, *, workers: int = 1, with_scheduler: bool = False, **options: Any
+    broker: Broker,
+    *,
+    workers: int = 1,
+    with_scheduler: bool = False,
+    log_level: str | None = None,
+    log_format: str = "text",
+    **options: Any,
 ) -> None:
     """`broker.run(...)`: block running workers until SIGINT/SIGTERM.
 
-    With `with_scheduler`, one of the workers also runs the scheduler.
+    With `with_scheduler`, one of the workers also runs the scheduler. The worker's lines go to
+    stderr at `log_level` (INFO) as the CLI's do, unless the program configured logging itself
+    (then only `log_level`, when given, is applied). A broker that cannot be reached or is
+    misconfigured ends the process as the CLI does: one line on stderr and exit code 2.
     """
     opts = worker_options(**options)
-    if workers <= 1:
-        install_uvloop()
-        asyncio.run(run_worker(broker, opts, with_scheduler=with_scheduler))
-        return
-    from conveyor.worker.supervisor import supervise_forked
+    ensure_logging(log_level, log_format)
+    if workers > 1:
+        from conveyor.worker.supervisor import supervise_forked
 
-    supervise_forked(broker, opts, workers, with_scheduler=with_scheduler)
+        supervise_forked(broker, opts, workers, with_scheduler=with_scheduler)
+        return
+    run_one_process(broker, opts, with_scheduler=with_scheduler)
+
+
+def run_one_process(broker: Broker, options: WorkerOptions, *, with_scheduler: bool) -> None:
+    """Run a worker in this process until it stops (`broker.run()`, a forked worker): a broker
+    that cannot be reached or is misconfigured is one line on stderr and exit code 2."""
+    install_uvloop()
+    try:
+        asyncio.run(run_worker(broker, options, with_scheduler=with_scheduler))
+    except ConveyorError as exc:
+        print(f"conveyor: error: {one_line(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None

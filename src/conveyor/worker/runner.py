@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import time
@@ -75,6 +76,7 @@ class Run:
     slot: ThreadSlot = field(default_factory=ThreadSlot)
     cancel_reason: str | None = None  # "user" (cancel requested) or "shutdown"
     options: TaskOptions = DEFAULT_OPTIONS
+    task_name: str = "?"  # known once the message is decoded
 
     def cancel(self, reason: str) -> None:
         """Stop the run: cancel its coroutine and interrupt its thread."""
@@ -144,6 +146,7 @@ class Runner:
         if message.task_id != delivery.task_id:
             raise SerializationError(f"message id {message.task_id!r} is not the delivery's id")
         run.options = TaskOptions.parse(message.labels, message.task_name)
+        run.task_name = message.task_name
         return message
 
     async def _reject_undecodable(self, delivery: Delivery, exc: Exception) -> None:
@@ -234,8 +237,15 @@ class Runner:
         except TypeError as exc:
             raise BadArguments(f"arguments do not fit {task.name}: {exc}") from None
         if self.broker.cast_types and task.arg_types:
+            params = task.call_signature.parameters
             for name, value in bound.arguments.items():
-                bound.arguments[name] = self._cast(task, name, value)
+                kind = params[name].kind
+                if kind is inspect.Parameter.VAR_POSITIONAL:  # `*rest: int`: each one an int
+                    bound.arguments[name] = tuple(self._cast(task, name, v) for v in value)
+                elif kind is inspect.Parameter.VAR_KEYWORD:
+                    bound.arguments[name] = {k: self._cast(task, name, v) for k, v in value.items()}
+                else:
+                    bound.arguments[name] = self._cast(task, name, value)
         return list(bound.args), dict(bound.kwargs)
 
     @staticmethod

@@ -4,7 +4,6 @@ recycles itself, restarts all on code changes (`--reload`), and forwards SIGINT/
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import functools
@@ -213,13 +212,12 @@ def supervise_forked(
     broker: Broker, options: WorkerOptions, count: int, *, with_scheduler: bool = False
 ) -> None:
     """`broker.run(workers=N)`: fork N workers of this script's broker and supervise them."""
-    from conveyor.worker.run import install_uvloop, run_worker
+    from conveyor.worker.run import run_one_process
 
     def child(scheduler: bool) -> None:
         os.setsid()
         become_child()
-        install_uvloop()
-        asyncio.run(run_worker(broker, options, with_scheduler=scheduler))
+        run_one_process(broker, options, with_scheduler=scheduler)
 
     spawn = _one_with_scheduler(
         lambda give: _Forked(functools.partial(child, give)), with_scheduler

@@ -1,4 +1,6 @@
-"""Logging for CLI processes: plain lines or one JSON object per line (`--log-format json`)."""
+"""Logging for conveyor's own processes (the CLI, `broker.run()`): plain lines or one JSON
+object per line (`--log-format json`). The library itself never installs handlers; only these
+entry points do."""
 
 from __future__ import annotations
 
@@ -7,9 +9,12 @@ import logging
 import sys
 import time
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "ensure_logging", "one_line"]
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+#: The attributes every record has; the others are `extra=` fields. A record made directly, not
+#: through the record factory: a factory another module installed may add its own fields (trace
+#: ids) or expect a logger name.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,3 +47,19 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def ensure_logging(level: str | None = None, fmt: str = "text") -> None:
+    """`broker.run()`'s logging: configure it as the CLI does when the process has no handler
+    yet; when the program configured logging itself, only set the level it was given."""
+    root = logging.getLogger()
+    if not root.handlers:
+        configure_logging(level or "INFO", fmt)
+    elif level is not None:
+        root.setLevel(level.upper())
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (its type's name when it has none)."""
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
