@@ -25,7 +25,7 @@ def install_log_correlation() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        name = record.name
+        name = record.name or ""  # logging.makeLogRecord makes a record without one first
         if name.startswith("conveyor") and (len(name) == 8 or name[8] == "."):
             context = trace.get_current_span().get_span_context()
             if context.is_valid:
