@@ -12,6 +12,9 @@ A row written by someone else with the wrong types (a TEXT body, no task id) is 
 delivery with its `problem`, so it is dead-lettered and the rest of its batch runs.
 
 Publishing a `task_id` that is already in `messages` is ignored: the first copy stays.
+
+Idle consumers poll with a growing pause (up to `poll_interval`), and a commit of a ready
+message rings the file's `doorbell`, which wakes the consumers of other processes at once.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from conveyor.engines.base import (
 )
 from conveyor.engines.loops import Signal
 from conveyor.engines.sqlite.db import Coalescer, SqliteClient, SqliteDb, immediate, put_value
+from conveyor.engines.sqlite.doorbell import doorbell
 from conveyor.engines.sqlite.results import SqliteResultBackend
 
 __all__ = ["SqliteTransport"]
@@ -237,6 +241,7 @@ class SqliteTransport(SqliteClient, MessageTransport):
         self._results = results
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._published = Signal()
+        self._doorbell = doorbell(path)
         self._settles: Coalescer[tuple[Delivery, bytes | None, float | None]] | None = None
 
     # -- messages -------------------------------------------------------------------------
@@ -246,6 +251,9 @@ class SqliteTransport(SqliteClient, MessageTransport):
         if messages:
             await self._run(_publish, list(messages))
             self._published.notify()
+            now = time.time()
+            if any(m.eta is None or m.eta <= now for m in messages):
+                self._doorbell.ring()
 
     async def receive(
         self, queues: Sequence[str], max_count: int, timeout: float
@@ -257,6 +265,7 @@ class SqliteTransport(SqliteClient, MessageTransport):
         queues = list(dict.fromkeys(queues))
         if max_count <= 0:
             return []
+        self._doorbell.listen(self._published)
         deadline = time.monotonic() + timeout
         pause = min(0.002, self.poll_interval)
         while True:
@@ -303,6 +312,8 @@ class SqliteTransport(SqliteClient, MessageTransport):
         """Put a held delivery back, optionally with a new body and not before `delay` seconds."""
         await self._run(_release, delivery, body, delay)
         self._published.notify()
+        if delay <= 0:
+            self._doorbell.ring()
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move a held delivery to `dead_letters` with the reason."""

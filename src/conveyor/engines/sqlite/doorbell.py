@@ -1,0 +1,125 @@
+"""Wakes idle consumers of one SQLite file in other processes when a message becomes ready, so
+they need not poll to start a task at once.
+
+Each consuming process binds one Unix datagram socket in a directory kept for the file (under
+the system's temporary directory, named by a hash of the file's absolute path, so the socket
+paths stay short). A producer that committed a ready message sends one byte to every socket
+there. A thread per consuming process turns those bytes into `Signal` notifications.
+
+Invariants: a lost or refused ring costs latency, never a message (consumers still look every
+`poll_interval`); a socket whose process is gone is removed by the first ring it refuses;
+nothing here blocks: sends are non-blocking and a full socket means its consumer is awake.
+Where Unix datagram sockets do not exist (Windows), ringing and listening do nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import os
+import socket
+import tempfile
+import threading
+import uuid
+import weakref
+from pathlib import Path
+
+from conveyor.engines.loops import Signal
+
+__all__ = ["Doorbell", "doorbell"]
+
+_SUPPORTED = hasattr(socket, "AF_UNIX")
+_DOORBELLS: dict[str, Doorbell] = {}
+_LOCK = threading.Lock()
+
+
+class Doorbell:
+    """The doorbell of one database file, shared by every transport of it in this process."""
+
+    def __init__(self, path: str) -> None:
+        digest = hashlib.sha1(os.path.abspath(path).encode(), usedforsecurity=False).hexdigest()
+        self.folder = Path(tempfile.gettempdir()) / f"conveyor-wake-{digest[:16]}"
+        self._signals: weakref.WeakSet[Signal] = weakref.WeakSet()
+        self._sock: socket.socket | None = None
+        self._sender: socket.socket | None = None
+        self._pid = 0
+        self._sender_pid = 0
+        self._lock = threading.Lock()
+
+    def listen(self, signal: Signal) -> None:
+        """Notify `signal` whenever another process rings (binding this process's socket)."""
+        self._signals.add(signal)
+        if not _SUPPORTED:
+            return
+        with self._lock:
+            if self._sock is not None and self._pid == os.getpid():
+                return
+            try:
+                self.folder.mkdir(mode=0o700, exist_ok=True)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                address = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                sock.bind(str(address))
+            except OSError:
+                return  # no doorbell here: consumers poll
+            self._sock, self._pid = sock, os.getpid()
+            atexit.register(_unlink, address)
+            threading.Thread(
+                target=self._serve, args=(sock, address), name="conveyor-doorbell", daemon=True
+            ).start()
+
+    def ring(self) -> None:
+        """Wake the consumers of other processes (and of this one)."""
+        for signal in list(self._signals):
+            signal.notify()
+        if not _SUPPORTED or not self.folder.exists():
+            return
+        own, sender = self._own_address(), self._sending_socket()
+        for entry in os.scandir(self.folder):
+            if entry.path == own:
+                continue
+            try:
+                sender.sendto(b"\0", entry.path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                _unlink(Path(entry.path))  # its process is gone
+            except OSError:
+                pass  # full (its consumer is awake anyway) or not a socket
+
+    def _sending_socket(self) -> socket.socket:
+        if self._sender is None or self._sender_pid != os.getpid():
+            sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sender.setblocking(False)
+            self._sender, self._sender_pid = sender, os.getpid()
+        return self._sender
+
+    def _own_address(self) -> str | None:
+        sock = self._sock
+        if sock is None or self._pid != os.getpid():
+            return None
+        return str(sock.getsockname())
+
+    def _serve(self, sock: socket.socket, address: Path) -> None:
+        try:
+            while True:
+                sock.recv(64)
+                for signal in list(self._signals):
+                    signal.notify()
+        except OSError:
+            pass
+        finally:
+            _unlink(address)
+
+
+def _unlink(address: Path) -> None:
+    with contextlib.suppress(OSError):
+        address.unlink()
+
+
+def doorbell(path: str) -> Doorbell:
+    """The doorbell of the database file at `path`, one per file in this process."""
+    key = os.path.abspath(path)
+    with _LOCK:
+        found = _DOORBELLS.get(key)
+        if found is None:
+            found = _DOORBELLS[key] = Doorbell(path)
+        return found
