@@ -378,3 +378,25 @@ async def test_shutting_a_broker_down_leaves_another_on_the_same_url_working(
         assert await two.store.get("k") == b"v"
     finally:
         await two.shutdown()
+
+
+async def test_subjects_another_stream_holds_are_named_in_the_error() -> None:
+    """Another app's stream over this prefix's subjects: the error says which stream it is."""
+    import json
+
+    import nats
+
+    prefix = unique_prefix()
+    nc = await nats.connect(nats_url(), connect_timeout=3, max_reconnect_attempts=1)
+    other = f"OTHER_{prefix.replace('-', '_')}"
+    config = {"name": other, "subjects": [f"{prefix}.>"], "storage": "memory"}
+    await nc.request(f"$JS.API.STREAM.CREATE.{other}", json.dumps(config).encode(), timeout=5)
+    broker = NatsBroker(nats_url(), prefix=prefix)
+    try:
+        with pytest.raises(BrokerError, match=rf"held by stream\(s\) {other}; give this app"):
+            await broker.startup()
+    finally:
+        await broker.shutdown()
+        await nc.request(f"$JS.API.STREAM.DELETE.{other}", b"", timeout=5)
+        await nc.close()
+        await drop_nats_prefix(nats_url(), prefix)

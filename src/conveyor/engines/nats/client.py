@@ -179,11 +179,28 @@ class NatsClient:
         try:
             await self.api(f"STREAM.CREATE.{name}", config)
         except BrokerError as exc:
+            if "overlap" in str(exc):
+                raise await self._overlap(name, subjects, exc) from None
             if "already in use" not in str(exc):
                 raise
             for old in _LEGACY_SUBJECTS.get(kind, ()):  # while the stream still holds them
                 await self.purge(kind, self.subject(old, ">"))
             await self.api(f"STREAM.UPDATE.{name}", config)
+
+    async def _overlap(self, name: str, subjects: list[str], exc: BrokerError) -> BrokerError:
+        """`exc` naming the streams that already hold `subjects` (another app's, often)."""
+        holders: set[str] = set()
+        for subject in subjects:
+            with contextlib.suppress(BrokerError):
+                answer = await self.api("STREAM.NAMES", {"subject": subject})
+                holders.update(answer.get("streams") or [])
+        holders.discard(name)
+        if not holders:
+            return exc
+        return BrokerError(
+            f"{exc}: stream {name} needs {', '.join(subjects)}, held by stream(s)"
+            f" {', '.join(sorted(holders))}; give this app another prefix (?prefix=)"
+        )
 
     async def ensure_consumer(self, kind: str, name: str, config: dict[str, Any]) -> None:
         """Create (or update) a durable pull consumer, once per client: the server keeps it."""
