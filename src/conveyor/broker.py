@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from conveyor.context import Context
 from conveyor.engines.base import (
     DeadLetter,
     MessageTransport,
@@ -55,6 +56,14 @@ Y = TypeVar("Y")
 
 class Broker:
     """The application object: register tasks with `@broker.task`, send them with `kiq`.
+
+    Attributes:
+        dependency_context: values `Depends()` of a type resolves to (see
+            `add_dependency_context`).
+        dependency_overrides: `{dependency: replacement}`, applied wherever the dependency is
+            asked for (tests).
+        is_worker_process: True in a process that runs a worker (the CLI, `broker.run()`).
+        handle_class / context_class: what `kiq` returns and what a task's `Context` is.
 
     Args:
         transport: moves messages.
@@ -99,10 +108,21 @@ class Broker:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._portal: Portal | None = None
+        self.dependency_context: dict[Any, Any] = {}
+        self.dependency_overrides: dict[Any, Callable[..., Any]] = {}
+        self.is_worker_process = False
         self._register(_ping, "conveyor:ping", {})
+
+    handle_class: type[TaskHandle[Any]] = TaskHandle
+    context_class: type[Context] = Context
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.transport.safe_url}>"
+
+    def add_dependency_context(self, values: dict[Any, Any]) -> None:
+        """Make `Depends()` of each key (a type, usually) resolve to its value in every task,
+        e.g. `{Request: request}` for the FastAPI integration or a fake in tests."""
+        self.dependency_context.update(values)
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -160,6 +180,12 @@ class Broker:
         self._tasks[name] = task
         return task
 
+    def register_task(
+        self, fn: Callable[..., Any], task_name: str | None = None, **labels: Any
+    ) -> Task[Any, Any]:
+        """Register `fn` as a task without decorating it (Taskiq's `register_task`)."""
+        return self._register(fn, task_name, labels)
+
     def find_task(self, name: str) -> Task[Any, Any] | None:
         """Return the task registered as `name`, or None."""
         return self._tasks.get(name)
@@ -191,9 +217,9 @@ class Broker:
 
     # -- middlewares and result backend -------------------------------------------------------
 
-    def add_middlewares(self, middlewares: Iterable[Middleware]) -> None:
-        """Add middlewares; their hooks run in the order added."""
-        for middleware in middlewares:
+    def add_middlewares(self, *middlewares: Middleware | Iterable[Middleware]) -> None:
+        """Add middlewares, given one by one or as lists; their hooks run in the order added."""
+        for middleware in _flat(middlewares):
             middleware.set_broker(self)
             self.middlewares.append(middleware)
             for name, hook in async_hooks(middleware).items():
@@ -201,7 +227,7 @@ class Broker:
 
     def with_middlewares(self, *middlewares: Middleware) -> Broker:
         """Add middlewares and return the broker, for chaining at construction."""
-        self.add_middlewares(middlewares)
+        self.add_middlewares(*middlewares)
         return self
 
     def with_result_backend(self, result_backend: ResultBackend) -> Broker:
@@ -276,7 +302,7 @@ class Broker:
         self.check_call(task, args, kwargs)
         message = self.build_message(task.name, args, kwargs, task.labels, labels, task_id)
         await self.send([message], publisher)
-        return TaskHandle(self, message.task_id, task.name, task.return_type)
+        return self.handle_class(self, message.task_id, task.name, task.return_type)
 
     def check_call(self, task: Task[Any, Any], args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Check a call before it is sent: the arguments fit `task`'s signature and, when the
@@ -300,7 +326,7 @@ class Broker:
             return await self.send_task(task, args, kwargs)
         message = self.build_message(task_name, args, kwargs, None, None, None)
         await self.send([message])
-        return TaskHandle(self, message.task_id, task_name)
+        return self.handle_class(self, message.task_id, task_name)
 
     async def kiq_many(
         self, signatures: Iterable[Signature[R]], *, connection: object = None
@@ -325,7 +351,7 @@ class Broker:
             )
             messages.append(message)
             handles.append(
-                TaskHandle[R](
+                self.handle_class(
                     self, message.task_id, sig.task_name, task.return_type if task else Any
                 )
             )
@@ -420,7 +446,7 @@ class Broker:
 
     def get_handle(self, task_id: str) -> TaskHandle[Any]:
         """Rebuild a handle from a task id, e.g. for an HTTP status page."""
-        return TaskHandle(self, task_id)
+        return self.handle_class(self, task_id)
 
     def encode_value(self, value: Any) -> bytes:
         """Encode (and sign, with a key) a value: progress, a stream item, a group member's."""
@@ -500,6 +526,7 @@ class Broker:
             task_name="",
             status=TaskStatus.CANCELLED,
             error_type="TaskCancelled",
+            error_module="conveyor.errors",
             error_message="cancelled before it ran",
             started_at=now,
             finished_at=now,
@@ -565,6 +592,14 @@ async def _ping() -> str:
 _MARKS = frozenset({TaskStatus.RUNNING, TaskStatus.RETRYING})
 #: Dead letters read per round of `requeue_dead` of every letter, and at most by id.
 _REQUEUE_BATCH, _REQUEUE_SCAN = 500, 100_000
+
+
+def _flat(items: Iterable[Middleware | Iterable[Middleware]]) -> Iterator[Middleware]:
+    for item in items:
+        if isinstance(item, Middleware):
+            yield item
+        else:
+            yield from item
 
 
 def _uuid_hex() -> str:

@@ -96,13 +96,29 @@ class InMemoryBroker(Broker):
         self._max_async_tasks = max_async_tasks
         self._worker_stop: asyncio.Event | None = None
         self._worker_task: asyncio.Task[None] | None = None
+        self._worker: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._inplace: Any = None
 
+    async def ensure_started(self) -> None:
+        """Start the broker, or move its worker to this event loop: a broker made at import is
+        used by each test's own loop, and the worker of a loop that ended is gone with it."""
+        if self._started and self._loop is not asyncio.get_running_loop():
+            self._abandon_worker()
+            await self._start_worker()
+        await super().ensure_started()
+
     async def startup(self) -> None:
-        """Start the broker and its in-process worker."""
+        """Start the broker and its in-process worker (in this event loop)."""
         if self._started:
+            if self._loop is not asyncio.get_running_loop():
+                self._abandon_worker()
+                await self._start_worker()
             return
         await super().startup()
+        await self._start_worker()
+
+    async def _start_worker(self) -> None:
         from conveyor.worker.consumer import Worker, WorkerOptions
 
         options = WorkerOptions(
@@ -112,19 +128,30 @@ class InMemoryBroker(Broker):
             queues=(),  # every queue
         )
         worker = Worker(self, options)
-        self._inplace = worker.runner
+        self._worker, self._inplace = worker, worker.runner
+        self._loop = asyncio.get_running_loop()
+        self._start_lock = None  # an asyncio.Lock belongs to the loop that first waits on it
         if not self.await_inplace:
             self._worker_stop = asyncio.Event()
             self._worker_task = asyncio.create_task(
                 worker.run(self._worker_stop, manage_broker=False), name="conveyor-inmemory-worker"
             )
 
+    def _abandon_worker(self) -> None:
+        """Drop the worker of an event loop that is gone; its messages' leases run out and they
+        are delivered again to the new one."""
+        if self._worker is not None:
+            self._worker.close_pools()
+        self._worker = self._worker_stop = self._worker_task = None
+
     async def shutdown(self) -> None:
         """Let running tasks finish, then stop."""
+        if self._loop is not asyncio.get_running_loop():
+            self._abandon_worker()
         if self._worker_stop is not None and self._worker_task is not None:
             self._worker_stop.set()
             await self._worker_task
-            self._worker_stop = self._worker_task = None
+        self._worker = self._worker_stop = self._worker_task = None
         await super().shutdown()
 
     async def publish(self, outgoing: list[Outgoing]) -> None:

@@ -1,17 +1,25 @@
 """Every exception conveyor raises, in one tree rooted at :class:`ConveyorError`.
 
-`Retry` and `Reject` are control signals a task raises on purpose; they are not failures and do
-not derive from `ConveyorError`.
+`Retry`, `Reject`, `Requeue` and `NoResult` are control signals a task raises on purpose; they
+are not failures and do not derive from `ConveyorError`.
+
+`remote_error` turns a failure recorded in a result back into an exception for the caller: an
+instance of the task's own exception class where that class can be found without running any
+code (its module is already imported), else a plain `TaskError`.
 """
 
 from __future__ import annotations
+
+import sys
 
 __all__ = [
     "BrokerConnectionError",
     "BrokerError",
     "ConfigurationError",
     "ConveyorError",
+    "NoResult",
     "Reject",
+    "Requeue",
     "ResultError",
     "ResultNotFound",
     "ResultTimeout",
@@ -23,6 +31,7 @@ __all__ = [
     "TaskError",
     "TaskNotFound",
     "WorkflowError",
+    "remote_error",
 ]
 
 
@@ -125,3 +134,70 @@ class Reject(Exception):
     def __init__(self, reason: str = "rejected") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Requeue(Exception):
+    """Raise inside a task to put its message back on its queue at once, as if it had not run:
+    no result is stored and the attempt is not counted (Taskiq's `context.requeue()`)."""
+
+    def __init__(self) -> None:
+        super().__init__("requeued")
+
+
+class NoResult(Exception):
+    """Raise inside a task to end it without storing a result (Taskiq's `NoResultError`): the
+    message is acknowledged and its handle keeps waiting, e.g. for a copy the task sent."""
+
+
+def remote_error(
+    exc_type: str, message: str, traceback: str | None = None, module: str | None = None
+) -> TaskError:
+    """The exception a caller sees for a task that failed with `module.exc_type(message)`.
+
+    The class is looked up in `sys.modules` only: nothing named by a stored result is ever
+    imported. A class found there that derives from `Exception` gives an instance of a subclass
+    of both it and `TaskError` (so `except ZeroDivisionError` and `except TaskError` both catch
+    it, and `str()` is the task's message); anything else gives a plain `TaskError`.
+    """
+    cls = _exception_class(module, exc_type)
+    if cls is None:
+        return TaskError(exc_type, message, traceback)
+    try:
+        remote = _remote_class(cls)
+        error: TaskError = remote.__new__(remote, message)
+    except Exception:  # a class that refuses to be derived from or built without its __init__
+        return TaskError(exc_type, message, traceback)
+    error.args = (message,) if message else ()
+    error.exc_type, error.message, error.traceback = exc_type, message, traceback
+    return error
+
+
+def _exception_class(module: str | None, qualname: str) -> type[Exception] | None:
+    target: object = sys.modules.get(module or "builtins")
+    for part in qualname.split("."):
+        if target is None or part.startswith("<"):  # `<locals>`: not reachable by name
+            return None
+        target = getattr(target, part, None)
+    if not isinstance(target, type) or not issubclass(target, Exception):
+        return None
+    if issubclass(target, TaskError):  # already the caller's view of a failure
+        return None
+    return target
+
+
+_REMOTE: dict[type[Exception], type[TaskError]] = {}
+
+
+def _remote_class(cls: type[Exception]) -> type[TaskError]:
+    """A subclass of `cls` and `TaskError` that reads as `cls` (name, module), made once."""
+    remote = _REMOTE.get(cls)
+    if remote is None:
+        namespace = {
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "__str__": Exception.__str__,
+            "__repr__": Exception.__repr__,
+        }
+        remote = type(cls.__name__, (cls, TaskError), namespace)
+        _REMOTE[cls] = remote
+    return remote

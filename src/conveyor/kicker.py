@@ -80,7 +80,9 @@ class Kicker(Generic[P, R]):
         return self._with({"priority": priority})
 
     def with_broker(self, broker: Broker) -> Kicker[P, R]:
-        """Send through another broker (its workers must know the task name)."""
+        """Send through another broker. The task is registered on it too (same name, labels
+        and function), so a worker running in this process for it can run the task; workers
+        elsewhere must know the task name."""
         return self._with(broker=broker)
 
     def with_connection(self, connection: object) -> Kicker[P, R]:
@@ -96,7 +98,7 @@ class Kicker(Generic[P, R]):
 
     async def kiq(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Send the task with these options and return a handle to its result."""
-        broker = self._broker or self._task.broker
+        broker = self._target()
         return await broker.send_task(
             self._task, args, kwargs, self._labels, self._task_id, self._publisher
         )
@@ -105,6 +107,15 @@ class Kicker(Generic[P, R]):
         """`kiq` from synchronous code; returns a blocking handle."""
         from conveyor.portal import SyncTaskHandle, portal_for
 
-        broker = self._broker or self._task.broker
+        broker = self._target()
         handle = portal_for(broker).call(self.kiq(*args, **kwargs))
         return SyncTaskHandle(handle)
+
+    def _target(self) -> Broker:
+        """The broker to send through, knowing the task."""
+        task, broker = self._task, self._broker
+        if broker is None or broker is task.broker:
+            return task.broker
+        if broker.find_task(task.name) is None:
+            broker.register_task(task.fn, task.name, retry_on=task.retry_on, **task.labels)
+        return broker

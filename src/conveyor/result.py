@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
-from conveyor.errors import ResultTimeout, TaskError
+from conveyor.errors import ResultTimeout, TaskError, remote_error
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
@@ -53,6 +53,7 @@ class TaskResult(msgspec.Struct, Generic[R], kw_only=True, omit_defaults=True):
         status: succeeded, failed or cancelled.
         return_value: what the function returned (None when it failed).
         error_type: qualified name of the exception when it failed.
+        error_module: the module that defines it.
         error_message: the exception's message.
         error_traceback: the worker's formatted traceback.
         execution_time: seconds the last attempt ran.
@@ -68,6 +69,7 @@ class TaskResult(msgspec.Struct, Generic[R], kw_only=True, omit_defaults=True):
     status: TaskStatus
     return_value: R = msgspec.field(default=_NO_VALUE)
     error_type: str | None = None
+    error_module: str | None = None
     error_message: str | None = None
     error_traceback: str | None = None
     execution_time: float = 0.0
@@ -84,13 +86,23 @@ class TaskResult(msgspec.Struct, Generic[R], kw_only=True, omit_defaults=True):
 
     @property
     def error(self) -> TaskError | None:
-        """The task's failure as a `TaskError`, or None when it succeeded."""
+        """The task's failure, or None when it succeeded.
+
+        An instance of the task's own exception class (and of `TaskError`) when this process
+        has imported the module that defines it; else a plain `TaskError`. Either way it has
+        `exc_type`, `message` and `traceback`.
+        """
         if not self.is_err:
             return None
-        return TaskError(self.error_type or "Error", self.error_message or "", self.error_traceback)
+        return remote_error(
+            self.error_type or "Error",
+            self.error_message or "",
+            self.error_traceback,
+            self.error_module,
+        )
 
     def raise_for_error(self) -> TaskResult[R]:
-        """Return self when the task succeeded, else raise its `TaskError`."""
+        """Return self when the task succeeded, else raise its failure (see `error`)."""
         error = self.error
         if error is not None:
             raise error

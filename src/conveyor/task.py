@@ -167,6 +167,16 @@ class Task(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 
+    @property
+    def task_name(self) -> str:
+        """The registered name (Taskiq's spelling of `name`)."""
+        return self.name
+
+    @property
+    def original_func(self) -> Callable[P, Any]:
+        """The decorated function (Taskiq's spelling of `fn`)."""
+        return self.fn
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Run the function here and now, as if it were not a task."""
         return self.fn(*args, **kwargs)

@@ -459,6 +459,7 @@ def _failure(flow: Flow, step: TaskResult[Any]) -> TaskResult[Any]:
         task_name=flow.kind,
         status=step.status,
         error_type=step.error_type,
+        error_module=step.error_module,
         error_message=step.error_message,
         error_traceback=step.error_traceback,
         labels={"failed_step": step.task_id, "failed_task": step.task_name},

@@ -103,13 +103,18 @@ class Worker:
             stats_done.set()  # not cancelled: an `incr` cut short could be counted twice
             await stats
             await self._forget_heartbeat()
-            self._threads.shutdown(wait=False, cancel_futures=True)
-            self._processes.shutdown()
+            self.close_pools()
             if manage_broker:
                 await self.broker.shutdown()
         log.info(
             "worker %s stopped (%s), %d tasks run", self.name, self.stop_reason, self.processed
         )
+
+    def close_pools(self) -> None:
+        """Shut down the thread and process pools (at the end of `run`, or for a worker whose
+        event loop ended before it could stop)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._processes.shutdown()
 
     async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

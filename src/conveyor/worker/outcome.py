@@ -51,6 +51,7 @@ def build_result(
         status=status,
         return_value=value,
         error_type=None if error is None else type(error).__qualname__,
+        error_module=None if error is None else type(error).__module__,
         error_message=None if error is None else str(error),
         error_traceback=None if error is None else _format_traceback(error),
         execution_time=outcome.elapsed,

@@ -60,6 +60,7 @@ async def run_worker(
     With `with_scheduler`, a `Scheduler` runs beside it until the worker stops.
     """
     stop = stop or asyncio.Event()
+    broker.is_worker_process = True
     worker = Worker(broker, options)
     # What the app made at import never needs collecting: frozen, it is not traversed by every
     # full collection, which keeps the worker's GC pauses (and latency tail) short.

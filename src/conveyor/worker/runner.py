@@ -5,7 +5,6 @@ settle (ack, retry or dead-letter). Each step is a small method; nothing here lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import logging
@@ -16,11 +15,13 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from conveyor.context import Context, resolve_dependencies
+from conveyor.context import Cleanups, resolve_dependencies
 from conveyor.errors import (
     BrokerError,
     ConfigurationError,
+    NoResult,
     Reject,
+    Requeue,
     Retry,
     SerializationError,
     SoftTimeLimitExceeded,
@@ -208,10 +209,7 @@ class Runner:
             if not task.dependencies:
                 outcome.value = await self._call_limited(task, message, args, kwargs, run)
             else:
-                async with contextlib.AsyncExitStack() as stack:
-                    context = Context(message, self.broker)
-                    kwargs.update(await resolve_dependencies(task.dependencies, context, stack))
-                    outcome.value = await self._call_limited(task, message, args, kwargs, run)
+                outcome.value = await self._call_injected(task, message, args, kwargs, run)
         except asyncio.CancelledError as exc:
             outcome.error = TaskCancelled("cancelled while running")
             if run.cancel_reason is None:  # not ours: the worker's own task is being cancelled
@@ -220,6 +218,30 @@ class Runner:
             outcome.error = exc
         outcome.elapsed = time.perf_counter() - start
         return outcome
+
+    async def _call_injected(
+        self,
+        task: Task[Any, Any],
+        message: TaskMessage,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        run: Run,
+    ) -> Any:
+        """Call with the task's dependencies resolved, and close the generator ones after it.
+
+        Each sees the task's exception at its `yield` (to roll back, say); the task failed
+        whatever they do with it. A cleanup that fails after a success fails the task.
+        """
+        cleanups = Cleanups()
+        try:
+            context = self.broker.context_class(message, self.broker)
+            kwargs.update(await resolve_dependencies(task.dependencies, context, cleanups))
+            value = await self._call_limited(task, message, args, kwargs, run)
+        except BaseException as exc:
+            await cleanups.close(exc)
+            raise
+        await cleanups.close(None)
+        return value
 
     def _bind(self, task: Task[Any, Any], message: TaskMessage) -> tuple[list[Any], dict[str, Any]]:
         """The call's positional and keyword arguments, cast to the annotated types."""
@@ -354,6 +376,11 @@ class Runner:
                 await self._fail(message, run, exc, outcome)
                 return
             await self._finish(message, run, result, data)
+        elif isinstance(error, Requeue):
+            await self._requeue(message, run)
+        elif isinstance(error, NoResult):
+            result = build_result(message, TaskStatus.SUCCEEDED, outcome)
+            await self._finish(message, run, result, None)
         elif isinstance(error, TaskCancelled) and run.cancel_reason == "shutdown":
             log.info("handed back %s[%s]", message.task_name, message.task_id)
             await self.broker.transport.release(run.delivery)
@@ -368,6 +395,12 @@ class Runner:
                 await self._retry(message, run, error, outcome, delay)
             else:
                 await self._fail(message, run, error, outcome)
+
+    async def _requeue(self, message: TaskMessage, run: Run) -> None:
+        """Put the message back at once, as it came but for its `requeued` count."""
+        message.labels["requeued"] = int(message.labels.get("requeued", 0)) + 1
+        await self.broker.transport.release(run.delivery, body=self.broker.codec.encode(message))
+        log.info("requeued %s[%s]", message.task_name, message.task_id)
 
     def _retry_delay(
         self, task: Task[Any, Any], message: TaskMessage, options: TaskOptions, error: BaseException
