@@ -1,33 +1,36 @@
 """`Kicker`: the per-call builder behind `task.kicker()`: labels, id, delay, ETA, queue, broker,
-and the caller's database connection for a transactional enqueue.
+and the caller's database connection for a transactional enqueue; it sends the call now (`kiq`)
+or stores a schedule of it (`schedule_by_cron/interval/time`, with its labels).
 
 Each `with_*` returns a new kicker, so one can be kept and reused.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from conveyor.engines.base import Publisher
 from conveyor.options import TaskOptions
+from conveyor.schedules import Cron, Interval, Once, Schedule
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
     from conveyor.portal import SyncTaskHandle
     from conveyor.result import TaskHandle
-    from conveyor.task import Task
+    from conveyor.task import Schedules, Task
 
 __all__ = ["Kicker"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 class Kicker(Generic[P, R]):
     """Options for one send of a task; `kiq` sends it."""
 
-    __slots__ = ("_broker", "_labels", "_publisher", "_task", "_task_id")
+    __slots__ = ("_broker", "_labels", "_publisher", "_schedule_id", "_task", "_task_id")
 
     def __init__(
         self,
@@ -36,12 +39,14 @@ class Kicker(Generic[P, R]):
         task_id: str | None = None,
         broker: Broker | None = None,
         publisher: Publisher | None = None,
+        schedule_id: str | None = None,
     ) -> None:
         self._task = task
         self._labels = labels or {}
         self._task_id = task_id
         self._broker = broker
         self._publisher = publisher
+        self._schedule_id = schedule_id
 
     def _with(self, labels: dict[str, Any] | None = None, **changes: Any) -> Kicker[P, R]:
         merged = {**self._labels, **labels} if labels else self._labels
@@ -53,6 +58,7 @@ class Kicker(Generic[P, R]):
             changes.get("task_id", self._task_id),
             changes.get("broker", self._broker),
             changes.get("publisher", self._publisher),
+            changes.get("schedule_id", self._schedule_id),
         )
 
     def with_labels(self, **labels: Any) -> Kicker[P, R]:
@@ -78,6 +84,10 @@ class Kicker(Generic[P, R]):
     def with_priority(self, priority: int) -> Kicker[P, R]:
         """Set the priority, 0-9, higher first."""
         return self._with({"priority": priority})
+
+    def with_schedule_id(self, schedule_id: str) -> Kicker[P, R]:
+        """Store the next `schedule_by_*` under this id instead of a new one."""
+        return self._with(schedule_id=schedule_id)
 
     def with_broker(self, broker: Broker) -> Kicker[P, R]:
         """Send through another broker. The task is registered on it too (same name, labels
@@ -110,6 +120,42 @@ class Kicker(Generic[P, R]):
         broker = self._target()
         handle = portal_for(broker).call(self.kiq(*args, **kwargs))
         return SyncTaskHandle(handle)
+
+    async def schedule_by_cron(
+        self, scheduler: Schedules[S], cron: str | Cron, *args: P.args, **kwargs: P.kwargs
+    ) -> S:
+        """Store a schedule sending this call, with these labels, at every time of `cron`.
+
+        Raises:
+            ConfigurationError: a bad cron expression or time zone.
+        """
+        return await self._schedule(
+            scheduler, Cron(cron) if isinstance(cron, str) else cron, args, kwargs
+        )
+
+    async def schedule_by_interval(
+        self,
+        scheduler: Schedules[S],
+        seconds: float | timedelta,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> S:
+        """Store a schedule sending this call every `seconds`, the first in `seconds`."""
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
+        return await self._schedule(scheduler, Interval(seconds), args, kwargs)
+
+    async def schedule_by_time(
+        self, scheduler: Schedules[S], when: datetime, *args: P.args, **kwargs: P.kwargs
+    ) -> S:
+        """Store a one-off run of this call at `when` (a naive datetime is local time)."""
+        return await self._schedule(scheduler, Once.at_datetime(when), args, kwargs)
+
+    async def _schedule(
+        self, scheduler: Schedules[S], schedule: Schedule, args: Any, kwargs: Any
+    ) -> S:
+        signature = self._task.s(*args, **kwargs).with_labels(**self._labels)
+        return await scheduler.add(signature, schedule, schedule_id=self._schedule_id)
 
     def _target(self) -> Broker:
         """The broker to send through, knowing the task."""

@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -36,21 +37,40 @@ __all__ = [
     "parse_label_schedules",
     "parse_schedule",
     "schedule_from_json",
+    "zone_name",
 ]
 
 _KINDS = ("cron", "interval", "time")
-_EXTRA_KEYS = frozenset({"tz", "args", "kwargs", "labels"})
+#: `cron_offset` and `schedule_id` are Taskiq's spellings: a time zone (or a fixed offset) for
+#: `cron`, and the schedule's own id.
+_EXTRA_KEYS = frozenset({"tz", "cron_offset", "schedule_id", "args", "kwargs", "labels"})
+_OFFSET = re.compile(r"^UTC([+-])(\d{2}):(\d{2})$")
 
 
 def _zone(name: str | None) -> tzinfo:
+    """The time zone named `name` (UTC for None), or a fixed offset written `UTC+03:00`."""
     if name is None:
         return UTC
     if not isinstance(name, str):
         raise ConfigurationError(f"tz must be a time zone name, not {name!r}")
+    fixed = _OFFSET.match(name)
+    if fixed:
+        sign = -1 if fixed.group(1) == "-" else 1
+        offset = timedelta(hours=int(fixed.group(2)), minutes=int(fixed.group(3)))
+        return timezone(sign * offset)
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigurationError(f"unknown time zone {name!r}") from None
+
+
+def zone_name(offset: str | timedelta | None) -> str | None:
+    """A `tz` for a Taskiq `cron_offset`: a zone name as it is, a timedelta as `UTC+HH:MM`."""
+    if not isinstance(offset, timedelta):
+        return offset
+    minutes = round(offset.total_seconds() / 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +265,9 @@ def schedule_from_json(data: Mapping[str, Any]) -> Schedule:
 def parse_schedule(spec: Mapping[str, Any]) -> Schedule:
     """The schedule of one item of a `schedule=[...]` label.
 
-    An item has exactly one of `cron` (with an optional `tz`), `interval` (seconds) or `time`
-    (a datetime, or an ISO 8601 string), plus optional `args`, `kwargs` and `labels`.
+    An item has exactly one of `cron` (with an optional `tz`, or Taskiq's `cron_offset`: a zone
+    name or a timedelta), `interval` (seconds, or a timedelta) or `time` (a datetime, or an
+    ISO 8601 string), plus optional `args`, `kwargs`, `labels` and `schedule_id`.
 
     Raises:
         ConfigurationError: saying what is wrong with the item.
@@ -259,13 +280,15 @@ def parse_schedule(spec: Mapping[str, Any]) -> Schedule:
     unknown = set(spec) - _EXTRA_KEYS - set(_KINDS)
     if unknown:
         raise ConfigurationError(f"unknown schedule key(s) {sorted(unknown)} in {spec!r}")
-    if "tz" in spec and kinds != ["cron"]:
-        raise ConfigurationError(f"'tz' goes with 'cron' only: {spec!r}")
+    zone = [key for key in ("tz", "cron_offset") if spec.get(key) is not None]
+    if (zone and kinds != ["cron"]) or len(zone) > 1:
+        raise ConfigurationError(f"'tz' goes with 'cron' only, once (or 'cron_offset'): {spec!r}")
     _check_call(spec)
     if kinds == ["cron"]:
-        return Cron(spec["cron"], spec.get("tz"))
+        return Cron(spec["cron"], zone_name(spec[zone[0]]) if zone else None)
     if kinds == ["interval"]:
-        return Interval(spec["interval"])
+        every = spec["interval"]
+        return Interval(every.total_seconds() if isinstance(every, timedelta) else every)
     when = spec["time"]
     if isinstance(when, str):
         try:
@@ -317,9 +340,12 @@ def parse_label_schedules(
         schedule = parse_schedule(spec)
         if signature is not None:  # declaring the task (else only validating its labels)
             _check_declared_call(task_name, spec, signature)
-        digest = hashlib.sha1(
-            json.dumps(spec, sort_keys=True, default=str).encode(), usedforsecurity=False
-        ).hexdigest()[:12]
+        digest = (
+            spec.get("schedule_id")
+            or hashlib.sha1(
+                json.dumps(spec, sort_keys=True, default=str).encode(), usedforsecurity=False
+            ).hexdigest()[:12]
+        )
         entries.append(
             ScheduleEntry(
                 id=f"label:{task_name}:{digest}",

@@ -29,11 +29,11 @@ from conveyor.context import Dependency, dependency_params
 from conveyor.errors import SerializationError
 from conveyor.kicker import Kicker
 from conveyor.result import TaskHandle
-from conveyor.schedules import Cron, Interval, Once, Schedule, ScheduleEntry
+from conveyor.schedules import Cron, Schedule, ScheduleEntry
 from conveyor.serializers import ArgumentTypes, Serializer, check_cast
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
     from conveyor.broker import Broker
     from conveyor.portal import SyncTaskHandle
@@ -53,6 +53,7 @@ P = ParamSpec("P")
 P2 = ParamSpec("P2")
 R = TypeVar("R")
 A = TypeVar("A")
+S = TypeVar("S")
 #: Parameter kinds that take one argument (a `*args` or `**kwargs` collects many).
 _ONE = (
     inspect.Parameter.POSITIONAL_ONLY,
@@ -61,13 +62,17 @@ _ONE = (
 )
 Y = TypeVar("Y")
 R_co = TypeVar("R_co", covariant=True)
+S_co = TypeVar("S_co", covariant=True)
 
 
-class Schedules(Protocol):
-    """Where `schedule_by_*` store a schedule: a `conveyor.Scheduler`."""
+class Schedules(Protocol[S_co]):
+    """Where `schedule_by_*` store a schedule: a `conveyor.Scheduler` (which returns the
+    schedule's id), or a Taskiq schedule source of `conveyor.compat.taskiq`."""
 
-    async def add(self, signature: Signature[Any], schedule: Schedule) -> str:
-        """Store a schedule of `signature`; return its id."""
+    async def add(
+        self, signature: Signature[Any], schedule: Schedule, *, schedule_id: str | None = None
+    ) -> S_co:
+        """Store a schedule of `signature` (under `schedule_id`, else a new id)."""
         ...
 
 
@@ -269,30 +274,33 @@ class Task(Generic[P, R]):
         return Signature(self.name, args, kwargs, immutable=True, task=self)
 
     async def schedule_by_cron(
-        self, scheduler: Schedules, cron: str | Cron, *args: P.args, **kwargs: P.kwargs
-    ) -> str:
+        self, scheduler: Schedules[S], cron: str | Cron, *args: P.args, **kwargs: P.kwargs
+    ) -> S:
         """Store a schedule sending this call at every time of `cron` (a `Cron` sets a `tz`).
 
         Returns:
-            The schedule's id, for `scheduler.remove`.
+            What the scheduler gives back: the schedule's id, for `scheduler.remove`.
 
         Raises:
             ConfigurationError: a bad cron expression or time zone.
         """
-        schedule = Cron(cron) if isinstance(cron, str) else cron
-        return await scheduler.add(self.s(*args, **kwargs), schedule)
+        return await self.kicker().schedule_by_cron(scheduler, cron, *args, **kwargs)
 
     async def schedule_by_interval(
-        self, scheduler: Schedules, seconds: float, *args: P.args, **kwargs: P.kwargs
-    ) -> str:
+        self,
+        scheduler: Schedules[S],
+        seconds: float | timedelta,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> S:
         """Store a schedule sending this call every `seconds`, the first in `seconds`."""
-        return await scheduler.add(self.s(*args, **kwargs), Interval(seconds))
+        return await self.kicker().schedule_by_interval(scheduler, seconds, *args, **kwargs)
 
     async def schedule_by_time(
-        self, scheduler: Schedules, when: datetime, *args: P.args, **kwargs: P.kwargs
-    ) -> str:
+        self, scheduler: Schedules[S], when: datetime, *args: P.args, **kwargs: P.kwargs
+    ) -> S:
         """Store a one-off run of this call at `when` (a naive datetime is local time)."""
-        return await scheduler.add(self.s(*args, **kwargs), Once.at_datetime(when))
+        return await self.kicker().schedule_by_time(scheduler, when, *args, **kwargs)
 
 
 class AsyncTask(Task[P, R]):

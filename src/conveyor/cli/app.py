@@ -14,13 +14,13 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import conveyor
 from conveyor.broker import Broker
 from conveyor.errors import ConfigurationError
 
-__all__ = ["discover_task_modules", "load_broker", "run_with"]
+__all__ = ["discover_task_modules", "load_broker", "load_target", "run_with"]
 
 T = TypeVar("T")
 #: Where the user's code is not: the standard library, installed packages and conveyor itself.
@@ -43,9 +43,18 @@ _SKIP_DIRS = {
 def load_broker(spec: str, modules: Iterable[str] = (), discover: bool = False) -> Broker:
     """Import `module:attribute` (attribute defaults to `broker`) and the task modules.
 
+    The attribute may also be an object with a `broker` (a `Scheduler`, Taskiq's
+    `TaskiqScheduler`): its broker is returned.
+
     Raises:
         ConfigurationError: one line saying what is missing.
     """
+    target = load_target(spec, modules, discover)
+    return target if isinstance(target, Broker) else target.broker
+
+
+def load_target(spec: str, modules: Iterable[str] = (), discover: bool = False) -> Any:
+    """`load_broker`'s object itself: a broker, or an object with a `broker` attribute."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     module_name, _, attribute = spec.partition(":")
@@ -55,7 +64,7 @@ def load_broker(spec: str, modules: Iterable[str] = (), discover: bool = False) 
         raise ConfigurationError(
             f"module {module_name!r} has no attribute {attribute or 'broker'!r}"
         )
-    if not isinstance(target, Broker):
+    if not isinstance(target, Broker) and not isinstance(getattr(target, "broker", None), Broker):
         raise ConfigurationError(
             f"{spec!r} is not a conveyor broker (it is {type(target).__name__!r})"
         )

@@ -6,7 +6,7 @@ import asyncio
 
 import click
 
-from conveyor.cli.app import load_broker
+from conveyor.cli.app import load_target
 from conveyor.logs import configure_logging
 
 __all__ = ["scheduler"]
@@ -51,12 +51,17 @@ def scheduler(
 ) -> int:
     """Send due runs of APP's label schedules and stored schedules until SIGINT/SIGTERM.
 
+    APP is module:broker, or module:scheduler for a scheduler object with its own sources.
+
     Each due run is sent exactly once however many schedulers run on the broker.
     """
+    from conveyor.scheduler import Scheduler
     from conveyor.worker.run import install_uvloop, run_scheduler
 
     configure_logging(log_level, log_format)
-    broker = load_broker(app, modules, discover)
+    target = load_target(app, modules, discover)  # a broker, or a scheduler with its sources
+    scheduler = target if isinstance(target, Scheduler) else Scheduler(target)
+    scheduler.misfire, scheduler.misfire_grace = misfire, misfire_grace
     install_uvloop()
-    asyncio.run(run_scheduler(broker, misfire=misfire, misfire_grace=misfire_grace))
+    asyncio.run(run_scheduler(scheduler))
     return 0

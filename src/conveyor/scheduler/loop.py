@@ -118,10 +118,21 @@ class Scheduler:
         # is never sent (it would be signed and run as if the app had scheduled it).
         self._seal = broker.signer.derive("stored schedule")
 
+    async def startup(self) -> None:
+        """Start the broker (and, in subclasses, what else the schedules come from)."""
+        await self.broker.startup()
+
+    async def shutdown(self) -> None:
+        """Shut the broker down."""
+        await self.broker.shutdown()
+
     # -- stored schedules ---------------------------------------------------------------------
 
-    async def add(self, signature: Signature[Any], schedule: Schedule) -> str:
-        """Store a schedule of `signature` (its args, kwargs and labels) in the broker.
+    async def add(
+        self, signature: Signature[Any], schedule: Schedule, *, schedule_id: str | None = None
+    ) -> str:
+        """Store a schedule of `signature` (its args, kwargs and labels) in the broker, under
+        `schedule_id` (replacing a schedule stored with that id) or a new id.
 
         Returns:
             The schedule's id, for `remove`.
@@ -150,7 +161,7 @@ class Scheduler:
         except SerializationError as exc:
             raise SerializationError(f"schedule of {call.task_name}: {exc}") from None
         await self.broker.ensure_started()
-        schedule_id = uuid.uuid4().hex
+        schedule_id = schedule_id or uuid.uuid4().hex
         if isinstance(schedule, Interval) and schedule.anchor == 0.0:
             schedule = Interval(schedule.seconds, anchor=time.time())
         entry = ScheduleEntry(
@@ -327,10 +338,15 @@ class Scheduler:
         finally:
             FIRING.reset(firing)
         log.info("sent %s for %s (%s)", entry.task_name, _iso(at), entry.schedule.describe())
+        await self.on_sent(entry, at)
         await state.mark_sent(claim, ttl)
         last = await state.last_fire(entry.id)
         if last is None or at > last:  # a run taken over late never moves it back
             await state.set_last_fire(entry.id, at)
+
+    async def on_sent(self, entry: ScheduleEntry, at: float) -> None:
+        """Called after the run of `entry` due at `at` was sent (by this scheduler only);
+        nothing here, for subclasses."""
 
     def _message(self, entry: ScheduleEntry, at_ms: int) -> Any:
         task = self.broker.find_task(entry.task_name)

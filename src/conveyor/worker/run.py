@@ -20,6 +20,7 @@ from conveyor.worker.consumer import Worker, WorkerOptions
 
 if TYPE_CHECKING:
     from conveyor.broker import Broker
+    from conveyor.scheduler import Scheduler
 
 __all__ = [
     "install_uvloop",
@@ -90,18 +91,15 @@ def _log_crash(task: asyncio.Task[None]) -> None:
         log.error("the scheduler stopped", exc_info=task.exception())
 
 
-async def run_scheduler(broker: Broker, **options: Any) -> None:
-    """Run a `Scheduler` (options: `misfire`, ...) until SIGINT/SIGTERM (`conveyor scheduler`)."""
-    from conveyor.scheduler import Scheduler
-
-    scheduler = Scheduler(broker, **options)
+async def run_scheduler(scheduler: Scheduler) -> None:
+    """Run `scheduler` until SIGINT/SIGTERM (`conveyor scheduler`)."""
     stop = asyncio.Event()
-    await broker.startup()
+    await scheduler.startup()
     try:
         with _signals_set(stop):
             await scheduler.run(stop)
     finally:
-        await broker.shutdown()
+        await scheduler.shutdown()
 
 
 @contextlib.contextmanager

@@ -414,7 +414,7 @@ class Runner:
             return error.delay if error.delay is not None else options.retry_delay(message.attempt)
         if isinstance(error, Reject | BadArguments | TaskNotFound) or message.attempt > limit:
             return None
-        if not isinstance(error, task.retry_on):
+        if not isinstance(error, task.retry_on) or not _named_in(error, message.labels):
             return None
         return options.retry_delay(message.attempt, defaults.retry_delay)
 
@@ -553,6 +553,15 @@ class Runner:
         """Seconds the task's result (and what else it leaves) is kept."""
         ttl = options.result_ttl_seconds
         return ttl if ttl is not None else self.broker.result_backend.default_ttl
+
+
+def _named_in(error: BaseException, labels: dict[str, Any]) -> bool:
+    """True unless a `retry_on` label (qualified class names) leaves `error` out."""
+    names = labels.get("retry_on")
+    if not names:
+        return True
+    mro = {f"{kind.__module__}.{kind.__qualname__}" for kind in type(error).__mro__}
+    return not mro.isdisjoint(names)
 
 
 async def _next_in_thread(

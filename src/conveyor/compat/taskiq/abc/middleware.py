@@ -1,0 +1,5 @@
+"""Taskiq's `taskiq.abc.middleware`."""
+
+from conveyor.middleware import TaskiqMiddleware
+
+__all__ = ["TaskiqMiddleware"]

@@ -1,0 +1,5 @@
+"""Taskiq's `taskiq.abc.schedule_source`."""
+
+from conveyor.compat.taskiq._schedules import ScheduleSource
+
+__all__ = ["ScheduleSource"]

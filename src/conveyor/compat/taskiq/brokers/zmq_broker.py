@@ -1,0 +1,5 @@
+"""Taskiq's `taskiq.brokers.zmq_broker`."""
+
+from conveyor.compat.taskiq._broker import ZeroMQBroker
+
+__all__ = ["ZeroMQBroker"]

@@ -1,0 +1,1 @@
+"""Taskiq's `taskiq.depends`: dependencies a task can ask for."""

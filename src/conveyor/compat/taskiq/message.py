@@ -1,0 +1,5 @@
+"""Taskiq's `taskiq.message`."""
+
+from conveyor.message import TaskiqMessage
+
+__all__ = ["TaskiqMessage"]

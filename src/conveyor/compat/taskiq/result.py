@@ -1,0 +1,5 @@
+"""Taskiq's `taskiq.result`."""
+
+from conveyor.compat.taskiq._result import TaskiqResult
+
+__all__ = ["TaskiqResult"]

@@ -1,0 +1,5 @@
+"""Taskiq's `taskiq.schedule_sources`."""
+
+from conveyor.compat.taskiq._schedules import LabelScheduleSource, StoreScheduleSource
+
+__all__ = ["LabelScheduleSource", "StoreScheduleSource"]
