@@ -13,7 +13,7 @@ import fnmatch
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, overload
 
 from conveyor.context import Context
 from conveyor.engines.base import (
@@ -225,12 +225,12 @@ class Broker:
             for name, hook in async_hooks(middleware).items():
                 self._hooks[name].append(hook)
 
-    def with_middlewares(self, *middlewares: Middleware) -> Broker:
+    def with_middlewares(self, *middlewares: Middleware) -> Self:
         """Add middlewares and return the broker, for chaining at construction."""
         self.add_middlewares(*middlewares)
         return self
 
-    def with_result_backend(self, result_backend: ResultBackend) -> Broker:
+    def with_result_backend(self, result_backend: ResultBackend) -> Self:
         """Store results in `result_backend` instead of the engine's default."""
         self.result_backend = result_backend
         return self

@@ -134,12 +134,19 @@ class TaskHandle(Generic[R]):
         data = await self._broker.result_backend.get_result(self.task_id)
         return None if data is None else self._decode(data)
 
-    async def wait_result(self, timeout: float | None = None) -> TaskResult[R]:
+    async def wait_result(
+        self, timeout: float | None = None, *, check_interval: float | None = None
+    ) -> TaskResult[R]:
         """Wait for the task to finish and return its result.
+
+        `timeout=None` (or negative, as Taskiq writes it) waits as long as it takes.
+        `check_interval` is accepted for Taskiq's code: the wait ends when the result is stored.
 
         Raises:
             ResultTimeout: the task did not finish within `timeout` seconds.
         """
+        if timeout is not None and timeout < 0:
+            timeout = None
         await self._broker.ensure_started()
         data = await self._broker.result_backend.wait_result(self.task_id, timeout)
         if data is None:

@@ -29,11 +29,8 @@ __all__ = [
 
 
 def nats_url(servers: str | Sequence[str]) -> str:
-    """One conveyor URL for a server or a list of servers (`nats://a:4222,b:4222`)."""
-    if isinstance(servers, str):
-        return servers
-    hosts = [server.split("://", 1)[-1] for server in servers]
-    return f"nats://{','.join(hosts)}"
+    """One conveyor URL for a server or a list of servers (`nats://a:4222,nats://b:4222`)."""
+    return servers if isinstance(servers, str) else ",".join(servers)
 
 
 class NatsBroker(AsyncBroker, brokers.NatsBroker):

@@ -81,17 +81,33 @@ class _ResultMeta(type):
         )
 
     def __getitem__(cls, item: Any) -> Any:
-        return TaskResult[item]
+        return cls  # `TaskiqResult[int](...)` builds one too
 
 
 if TYPE_CHECKING:
-    TaskiqResult = TaskResult
+
+    class TaskiqResult(TaskResult[R]):
+        """What a type checker sees: a `TaskResult` built with Taskiq's arguments."""
+
+        def __init__(
+            self,
+            is_err: bool = False,
+            log: str | None = None,
+            return_value: R = ...,
+            execution_time: float = 0.0,
+            labels: dict[str, Any] | None = None,
+            error: BaseException | None = None,
+            *,
+            task_id: str = "",
+            task_name: str = "",
+        ) -> None: ...
+
 else:
 
     class TaskiqResult(metaclass=_ResultMeta):
         """Taskiq's result: conveyor's `TaskResult` (`is_err`, `return_value`, `error`,
         `execution_time`, `labels`, `raise_for_error()`); `TaskiqResult(is_err=..., ...)`
-        builds one, and `TaskiqResult[int]` is `TaskResult[int]`."""
+        builds one (`TaskiqResult[int](...)` too)."""
 
 
 class AsyncTaskiqTask(TaskHandle[R]):
@@ -113,7 +129,7 @@ class AsyncTaskiqTask(TaskHandle[R]):
         Raises:
             TaskiqResultTimeoutError: (conveyor's `ResultTimeout`) not done within `timeout`.
         """
-        return await super().wait_result(None if timeout is None or timeout < 0 else timeout)
+        return await super().wait_result(timeout)
 
     async def get_result(self, with_logs: bool = False) -> TaskResult[R] | None:
         """The result if the task has finished, else None."""

@@ -1,0 +1,1 @@
+"""A FastAPI + Taskiq service, moved to conveyor by changing its imports only."""
