@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from conveyor.portal import Portal
 
 __all__ = ["Broker"]
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -197,7 +200,10 @@ class Broker:
     def add_routes(self, routes: dict[str, dict[str, Any]]) -> None:
         """Set labels for every task whose name matches a glob, like Celery's `task_routes`.
 
-        Labels on the decorator or the kicker win over routes.
+        A pattern matches a task's name (`app.tasks:send`) or its Celery spelling
+        (`app.tasks.send`), so `"app.tasks.*"` routes every task of that module. Labels on the
+        decorator or the kicker win over routes. A route that matches no registered task when
+        the broker starts is logged as a warning.
         """
         for pattern, labels in routes.items():
             TaskOptions.parse(labels, pattern)
@@ -210,7 +216,7 @@ class Broker:
         if found is None:
             found = {}
             for pattern, labels in self._routes:
-                if fnmatch.fnmatchcase(task_name, pattern):
+                if _routed(task_name, pattern):
                     found.update(labels)
             self._route_cache[task_name] = found
         return found
@@ -251,6 +257,13 @@ class Broker:
         for hook in self._hooks["startup"]:
             await hook()
         self._started = True
+        self._warn_idle_routes()
+
+    def _warn_idle_routes(self) -> None:
+        names = list(self._tasks)
+        for pattern, _ in self._routes:
+            if not any(_routed(name, pattern) for name in names):
+                log.warning("route %r matches no registered task of %r", pattern, self)
 
     async def shutdown(self) -> None:
         """Stop middlewares and close connections."""
@@ -592,6 +605,13 @@ async def _ping() -> str:
 _MARKS = frozenset({TaskStatus.RUNNING, TaskStatus.RETRYING})
 #: Dead letters read per round of `requeue_dead` of every letter, and at most by id.
 _REQUEUE_BATCH, _REQUEUE_SCAN = 500, 100_000
+
+
+def _routed(task_name: str, pattern: str) -> bool:
+    """True when `pattern` matches the task's name or its Celery spelling (dots only)."""
+    return fnmatch.fnmatchcase(task_name, pattern) or fnmatch.fnmatchcase(
+        task_name.replace(":", "."), pattern
+    )
 
 
 def _flat(items: Iterable[Middleware | Iterable[Middleware]]) -> Iterator[Middleware]:

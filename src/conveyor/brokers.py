@@ -101,9 +101,9 @@ class InMemoryBroker(Broker):
         self._inplace: Any = None
 
     async def ensure_started(self) -> None:
-        """Start the broker, or move its worker to this event loop: a broker made at import is
-        used by each test's own loop, and the worker of a loop that ended is gone with it."""
-        if self._started and self._loop is not asyncio.get_running_loop():
+        """Start the broker, or move its worker to this event loop when the loop it ran in has
+        ended: a broker made at import is used by each test's own loop in turn."""
+        if self._started and self._worker_loop_ended():
             self._abandon_worker()
             await self._start_worker()
         await super().ensure_started()
@@ -111,12 +111,18 @@ class InMemoryBroker(Broker):
     async def startup(self) -> None:
         """Start the broker and its in-process worker (in this event loop)."""
         if self._started:
-            if self._loop is not asyncio.get_running_loop():
+            if self._worker_loop_ended():
                 self._abandon_worker()
                 await self._start_worker()
             return
         await super().startup()
         await self._start_worker()
+
+    def _worker_loop_ended(self) -> bool:
+        """True when the worker's event loop no longer runs (a live one keeps its worker: it
+        serves sends from any loop or thread)."""
+        loop = self._loop
+        return loop is None or loop.is_closed() or not loop.is_running()
 
     async def _start_worker(self) -> None:
         from conveyor.worker.consumer import Worker, WorkerOptions
@@ -146,13 +152,20 @@ class InMemoryBroker(Broker):
 
     async def shutdown(self) -> None:
         """Let running tasks finish, then stop."""
-        if self._loop is not asyncio.get_running_loop():
+        if self._worker_loop_ended():
             self._abandon_worker()
+        elif self._loop is asyncio.get_running_loop():
+            await self._drain_worker()
+        elif self._loop is not None:  # the worker runs in another thread's loop: stop it there
+            drained = asyncio.run_coroutine_threadsafe(self._drain_worker(), self._loop)
+            await asyncio.wrap_future(drained)
+        self._worker = self._worker_stop = self._worker_task = None
+        await super().shutdown()
+
+    async def _drain_worker(self) -> None:
         if self._worker_stop is not None and self._worker_task is not None:
             self._worker_stop.set()
             await self._worker_task
-        self._worker = self._worker_stop = self._worker_task = None
-        await super().shutdown()
 
     async def publish(self, outgoing: list[Outgoing]) -> None:
         """Queue the messages, or with `await_inplace` run them before returning."""

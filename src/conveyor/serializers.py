@@ -28,6 +28,8 @@ def _enc_hook(obj: Any) -> Any:
 
 
 def _dec_hook(type_: type[Any], obj: Any) -> Any:
+    if type_ is object:  # `object` takes anything, as `Any` does
+        return obj
     validate = getattr(type_, "model_validate", None)
     if callable(validate):
         return validate(obj)

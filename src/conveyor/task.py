@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
@@ -26,7 +26,7 @@ from typing import (
 )
 
 from conveyor.context import Dependency, dependency_params
-from conveyor.errors import SerializationError
+from conveyor.errors import ConfigurationError, SerializationError
 from conveyor.kicker import Kicker
 from conveyor.result import TaskHandle
 from conveyor.schedules import Cron, Schedule, ScheduleEntry
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from conveyor.broker import Broker
     from conveyor.portal import SyncTaskHandle
+    from conveyor.workflows import Chain, Group, Workflow
 
 __all__ = [
     "AsyncGenTask",
@@ -107,6 +108,22 @@ class Signature(Generic[R_co]):
 
     def __repr__(self) -> str:
         return f"{self.task_name}.s(*{self.args!r}, **{self.kwargs!r})"
+
+    def __or__(self, other: Signature[Any] | Workflow) -> Chain:
+        """`a.s() | b.s()`: the chain of both (Celery's `|`)."""
+        from conveyor.workflows import Chain  # workflows build on signatures: imported here
+
+        return Chain(self, other)
+
+    async def kiq(self) -> TaskHandle[R_co]:
+        """Send this call now (Celery's `sig.delay()` / `apply_async()`).
+
+        Raises:
+            ConfigurationError: the signature was made by name, not from a task.
+        """
+        if self.task is None:
+            raise ConfigurationError(f"{self.task_name}: send it with broker.kiq_by_name")
+        return await self.task.kicker().with_labels(**self.labels).kiq(*self.args, **self.kwargs)
 
     def with_labels(self, **labels: Any) -> Signature[R_co]:
         """Return a copy with more labels."""
@@ -272,6 +289,12 @@ class Task(Generic[P, R]):
         """An immutable signature: in a chain it ignores the previous result, so it is the
         whole call (typed as `kiq`)."""
         return Signature(self.name, args, kwargs, immutable=True, task=self)
+
+    def starmap(self, calls: Iterable[Sequence[Any]]) -> Group:
+        """A group of one call per argument tuple (Celery's `starmap`): results in order."""
+        from conveyor.workflows import Group  # workflows build on signatures: imported here
+
+        return Group([self.s(*args) for args in calls])
 
     async def schedule_by_cron(
         self, scheduler: Schedules[S], cron: str | Cron, *args: P.args, **kwargs: P.kwargs

@@ -119,11 +119,13 @@ Frame = ChainRest | Member
 
 
 class Flow(msgspec.Struct):
-    """The `workflow` label of a step: the workflow's id and kind, and what follows the step."""
+    """The `workflow` label of a step: the workflow's id and kind, what follows the step, and
+    the errback to send if the workflow fails (`on_error`)."""
 
     id: str
     kind: str
     frames: list[Frame] = msgspec.field(default_factory=list)
+    errback: CallNode | None = None
 
 
 class _Nothing:
@@ -134,9 +136,24 @@ _NOTHING: Any = _Nothing()
 
 
 class Workflow:
-    """What `chain`, `group` and `chord` return: `kiq()` sends it and returns its handle."""
+    """What `chain`, `group` and `chord` return: `kiq()` sends it and returns its handle;
+    `a | b` chains it with what follows."""
 
     kind = "workflow"
+    errback: Signature[Any] | None = None
+
+    def __or__(self, other: Signature[Any] | Workflow) -> Chain:
+        return Chain(self, other)
+
+    def __ror__(self, other: Signature[Any]) -> Chain:
+        return Chain(other, self)
+
+    def on_error(self, errback: Signature[Any]) -> Workflow:
+        """Send `errback` when the workflow fails (Celery's `link_error`), with the id of the
+        failed task as its first argument: `await broker.get_handle(id).wait_result()` reads
+        its error (stored as the errback is sent)."""
+        self.errback = _checked(errback)  # type: ignore[assignment]  # a signature, checked
+        return self
 
     def node(self) -> Node:
         """The workflow as a tree of nodes (what travels in the messages' labels)."""
@@ -157,7 +174,8 @@ class Workflow:
         """
         broker = broker or self._broker()
         workflow_id = broker.task_id_generator()
-        flow = Flow(workflow_id, self.kind)
+        errback = None if self.errback is None else _node(self.errback)
+        flow = Flow(workflow_id, self.kind, errback=cast(CallNode | None, errback))
         messages = await _start(broker, flow, self.node(), _ROOT, _NOTHING, [])
         if messages:
             await broker.state.mark(workflow_id, "running", broker.result_backend.default_ttl)
@@ -306,7 +324,15 @@ async def advance(broker: Broker, message: TaskMessage, result: TaskResult[Any])
         raise WorkflowError(f"malformed workflow label: {exc}") from None
     if result.status is not TaskStatus.SUCCEEDED:
         await _end(broker, flow, _failure(flow, result))
-        return 0.0
+        if flow.errback is None:
+            return 0.0
+        errback = CallNode(
+            task=flow.errback.task,
+            args=[result.task_id, *flow.errback.args],
+            kwargs=flow.errback.kwargs,
+            labels=flow.errback.labels,
+        )
+        return await _send_once(broker, [_message(broker, flow, errback, "errback", _NOTHING, [])])
     messages = await _continue(broker, flow, result.return_value, flow.frames)
     return await _send_once(broker, messages)
 
@@ -370,7 +396,8 @@ def _message(
     if value is not _NOTHING and not node.immutable:
         args.insert(0, value)
     task = broker.find_task(node.task)
-    rest = msgspec.to_builtins(Flow(flow.id, flow.kind, frames))
+    errback = None if path == "errback" else flow.errback  # an errback has none of its own
+    rest = msgspec.to_builtins(Flow(flow.id, flow.kind, frames, errback))
     labels = {**node.labels, WORKFLOW_LABEL: rest}
     task_labels = task.labels if task else None
     return broker.build_message(
