@@ -294,7 +294,7 @@ class Task(Generic[P, R]):
         """A group of one call per argument tuple (Celery's `starmap`): results in order."""
         from conveyor.workflows import Group  # workflows build on signatures: imported here
 
-        return Group([self.s(*args) for args in calls])
+        return Group([Signature(self.name, tuple(args), task=self) for args in calls])
 
     async def schedule_by_cron(
         self, scheduler: Schedules[S], cron: str | Cron, *args: P.args, **kwargs: P.kwargs
