@@ -12,13 +12,14 @@ import importlib
 import os
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import conveyor
 from conveyor.broker import Broker
 from conveyor.errors import ConfigurationError
+from conveyor.task import Task
 
 __all__ = ["discover_task_modules", "load_broker", "load_target", "run_with"]
 
@@ -27,6 +28,9 @@ T = TypeVar("T")
 _NOT_USER = tuple(
     {sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(conveyor.__file__).parent)}
 )
+
+#: What `-fsd` imports: every `tasks.py` below the current directory.
+TASKS_PATTERNS = ("**/tasks.py",)
 
 _SKIP_DIRS = {
     ".venv",
@@ -40,21 +44,35 @@ _SKIP_DIRS = {
 }
 
 
-def load_broker(spec: str, modules: Iterable[str] = (), discover: bool = False) -> Broker:
+def load_broker(
+    spec: str,
+    modules: Iterable[str] = (),
+    discover: bool = False,
+    patterns: Sequence[str] = TASKS_PATTERNS,
+    root: Path | None = None,
+) -> Broker:
     """Import `module:attribute` (attribute defaults to `broker`) and the task modules.
 
-    The attribute may also be an object with a `broker` (a `Scheduler`, Taskiq's
-    `TaskiqScheduler`): its broker is returned.
+    The attribute may also be an app object with a `broker` (a `Scheduler`, Taskiq's
+    `TaskiqScheduler`, QTasks' `QueueTasks`): its broker is returned.
 
     Raises:
         ConfigurationError: one line saying what is missing.
     """
-    target = load_target(spec, modules, discover)
+    target = load_target(spec, modules, discover, patterns, root)
     return target if isinstance(target, Broker) else target.broker
 
 
-def load_target(spec: str, modules: Iterable[str] = (), discover: bool = False) -> Any:
-    """`load_broker`'s object itself: a broker, or an object with a `broker` attribute."""
+def load_target(
+    spec: str,
+    modules: Iterable[str] = (),
+    discover: bool = False,
+    patterns: Sequence[str] = TASKS_PATTERNS,
+    root: Path | None = None,
+) -> Any:
+    """`load_broker`'s object itself: a broker, or an object with a `broker` attribute; with
+    `discover`, the modules `patterns` find below `root` (the current directory) are imported
+    too."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     module_name, _, attribute = spec.partition(":")
@@ -64,16 +82,21 @@ def load_target(spec: str, modules: Iterable[str] = (), discover: bool = False) 
         raise ConfigurationError(
             f"module {module_name!r} has no attribute {attribute or 'broker'!r}"
         )
-    if not isinstance(target, Broker) and not isinstance(getattr(target, "broker", None), Broker):
+    if not isinstance(target, Broker) and not _has_broker(target):
         raise ConfigurationError(
             f"{spec!r} is not a conveyor broker (it is {type(target).__name__!r})"
         )
     for name in modules:
         _import(name)
     if discover:
-        for name in discover_task_modules(Path.cwd()):
+        for name in discover_task_modules(root or Path.cwd(), patterns):
             _import(name)
     return target
+
+
+def _has_broker(target: object) -> bool:
+    """An app object that holds a broker (a `Scheduler`, QTasks' `QueueTasks`), not a task."""
+    return not isinstance(target, Task) and isinstance(getattr(target, "broker", None), Broker)
 
 
 def _import(name: str) -> object:
@@ -120,9 +143,11 @@ def run_with(broker: Broker, work: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-def discover_task_modules(root: Path, filename: str = "tasks.py") -> Iterator[str]:
-    """Dotted names of every `tasks.py` under `root` (the CLI's `-fsd`)."""
-    for path in sorted(root.rglob(filename)):
+def discover_task_modules(root: Path, patterns: Sequence[str] = TASKS_PATTERNS) -> Iterator[str]:
+    """Dotted names of the modules under `root` that match the glob `patterns` (the CLI's
+    `-fsd`; Taskiq's `--tasks-pattern`), every `tasks.py` by default."""
+    found = {path for pattern in patterns for path in root.glob(pattern) if path.suffix == ".py"}
+    for path in sorted(found):
         relative = path.relative_to(root)
         if any(part in _SKIP_DIRS or part.startswith(".") for part in relative.parts[:-1]):
             continue

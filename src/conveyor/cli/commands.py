@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +16,7 @@ from conveyor.cli.output import echo_json, json_option
 from conveyor.cli.read import info, inspect_cmd, result
 from conveyor.cli.scheduler import scheduler
 from conveyor.cli.send import send
+from conveyor.cli.taskiq_options import TaskiqWorkerOptions, taskiq_worker_options
 from conveyor.cli.web import web
 from conveyor.errors import ConveyorError, ResultTimeout
 from conveyor.logs import configure_logging
@@ -40,6 +40,7 @@ def cli() -> None:
 
 
 @cli.command()
+@taskiq_worker_options
 @click.argument("app")
 @click.argument("modules", nargs=-1)
 @click.option(
@@ -75,7 +76,7 @@ def cli() -> None:
 @click.option(
     "--queues", "-q", default="default", show_default=True, help="comma-separated queues to consume"
 )
-@click.option("--reload", is_flag=True, help="restart workers when a .py file changes")
+@click.option("--reload", "-r", is_flag=True, help="restart workers when a .py file changes")
 @click.option(
     "--max-memory", type=click.FloatRange(1), help="restart a worker whose RSS passes this many MB"
 )
@@ -93,7 +94,10 @@ def cli() -> None:
     "--with-scheduler", is_flag=True, help="also run the scheduler (in one worker process)"
 )
 @click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--log-format",
+    default="text",
+    show_default=True,
+    help="text, json, or a logging format string (Taskiq's)",
 )
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--child", is_flag=True, hidden=True)
@@ -113,25 +117,43 @@ def worker(
     log_format: str,
     log_level: str,
     child: bool,
+    taskiq: TaskiqWorkerOptions,
 ) -> int:
-    """Run workers for APP (module:broker), importing MODULES with the tasks."""
+    """Run workers for APP (module:broker), importing MODULES with the tasks.
+
+    Taskiq's `taskiq worker` options are accepted where they mean something here, and refused
+    with the reason otherwise.
+    """
     from conveyor.worker.run import install_uvloop, run_worker, worker_options
     from conveyor.worker.supervisor import become_child, supervise_cli
 
-    configure_logging(log_level, log_format)
-    broker = load_broker(app, modules, discover)
+    taskiq.check()
+    taskiq.prepare()
+    max_threads = taskiq.max_threadpool_threads or max_threads
+    shutdown_timeout = taskiq.wait_tasks_timeout or shutdown_timeout
+    if taskiq.configure_logging:
+        configure_logging(log_level, "json" if log_format == "json" else "text")
+        taskiq.custom_format(log_format)
+    broker = load_broker(app, modules, discover, taskiq.patterns(), taskiq.root())
+    broker.cast_types = broker.cast_types and not taskiq.no_parse
     supervised = workers > 1 or reload or max_memory or max_tasks_per_child
     if supervised and not child:
         argv = [sys.executable, "-m", "conveyor", "worker", app, *modules, "--child"]
+        argv += taskiq.child_argv()
         argv += ["--max-async-tasks", str(max_async_tasks), "--max-threads", str(max_threads)]
         argv += ["--queues", queues, "--shutdown-timeout", str(shutdown_timeout)]
         argv += ["--log-format", log_format, "--log-level", log_level]
         argv += ["-fsd"] if discover else []
         argv += ["--max-memory", str(max_memory)] if max_memory else []
         argv += ["--max-tasks-per-child", str(max_tasks_per_child)] if max_tasks_per_child else []
-        reload_dir = Path.cwd() if reload else None
+        reload_dirs = taskiq.reload_paths() if reload else None
         return supervise_cli(
-            argv, workers, shutdown_timeout, reload_dir, with_scheduler=with_scheduler
+            argv,
+            workers,
+            shutdown_timeout,
+            reload_dirs,
+            with_scheduler=with_scheduler,
+            max_fails=None if taskiq.max_fails < 0 else taskiq.max_fails,
         )
     if child:
         become_child()
@@ -142,6 +164,7 @@ def worker(
         max_tasks_per_child=max_tasks_per_child,
         max_memory_mb=max_memory,
         shutdown_timeout=shutdown_timeout,
+        **taskiq.worker_options(),
     )
     install_uvloop()
     asyncio.run(run_worker(broker, options, with_scheduler=with_scheduler))

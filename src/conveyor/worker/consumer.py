@@ -51,6 +51,9 @@ class WorkerOptions:
         max_memory_mb: exit gracefully when the process's RSS passes this.
         shutdown_timeout: seconds running tasks get to finish after SIGTERM.
         receive_timeout: longest wait of one receive call; bounds how fast a stop is seen.
+        sync_executor: where sync tasks without an `executor` label run, "thread" or
+            "process".
+        max_processes: the process pool's size (the number of CPUs when None).
     """
 
     queues: Sequence[str] = (DEFAULT_QUEUE,)
@@ -60,6 +63,8 @@ class WorkerOptions:
     max_memory_mb: float | None = None
     shutdown_timeout: float = 30.0
     receive_timeout: float = 0.5
+    sync_executor: str = "thread"
+    max_processes: int | None = None
 
 
 class Worker:
@@ -73,8 +78,10 @@ class Worker:
         self._running: dict[str, Run] = {}
         self._slot_free = asyncio.Event()
         self._threads = new_thread_pool(self.options.max_threads)
-        self._processes = ProcessPool(max(os.cpu_count() or 1, 1))
-        self.runner = Runner(broker, self._threads, self._processes)
+        self._processes = ProcessPool(self.options.max_processes or max(os.cpu_count() or 1, 1))
+        self.runner = Runner(
+            broker, self._threads, self._processes, sync_executor=self.options.sync_executor
+        )
         self._started_at = time.time()
         self.stop_reason = ""
         self._receive_failures = 0

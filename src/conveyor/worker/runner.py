@@ -91,11 +91,18 @@ class Runner:
     """Runs messages for one worker (or in place for `InMemoryBroker(await_inplace=True)`)."""
 
     def __init__(
-        self, broker: Broker, threads: Executor, processes: ProcessPool | None = None
+        self,
+        broker: Broker,
+        threads: Executor,
+        processes: ProcessPool | None = None,
+        *,
+        sync_executor: str = "thread",
     ) -> None:
         self.broker = broker
         self.threads = threads
         self.processes = processes or ProcessPool(max(os.cpu_count() or 1, 1))
+        #: Where a sync task whose `executor` label is unset runs: "thread" or "process".
+        self.sync_executor = sync_executor
         self.mark_running = not broker.transport.locates
         self.stats = WorkerStats(worker_name(), broker.signer.derive(SIGNED_RECENT))
 
@@ -311,7 +318,7 @@ class Runner:
             if not limit.expired():  # the task's own TimeoutError, not our limit
                 raise
             run.slot.interrupt(TimeoutError)
-            if options.executor == "process":
+            if self._in_process(task, run):
                 self.processes.kill()
             raise TimeoutError(f"{task.name} exceeded its time limit of {timeout} s") from None
         finally:
@@ -332,7 +339,7 @@ class Runner:
             items = task.fn(*args, **kwargs).__aiter__().__anext__
             return await self._stream(message, run.options, items)
         loop = asyncio.get_running_loop()
-        if run.options.executor == "process":
+        if self._in_process(task, run):
             module, qualname = task.fn.__module__, task.fn.__qualname__
             return await self.processes.run(call_in_process, module, qualname, tuple(args), kwargs)
         if task.is_gen:
@@ -344,6 +351,13 @@ class Runner:
         return await loop.run_in_executor(
             self.threads, run.slot.wrap(functools.partial(task.fn, *args, **kwargs))
         )
+
+    def _in_process(self, task: Task[Any, Any], run: Run) -> bool:
+        """True when the call runs in the process pool: its `executor` label, else the
+        worker's choice for sync functions."""
+        if task.is_async or task.is_async_gen:
+            return False
+        return (run.options.executor or self.sync_executor) == "process"
 
     async def _stream(
         self, message: TaskMessage, options: TaskOptions, next_item: Callable[[], Any]

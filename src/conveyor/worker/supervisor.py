@@ -90,12 +90,16 @@ class Supervisor:
         count: int,
         *,
         shutdown_timeout: float = 30.0,
-        reload_dir: Path | None = None,
+        reload_dir: Path | Sequence[Path] | None = None,
+        max_fails: int | None = None,
     ) -> None:
         self._spawn = spawn
         self._count = count
         self._shutdown_timeout = shutdown_timeout
-        self._reload_dir = reload_dir
+        dirs = [reload_dir] if isinstance(reload_dir, Path) else list(reload_dir or [])
+        self._reload_dirs = dirs
+        self._max_fails = max_fails  # worker deaths (not recycling) before giving up
+        self._deaths = 0
         self._stop = threading.Event()
         self._changed = threading.Event()
         self._children: list[tuple[Child, float]] = []
@@ -105,7 +109,7 @@ class Supervisor:
         """Supervise until stopped; return the exit code."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
-        if self._reload_dir is not None:
+        if self._reload_dirs:
             threading.Thread(target=self._watch, daemon=True, name="conveyor-reload").start()
         self._children = [self._start() for _ in range(self._count)]
         while not self._stop.wait(POLL_SECONDS):
@@ -117,7 +121,10 @@ class Supervisor:
                 continue
             self._children = [self._check(child, started) for child, started in self._children]
         self._stop_children()
-        return 0
+        return 1 if self._gave_up() else 0
+
+    def _gave_up(self) -> bool:
+        return self._max_fails is not None and self._deaths > self._max_fails
 
     def _start(self) -> tuple[Child, float]:
         child = self._spawn()
@@ -132,6 +139,18 @@ class Supervisor:
             log.info("worker process %s recycled itself: starting a new one", child.pid)
             self._failures = 0
         else:
+            self._deaths += 1
+            if self._gave_up():
+                log.error(
+                    "worker process %s died with code %s: %d deaths, more than --max-fails"
+                    " %d: stopping",
+                    child.pid,
+                    code,
+                    self._deaths,
+                    self._max_fails,
+                )
+                self._stop.set()
+                return child, started
             log.warning("worker process %s died with code %s: restarting it", child.pid, code)
             self._failures = (
                 self._failures + 1 if time.monotonic() - started < FAST_DEATH_SECONDS else 0
@@ -163,9 +182,8 @@ class Supervisor:
     def _watch(self) -> None:
         import watchfiles
 
-        assert self._reload_dir is not None
         for _changes in watchfiles.watch(
-            self._reload_dir, watch_filter=watchfiles.PythonFilter(), stop_event=self._stop
+            *self._reload_dirs, watch_filter=watchfiles.PythonFilter(), stop_event=self._stop
         ):
             self._changed.set()
 
@@ -196,16 +214,21 @@ def supervise_cli(
     argv: Sequence[str],
     count: int,
     shutdown_timeout: float,
-    reload_dir: Path | None,
+    reload_dir: Path | Sequence[Path] | None,
     *,
     with_scheduler: bool = False,
+    max_fails: int | None = None,
 ) -> int:
     """Supervise `count` copies of the worker command line `argv` (already with `--child`);
-    with `with_scheduler`, one of them gets `--with-scheduler`."""
+    with `with_scheduler`, one of them gets `--with-scheduler`; give up (exit code 1) after
+    more than `max_fails` deaths."""
     spawn = _one_with_scheduler(
         lambda give: _Popen([*argv, "--with-scheduler"] if give else argv), with_scheduler
     )
-    return Supervisor(spawn, count, shutdown_timeout=shutdown_timeout, reload_dir=reload_dir).run()
+    supervisor = Supervisor(
+        spawn, count, shutdown_timeout=shutdown_timeout, reload_dir=reload_dir, max_fails=max_fails
+    )
+    return supervisor.run()
 
 
 def supervise_forked(

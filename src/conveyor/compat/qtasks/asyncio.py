@@ -26,7 +26,7 @@ from conveyor.context import Context, Depends
 from conveyor.errors import TaskNotFound
 from conveyor.task import Task
 
-__all__ = ["QueueConfig", "QueueTasks", "TaskInfo"]
+__all__ = ["QueueConfig", "QueueTasks", "TaskInfo", "run_options"]
 
 
 class QueueConfig:
@@ -140,16 +140,14 @@ class QueueTasks:
     def run_forever(self, **options: Any) -> None:
         """Run a worker and the schedules in this process until SIGINT/SIGTERM (`python
         main.py`); options are `broker.run`'s (`workers`, `max_async_tasks`, ...)."""
-        show_logs(self.config.log_level())
-        options.setdefault("with_scheduler", True)
-        self.broker.run(**options)
+        self.broker.run(**run_options(self.config, options))
 
 
-def show_logs(level: int) -> None:
-    """Show conveyor's log lines at `level` on stderr, unless the app set up logging itself."""
-    logging.getLogger("conveyor").setLevel(level)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+def run_options(config: QueueConfig, options: dict[str, Any]) -> dict[str, Any]:
+    """`broker.run` options for `run_forever`: the config's log level, and the schedules."""
+    options.setdefault("log_level", logging.getLevelName(config.log_level()))
+    options.setdefault("with_scheduler", True)
+    return options
 
 
 def _echoed(app: QueueTasks, task_name: str, fn: Callable[..., Any]) -> Callable[..., Any]:

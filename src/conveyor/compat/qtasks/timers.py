@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from conveyor.compat.qtasks.asyncio import QueueTasks, show_logs
+from conveyor.compat.qtasks.asyncio import QueueTasks, run_options
 from conveyor.compat.qtasks.triggers import Trigger
 from conveyor.errors import TaskNotFound
 from conveyor.schedules import ScheduleEntry
@@ -68,6 +68,4 @@ class AsyncTimer:
 
     def run_forever(self, **options: Any) -> None:
         """Run a worker and the schedules in this process until SIGINT/SIGTERM."""
-        show_logs(self.app.config.log_level())
-        options.setdefault("with_scheduler", True)
-        self.app.broker.run(**options)
+        self.app.broker.run(**run_options(self.app.config, options))
