@@ -45,8 +45,9 @@ async def main() -> None:
     assert failed.status is TaskStatus.FAILED
     assert (failed.error_type, failed.error_message) == ("ValueError", "no such user")
     assert failed.error_traceback is not None  # the worker's traceback
+    assert isinstance(failed.error, ValueError)  # the task's own class, and a TaskError too
     try:
-        failed.raise_for_error()  # or raise it as a TaskError
+        failed.raise_for_error()  # a class this process lacks comes back as a plain TaskError
     except TaskError as exc:
         print(f"failed: {exc}")
     # --8<-- [end:errors]
