@@ -73,7 +73,7 @@ class ReportRequest(BaseModel):
     report_type: str
     date_from: date
     date_to: date
-    format: Literal["csv", "json"] = "csv"
+    format: Literal["csv", "json", "pdf"] = "csv"  # pdf: pip install -r requirements.txt
     email_to: list[str] = Field(default_factory=list)
 
 

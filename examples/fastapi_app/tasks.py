@@ -82,7 +82,7 @@ async def process_file(
         )
     elif operation == "uppercase":
         out = DATA_DIR / "processed" / f"{path.stem}.upper{path.suffix}"
-        await asyncio.to_thread(_write, out, text.upper())
+        await asyncio.to_thread(_write, out, text.upper().encode())
         result["output"] = str(out.resolve())
     else:
         raise ValueError(f"unknown operation {operation!r}: use analyze or uppercase")
@@ -123,7 +123,8 @@ async def generate_report(
         for i in range(max(days, 0))
     ]
     out = DATA_DIR / "reports" / f"{report_type}-{date_from}-{date_to}-{int(time.time())}.{format}"
-    await asyncio.to_thread(_write, out, _render(rows, format))
+    title = f"{report_type} report, {date_from} to {date_to}"
+    await asyncio.to_thread(_write, out, _render(rows, format, title))
     notices = [
         (await send_email_notification.kiq(to, f"{report_type} report", f"Ready: {out}")).task_id
         for to in email_to or []
@@ -131,16 +132,36 @@ async def generate_report(
     return {"report": str(out.resolve()), "rows": len(rows), "notifications": notices}
 
 
-def _render(rows: list[dict[str, Any]], format: str) -> str:
+def _render(rows: list[dict[str, Any]], format: str, title: str) -> bytes:
+    if format == "pdf":
+        return _pdf(rows, title)
     if format == "json":
-        return json.dumps(rows, indent=2)
+        return json.dumps(rows, indent=2).encode()
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["day", "type", "value"])
     writer.writeheader()
     writer.writerows(rows)
-    return buffer.getvalue()
+    return buffer.getvalue().encode()
 
 
-def _write(path: Path, text: str) -> None:
+def _pdf(rows: list[dict[str, Any]], title: str) -> bytes:
+    """A PDF with the title and a table of the rows (fpdf2: `requirements.txt` here)."""
+    from fpdf import FPDF  # only the PDF format needs it
+
+    pdf = FPDF()
+    pdf.set_title(title)
+    pdf.add_page()
+    pdf.set_font("Helvetica", style="B", size=16)
+    pdf.cell(text=title, new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(4)
+    pdf.set_font("Helvetica", size=10)
+    with pdf.table(col_widths=(40, 30, 20), text_align=("LEFT", "LEFT", "RIGHT")) as table:
+        table.row(["day", "type", "value"])
+        for row in rows:
+            table.row([row["day"], row["type"], str(row["value"])])
+    return bytes(pdf.output())
+
+
+def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_bytes(data)

@@ -107,3 +107,23 @@ async def test_the_guides_endpoints(example: str, tmp_path: Path) -> None:
         assert {"email.send", "files.process", "external.fetch", "reports.generate"} <= names
         assert (await client.post("/tasks/email/send", json={"subject": "x"})).status_code == 422
         assert "conveyor_tasks_succeeded_total" in (await client.get("/metrics")).text
+
+
+async def test_the_guides_pdf_report_request(example: str, tmp_path: Path) -> None:
+    """The guide's report request, verbatim: a PDF, with the example's own requirements."""
+    pytest.importorskip("fpdf", reason="pip install -r examples/fastapi_app/requirements.txt")
+    report = {
+        "report_type": "sales",
+        "date_from": "2024-01-01",
+        "date_to": "2024-01-31",
+        "format": "pdf",
+        "email_to": ["manager@example.com"],
+    }
+    async with httpx.AsyncClient(base_url=example, timeout=30) as client:
+        made = await _run(client, "/tasks/reports/generate", report)
+    pdf = await asyncio.to_thread(Path(made["report"]).read_bytes)
+    assert made["rows"] == 31
+    assert made["report"].endswith(".pdf")
+    assert pdf.startswith(b"%PDF-")
+    assert pdf.rstrip().endswith(b"%%EOF")
+    assert b"sales report, 2024-01-01 to 2024-01-31" in pdf  # the document's title
