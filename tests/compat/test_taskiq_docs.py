@@ -19,6 +19,7 @@ from conveyor import TaskError, TaskStatus
 from conveyor.compat.taskiq import (
     AsyncTaskiqTask,
     InMemoryBroker,
+    NoResultError,
     TaskiqEvents,
     TaskiqResult,
     TaskiqResultTimeoutError,
@@ -202,3 +203,19 @@ async def test_results_handles_and_events_api() -> None:
     assert await never.get_result() is None
     await broker.shutdown()
     assert seen == ["client"]
+
+
+async def test_no_result_error_stores_nothing() -> None:
+    broker = InMemoryBroker()
+    ran: list[str] = []
+
+    @broker.task
+    async def background(name: str) -> None:
+        ran.append(name)
+        raise NoResultError  # Taskiq: finish without a result
+
+    task = await background.kiq("cleanup")
+    await broker.wait_all(timeout=5)
+    await broker.shutdown()
+    assert ran == ["cleanup"]
+    assert await task.get_result() is None
