@@ -111,7 +111,6 @@ async def test_the_guides_endpoints(example: str, tmp_path: Path) -> None:
 
 async def test_the_guides_pdf_report_request(example: str, tmp_path: Path) -> None:
     """The guide's report request, verbatim: a PDF, with the example's own requirements."""
-    pytest.importorskip("fpdf", reason="pip install -r examples/fastapi_app/requirements.txt")
     report = {
         "report_type": "sales",
         "date_from": "2024-01-01",
