@@ -39,10 +39,10 @@ def emit(kind: str, **fields: Any) -> None:
     print(PREFIX + json.dumps({"kind": kind, **fields}), flush=True)
 
 
-def load_adapter(variant: Variant, redis_url: str, counts: Counts, workdir: Path) -> Adapter:
+def load_adapter(variant: Variant, server_url: str, counts: Counts, workdir: Path) -> Adapter:
     """The adapter object of `variant`."""
     module = importlib.import_module(f"bench.peers.{variant.adapter}")
-    adapter: Adapter = module.ADAPTER(redis_url, variant.options, counts, workdir)
+    adapter: Adapter = module.ADAPTER(server_url, variant.options, counts, workdir)
     return adapter
 
 
@@ -137,7 +137,7 @@ async def run(args: argparse.Namespace) -> int:
     variant = next(v for v in VARIANTS if v.name == args.variant)
     counts = Counts.from_json(args.counts)
     workdir = Path(args.workdir)
-    adapter = load_adapter(variant, args.redis_url, counts, workdir)
+    adapter = load_adapter(variant, args.server_url, counts, workdir)
     adapter.reset()
     os.environ.update(adapter.env())
     try:
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.driver")
     parser.add_argument("--variant", required=True, choices=[v.name for v in VARIANTS])
     parser.add_argument("--phase", required=True, choices=["bulk", "worker"])
-    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--server-url", required=True, help="the Redis or PostgreSQL URL")
     parser.add_argument("--counts", required=True, help="JSON of bench.protocol.Counts")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--log", required=True, help="file for the worker's output")

@@ -1,6 +1,9 @@
-"""Run every library's protocol on one private Redis, interleaved, and report (`bench/run`).
+"""Run every library's protocol on one private server, interleaved, and report (`bench/run`).
 
-    python -m bench.harness [--quick] [--only conveyor,taskiq] [--reps N]
+    python -m bench.harness [--quick] [--engine redis|postgres|all] [--only conveyor,taskiq]
+
+The Redis group runs on a private redis-server, the PostgreSQL group on a private postgres
+(`bench.pg_server`), each started only when a selected variant needs it and stopped by its pid.
 
 Each repetition runs every selected variant once, the order reversed every other repetition
 (A, B, C, then C, B, A, ...), so a host that speeds up or slows down during the run does not
@@ -28,11 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import reference, report
+from bench import pg_reference, reference, report
 from bench.driver import PREFIX
+from bench.pg_server import PostgresServer, PostgresServerError
 from bench.protocol import FULL, QUICK, Counts
 from bench.redis_server import RedisServer, RedisServerError
-from bench.variants import Variant, select
+from bench.variants import GROUPS, Variant, select
 
 __all__ = ["Run", "main"]
 
@@ -61,7 +65,12 @@ class Run:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line of `bench/run`."""
     parser = argparse.ArgumentParser(
-        prog="bench/run", description="conveyor and its peers on one private Redis."
+        prog="bench/run", description="conveyor and its peers on a private Redis or PostgreSQL."
+    )
+    parser.add_argument(
+        "--engine",
+        choices=[*GROUPS, "all"],
+        help="the group of variants: redis (the default), postgres, or all",
     )
     parser.add_argument("--quick", action="store_true", help="small counts, one repetition")
     parser.add_argument(
@@ -85,7 +94,7 @@ def _positive(text: str) -> int:
 
 
 def run_driver(
-    variant: Variant, phase: str, rep: int, run: Run, redis_url: str, workdir: Path, logs: Path
+    variant: Variant, phase: str, rep: int, run: Run, server_url: str, workdir: Path, logs: Path
 ) -> list[dict[str, Any]]:
     """Run one driver phase and return its records (an `error` record when it failed)."""
     python = BENCH / variant.venv / "bin" / "python"
@@ -93,7 +102,7 @@ def run_driver(
     argv = [
         str(python), "-m", "bench.driver",
         "--variant", variant.name, "--phase", phase,
-        "--redis-url", redis_url, "--counts", run.counts.to_json(),
+        "--server-url", server_url, "--counts", run.counts.to_json(),
         "--workdir", str(workdir), "--log", str(logs / f"{stem}.worker.log"),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), _pythonpath()]))}
@@ -161,8 +170,33 @@ def _end_group(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
+@dataclass
+class Servers:
+    """The private servers of this run: Redis and PostgreSQL, each only when a group needs it."""
+
+    redis: RedisServer | None = None
+    postgres: PostgresServer | None = None
+
+    def url(self, group: str) -> str:
+        """The URL a variant of `group` is given."""
+        if group == "postgres":
+            assert self.postgres is not None
+            return self.postgres.url()
+        assert self.redis is not None
+        return self.redis.url(0)
+
+    def reset(self, group: str) -> None:
+        """Empty the group's server before a driver: FLUSHALL, or a new database."""
+        if group == "postgres":
+            assert self.postgres is not None
+            self.postgres.recreate()
+        else:
+            assert self.redis is not None
+            self.redis.flushall()
+
+
 def run_session(
-    variant: Variant, rep: int, run: Run, redis: RedisServer, workdir: Path, logs: Path
+    variant: Variant, rep: int, run: Run, servers: Servers, workdir: Path, logs: Path
 ) -> None:
     """One variant in one repetition; prints one line of figures (or the skip reason)."""
     start = time.monotonic()
@@ -175,8 +209,8 @@ def run_session(
     else:
         phases.insert(0, "bulk")
     for phase in phases:
-        redis.flushall()
-        records = run_driver(variant, phase, rep, run, redis.url(0), workdir, logs)
+        servers.reset(variant.group)
+        records = run_driver(variant, phase, rep, run, servers.url(variant.group), workdir, logs)
         got += [{"phase": phase, **record} for record in records]
         skip = next((r["reason"] for r in records if r["kind"] == "skip"), None)
         if skip is not None:
@@ -204,7 +238,7 @@ def missing_venv(variant: Variant) -> str | None:
 
 
 def measure(run: Run) -> None:
-    """Start the private Redis and run every repetition of every variant."""
+    """Start the private servers and run every repetition of every variant."""
     for variant in run.variants:
         reason = missing_venv(variant)
         if reason is not None:
@@ -212,18 +246,43 @@ def measure(run: Run) -> None:
             print(f"  {variant.name:<20} skipped: {reason}")
     logs = run.meta["logs"] = str(Path(run.meta["out"]) / "logs")
     Path(logs).mkdir(parents=True, exist_ok=True)
-    with RedisServer() as redis, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        run.meta["redis"] = {"version": redis.version(), "url": redis.url(0)}
-        print(f"redis-server {redis.version()} on {redis.url(0)} (pid {redis.pid})")
+    groups = {v.group for v in run.variants if v.name not in run.skipped}
+    with contextlib.ExitStack() as stack:
+        servers = start_servers(stack, groups, run)
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-"))
         for rep in range(run.reps):
             print(f"repetition {rep + 1}/{run.reps}", flush=True)
-            sample = reference.measure(redis, run.counts)
-            run.meta.setdefault("reference", []).append(sample)
-            print(textwrap.indent(reference.render([sample]), "  "), flush=True)
+            measure_references(servers, run)
             order = run.variants if rep % 2 == 0 else run.variants[::-1]
             for variant in order:
                 if variant.name not in run.skipped:
-                    run_session(variant, rep, run, redis, Path(tmp), Path(logs))
+                    run_session(variant, rep, run, servers, Path(tmp), Path(logs))
+
+
+def start_servers(stack: contextlib.ExitStack, groups: set[str], run: Run) -> Servers:
+    """Start the servers `groups` need; `stack` stops them (by pid) when the run ends."""
+    servers = Servers()
+    if "redis" in groups:
+        redis = servers.redis = stack.enter_context(RedisServer())
+        run.meta["redis"] = {"version": redis.version(), "url": redis.url(0)}
+        print(f"redis-server {redis.version()} on {redis.url(0)} (pid {redis.pid})")
+    if "postgres" in groups:
+        pg = servers.postgres = stack.enter_context(PostgresServer())
+        run.meta["postgres"] = {"version": pg.version(), "url": pg.url()}
+        print(f"postgres {pg.version()} on {pg.url()} (pid {pg.pid}, data in {pg.root})")
+    return servers
+
+
+def measure_references(servers: Servers, run: Run) -> None:
+    """Each started server's machine reference, once per repetition."""
+    if servers.redis is not None:
+        sample = reference.measure(servers.redis, run.counts)
+        run.meta.setdefault("reference", []).append(sample)
+        print(textwrap.indent(reference.render([sample]), "  "), flush=True)
+    if servers.postgres is not None:
+        sample = pg_reference.measure(servers.postgres, run.counts)
+        run.meta.setdefault("pg_reference", []).append(sample)
+        print(textwrap.indent(pg_reference.render([sample]), "  "), flush=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -270,13 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     """Measure, then print the table and write the JSON and the chart."""
     args = parse_args(argv)
     try:
-        variants = select(args.only)
+        variants = select(args.only, args.engine)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
     if args.list:
         for v in variants:
-            print(f"{v.name:<20} bench/{v.venv}  {v.options or ''}")
+            print(f"{v.name:<20} {v.group:<9} bench/{v.venv}  {v.options or ''}")
         return 0
     if args.scale <= 0:
         print("--scale must be above 0", file=sys.stderr)
@@ -303,11 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         measure(run)
-    except RedisServerError as exc:
+    except (RedisServerError, PostgresServerError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nbench: interrupted; workers, drivers and redis-server stopped", file=sys.stderr)
+        print("\nbench: interrupted; workers, drivers and servers stopped", file=sys.stderr)
         run.meta["interrupted"] = True
         if run.records:
             finish(run, out, chart=False)

@@ -106,16 +106,18 @@ class Target:
         times: at least this many times the best peer's median (the ratio read so that
             higher is better: peer/conveyor for seconds, ms and MB), or None.
         limit: at most this absolute median (ms, MB), or None.
+        at_least: at least this absolute median (tasks/s), or None.
     """
 
     variant: str
     key: str
     times: float | None = None
     limit: float | None = None
+    at_least: float | None = None
 
 
-#: The targets of the issue, in its order. SQLite's drain is judged against the best peer's
-#: Redis figure, which is the only kind of peer figure there is.
+#: The targets of the issues, in their order. SQLite's drain is judged against the best Redis
+#: peer; PostgreSQL's figures (issue 18) against the best PostgreSQL peer.
 TARGETS: tuple[Target, ...] = (
     Target("conveyor-redis", "drain", times=3.0),
     Target("conveyor-redis", "sleep", times=2.0),
@@ -125,6 +127,9 @@ TARGETS: tuple[Target, ...] = (
     Target("conveyor-redis", "latency_p99", limit=0.8),
     Target("conveyor-redis", "rss_peak", limit=40.0),
     Target("conveyor-sqlite", "drain", times=1.0),
+    Target("conveyor-postgres", "drain", times=3.0),
+    Target("conveyor-postgres", "latency_p50", limit=2.0),
+    Target("conveyor-postgres", "enqueue_bulk", at_least=20_000.0),
 )
 
 

@@ -8,8 +8,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import reference
+from bench import pg_reference, reference
 from bench.protocol import METRICS, TARGETS, Counts, Metric, metric
+from bench.variants import VARIANTS
 
 if TYPE_CHECKING:
     from bench.harness import Run
@@ -77,6 +78,7 @@ def summarize(
                 errors.setdefault(r["key"], []).append(r["reason"])
         table[v.name] = {
             "library": v.adapter,
+            "group": v.group,
             "conveyor": v.conveyor,
             "options": v.options,
             "client_of": v.client_of,
@@ -92,13 +94,15 @@ def summarize(
         for key, twin in row["shared"].items():
             if twin in table and key in table[twin]["metrics"]:
                 row["metrics"][key] = {**table[twin]["metrics"][key], "shared_from": twin}
-    best = best_peers(table)
+    groups = dict.fromkeys(row["group"] for row in table.values())
+    best = {g: best_peers({n: r for n, r in table.items() if r["group"] == g}) for g in groups}
     found = ratios(table, best)
     return {"variants": table, "best_peer": best, "ratios": found, "targets": targets(table, found)}
 
 
 def best_peers(table: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """For each metric, the non-conveyor variant with the best median in this run."""
+    """For each metric, the non-conveyor variant of `table` with the best median in this run
+    (`table` holds one group: conveyor rows are compared with the peers on the same server)."""
     best: dict[str, dict[str, Any]] = {}
     for m in METRICS:
         found = [
@@ -114,13 +118,14 @@ def best_peers(table: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return best
 
 
-def ratios(table: dict[str, Any], best: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """conveyor's median / the best peer's median, per conveyor variant and metric."""
+def ratios(table: dict[str, Any], by_group: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """conveyor's median / the best peer's median of its group, per conveyor variant and metric."""
     out: dict[str, Any] = {}
     for name, row in table.items():
         if not row["conveyor"]:
             continue
         out[name] = {}
+        best = by_group.get(row["group"], {})
         for m in METRICS:
             if m.key not in row["metrics"] or m.key not in best or not best[m.key]["value"]:
                 continue
@@ -144,7 +149,12 @@ def targets(table: dict[str, Any], found: dict[str, Any]) -> list[dict[str, Any]
         m = metric(t.key)
         row = table.get(t.variant, {}).get("metrics", {}).get(t.key)
         entry: dict[str, Any] = {"variant": t.variant, "key": t.key, "met": None}
-        if t.limit is not None:
+        if t.at_least is not None:
+            entry["need"] = f">= {fmt(t.at_least, m.unit)} {m.unit}"
+            if row is not None:
+                entry["got"] = f"{fmt(row['median'], m.unit)} {m.unit}"
+                entry["met"] = row["median"] >= t.at_least
+        elif t.limit is not None:
             entry["need"] = f"<= {fmt(t.limit, m.unit)} {m.unit}"
             if row is not None:
                 entry["got"] = f"{fmt(row['median'], m.unit)} {m.unit}"
@@ -198,15 +208,28 @@ def _figures(summary: dict[str, Any], part: str) -> str:
     return _grid(rows, header_rows=2)
 
 
-def _ratio_table(summary: dict[str, Any]) -> str:
-    names = [n for n, row in summary["variants"].items() if row["conveyor"] and not row["skipped"]]
+def _ratio_tables(summary: dict[str, Any]) -> list[str]:
+    """One table per group: its conveyor rows against its own best peers."""
+    out = []
+    for group in summary["best_peer"]:
+        table = _ratio_table(summary, group)
+        out += [table] if len(summary["best_peer"]) == 1 else [f"on {group}:", "", table, ""]
+    return out[:-1] if len(out) > 1 and out[-1] == "" else out
+
+
+def _ratio_table(summary: dict[str, Any], group: str) -> str:
+    names = [
+        n
+        for n, row in summary["variants"].items()
+        if row["conveyor"] and not row["skipped"] and row["group"] == group
+    ]
     if not names:
         return "no conveyor variant ran: no ratios"
-    if not summary["best_peer"]:
+    if not summary["best_peer"][group]:
         return "no peer ran: no ratios"
     rows = [["metric", "best peer", *names]]
     for m in METRICS:
-        best = summary["best_peer"].get(m.key)
+        best = summary["best_peer"][group].get(m.key)
         if best is None:
             continue
         cells = [f"{m.label} ({m.unit})", f"{best['variant']} {fmt(best['value'], m.unit)}"]
@@ -221,14 +244,19 @@ def _ratio_table(summary: dict[str, Any]) -> str:
 def render(summary: dict[str, Any], counts: Counts, reps: int, meta: dict[str, Any]) -> str:
     """The printed report: figures, ranges, ratios to the best peer, skips and failures."""
     status = "INTERRUPTED, partial figures. " if meta.get("interrupted") else ""
+    servers = "; ".join(
+        f"{name} {meta[name].get('version', '?')}" for name in ("redis", "postgres") if name in meta
+    )
     parts = [
         f"{status}Medians of {reps} repetition(s); enqueue {counts.enqueue}, drain {counts.drain}, "
         f"sleep burst {counts.sleep}, latency {counts.latency} tasks at "
         f"{counts.latency_rate:g}/s; async concurrency {counts.concurrency}; "
-        f"redis {meta.get('redis', {}).get('version', '?')}; {meta.get('seconds', '?')} s.",
+        f"{servers}; {meta.get('seconds', '?')} s.",
         "",
         _figures(summary, "median"),
     ]
+    if "pg_reference" in meta:
+        parts[1:1] = [pg_reference.render(meta["pg_reference"])]
     if "reference" in meta:
         parts[1:1] = [reference.render(meta["reference"])]
     if reps > 1:
@@ -237,7 +265,7 @@ def render(summary: dict[str, Any], counts: Counts, reps: int, meta: dict[str, A
         "",
         "conveyor / best peer in this run (tasks/s: higher is better; s, ms, MB: lower is better):",
         "",
-        _ratio_table(summary),
+        *_ratio_tables(summary),
     ]
     parts += _scale_lines(summary)
     parts += ["", "the issue's targets (medians of this run):", "", _target_table(summary, meta)]
@@ -267,12 +295,25 @@ def _scale_lines(summary: dict[str, Any]) -> list[str]:
     return ["", "more worker processes (same engine, this run):", "", *lines] if lines else []
 
 
+def _floors(meta: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The latency floors of each group's server (`reference`, `pg_reference`)."""
+    return {
+        "redis": reference.floor_medians(meta.get("reference", [])),
+        "postgres": pg_reference.floor_medians(meta.get("pg_reference", [])),
+    }
+
+
 def _target_table(summary: dict[str, Any], meta: dict[str, Any]) -> str:
-    floors = reference.floor_medians(meta.get("reference", []))
+    by_group = _floors(meta)
     rows = [["variant", "metric", "target", "this run", "met"]]
+    group_of = {v.name: v.group for v in VARIANTS}
+    present = {row["group"] for row in summary["variants"].values()}
     for t in summary["targets"]:
+        if group_of[t["variant"]] not in present:
+            continue  # another issue's server, not run this time
         m = metric(t["key"])
         got = t.get("got", "not measured")
+        floors = by_group[group_of[t["variant"]]]
         if t["key"] in floors:  # an absolute figure the host bounds: show the hop without a queue
             got += f" (floor {fmt(floors[t['key']], m.unit)})"
         met = "-" if t["met"] is None else "yes" if t["met"] else "NO"
@@ -334,7 +375,8 @@ def draw_chart(path: Path, summary: dict[str, Any], meta: dict[str, Any]) -> Pat
     except ImportError as exc:
         return f"not drawn ({exc})"
     rows = {n: r for n, r in summary["variants"].items() if not r["skipped"]}
-    floors = reference.floor_medians(meta.get("reference", []))
+    by_group = _floors(meta)
+    floors = by_group["redis"] or by_group["postgres"]
     fig, axes = plt.subplots(2, 4, figsize=(20, 9), constrained_layout=True)
     for ax, m in zip(axes.flat, METRICS, strict=False):
         names = [n for n in rows if m.key in rows[n]["metrics"]]

@@ -1,17 +1,21 @@
 """The libraries and configurations a run measures, each one row of the table.
 
 A variant names its adapter module (`bench.peers.<adapter>`), the venv whose Python runs its
-driver and worker, and the options its adapter reads.
+driver and worker, the options its adapter reads, and its group: the server the harness runs
+for it (its own Redis, or its own PostgreSQL) and the peers its conveyor rows are compared with.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["VARIANTS", "Variant", "select"]
+__all__ = ["GROUPS", "VARIANTS", "Variant", "select"]
 
 MAIN_VENV = ".venv"
 REDIS5_VENV = ".venv-redis5"  # arq and saq: redis-py < 6 (see requirements-redis5.txt)
+POSTGRES_VENV = ".venv-postgres"  # the PostgreSQL peers (see requirements-postgres.txt)
+#: The groups, in the order of the report: each has its own server and its own best peers.
+GROUPS = ("redis", "postgres")
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class Variant:
         conveyor: True for conveyor's own rows, which are compared with the best peer.
         client_of: the variant with the same client (only the worker differs): the bulk
             half of scenario (a) measures the client, so it is run once, on that variant.
+        group: "redis" (the harness's Redis; conveyor's SQLite, NATS and RabbitMQ rows are
+            compared with the Redis peers too) or "postgres" (the harness's PostgreSQL).
     """
 
     name: str
@@ -34,6 +40,7 @@ class Variant:
     options: dict[str, str] = field(default_factory=dict)
     conveyor: bool = False
     client_of: str | None = None
+    group: str = "redis"
 
     def matches(self, token: str) -> bool:
         """True when `--only` names this variant or its library."""
@@ -42,10 +49,13 @@ class Variant:
 
 def _conveyor(engine: str, workers: int) -> Variant:
     options = {"engine": engine, "workers": str(workers)}
+    group = "postgres" if engine == "postgres" else "redis"
     if workers == 1:
-        return Variant(f"conveyor-{engine}", "conveyor", options=options, conveyor=True)
+        return Variant(
+            f"conveyor-{engine}", "conveyor", options=options, conveyor=True, group=group
+        )
     name, client = f"conveyor-{engine}-w{workers}", f"conveyor-{engine}"
-    return Variant(name, "conveyor", options=options, conveyor=True, client_of=client)
+    return Variant(name, "conveyor", options=options, conveyor=True, client_of=client, group=group)
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -64,20 +74,37 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("celery-threads", "celery", options={"pool": "threads"}, client_of="celery-solo"),
     Variant("dramatiq", "dramatiq"),
     Variant("huey", "huey"),
+    _conveyor("postgres", 1),
+    _conveyor("postgres", 2),
+    Variant("procrastinate", "procrastinate", venv=POSTGRES_VENV, group="postgres"),
+    Variant("pgqueuer", "pgqueuer", venv=POSTGRES_VENV, group="postgres"),
+    Variant("saq-postgres", "saq", venv=POSTGRES_VENV, group="postgres"),
 )
 
 
-def select(only: str | None) -> list[Variant]:
-    """The variants `--only a,b` names (by variant or library name), or all of them.
+def select(only: str | None, engine: str | None = None) -> list[Variant]:
+    """The variants of group `engine` (default "redis", "all" for every group), or those of
+    them that `--only a,b` names (by variant or library name).
+
+    Without `--engine`, a name is looked up in the Redis group first, so `--only conveyor,saq`
+    means what it always did; a name only the PostgreSQL group has (`procrastinate`,
+    `conveyor-postgres`) picks from that group.
 
     Raises:
-        ValueError: a name matches no variant.
+        ValueError: a name matches no variant of the group.
     """
+    groups = GROUPS if engine == "all" else (engine or "redis",)
+    pool = [v for v in VARIANTS if v.group in groups]
     if not only:
-        return list(VARIANTS)
+        return pool
     tokens = [t.strip() for t in only.split(",") if t.strip()]
-    unknown = [t for t in tokens if not any(v.matches(t) for v in VARIANTS)]
-    if unknown:
-        known = sorted({v.adapter for v in VARIANTS} | {v.name for v in VARIANTS})
-        raise ValueError(f"--only: unknown {', '.join(unknown)} (known: {', '.join(known)})")
-    return [v for v in VARIANTS if any(v.matches(t) for t in tokens)]
+    chosen: set[str] = set()
+    for token in tokens:
+        found = [v.name for v in pool if v.matches(token)]
+        if not found and engine is None:
+            found = [v.name for v in VARIANTS if v.matches(token)]
+        if not found:
+            known = sorted({v.adapter for v in pool} | {v.name for v in pool})
+            raise ValueError(f"--only: unknown {token} (known: {', '.join(known)})")
+        chosen.update(found)
+    return [v for v in VARIANTS if v.name in chosen]

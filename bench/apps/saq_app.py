@@ -1,4 +1,5 @@
-"""saq's benchmark tasks and worker `settings` (`saq bench.apps.saq_app.settings`)."""
+"""saq's benchmark tasks and worker `settings` (`saq bench.apps.saq_app.settings`), on the
+harness's Redis or PostgreSQL (`Queue.from_url` picks `RedisQueue` or `PostgresQueue`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from saq import Queue
 
-URL = os.environ["BENCH_REDIS_URL"]
+URL = os.environ["BENCH_SERVER_URL"]
 
 queue = Queue.from_url(URL)
 

@@ -26,7 +26,7 @@ class ArqAdapter(Adapter):
         from arq import create_pool
         from arq.connections import RedisSettings
 
-        self.pool = await create_pool(RedisSettings.from_dsn(self.redis_url))
+        self.pool = await create_pool(RedisSettings.from_dsn(self.server_url))
 
     async def close(self) -> None:
         await self.pool.aclose()

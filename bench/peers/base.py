@@ -38,7 +38,8 @@ class Adapter(abc.ABC):
     """Drives one library from the client side of the benchmark.
 
     Args:
-        redis_url: the harness's own Redis.
+        server_url: the harness's own server for the variant's group: its Redis, or its
+            PostgreSQL database (`bench.variants.Variant.group`).
         options: the variant's options (see `bench.variants`).
         counts: the run's counts (concurrency is read from them).
         workdir: a scratch directory for files (SQLite databases).
@@ -52,9 +53,9 @@ class Adapter(abc.ABC):
     bulk_api: ClassVar[str | None] = None
 
     def __init__(
-        self, redis_url: str, options: Mapping[str, str], counts: Counts, workdir: Path
+        self, server_url: str, options: Mapping[str, str], counts: Counts, workdir: Path
     ) -> None:
-        self.redis_url = redis_url
+        self.server_url = server_url
         self.options = dict(options)
         self.counts = counts
         self.workdir = workdir
@@ -65,10 +66,18 @@ class Adapter(abc.ABC):
 
     def env(self) -> dict[str, str]:
         """Environment for this process (before `open`) and for the worker process."""
-        return {
-            "BENCH_REDIS_URL": self.redis_url,
+        env = {
+            "BENCH_SERVER_URL": self.server_url,
             "BENCH_CONCURRENCY": str(self.counts.concurrency),
         }
+        if self.on_redis:
+            env["BENCH_REDIS_URL"] = self.server_url
+        return env
+
+    @property
+    def on_redis(self) -> bool:
+        """True when the harness's server is Redis (else PostgreSQL)."""
+        return self.server_url.startswith("redis")
 
     @abc.abstractmethod
     def worker_argv(self, bin_dir: Path) -> list[str]:
@@ -79,10 +88,15 @@ class Adapter(abc.ABC):
         return f"{self.counts.concurrency} concurrent tasks"
 
     def reset(self) -> None:
-        """Delete every queue and result this library may have left (worker stopped)."""
+        """Delete every queue and result this library may have left (worker stopped).
+
+        On PostgreSQL there is nothing to do: the harness gives each session a new database.
+        """
+        if not self.on_redis:
+            return
         import redis
 
-        client = redis.Redis.from_url(self.redis_url)
+        client = redis.Redis.from_url(self.server_url)
         try:
             client.flushall()
         finally:

@@ -1,8 +1,10 @@
-"""conveyor on any engine `broker_from_url` knows: `engine=redis|sqlite|nats|amqp`, `workers=N`.
+"""conveyor on any engine `broker_from_url` knows: `engine=redis|sqlite|nats|amqp|postgres`,
+`workers=N`.
 
-Redis is the harness's own server. NATS and RabbitMQ are the servers this machine runs on
-127.0.0.1 (`BENCH_NATS_URL`, `BENCH_AMQP_URL`), under a prefix of this run that `reset` deletes;
-RabbitMQ keeps conveyor's state and results in the harness's Redis.
+Redis and PostgreSQL are the harness's own servers (PostgreSQL: a database made afresh for each
+session, conveyor's tables in its default schema). NATS and RabbitMQ are the servers this
+machine runs on 127.0.0.1 (`BENCH_NATS_URL`, `BENCH_AMQP_URL`), under a prefix of this run that
+`reset` deletes; RabbitMQ keeps conveyor's state and results in the harness's Redis.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class ConveyorAdapter(Adapter):
     def url(self) -> str:
         """The broker URL of the configured engine."""
         engine = self.options.get("engine")
+        if engine == "postgres":
+            return self.server_url
         if engine == "sqlite":
             return f"sqlite:///{self.workdir / 'conveyor.db'}"
         if engine == "nats":
@@ -36,13 +40,13 @@ class ConveyorAdapter(Adapter):
             )
         if engine == "amqp":
             server = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-            return f"{server}?prefix={self.prefix}&state={quote(self.redis_url, safe='')}"
-        return self.redis_url
+            return f"{server}?prefix={self.prefix}&state={quote(self.server_url, safe='')}"
+        return self.server_url
 
     @property
     def prefix(self) -> str:
         """This run's prefix on the shared NATS/RabbitMQ servers (one per harness Redis)."""
-        return "bench" + hashlib.sha1(self.redis_url.encode()).hexdigest()[:10]
+        return "bench" + hashlib.sha1(self.server_url.encode()).hexdigest()[:10]
 
     def env(self) -> dict[str, str]:
         return {**super().env(), "BENCH_CONVEYOR_URL": self.url()}

@@ -1,4 +1,5 @@
-"""saq: `queue.enqueue()` single (no bulk API), the `saq` CLI, jobs and results in Redis."""
+"""saq: `queue.enqueue()` single (no bulk API), the `saq` CLI, jobs and results in Redis or, for
+saq-postgres, in PostgreSQL (`PostgresQueue`: psycopg, LISTEN/NOTIFY)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from bench.peers.base import Adapter, Handle
 
 
 class SaqAdapter(Adapter):
-    """A finished job stays in Redis with its result (saq's default ttl, 600 s)."""
+    """A finished job stays stored with its result (saq's default ttl, 600 s)."""
 
     distribution = "saq"
 
