@@ -1,5 +1,6 @@
 """PgQueuer: `Queries.enqueue(name, payload)` single, `Queries.enqueue([...], [...], [...])` bulk
-(one INSERT), the `pgq run` CLI (LISTEN/NOTIFY), on asyncpg and the harness's PostgreSQL.
+(one INSERT), its worker (`pgqueuer.run`, as `pgq run` does: see `bench.apps.pgqueuer_app`;
+LISTEN/NOTIFY), on asyncpg and the harness's PostgreSQL.
 
 "Stored" is the job's `successful` row in `pgqueuer_log` (PgQueuer stores no return value;
 `stamp`'s value is read from `bench_stamps`).
@@ -15,17 +16,14 @@ from bench.peers.base import Adapter, Handle
 
 
 class PgqueuerAdapter(Adapter):
-    """One `pgq run` process: `--max-concurrent-tasks` the common setting, PgQueuer's default
-    `--batch-size` (10 jobs per dequeue)."""
+    """One worker process: `max_concurrent_tasks` the common setting, PgQueuer's default batch
+    size (10 jobs per dequeue)."""
 
     distribution = "pgqueuer"
     bulk_api = "Queries.enqueue(lists)"
 
     def worker_argv(self, bin_dir: Path) -> list[str]:
-        return [
-            str(bin_dir / "pgq"), "run", "bench.apps.pgqueuer_app:main",
-            "--max-concurrent-tasks", str(self.counts.concurrency),
-        ]  # fmt: skip
+        return [str(bin_dir / "python"), "-m", "bench.apps.pgqueuer_app"]
 
     def worker_settings(self) -> str:
         return f"--max-concurrent-tasks {self.counts.concurrency} (batch size 10, its default)"
