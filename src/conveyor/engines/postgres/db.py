@@ -7,6 +7,8 @@ Invariants:
   `BrokerError`.
 * The schema is created and migrated once per process, under a transaction-scoped advisory
   lock, so many processes starting at once apply each migration exactly once.
+* A pooled connection is handed back without a reset round trip (`_keep_session`): nothing
+  run through `call` may leave session state (SET, LISTEN, session advisory locks).
 * A listening connection that dies (a server restart) is opened again on the next wait; until
   then waiters fall back to polling, so a lost notification costs latency, never a message.
 """
@@ -171,7 +173,12 @@ class PgDb:
 
     async def _open_pool(self) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(
-            self.url, min_size=1, max_size=_POOL_SIZE, timeout=5, command_timeout=60
+            self.url,
+            min_size=1,
+            max_size=_POOL_SIZE,
+            timeout=5,
+            command_timeout=60,
+            reset=_keep_session,
         )
         if not self._migrated:
             try:
@@ -284,6 +291,13 @@ def _queries() -> dict[str, str]:
     text = (resources.files("conveyor.engines.postgres") / "sql" / "queries.sql").read_text()
     parts = re.split(r"^-- name: (\w+)\n", text, flags=re.M)
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+async def _keep_session(conn: Conn) -> None:
+    """A released connection keeps its session: the engine's statements leave none behind (their
+    locks are transaction-scoped, listening has a connection of its own), so asyncpg's default
+    reset (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`) is a round trip for
+    nothing after every statement. An open transaction is still rolled back by asyncpg."""
 
 
 def _announce_done(here: _Loop, _conn: object, _pid: int, _channel: str, task_id: str) -> None:
