@@ -13,10 +13,16 @@ FROM unnest(CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS int2[]), CAST($4 
 ON CONFLICT (task_id) DO NOTHING
 
 -- name: claim
+-- One ordered index range per queue (`messages_next`), cut at the server's time read once (a
+-- sub-select, so it is an index condition): a claim reads the rows it takes, not the backlog
+-- (`queue = ANY(...)` in one range made the planner scan and sort the whole table).
 WITH picked AS (
-    SELECT id, available_at AS was FROM {s}.messages
-    WHERE queue = ANY($1::text[]) AND available_at <= {now}
-    ORDER BY priority DESC, available_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
+    SELECT m.id, m.was FROM unnest($1::text[]) AS q(name), LATERAL (
+        SELECT id, priority, available_at AS was FROM {s}.messages
+        WHERE queue = q.name AND available_at <= (SELECT {now})
+        ORDER BY priority DESC, available_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
+    ) m
+    ORDER BY m.priority DESC, m.was, m.id LIMIT $2
 )
 UPDATE {s}.messages m SET owner = $3, available_at = {now} + $4, deliveries = m.deliveries + 1
 FROM picked WHERE m.id = picked.id
