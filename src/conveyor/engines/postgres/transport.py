@@ -144,18 +144,18 @@ class PostgresTransport(MessageTransport):
         self, delivery: Delivery, results: ResultBackend, data: bytes | None, ttl: float | None
     ) -> None:
         """Store the result, announce it and ack, in one statement when `results` is the
-        engine's own."""
+        engine's own: with those of the other deliveries settled meanwhile, in one commit (each
+        commit that notifies holds the database's notification lock through its WAL flush, so
+        one commit per task caps a worker at one flush per task)."""
         if results is not self._results or data is None:
             await super().ack_with_result(delivery, results, data, ttl)
             return
-        await self.db.fetchval(
-            self._q["ack_with_result"],
-            *_receipt(delivery),
-            delivery.task_id,
-            data,
-            ttl,
-            self.db.done_channel,
-        )
+        item = (*_receipt(delivery), delivery.task_id, data, ttl)
+        await self.db.coalesce("ack_with_result", item, self._acks_with_results)
+
+    async def _acks_with_results(self, items: list[tuple[Any, ...]]) -> None:
+        columns = [list(column) for column in zip(*items, strict=True)]
+        await self.db.execute(self._q["ack_with_result"], *columns, self.db.done_channel)
 
     async def release(
         self, delivery: Delivery, *, body: bytes | None = None, delay: float = 0.0

@@ -44,12 +44,21 @@ DELETE FROM {s}.messages m USING unnest($1::int8[], $2::text[], $3::int4[]) AS r
 WHERE m.id = r.id AND m.owner = r.owner AND m.deliveries = r.n
 
 -- name: ack_with_result
-WITH acked AS (DELETE FROM {s}.messages WHERE id = $1 AND owner = $2 AND deliveries = $3),
+-- Receipts, task ids, results and TTLs of many deliveries; a task id twice keeps its last result.
+WITH r AS (
+    SELECT * FROM unnest($1::int8[], $2::text[], $3::int4[], $4::text[], $5::bytea[],
+        $6::float8[]) WITH ORDINALITY AS r(id, owner, n, task_id, data, ttl, i)
+),
+acked AS (
+    DELETE FROM {s}.messages m USING r
+    WHERE m.id = r.id AND m.owner = r.owner AND m.deliveries = r.n
+),
 stored AS (
-    INSERT INTO {s}.results (task_id, data, expires_at) VALUES ($4, $5, {now} + $6)
+    INSERT INTO {s}.results (task_id, data, expires_at)
+    SELECT DISTINCT ON (task_id) task_id, data, {now} + ttl FROM r ORDER BY task_id, i DESC
     ON CONFLICT (task_id) DO UPDATE SET data = EXCLUDED.data, expires_at = EXCLUDED.expires_at
 )
-SELECT pg_notify($7, $4)
+SELECT pg_notify($7, task_id) FROM r
 
 -- name: release
 WITH back AS (
