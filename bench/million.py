@@ -210,15 +210,16 @@ async def run_limited(run: Run, url: str, worker: WorkerProcess) -> None:
         run.stopped = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
 
 
-def worker_for(settings: dict[str, Any], logs: Path) -> WorkerProcess:
-    """One `conveyor worker` process on the million app, with this process's environment."""
+def worker_for(settings: dict[str, Any], logs: Path, name: str = "million") -> WorkerProcess:
+    """One `conveyor worker` process on the million app, with this process's environment; its
+    output goes to `<logs>/<name>.worker.log`."""
     argv = [
         str(Path(sys.executable).parent / "conveyor"), "worker", "bench.apps.million_app:broker",
         "--workers", "1", "--max-async-tasks", str(settings["concurrency"]),
         "--log-level", "WARNING",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), _pythonpath()]))}
-    return WorkerProcess(argv, env, ROOT, logs / "million.worker.log")
+    return WorkerProcess(argv, env, ROOT, logs / f"{name}.worker.log")
 
 
 def _pythonpath() -> str:
