@@ -87,24 +87,25 @@ class Run:
 
 
 class Probe:
-    """Reads the schema's sizes and the queue's length through one asyncpg connection."""
+    """Reads the schema's sizes and the queue's length (an asyncpg pool: the sampler and the
+    sender ask at the same time)."""
 
-    def __init__(self, conn: Any, started: float) -> None:
-        self.conn = conn
+    def __init__(self, pool: Any, started: float) -> None:
+        self.pool = pool
         self.started = started
         self.sent = 0
 
     async def waiting(self) -> int:
         """Messages in the queue (waiting or running)."""
-        return int(await self.conn.fetchval(f'SELECT count(*) FROM "{SCHEMA}".messages'))
+        return int(await self.pool.fetchval(f'SELECT count(*) FROM "{SCHEMA}".messages'))
 
     async def sample(self, phase: str) -> Sample:
         """One observation now."""
         waiting = await self.waiting()
-        tables = {r["name"]: dict(r) for r in await self.conn.fetch(_SIZES, SCHEMA)}
+        tables = {r["name"]: dict(r) for r in await self.pool.fetch(_SIZES, SCHEMA)}
         for row in tables.values():
             row.pop("name")
-        indexes = {r["name"]: r["size"] for r in await self.conn.fetch(_INDEXES, SCHEMA)}
+        indexes = {r["name"]: r["size"] for r in await self.pool.fetch(_INDEXES, SCHEMA)}
         t = round(time.monotonic() - self.started, 1)
         return Sample(t, phase, self.sent - waiting, waiting, tables, indexes)
 
@@ -145,8 +146,8 @@ async def measure(run: Run, url: str, worker: WorkerProcess) -> None:
 
     app = importlib.import_module("bench.apps.million_app")  # reads the BENCH_* variables
     await app.broker.startup()  # creates the schema
-    conn = await asyncpg.connect(url)
-    probe = Probe(conn, time.monotonic())
+    pool = await asyncpg.create_pool(url, min_size=2, max_size=2)
+    probe = Probe(pool, time.monotonic())
     try:
         run.samples.append(await probe.sample("idle before"))
         await worker.start()
@@ -164,7 +165,7 @@ async def measure(run: Run, url: str, worker: WorkerProcess) -> None:
         run.samples.append(await probe.sample("after settle"))
     finally:
         await worker.stop()
-        await conn.close()
+        await pool.close()
         await app.broker.shutdown()
 
 
