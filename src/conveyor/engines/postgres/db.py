@@ -63,6 +63,9 @@ _CONNECTION_ERRORS = (
 )
 _POOL_SIZE = 10
 _POLL_WITHOUT_LISTENER = 0.5
+#: `vacuum_soon`: messages settled before a vacuum while busy, or once the queue is empty; and
+#: the shortest time between two vacuums of one process.
+_VACUUM_BUSY, _VACUUM_IDLE, _VACUUM_EVERY = 5_000, 500, 1.0
 
 
 def check_schema(name: str) -> str:
@@ -120,6 +123,9 @@ class PgDb:
         self._loops = PerLoop(lambda loop: _Loop(), _Loop.close)
         self._migrated = False
         self._last_sweep = time.monotonic()
+        self._settled = 0
+        self._next_vacuum = 0.0
+        self._vacuuming: asyncio.Task[None] | None = None
 
     def sql(self, statement: str) -> str:
         """`statement` with `{s}` naming the schema (quoted) and `{now}` the server's clock."""
@@ -313,6 +319,31 @@ class PgDb:
         return unwatch
 
     # -- housekeeping ---------------------------------------------------------------------------
+
+    def vacuum_soon(self, settled: int, *, idle: bool = False) -> None:
+        """Count `settled` messages deleted or moved; vacuum `messages` in the background after
+        `_VACUUM_BUSY` of them, or `_VACUUM_IDLE` once the queue is found empty (`idle`), at
+        most once per `_VACUUM_EVERY` seconds and one at a time in this process.
+
+        Each task leaves two dead row versions (its claim and its ack), and autovacuum looks at
+        a table at most once per `autovacuum_naptime` (a server setting, a minute by default):
+        meanwhile a busy queue's table and indexes grow, and every claim walks the dead rows.
+        """
+        self._settled += settled
+        if self._settled < (_VACUUM_IDLE if idle else _VACUUM_BUSY):
+            return
+        if time.monotonic() < self._next_vacuum or not (
+            self._vacuuming is None or self._vacuuming.done()
+        ):
+            return
+        self._settled, self._next_vacuum = 0, time.monotonic() + _VACUUM_EVERY
+        self._vacuuming = asyncio.ensure_future(self._vacuum())
+
+    async def _vacuum(self) -> None:
+        try:
+            await self.execute(self.q["vacuum"])
+        except BrokerError as exc:
+            log.debug("%s: could not vacuum: %s", self.safe_url, exc)
 
     async def sweep_now_and_then(self, interval: float = 60.0) -> None:
         """Delete expired rows of every table, at most once per `interval` in this process."""

@@ -123,6 +123,7 @@ class PostgresTransport(MessageTransport):
             if rows:
                 rows.sort(key=lambda row: (-row["priority"], row["was"], row["id"]))
                 return [_delivery(row, self._consumer) for row in rows]
+            self.db.vacuum_soon(0, idle=True)
             left = deadline - time.monotonic()
             if left <= 0:
                 return []
@@ -139,6 +140,7 @@ class PostgresTransport(MessageTransport):
         """Delete the messages this consumer still holds; others' claims are left alone."""
         if deliveries:
             await self.db.execute(self._q["ack"], *_receipts(deliveries))
+            self.db.vacuum_soon(len(deliveries))
 
     async def ack_with_result(
         self, delivery: Delivery, results: ResultBackend, data: bytes | None, ttl: float | None
@@ -156,6 +158,7 @@ class PostgresTransport(MessageTransport):
     async def _acks_with_results(self, items: list[tuple[Any, ...]]) -> None:
         columns = [list(column) for column in zip(*items, strict=True)]
         await self.db.execute(self._q["ack_with_result"], *columns, self.db.done_channel)
+        self.db.vacuum_soon(len(items))
 
     async def release(
         self, delivery: Delivery, *, body: bytes | None = None, delay: float = 0.0

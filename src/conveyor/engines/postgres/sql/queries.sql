@@ -223,5 +223,8 @@ r AS (DELETE FROM {s}.results WHERE expires_at <= {now}),
 p AS (DELETE FROM {s}.progress WHERE expires_at <= {now})
 DELETE FROM {s}.stream_items WHERE expires_at <= {now}
 
+-- name: vacuum
+VACUUM (SKIP_LOCKED) {s}.messages
+
 -- name: version
 SELECT max(version) FROM {s}.version
