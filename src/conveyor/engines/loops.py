@@ -8,6 +8,7 @@ connection belongs to the loop that opened it, so:
 * `IoThread` runs one loop in a thread of its own that owns an engine's connection, for engines
   whose connection must be one object (RabbitMQ's consumers, ZeroMQ's sockets);
 * `Signal` wakes waiters in any loop or thread (an `asyncio.Event` binds to one loop);
+* `Batcher` turns the calls of many coroutines of one loop into one call per batch;
 * `reset_after_fork` drops, in a forked child, what the parent's connection left behind.
 """
 
@@ -21,7 +22,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
-__all__ = ["IoThread", "PerLoop", "Signal", "reset_after_fork", "wake"]
+__all__ = ["Batcher", "IoThread", "PerLoop", "Signal", "reset_after_fork", "wake"]
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -80,6 +81,59 @@ class Signal:
                     await future
         finally:
             self._waiting.discard(future)
+
+
+class Batcher(Generic[T]):
+    """Runs `flush(items)` for items submitted by many coroutines, one call per batch: what
+    arrives while a batch is flushed goes in the next one, so many settles share one statement
+    and one commit, and a lone item goes at once. Each `submit` returns once its batch is done,
+    or raises what the flush raised.
+
+    Bound to the event loop that made it (`loop`); `submit` from another loop flushes its item
+    alone. An item left when its loop ends is cancelled.
+    """
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[object]]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._flush = flush
+        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> None:
+        """Flush `item` in the next batch; return once that batch is done."""
+        if asyncio.get_running_loop() is not self.loop:
+            await self._flush([item])
+            return
+        done = self.loop.create_future()
+        self._pending.append((item, done))
+        if self._draining is None or self._draining.done():
+            self._draining = self.loop.create_task(self._drain())
+        await done
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._flush([item for item, _ in batch])
+                except Exception as exc:
+                    _settle(batch, exc)
+                else:
+                    _settle(batch, None)
+        finally:
+            pending, self._pending = self._pending, []
+            for _, done in pending:  # cancelled with its loop: nobody waits any more
+                done.cancel()
+
+
+def _settle(batch: list[tuple[Any, asyncio.Future[None]]], exc: Exception | None) -> None:
+    for _, done in batch:
+        if done.done():
+            continue
+        if exc is None:
+            done.set_result(None)
+        else:
+            done.set_exception(exc)
 
 
 class PerLoop(Generic[C]):

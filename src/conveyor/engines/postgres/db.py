@@ -90,8 +90,6 @@ class _Loop:
         self.listener: asyncpg.Connection | None = None
         self.listening: asyncio.Future[bool] | None = None
         self.done_waiters: dict[str, set[Callable[[], None]]] = {}
-        self.batches: dict[str, list[tuple[Any, asyncio.Future[None]]]] = {}
-        self.flushing: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
         listener, pool, self.listener, self.pool = self.listener, self.pool, None, None
@@ -161,45 +159,6 @@ class PgDb:
     async def executemany(self, statement: str, args: Sequence[Sequence[Any]]) -> None:
         """Run one statement once per argument tuple, in one transaction."""
         await self.call(lambda conn: conn.executemany(statement, args))
-
-    async def coalesce(
-        self, key: str, item: Any, flush: Callable[[list[Any]], Awaitable[object]]
-    ) -> None:
-        """Have `flush` run for `item` and return when it has: the items that arrive (in this
-        loop, under `key`) while a flush of `key` runs go together in the next one, so many
-        callers share one statement and one commit. A lone item is flushed at once."""
-        here = self._loops.here()
-        done = asyncio.get_running_loop().create_future()
-        if key not in here.batches:  # no flush of `key` running: start one
-            here.batches[key] = []
-            task = asyncio.create_task(self._flush_batches(here.batches, key, flush))
-            here.flushing.add(task)
-            task.add_done_callback(here.flushing.discard)
-        here.batches[key].append((item, done))
-        await done
-
-    async def _flush_batches(
-        self,
-        batches: dict[str, list[tuple[Any, asyncio.Future[None]]]],
-        key: str,
-        flush: Callable[[list[Any]], Awaitable[object]],
-    ) -> None:
-        try:
-            while batches[key]:
-                batch, batches[key] = batches[key], []
-                try:
-                    await flush([item for item, _ in batch])
-                except Exception as exc:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                else:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_result(None)
-        finally:
-            for _, done in batches.pop(key, []):  # cancelled with its loop: nobody is left
-                done.cancel()
 
     def unreachable(self, exc: BaseException) -> BrokerConnectionError:
         """The one-line error of a server that cannot be reached."""

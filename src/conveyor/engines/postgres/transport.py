@@ -14,6 +14,7 @@ on leases.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -32,6 +33,7 @@ from conveyor.engines.base import (
     QueueStats,
     ResultBackend,
 )
+from conveyor.engines.loops import Batcher
 from conveyor.engines.postgres import enqueue
 from conveyor.engines.postgres.db import PgDb, Record
 from conveyor.engines.postgres.results import PostgresResultBackend
@@ -81,6 +83,7 @@ class PostgresTransport(MessageTransport):
         self._results = results
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._q = db.q
+        self._settles: Batcher[tuple[Any, ...]] | None = None
 
     async def startup(self) -> None:
         """Connect and create or migrate the schema; `BrokerConnectionError` when unreachable."""
@@ -152,8 +155,9 @@ class PostgresTransport(MessageTransport):
         if results is not self._results or data is None:
             await super().ack_with_result(delivery, results, data, ttl)
             return
-        item = (*_receipt(delivery), delivery.task_id, data, ttl)
-        await self.db.coalesce("ack_with_result", item, self._acks_with_results)
+        if self._settles is None or self._settles.loop is not asyncio.get_running_loop():
+            self._settles = Batcher(self._acks_with_results)
+        await self._settles.submit((*_receipt(delivery), delivery.task_id, data, ttl))
 
     async def _acks_with_results(self, items: list[tuple[Any, ...]]) -> None:
         columns = [list(column) for column in zip(*items, strict=True)]

@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from conveyor.engines.sqlite import space
 from conveyor.errors import BrokerConnectionError, BrokerError
 
 __all__ = [
     "SCHEMA_VERSION",
-    "Coalescer",
     "SqliteClient",
     "SqliteDb",
     "expiry",
@@ -38,7 +36,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-Item = TypeVar("Item")
 
 #: Version of the tables below, kept in `PRAGMA user_version`.
 SCHEMA_VERSION = 2
@@ -315,51 +312,6 @@ class SqliteDb:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite")
         return self._executor
-
-
-class Coalescer(Generic[Item]):
-    """Runs `fn(connection, items)` for items submitted from many tasks, one call per batch:
-    what arrives while a batch runs goes in the next one, so many settles share a transaction.
-
-    Bound to the event loop that made it; `submit` from another loop runs its item alone.
-    """
-
-    def __init__(self, db: SqliteDb, fn: Callable[[sqlite3.Connection, list[Item]], None]) -> None:
-        self.db = db
-        self.fn = fn
-        self.loop = asyncio.get_running_loop()
-        self.pending: list[tuple[Item, asyncio.Future[None]]] = []
-        self.draining: asyncio.Task[None] | None = None
-
-    async def submit(self, item: Item) -> None:
-        """Run `item` in the next batch and return once that batch has committed."""
-        if asyncio.get_running_loop() is not self.loop:
-            await self.db.run(lambda conn: self.fn(conn, [item]))
-            return
-        future: asyncio.Future[None] = self.loop.create_future()
-        self.pending.append((item, future))
-        if self.draining is None or self.draining.done():
-            self.draining = self.loop.create_task(self._drain())
-        await future
-
-    def _call(self, items: list[Item], conn: sqlite3.Connection) -> None:
-        self.fn(conn, items)
-
-    async def _drain(self) -> None:
-        while self.pending:
-            batch, self.pending = self.pending, []
-            try:
-                await self.db.run(functools.partial(self._call, [item for item, _ in batch]))
-            except BaseException as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
 
 
 class SqliteClient:

@@ -38,8 +38,8 @@ from conveyor.engines.base import (
     QueueStats,
     ResultBackend,
 )
-from conveyor.engines.loops import Signal
-from conveyor.engines.sqlite.db import Coalescer, SqliteClient, SqliteDb, immediate, put_value
+from conveyor.engines.loops import Batcher, Signal
+from conveyor.engines.sqlite.db import SqliteClient, SqliteDb, immediate, put_value
 from conveyor.engines.sqlite.doorbell import doorbell
 from conveyor.engines.sqlite.results import SqliteResultBackend
 
@@ -242,7 +242,7 @@ class SqliteTransport(SqliteClient, MessageTransport):
         self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._published = Signal()
         self._doorbell = doorbell(path)
-        self._settles: Coalescer[tuple[Delivery, bytes | None, float | None]] | None = None
+        self._settles: Batcher[tuple[Delivery, bytes | None, float | None]] | None = None
 
     # -- messages -------------------------------------------------------------------------
 
@@ -300,11 +300,14 @@ class SqliteTransport(SqliteClient, MessageTransport):
             return
         if self._settles is None or self._settles.loop is not asyncio.get_running_loop():
             await self.startup()
-            self._settles = Coalescer(self._db, _settle)
+            self._settles = Batcher(self._settle_batch)
         await self._settles.submit((delivery, data, ttl))
         if data is not None:
             self._results.announce(delivery.task_id)
             await self._db.sweep_now_and_then()
+
+    async def _settle_batch(self, items: list[tuple[Delivery, bytes | None, float | None]]) -> None:
+        await self._run(_settle, items)
 
     async def release(
         self, delivery: Delivery, *, body: bytes | None = None, delay: float = 0.0
