@@ -339,6 +339,7 @@ async def test_postgres_restart_mid_run_loses_no_task(
     assert [r.return_value for r in await late] == list(range(count - 10, count))
     assert set(numbers(app, "done")) == set(range(count))  # each one's effect recorded
     assert worker.proc.poll() is None  # it rode the outage out
+    assert "Traceback" not in worker.stderr()  # an outage is a few lines, not tracebacks
     assert await app.broker.transport.queue_stats() == []
     assert await app.broker.transport.dead_letters() == []
     assert time.monotonic() - stopped_at < 60

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING
 import psutil
 
 from conveyor.engines.base import Delivery
+from conveyor.errors import BrokerError
 from conveyor.options import DEFAULT_QUEUE
 from conveyor.state import Heartbeat
 from conveyor.worker.banner import start_lines
 from conveyor.worker.leases import LeaseKeeper
+from conveyor.worker.outage import Outage
 from conveyor.worker.outcome import worker_name
 from conveyor.worker.pools import ProcessPool, new_thread_pool
 from conveyor.worker.runner import Run, Runner
@@ -85,6 +87,7 @@ class Worker:
         self._started_at = time.time()
         self.stop_reason = ""
         self._receive_failures = 0
+        self._beating = Outage("publish heartbeat")
 
     async def run(self, stop: asyncio.Event, *, manage_broker: bool = True) -> None:
         """Consume until `stop` is set or a recycling limit is reached, then drain.
@@ -198,7 +201,13 @@ class Worker:
             ran = await self.runner.handle(run)
         except asyncio.CancelledError:
             await self._hand_back(run.delivery)
-        except Exception:  # a broken middleware or transport error: the lease will expire
+        except BrokerError as exc:  # the broker is away: the message comes back with its lease
+            log.warning(
+                "%s: the broker failed (%s); it runs again when its lease ends",
+                run.delivery.task_id,
+                exc,
+            )
+        except Exception:  # a broken middleware: the lease will expire
             log.exception("worker error while running %s", run.delivery.task_id)
         finally:
             self._running.pop(run.delivery.task_id, None)
@@ -251,6 +260,7 @@ class Worker:
     async def _tick_leases(self, extend_every: float, extend_here: bool) -> None:
         tick = min(extend_every, CANCEL_CHECK_SECONDS)
         last_extend = time.monotonic()
+        extending, reading = Outage("extend leases"), Outage("read cancel requests")
         while True:
             await asyncio.sleep(tick)
             runs = list(self._running.values())
@@ -260,15 +270,18 @@ class Worker:
                 last_extend = time.monotonic()
                 try:
                     await self.broker.transport.extend([run.delivery for run in runs])
-                except Exception:  # a broker blip: try again next tick, leases have slack
-                    log.warning("could not extend leases", exc_info=True)
+                except Exception as exc:  # a broker blip: try again next tick, leases have slack
+                    extending.failed(exc)
+                else:
+                    extending.worked()
             try:
                 wanted = await self.broker.state.cancel_requested(
                     [run.delivery.task_id for run in runs]
                 )
-            except Exception:
-                log.warning("could not read cancel requests", exc_info=True)
+            except Exception as exc:
+                reading.failed(exc)
                 continue
+            reading.worked()
             for run in runs:
                 if run.delivery.task_id in wanted and run.cancel_reason is None:
                     log.info("cancelling %s on request", run.delivery.task_id)
@@ -297,8 +310,10 @@ class Worker:
             stop.set()
         try:
             await self.broker.state.beat(self._heartbeat(rss_mb), HEARTBEAT_SECONDS * 3)
-        except Exception:
-            log.warning("could not publish heartbeat", exc_info=True)
+        except Exception as exc:
+            self._beating.failed(exc)
+        else:
+            self._beating.worked()
 
     def _heartbeat(self, rss_mb: float) -> Heartbeat:
         runs = list(self._running.items())

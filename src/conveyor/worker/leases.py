@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import threading
 from collections.abc import Callable
 
 from conveyor.engines.base import Delivery, MessageTransport
+from conveyor.worker.outage import Outage
 
 __all__ = ["LeaseKeeper"]
-
-log = logging.getLogger("conveyor.worker")
 
 
 class LeaseKeeper:
@@ -64,7 +62,7 @@ class LeaseKeeper:
     async def _renew(self) -> None:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         self._started.set()
-        failing = False
+        extending = Outage("extend leases")
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.every)
@@ -75,9 +73,7 @@ class LeaseKeeper:
                 continue
             try:
                 await self.transport.extend(deliveries)
-            except Exception:  # a broker blip: the next renewal tries again, leases have slack
-                level = logging.DEBUG if failing else logging.WARNING
-                log.log(level, "could not extend leases", exc_info=True)
-                failing = True
+            except Exception as exc:  # a broker blip: the next renewal tries again (slack)
+                extending.failed(exc)
             else:
-                failing = False
+                extending.worked()

@@ -180,7 +180,8 @@ class PgDb:
     async def _open_pool(self) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(
             self.url,
-            min_size=1,
+            min_size=0,  # no floor: asyncpg would reconnect it in the background through an
+            # outage, logging a traceback per try; connections are made as they are needed
             max_size=_POOL_SIZE,
             timeout=5,
             command_timeout=60,
