@@ -1,9 +1,10 @@
 """Run every library's protocol on one private server, interleaved, and report (`bench/run`).
 
-    python -m bench.harness [--quick] [--engine redis|postgres|all] [--only conveyor,taskiq]
+    python -m bench.harness [--quick] [--engine redis|postgres|sqlite|all] [--only conveyor,taskiq]
 
 The Redis group runs on a private redis-server, the PostgreSQL group on a private postgres
-(`bench.pg_server`), each started only when a selected variant needs it and stopped by its pid.
+(`bench.pg_server`), each started only when a selected variant needs it and stopped by its pid;
+the SQLite group needs no server (each library's file in the run's temporary directory).
 
 Each repetition runs every selected variant once, the order reversed every other repetition
 (A, B, C, then C, B, A, ...), so a host that speeds up or slows down during the run does not
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -70,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--engine",
         choices=[*GROUPS, "all"],
-        help="the group of variants: redis (the default), postgres, or all",
+        help="the group of variants: redis (the default), postgres, sqlite, or all",
     )
     parser.add_argument("--quick", action="store_true", help="small counts, one repetition")
     parser.add_argument(
@@ -178,7 +180,9 @@ class Servers:
     postgres: PostgresServer | None = None
 
     def url(self, group: str) -> str:
-        """The URL a variant of `group` is given."""
+        """The URL a variant of `group` is given ("sqlite:": no server, the adapter's file)."""
+        if group == "sqlite":
+            return "sqlite:"
         if group == "postgres":
             assert self.postgres is not None
             return self.postgres.url()
@@ -186,7 +190,10 @@ class Servers:
         return self.redis.url(0)
 
     def reset(self, group: str) -> None:
-        """Empty the group's server before a driver: FLUSHALL, or a new database."""
+        """Empty the group's server before a driver: FLUSHALL, or a new database (on SQLite
+        the adapter deletes its own file)."""
+        if group == "sqlite":
+            return
         if group == "postgres":
             assert self.postgres is not None
             self.postgres.recreate()
@@ -270,6 +277,8 @@ def start_servers(stack: contextlib.ExitStack, groups: set[str], run: Run) -> Se
         pg = servers.postgres = stack.enter_context(PostgresServer())
         run.meta["postgres"] = {"version": pg.version(), "url": pg.url()}
         print(f"postgres {pg.version()} on {pg.url()} (pid {pg.pid}, data in {pg.root})")
+    if "sqlite" in groups:  # no server: each library's file in the run's temporary directory
+        run.meta["sqlite"] = {"version": sqlite3.sqlite_version}
     return servers
 
 

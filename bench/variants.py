@@ -15,7 +15,9 @@ MAIN_VENV = ".venv"
 REDIS5_VENV = ".venv-redis5"  # arq and saq: redis-py < 6 (see requirements-redis5.txt)
 POSTGRES_VENV = ".venv-postgres"  # the PostgreSQL peers (see requirements-postgres.txt)
 #: The groups, in the order of the report: each has its own server and its own best peers.
-GROUPS = ("redis", "postgres")
+GROUPS = ("redis", "postgres", "sqlite")
+#: The group of each conveyor engine that has a group of its own (the rest: "redis").
+ENGINE_GROUP = {"postgres": "postgres", "sqlite": "sqlite"}
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,9 @@ class Variant:
         conveyor: True for conveyor's own rows, which are compared with the best peer.
         client_of: the variant with the same client (only the worker differs): the bulk
             half of scenario (a) measures the client, so it is run once, on that variant.
-        group: "redis" (the harness's Redis; conveyor's SQLite, NATS and RabbitMQ rows are
-            compared with the Redis peers too) or "postgres" (the harness's PostgreSQL).
+        group: "redis" (the harness's Redis; conveyor's NATS and RabbitMQ rows are compared
+            with the Redis peers too), "postgres" (the harness's PostgreSQL) or "sqlite" (no
+            server: a file in the session's scratch directory).
     """
 
     name: str
@@ -49,7 +52,7 @@ class Variant:
 
 def _conveyor(engine: str, workers: int) -> Variant:
     options = {"engine": engine, "workers": str(workers)}
-    group = "postgres" if engine == "postgres" else "redis"
+    group = ENGINE_GROUP.get(engine, "redis")
     if workers == 1:
         return Variant(
             f"conveyor-{engine}", "conveyor", options=options, conveyor=True, group=group
@@ -61,8 +64,6 @@ def _conveyor(engine: str, workers: int) -> Variant:
 VARIANTS: tuple[Variant, ...] = (
     _conveyor("redis", 1),
     _conveyor("redis", 2),
-    _conveyor("sqlite", 1),
-    _conveyor("sqlite", 2),
     _conveyor("nats", 1),
     _conveyor("amqp", 1),
     Variant("taskiq-list", "taskiq", options={"broker": "list"}),
@@ -79,6 +80,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("procrastinate", "procrastinate", venv=POSTGRES_VENV, group="postgres"),
     Variant("pgqueuer", "pgqueuer", venv=POSTGRES_VENV, group="postgres"),
     Variant("saq-postgres", "saq", venv=POSTGRES_VENV, group="postgres"),
+    _conveyor("sqlite", 1),
+    _conveyor("sqlite", 2),
+    Variant("huey-sqlite", "huey", options={"storage": "sqlite"}, group="sqlite"),
 )
 
 
@@ -87,8 +91,8 @@ def select(only: str | None, engine: str | None = None) -> list[Variant]:
     them that `--only a,b` names (by variant or library name).
 
     Without `--engine`, a name is looked up in the Redis group first, so `--only conveyor,saq`
-    means what it always did; a name only the PostgreSQL group has (`procrastinate`,
-    `conveyor-postgres`) picks from that group.
+    means what it always did; a name only another group has (`procrastinate`,
+    `conveyor-postgres`, `conveyor-sqlite`) picks from that group.
 
     Raises:
         ValueError: a name matches no variant of the group.

@@ -1,15 +1,20 @@
-"""Huey's benchmark tasks on `RedisHuey` (results stored, Huey's default)."""
+"""Huey's benchmark tasks on `RedisHuey`, or on `SqliteHuey` when `BENCH_HUEY_SQLITE` names a
+file (results stored, Huey's default, in either)."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from huey import RedisHuey
+from huey import Huey, RedisHuey, SqliteHuey
 
-URL = os.environ["BENCH_REDIS_URL"]
+SQLITE_FILE = os.environ.get("BENCH_HUEY_SQLITE")
 
-huey = RedisHuey("bench", url=URL)
+huey: Huey = (
+    SqliteHuey("bench", filename=SQLITE_FILE)
+    if SQLITE_FILE
+    else RedisHuey("bench", url=os.environ["BENCH_REDIS_URL"])
+)
 
 
 @huey.task()
