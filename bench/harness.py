@@ -1,10 +1,12 @@
 """Run every library's protocol on one private server, interleaved, and report (`bench/run`).
 
-    python -m bench.harness [--quick] [--engine redis|postgres|sqlite|all] [--only conveyor,taskiq]
+    python -m bench.harness [--quick] [--engine redis|postgres|sqlite|amqp|all] [--only ...]
 
 The Redis group runs on a private redis-server, the PostgreSQL group on a private postgres
 (`bench.pg_server`), each started only when a selected variant needs it and stopped by its pid;
-the SQLite group needs no server (each library's file in the run's temporary directory).
+the SQLite group needs no server (each library's file in the run's temporary directory), the
+RabbitMQ group uses the machine's RabbitMQ under names of its own (`bench.peers.rabbitmq`) and
+the private Redis for state and results.
 
 Each repetition runs every selected variant once, the order reversed every other repetition
 (A, B, C, then C, B, A, ...), so a host that speeds up or slows down during the run does not
@@ -72,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--engine",
         choices=[*GROUPS, "all"],
-        help="the group of variants: redis (the default), postgres, sqlite, or all",
+        help="the group of variants: redis (the default), postgres, sqlite, amqp, or all",
     )
     parser.add_argument("--quick", action="store_true", help="small counts, one repetition")
     parser.add_argument(
@@ -269,7 +271,7 @@ def measure(run: Run) -> None:
 def start_servers(stack: contextlib.ExitStack, groups: set[str], run: Run) -> Servers:
     """Start the servers `groups` need; `stack` stops them (by pid) when the run ends."""
     servers = Servers()
-    if "redis" in groups:
+    if groups & {"redis", "amqp"}:  # RabbitMQ's group keeps state and results in this Redis
         redis = servers.redis = stack.enter_context(RedisServer())
         run.meta["redis"] = {"version": redis.version(), "url": redis.url(0)}
         print(f"redis-server {redis.version()} on {redis.url(0)} (pid {redis.pid})")

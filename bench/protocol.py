@@ -118,7 +118,7 @@ class Target:
 
 #: The targets of the issues, in their order, each judged against the best peer of the
 #: variant's group: PostgreSQL's (issue 18) against the PostgreSQL peers, SQLite's (issue 23)
-#: against huey's SqliteHuey.
+#: against huey's SqliteHuey, RabbitMQ's against taskiq-aio-pika, Dramatiq and Celery.
 TARGETS: tuple[Target, ...] = (
     Target("conveyor-redis", "drain", times=3.0),
     Target("conveyor-redis", "sleep", times=2.0),
@@ -133,6 +133,10 @@ TARGETS: tuple[Target, ...] = (
     # Issue 23, each against the best peer on its own server.
     Target("conveyor-sqlite", "drain", times=1.0),
     Target("conveyor-sqlite", "latency_p99", limit=5.0),
+    Target("conveyor-amqp", "drain", times=1.5),
+    Target("conveyor-amqp", "latency_p50", limit=2.0),
+    Target("conveyor-amqp", "latency_p99", limit=5.0),
+    Target("conveyor-amqp", "enqueue_single", at_least=3_000.0),
 )
 
 

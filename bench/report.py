@@ -245,7 +245,9 @@ def render(summary: dict[str, Any], counts: Counts, reps: int, meta: dict[str, A
     """The printed report: figures, ranges, ratios to the best peer, skips and failures."""
     status = "INTERRUPTED, partial figures. " if meta.get("interrupted") else ""
     servers = "; ".join(
-        f"{name} {meta[name].get('version', '?')}" for name in ("redis", "postgres", "sqlite") if name in meta
+        f"{name} {meta[name].get('version', '?')}"
+        for name in ("redis", "postgres", "sqlite")
+        if name in meta
     )
     parts = [
         f"{status}Medians of {reps} repetition(s); enqueue {counts.enqueue}, drain {counts.drain}, "
@@ -301,6 +303,7 @@ def _floors(meta: dict[str, Any]) -> dict[str, dict[str, float]]:
         "redis": reference.floor_medians(meta.get("reference", [])),
         "postgres": pg_reference.floor_medians(meta.get("pg_reference", [])),
         "sqlite": {},  # no server, no hop to measure
+        "amqp": {},  # not measured: the Redis floor is not RabbitMQ's hop
     }
 
 

@@ -15,9 +15,9 @@ MAIN_VENV = ".venv"
 REDIS5_VENV = ".venv-redis5"  # arq and saq: redis-py < 6 (see requirements-redis5.txt)
 POSTGRES_VENV = ".venv-postgres"  # the PostgreSQL peers (see requirements-postgres.txt)
 #: The groups, in the order of the report: each has its own server and its own best peers.
-GROUPS = ("redis", "postgres", "sqlite")
+GROUPS = ("redis", "postgres", "sqlite", "amqp")
 #: The group of each conveyor engine that has a group of its own (the rest: "redis").
-ENGINE_GROUP = {"postgres": "postgres", "sqlite": "sqlite"}
+ENGINE_GROUP = {"postgres": "postgres", "sqlite": "sqlite", "amqp": "amqp"}
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,10 @@ class Variant:
         conveyor: True for conveyor's own rows, which are compared with the best peer.
         client_of: the variant with the same client (only the worker differs): the bulk
             half of scenario (a) measures the client, so it is run once, on that variant.
-        group: "redis" (the harness's Redis; conveyor's NATS and RabbitMQ rows are compared
-            with the Redis peers too), "postgres" (the harness's PostgreSQL) or "sqlite" (no
-            server: a file in the session's scratch directory).
+        group: "redis" (the harness's Redis; conveyor's NATS row is compared with the Redis
+            peers too), "postgres" (the harness's PostgreSQL), "sqlite" (no server: a file in
+            the session's scratch directory) or "amqp" (the machine's RabbitMQ, names under a
+            prefix of the run; state and results in the harness's Redis).
     """
 
     name: str
@@ -65,7 +66,6 @@ VARIANTS: tuple[Variant, ...] = (
     _conveyor("redis", 1),
     _conveyor("redis", 2),
     _conveyor("nats", 1),
-    _conveyor("amqp", 1),
     Variant("taskiq-list", "taskiq", options={"broker": "list"}),
     Variant("taskiq-stream", "taskiq", options={"broker": "stream"}),
     Variant("arq", "arq", venv=REDIS5_VENV),
@@ -83,6 +83,10 @@ VARIANTS: tuple[Variant, ...] = (
     _conveyor("sqlite", 1),
     _conveyor("sqlite", 2),
     Variant("huey-sqlite", "huey", options={"storage": "sqlite"}, group="sqlite"),
+    _conveyor("amqp", 1),
+    Variant("taskiq-aio-pika", "taskiq", options={"broker": "aio-pika"}, group="amqp"),
+    Variant("dramatiq-rabbitmq", "dramatiq", options={"broker": "rabbitmq"}, group="amqp"),
+    Variant("celery-amqp", "celery", options={"pool": "threads", "broker": "amqp"}, group="amqp"),
 )
 
 

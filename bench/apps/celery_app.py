@@ -1,4 +1,5 @@
-"""Celery's benchmark tasks: Redis broker and Redis result backend."""
+"""Celery's benchmark tasks: Redis broker, or RabbitMQ (`BENCH_AMQP_URL` set: py-amqp, queue
+and exchange `<BENCH_AMQP_PREFIX>_celery`, no remote control); Redis result backend in both."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ from celery import Celery
 
 URL = os.environ["BENCH_REDIS_URL"]
 
-app = Celery("bench", broker=URL, backend=URL)
+AMQP_URL = os.environ.get("BENCH_AMQP_URL")
+
+app = Celery("bench", broker=AMQP_URL or URL, backend=URL)
 app.conf.update(
     broker_connection_retry_on_startup=True,
     result_expires=3600,
     worker_hijack_root_logger=False,
 )
+if AMQP_URL:  # names of this run only; remote control would declare shared pidbox exchanges
+    app.conf.update(
+        task_default_queue=f"{os.environ['BENCH_AMQP_PREFIX']}_celery",
+        worker_enable_remote_control=False,
+    )
 
 
 @app.task

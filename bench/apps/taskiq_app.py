@@ -1,4 +1,6 @@
-"""taskiq's benchmark tasks on taskiq-redis: `BENCH_TASKIQ_BROKER` is `list` or `stream`."""
+"""taskiq's benchmark tasks: `BENCH_TASKIQ_BROKER` is `list` or `stream` (taskiq-redis), or
+`aio-pika` (taskiq-aio-pika on `BENCH_AMQP_URL`, its defaults but for the names, which carry
+`BENCH_AMQP_PREFIX`); results in the harness's Redis in every case."""
 
 from __future__ import annotations
 
@@ -13,8 +15,23 @@ URL = os.environ["BENCH_REDIS_URL"]
 KIND = os.environ.get("BENCH_TASKIQ_BROKER", "list")
 
 results: RedisAsyncResultBackend[object] = RedisAsyncResultBackend(URL)
-_base: AsyncBroker = ListQueueBroker(URL) if KIND == "list" else RedisStreamBroker(URL)
-broker = _base.with_result_backend(results)
+
+
+def _broker() -> AsyncBroker:
+    if KIND == "aio-pika":
+        from taskiq_aio_pika import AioPikaBroker, Exchange, Queue
+
+        name = f"{os.environ['BENCH_AMQP_PREFIX']}_taskiq"
+        return AioPikaBroker(
+            os.environ["BENCH_AMQP_URL"],
+            exchange=Exchange(name=name),
+            task_queues=[Queue(name=name)],
+            dead_letter_queue=Queue(name=f"{name}.dead_letter"),
+        )
+    return ListQueueBroker(URL) if KIND == "list" else RedisStreamBroker(URL)
+
+
+broker = _broker().with_result_backend(results)
 
 
 @broker.task

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from bench.peers import rabbitmq
 from bench.protocol import Counts
 
 __all__ = ["CHECK_BATCH", "TASKS", "Adapter", "Handle", "Unavailable"]
@@ -72,7 +73,20 @@ class Adapter(abc.ABC):
         }
         if self.on_redis:
             env["BENCH_REDIS_URL"] = self.server_url
+        if self.amqp_names() is not None:
+            env["BENCH_AMQP_URL"] = rabbitmq.url()
+            env["BENCH_AMQP_PREFIX"] = self.amqp_prefix
         return env
+
+    @property
+    def amqp_prefix(self) -> str:
+        """This run's prefix for queue and exchange names on the shared RabbitMQ."""
+        return rabbitmq.prefix(self.server_url)
+
+    def amqp_names(self) -> tuple[list[str], list[str]] | None:
+        """The queues and exchanges the variant declares on the shared RabbitMQ, which
+        `reset` deletes; None for a variant that does not use RabbitMQ."""
+        return None
 
     @property
     def on_redis(self) -> bool:
@@ -91,7 +105,11 @@ class Adapter(abc.ABC):
         """Delete every queue and result this library may have left (worker stopped).
 
         On PostgreSQL there is nothing to do: the harness gives each session a new database.
+        On RabbitMQ, the variant's own queues and exchanges are deleted (`amqp_names`).
         """
+        names = self.amqp_names()
+        if names is not None:
+            rabbitmq.drop(*names)
         if not self.on_redis:
             return
         import redis

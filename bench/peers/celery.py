@@ -1,4 +1,5 @@
-"""Celery: `task.apply_async()` single, `group(...).apply_async()` bulk, `pool=solo|threads`."""
+"""Celery: `task.apply_async()` single, `group(...).apply_async()` bulk, `pool=solo|threads`;
+Redis broker, or `broker=amqp` (py-amqp on the shared RabbitMQ). Results in Redis either way."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ class CeleryAdapter(Adapter):
     distribution = "celery"
     async_tasks = False
     bulk_api = "group(...).apply_async()"
+
+    def amqp_names(self) -> tuple[list[str], list[str]] | None:
+        if self.options.get("broker") != "amqp":
+            return None
+        name = f"{self.amqp_prefix}_celery"  # the queue and its exchange (Celery's default)
+        return [name], [name]
 
     def worker_argv(self, bin_dir: Path) -> list[str]:
         return [

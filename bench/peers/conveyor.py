@@ -10,7 +10,6 @@ machine runs on 127.0.0.1 (`BENCH_NATS_URL`, `BENCH_AMQP_URL`), under a prefix o
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Coroutine
@@ -46,7 +45,7 @@ class ConveyorAdapter(Adapter):
     @property
     def prefix(self) -> str:
         """This run's prefix on the shared NATS/RabbitMQ servers (one per harness Redis)."""
-        return "bench" + hashlib.sha1(self.server_url.encode()).hexdigest()[:10]
+        return self.amqp_prefix
 
     def env(self) -> dict[str, str]:
         return {**super().env(), "BENCH_CONVEYOR_URL": self.url()}

@@ -1,4 +1,5 @@
-"""Dramatiq: `actor.send()` single, `group(...).run()` bulk, the `dramatiq` CLI."""
+"""Dramatiq: `actor.send()` single, `group(...).run()` bulk, the `dramatiq` CLI; Redis broker,
+or `broker=rabbitmq` (RabbitmqBroker on the shared RabbitMQ). Results in Redis either way."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ class DramatiqAdapter(Adapter):
     distribution = "dramatiq"
     async_tasks = False
     bulk_api = "group(...).run()"
+
+    def amqp_names(self) -> tuple[list[str], list[str]] | None:
+        if self.options.get("broker") != "rabbitmq":
+            return None
+        name = f"{self.amqp_prefix}_dramatiq"  # Dramatiq's delay and dead-letter queues too
+        return [name, f"{name}.DQ", f"{name}.XQ"], []
 
     def worker_argv(self, bin_dir: Path) -> list[str]:
         return [str(bin_dir / "dramatiq"), "bench.apps.dramatiq_app", "--processes", "1"]

@@ -1,4 +1,5 @@
-"""taskiq with taskiq-redis: `broker=list` (ListQueueBroker) or `stream` (RedisStreamBroker)."""
+"""taskiq with taskiq-redis: `broker=list` (ListQueueBroker) or `stream` (RedisStreamBroker);
+`broker=aio-pika`: taskiq-aio-pika on the shared RabbitMQ (results in Redis all the same)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ class TaskiqAdapter(Adapter):
     distribution = "taskiq"
 
     def version(self) -> str:
+        if self.options.get("broker") == "aio-pika":
+            return f"{super().version()} (taskiq-aio-pika {_version('taskiq-aio-pika')})"
         return f"{super().version()} (taskiq-redis {_version('taskiq-redis')})"
+
+    def amqp_names(self) -> tuple[list[str], list[str]] | None:
+        if self.options.get("broker") != "aio-pika":
+            return None
+        name = f"{self.amqp_prefix}_taskiq"
+        return [name, f"{name}.dead_letter"], [name]
 
     def env(self) -> dict[str, str]:
         return {**super().env(), "BENCH_TASKIQ_BROKER": self.options.get("broker", "list")}
