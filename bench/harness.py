@@ -1,12 +1,13 @@
 """Run every library's protocol on one private server, interleaved, and report (`bench/run`).
 
-    python -m bench.harness [--quick] [--engine redis|postgres|sqlite|amqp|all] [--only ...]
+    python -m bench.harness [--quick] [--engine redis|postgres|sqlite|amqp|nats|all] [--only ...]
 
 The Redis group runs on a private redis-server, the PostgreSQL group on a private postgres
 (`bench.pg_server`), each started only when a selected variant needs it and stopped by its pid;
 the SQLite group needs no server (each library's file in the run's temporary directory), the
 RabbitMQ group uses the machine's RabbitMQ under names of its own (`bench.peers.rabbitmq`) and
-the private Redis for state and results.
+the private Redis for state and results, the NATS group a private `nats-server -js`
+(`bench.nats_server`) and that Redis for taskiq's results.
 
 Each repetition runs every selected variant once, the order reversed every other repetition
 (A, B, C, then C, B, A, ...), so a host that speeds up or slows down during the run does not
@@ -37,6 +38,7 @@ from typing import Any
 
 from bench import pg_reference, reference, report
 from bench.driver import PREFIX
+from bench.nats_server import NatsServer, NatsServerError
 from bench.pg_server import PostgresServer, PostgresServerError
 from bench.protocol import FULL, QUICK, Counts
 from bench.redis_server import RedisServer, RedisServerError
@@ -74,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--engine",
         choices=[*GROUPS, "all"],
-        help="the group of variants: redis (the default), postgres, sqlite, amqp, or all",
+        help="the group of variants: redis (default), postgres, sqlite, amqp, nats, or all",
     )
     parser.add_argument("--quick", action="store_true", help="small counts, one repetition")
     parser.add_argument(
@@ -176,10 +178,13 @@ def _end_group(proc: subprocess.Popen[bytes]) -> None:
 
 @dataclass
 class Servers:
-    """The private servers of this run: Redis and PostgreSQL, each only when a group needs it."""
+    """The private servers of this run: Redis, PostgreSQL and NATS, each only when a group needs
+    it. The RabbitMQ and NATS groups are given the Redis URL (state, results, the run's prefix);
+    NATS's own URL reaches the drivers as `BENCH_NATS_URL`."""
 
     redis: RedisServer | None = None
     postgres: PostgresServer | None = None
+    nats: NatsServer | None = None
 
     def url(self, group: str) -> str:
         """The URL a variant of `group` is given ("sqlite:": no server, the adapter's file)."""
@@ -271,7 +276,7 @@ def measure(run: Run) -> None:
 def start_servers(stack: contextlib.ExitStack, groups: set[str], run: Run) -> Servers:
     """Start the servers `groups` need; `stack` stops them (by pid) when the run ends."""
     servers = Servers()
-    if groups & {"redis", "amqp"}:  # RabbitMQ's group keeps state and results in this Redis
+    if groups & {"redis", "amqp", "nats"}:  # RabbitMQ's and NATS's groups: state, results
         redis = servers.redis = stack.enter_context(RedisServer())
         run.meta["redis"] = {"version": redis.version(), "url": redis.url(0)}
         print(f"redis-server {redis.version()} on {redis.url(0)} (pid {redis.pid})")
@@ -279,6 +284,11 @@ def start_servers(stack: contextlib.ExitStack, groups: set[str], run: Run) -> Se
         pg = servers.postgres = stack.enter_context(PostgresServer())
         run.meta["postgres"] = {"version": pg.version(), "url": pg.url()}
         print(f"postgres {pg.version()} on {pg.url()} (pid {pg.pid}, data in {pg.root})")
+    if "nats" in groups:
+        nats = servers.nats = stack.enter_context(NatsServer())
+        os.environ["BENCH_NATS_URL"] = nats.url()  # inherited by every driver and worker
+        run.meta["nats"] = {"version": nats.version(), "url": nats.url()}
+        print(f"nats-server {nats.version()} on {nats.url()} (pid {nats.pid})")
     if "sqlite" in groups:  # no server: each library's file in the run's temporary directory
         run.meta["sqlite"] = {"version": sqlite3.sqlite_version}
     return servers
@@ -373,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         measure(run)
-    except (RedisServerError, PostgresServerError) as exc:
+    except (RedisServerError, PostgresServerError, NatsServerError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

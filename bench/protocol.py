@@ -118,7 +118,8 @@ class Target:
 
 #: The targets of the issues, in their order, each judged against the best peer of the
 #: variant's group: PostgreSQL's (issue 18) against the PostgreSQL peers, SQLite's (issue 23)
-#: against huey's SqliteHuey, RabbitMQ's against taskiq-aio-pika, Dramatiq and Celery.
+#: against huey's SqliteHuey, RabbitMQ's against taskiq-aio-pika, Dramatiq and Celery, NATS's
+#: against taskiq-nats.
 TARGETS: tuple[Target, ...] = (
     Target("conveyor-redis", "drain", times=3.0),
     Target("conveyor-redis", "sleep", times=2.0),
@@ -137,6 +138,9 @@ TARGETS: tuple[Target, ...] = (
     Target("conveyor-amqp", "latency_p50", limit=2.0),
     Target("conveyor-amqp", "latency_p99", limit=5.0),
     Target("conveyor-amqp", "enqueue_single", at_least=3_000.0),
+    Target("conveyor-nats", "latency_p50", limit=1.0),
+    Target("conveyor-nats", "latency_p99", limit=2.0),
+    Target("conveyor-nats", "enqueue_single", times=1.0),
 )
 
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["RedisServer", "RedisServerError"]
+__all__ = ["HOST", "RedisServer", "RedisServerError", "free_port"]
 
 HOST = "127.0.0.1"
 
@@ -61,7 +61,7 @@ class RedisServer:
         """Start the server on a free port and wait until it answers PING."""
         self._dir = tempfile.TemporaryDirectory(prefix="bench-redis-")
         for _attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             log = Path(self._dir.name) / "redis.log"
             argv = [
                 self.executable,
@@ -141,7 +141,8 @@ class RedisServer:
         self.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port of 127.0.0.1 free at the moment of asking."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]

@@ -246,7 +246,7 @@ def render(summary: dict[str, Any], counts: Counts, reps: int, meta: dict[str, A
     status = "INTERRUPTED, partial figures. " if meta.get("interrupted") else ""
     servers = "; ".join(
         f"{name} {meta[name].get('version', '?')}"
-        for name in ("redis", "postgres", "sqlite")
+        for name in ("redis", "postgres", "sqlite", "nats")
         if name in meta
     )
     parts = [
@@ -304,6 +304,7 @@ def _floors(meta: dict[str, Any]) -> dict[str, dict[str, float]]:
         "postgres": pg_reference.floor_medians(meta.get("pg_reference", [])),
         "sqlite": {},  # no server, no hop to measure
         "amqp": {},  # not measured: the Redis floor is not RabbitMQ's hop
+        "nats": {},  # nor NATS's
     }
 
 

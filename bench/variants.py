@@ -15,9 +15,9 @@ MAIN_VENV = ".venv"
 REDIS5_VENV = ".venv-redis5"  # arq and saq: redis-py < 6 (see requirements-redis5.txt)
 POSTGRES_VENV = ".venv-postgres"  # the PostgreSQL peers (see requirements-postgres.txt)
 #: The groups, in the order of the report: each has its own server and its own best peers.
-GROUPS = ("redis", "postgres", "sqlite", "amqp")
-#: The group of each conveyor engine that has a group of its own (the rest: "redis").
-ENGINE_GROUP = {"postgres": "postgres", "sqlite": "sqlite", "amqp": "amqp"}
+GROUPS = ("redis", "postgres", "sqlite", "amqp", "nats")
+#: The group of each conveyor engine (every one has a group of its own).
+ENGINE_GROUP = {"postgres": "postgres", "sqlite": "sqlite", "amqp": "amqp", "nats": "nats"}
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,11 @@ class Variant:
         conveyor: True for conveyor's own rows, which are compared with the best peer.
         client_of: the variant with the same client (only the worker differs): the bulk
             half of scenario (a) measures the client, so it is run once, on that variant.
-        group: "redis" (the harness's Redis; conveyor's NATS row is compared with the Redis
-            peers too), "postgres" (the harness's PostgreSQL), "sqlite" (no server: a file in
-            the session's scratch directory) or "amqp" (the machine's RabbitMQ, names under a
-            prefix of the run; state and results in the harness's Redis).
+        group: "redis" (the harness's Redis), "postgres" (the harness's PostgreSQL),
+            "sqlite" (no server: a file in the session's scratch directory), "amqp" (the
+            machine's RabbitMQ, names under a prefix of the run; state and results in the
+            harness's Redis) or "nats" (the harness's nats-server; taskiq's results in its
+            Redis).
     """
 
     name: str
@@ -65,7 +66,6 @@ def _conveyor(engine: str, workers: int) -> Variant:
 VARIANTS: tuple[Variant, ...] = (
     _conveyor("redis", 1),
     _conveyor("redis", 2),
-    _conveyor("nats", 1),
     Variant("taskiq-list", "taskiq", options={"broker": "list"}),
     Variant("taskiq-stream", "taskiq", options={"broker": "stream"}),
     Variant("arq", "arq", venv=REDIS5_VENV),
@@ -87,6 +87,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("taskiq-aio-pika", "taskiq", options={"broker": "aio-pika"}, group="amqp"),
     Variant("dramatiq-rabbitmq", "dramatiq", options={"broker": "rabbitmq"}, group="amqp"),
     Variant("celery-amqp", "celery", options={"pool": "threads", "broker": "amqp"}, group="amqp"),
+    _conveyor("nats", 1),
+    Variant("taskiq-nats", "taskiq", options={"broker": "nats-pull"}, group="nats"),
 )
 
 
@@ -96,7 +98,7 @@ def select(only: str | None, engine: str | None = None) -> list[Variant]:
 
     Without `--engine`, a name is looked up in the Redis group first, so `--only conveyor,saq`
     means what it always did; a name only another group has (`procrastinate`,
-    `conveyor-postgres`, `conveyor-sqlite`) picks from that group.
+    `conveyor-postgres`, `conveyor-sqlite`, `dramatiq-rabbitmq`) picks from that group.
 
     Raises:
         ValueError: a name matches no variant of the group.

@@ -1,6 +1,7 @@
 """taskiq's benchmark tasks: `BENCH_TASKIQ_BROKER` is `list` or `stream` (taskiq-redis), or
 `aio-pika` (taskiq-aio-pika on `BENCH_AMQP_URL`, its defaults but for the names, which carry
-`BENCH_AMQP_PREFIX`); results in the harness's Redis in every case."""
+`BENCH_AMQP_PREFIX`) or `nats-pull` (taskiq-nats's PullBasedJetStreamBroker on
+`BENCH_NATS_URL`, its defaults); results in the harness's Redis in every case."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ def _broker() -> AsyncBroker:
             task_queues=[Queue(name=name)],
             dead_letter_queue=Queue(name=f"{name}.dead_letter"),
         )
+    if KIND == "nats-pull":  # taskiq-nats's defaults: stream taskiq_jetstream, batch of 1
+        from taskiq_nats import PullBasedJetStreamBroker
+
+        return PullBasedJetStreamBroker(os.environ["BENCH_NATS_URL"])
     return ListQueueBroker(URL) if KIND == "list" else RedisStreamBroker(URL)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bench.peers import rabbitmq
+from bench.peers import brokers
 from bench.protocol import Counts
 
 __all__ = ["CHECK_BATCH", "TASKS", "Adapter", "Handle", "Unavailable"]
@@ -74,14 +74,14 @@ class Adapter(abc.ABC):
         if self.on_redis:
             env["BENCH_REDIS_URL"] = self.server_url
         if self.amqp_names() is not None:
-            env["BENCH_AMQP_URL"] = rabbitmq.url()
+            env["BENCH_AMQP_URL"] = brokers.amqp_url()
             env["BENCH_AMQP_PREFIX"] = self.amqp_prefix
         return env
 
     @property
     def amqp_prefix(self) -> str:
         """This run's prefix for queue and exchange names on the shared RabbitMQ."""
-        return rabbitmq.prefix(self.server_url)
+        return brokers.prefix(self.server_url)
 
     def amqp_names(self) -> tuple[list[str], list[str]] | None:
         """The queues and exchanges the variant declares on the shared RabbitMQ, which
@@ -109,7 +109,7 @@ class Adapter(abc.ABC):
         """
         names = self.amqp_names()
         if names is not None:
-            rabbitmq.drop(*names)
+            brokers.drop_amqp(*names)
         if not self.on_redis:
             return
         import redis

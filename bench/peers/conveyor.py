@@ -1,22 +1,20 @@
 """conveyor on any engine `broker_from_url` knows: `engine=redis|sqlite|nats|amqp|postgres`,
 `workers=N`.
 
-Redis and PostgreSQL are the harness's own servers (PostgreSQL: a database made afresh for each
-session, conveyor's tables in its default schema). NATS and RabbitMQ are the servers this
-machine runs on 127.0.0.1 (`BENCH_NATS_URL`, `BENCH_AMQP_URL`), under a prefix of this run that
-`reset` deletes; RabbitMQ keeps conveyor's state and results in the harness's Redis.
+Redis, PostgreSQL and NATS are the harness's own servers (PostgreSQL: a database made afresh
+for each session, conveyor's tables in its default schema). RabbitMQ is the server this machine
+runs on 127.0.0.1 (`BENCH_AMQP_URL`). On NATS and RabbitMQ conveyor's names carry a prefix of
+this run that `reset` deletes; RabbitMQ keeps conveyor's state and results in the harness's
+Redis.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import threading
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from bench.peers import brokers
 from bench.peers.base import Adapter, Handle, Unavailable
 
 
@@ -34,11 +32,9 @@ class ConveyorAdapter(Adapter):
         if engine == "sqlite":
             return f"sqlite:///{self.workdir / 'conveyor.db'}"
         if engine == "nats":
-            return (
-                f"{os.environ.get('BENCH_NATS_URL', 'nats://127.0.0.1:4222')}?prefix={self.prefix}"
-            )
+            return f"{brokers.nats_url()}?prefix={self.prefix}"
         if engine == "amqp":
-            server = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+            server = brokers.amqp_url()
             return f"{server}?prefix={self.prefix}&state={quote(self.server_url, safe='')}"
         return self.server_url
 
@@ -69,9 +65,9 @@ class ConveyorAdapter(Adapter):
                 (self.workdir / f"conveyor.db{suffix}").unlink(missing_ok=True)
             return
         if engine == "nats":
-            _in_thread(lambda: _drop_nats(self.url().partition("?")[0], self.prefix))
+            brokers.drop_nats(f"{self.prefix}_")
         if engine == "amqp":  # before the Redis flush: the state store knows the queues
-            _in_thread(lambda: _drop_amqp(self.url()))
+            brokers.in_thread(lambda: _drop_amqp(self.url()))
         super().reset()
 
     async def open(self) -> None:
@@ -107,39 +103,6 @@ class ConveyorAdapter(Adapter):
     async def value(self, handle: Handle) -> Any:
         result = await handle.get_result()
         return None if result is None else result.return_value
-
-
-def _in_thread(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a coroutine to its end on a loop of its own (`reset` may be called inside a loop)."""
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(work())
-        except BaseException as exc:  # reported in the caller's thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-
-
-async def _drop_nats(url: str, prefix: str) -> None:
-    """Delete the JetStream streams of `prefix` (conveyor names them `<prefix>_...`)."""
-    import json
-
-    import nats
-
-    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
-    try:
-        reply = await nc.request("$JS.API.STREAM.NAMES", b"{}", timeout=5)
-        for name in json.loads(reply.data).get("streams") or []:
-            if name.startswith(f"{prefix}_"):
-                await nc.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=5)
-    finally:
-        await nc.close()
 
 
 async def _drop_amqp(url: str) -> None:

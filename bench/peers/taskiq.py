@@ -1,5 +1,6 @@
 """taskiq with taskiq-redis: `broker=list` (ListQueueBroker) or `stream` (RedisStreamBroker);
-`broker=aio-pika`: taskiq-aio-pika on the shared RabbitMQ (results in Redis all the same)."""
+`broker=aio-pika`: taskiq-aio-pika on the shared RabbitMQ; `broker=nats-pull`: taskiq-nats's
+pull consumer on the harness's NATS (results in Redis all the same)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.peers import brokers
 from bench.peers.base import Adapter, Handle
 
 
@@ -16,18 +18,27 @@ class TaskiqAdapter(Adapter):
     distribution = "taskiq"
 
     def version(self) -> str:
-        if self.options.get("broker") == "aio-pika":
-            return f"{super().version()} (taskiq-aio-pika {_version('taskiq-aio-pika')})"
-        return f"{super().version()} (taskiq-redis {_version('taskiq-redis')})"
+        plugin = {"aio-pika": "taskiq-aio-pika", "nats-pull": "taskiq-nats"}.get(
+            self.options.get("broker", ""), "taskiq-redis"
+        )
+        return f"{super().version()} ({plugin} {_version(plugin)})"
+
+    def env(self) -> dict[str, str]:
+        env = {**super().env(), "BENCH_TASKIQ_BROKER": self.options.get("broker", "list")}
+        if self.options.get("broker") == "nats-pull":
+            env["BENCH_NATS_URL"] = brokers.nats_url()
+        return env
+
+    def reset(self) -> None:
+        if self.options.get("broker") == "nats-pull":  # on the harness's own nats-server
+            brokers.drop_nats("taskiq_")
+        super().reset()
 
     def amqp_names(self) -> tuple[list[str], list[str]] | None:
         if self.options.get("broker") != "aio-pika":
             return None
         name = f"{self.amqp_prefix}_taskiq"
         return [name, f"{name}.dead_letter"], [name]
-
-    def env(self) -> dict[str, str]:
-        return {**super().env(), "BENCH_TASKIQ_BROKER": self.options.get("broker", "list")}
 
     def worker_argv(self, bin_dir: Path) -> list[str]:
         return [
