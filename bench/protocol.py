@@ -132,6 +132,9 @@ TARGETS: tuple[Target, ...] = (
     Target("conveyor-postgres", "latency_p50", limit=2.0),
     Target("conveyor-postgres", "enqueue_bulk", at_least=20_000.0),
     # Issue 23, each against the best peer on its own server.
+    Target("conveyor-redis", "drain", times=5.0),
+    Target("conveyor-redis", "latency_p99", limit=1.0),
+    Target("conveyor-redis", "enqueue_single", times=1.25),
     Target("conveyor-sqlite", "drain", times=1.0),
     Target("conveyor-sqlite", "latency_p99", limit=5.0),
     Target("conveyor-amqp", "drain", times=1.5),
