@@ -7,7 +7,8 @@ paths stay short). A producer that committed a ready message sends one byte to e
 there. A thread per consuming process turns those bytes into `Signal` notifications.
 
 Invariants: a lost or refused ring costs latency, never a message (consumers still look every
-`poll_interval`); a socket whose process is gone is removed by the first ring it refuses;
+`poll_interval`); a socket whose process is gone is removed by the first ring it refuses,
+and the folder goes with its last socket;
 nothing here blocks: sends are non-blocking and a full socket means its consumer is awake.
 Where Unix datagram sockets do not exist (Windows), ringing and listening do nothing.
 """
@@ -55,12 +56,10 @@ class Doorbell:
         with self._lock:
             if self._sock is not None and self._pid == os.getpid():
                 return
-            try:
-                self.folder.mkdir(mode=0o700, exist_ok=True)
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                address = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-                sock.bind(str(address))
-            except OSError:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            address = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            if not _bind(sock, address):
+                sock.close()
                 return  # no doorbell here: consumers poll
             self._sock, self._pid = sock, os.getpid()
             atexit.register(_unlink, address)
@@ -75,7 +74,11 @@ class Doorbell:
         if not _SUPPORTED or not self.folder.exists():
             return
         own, sender = self._own_address(), self._sending_socket()
-        for entry in os.scandir(self.folder):
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:  # its last consumer just left
+            return
+        for entry in entries:
             if entry.path == own:
                 continue
             try:
@@ -110,9 +113,26 @@ class Doorbell:
             _unlink(address)
 
 
+def _bind(sock: socket.socket, address: Path) -> bool:
+    """Bind `sock` at `address`, making its folder (again: it goes with its last consumer)."""
+    for _ in range(3):
+        try:
+            address.parent.mkdir(mode=0o700, exist_ok=True)
+            sock.bind(str(address))
+        except FileNotFoundError:  # the folder went between the two calls
+            continue
+        except OSError:
+            return False
+        return True
+    return False
+
+
 def _unlink(address: Path) -> None:
+    """Remove a socket, and its folder once no socket is left in it."""
     with contextlib.suppress(OSError):
         address.unlink()
+    with contextlib.suppress(OSError):  # not empty: another consumer is there
+        address.parent.rmdir()
 
 
 def doorbell(path: str) -> Doorbell:
