@@ -278,7 +278,13 @@ def test_an_explicit_url_wins_over_the_environment(clean_env: pytest.MonkeyPatch
 
 @pytest.mark.parametrize(
     "url",
-    ["mysql://h/db", "sqlite://", "sqlite:///q.db?lease=x", "postgresql://h/db?schema=Not-A-Name"],
+    [
+        "mysql://h/db",
+        "sqlite://",
+        "sqlite:///q.db?lease=x",
+        "postgresql://h/db?schema=Not-A-Name",
+        "postgresql://h/db?lease=-1",
+    ],
 )
 def test_a_bad_url_is_a_configuration_error(clean_env: pytest.MonkeyPatch, url: str) -> None:
     with pytest.raises(ConfigurationError):

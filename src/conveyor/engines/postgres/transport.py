@@ -15,10 +15,7 @@ on leases.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,11 +29,13 @@ from conveyor.engines.base import (
     Publisher,
     QueueStats,
     ResultBackend,
+    consumer_id,
 )
 from conveyor.engines.loops import Batcher
 from conveyor.engines.postgres import enqueue
 from conveyor.engines.postgres.db import PgDb, Record
 from conveyor.engines.postgres.results import PostgresResultBackend
+from conveyor.errors import ConfigurationError
 
 __all__ = ["PostgresTransport"]
 
@@ -68,6 +67,9 @@ class PostgresTransport(MessageTransport):
         db: the database, shared with the engine's state store and result store.
         lease_seconds: how long a delivery stays leased without `extend`.
         results: the engine's result store: a result for it is stored in the ack's statement.
+
+    Raises:
+        ConfigurationError: `lease_seconds` is not positive.
     """
 
     def __init__(
@@ -77,11 +79,13 @@ class PostgresTransport(MessageTransport):
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         results: PostgresResultBackend | None = None,
     ) -> None:
+        if lease_seconds <= 0:
+            raise ConfigurationError(f"lease_seconds must be positive, not {lease_seconds!r}")
         self.db = db
         self.safe_url = db.safe_url
         self.lease_seconds = lease_seconds
         self._results = results
-        self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._consumer = consumer_id()
         self._q = db.q
         self._settles: Batcher[tuple[Any, ...]] | None = None
 
