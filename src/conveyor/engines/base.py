@@ -26,7 +26,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import os
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -47,6 +50,7 @@ __all__ = [
     "ResultBackend",
     "StateStore",
     "StreamChunk",
+    "consumer_id",
 ]
 
 
@@ -73,6 +77,12 @@ class Outgoing:
     body: bytes
     priority: int = 0
     eta: float | None = None
+
+
+def consumer_id() -> str:
+    """A name for one consumer (host, pid and a random part): what an engine records as the
+    holder of the messages it leased, so a receipt settles only its own claim."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 #: Publishes messages somewhere particular: what `MessageTransport.transactional` returns.

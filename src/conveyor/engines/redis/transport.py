@@ -33,10 +33,7 @@ failover) runs no task twice: the worker settles what it ran on the server that 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any, get_args
 
@@ -49,6 +46,7 @@ from conveyor.engines.base import (
     Outgoing,
     QueueStats,
     ResultBackend,
+    consumer_id,
 )
 from conveyor.engines.redis.client import RedisClient
 from conveyor.engines.redis.entries import Receipt, dead_letter_of, delivery_of, receipt_of
@@ -105,7 +103,7 @@ class RedisTransport(MessageTransport):
         self.lease_seconds = lease_seconds
         self.dead_letter_limit = dead_letter_limit
         self._results = results
-        self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._consumer = consumer_id()
         self._lease_ms = int(lease_seconds * 1000)
         self._reclaim_every = min(max(lease_seconds / 4, 0.05), 1.0)
         self._last_reclaim = 0.0

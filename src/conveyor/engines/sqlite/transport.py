@@ -20,11 +20,8 @@ message rings the file's `doorbell`, which wakes the consumers of other processe
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import sqlite3
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +34,7 @@ from conveyor.engines.base import (
     Outgoing,
     QueueStats,
     ResultBackend,
+    consumer_id,
 )
 from conveyor.engines.loops import Batcher, Signal
 from conveyor.engines.sqlite.db import SqliteClient, SqliteDb, immediate, put_value
@@ -239,7 +237,7 @@ class SqliteTransport(SqliteClient, MessageTransport):
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self._results = results
-        self._consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._consumer = consumer_id()
         self._published = Signal()
         self._doorbell = doorbell(path)
         self._settles: Batcher[tuple[Delivery, bytes | None, float | None]] | None = None
