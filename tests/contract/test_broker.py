@@ -34,7 +34,7 @@ from conveyor import (
     TaskResult,
     TaskStatus,
 )
-from conveyor.engines.base import Outgoing
+from conveyor.engines.base import Delivery, Outgoing
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -222,6 +222,33 @@ async def test_exhausted_retries_fail_and_dead_letter(running: Broker) -> None:
     with pytest.raises(TaskError, match="boom"):
         result.raise_for_error()
     assert handle.task_id in [d.task_id for d in await running.transport.dead_letters()]
+
+
+async def test_a_failure_has_a_status_between_its_dead_letter_and_its_result(
+    running: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[TaskStatus | None] = []
+    dead_letter = running.transport.dead_letter
+
+    async def observed(delivery: Delivery, reason: str) -> None:
+        await dead_letter(delivery, reason)
+        seen.append(await running.task_status(delivery.task_id))  # its result is not stored yet
+
+    monkeypatch.setattr(running.transport, "dead_letter", observed)
+
+    @running.task(retries=1, retry_delay=0.01)
+    def fails() -> None:
+        raise ValueError("boom")
+
+    @running.task
+    def fails_at_once() -> None:
+        raise ValueError("boom")
+
+    for task in (fails, fails_at_once):
+        handle = await task.kiq()
+        assert (await handle.wait_result(timeout=10)).status is TaskStatus.FAILED
+        assert await running.task_status(handle.task_id) is TaskStatus.FAILED
+    assert seen == [TaskStatus.RUNNING, TaskStatus.RUNNING]
 
 
 async def test_retry_on_limits_which_errors_retry(running: Broker) -> None:

@@ -60,6 +60,9 @@ _DUE_SLACK = 1.0
 #: Seconds before a workflow step whose next steps could not be sent (the broker failed) runs
 #: again.
 _ADVANCE_RETRY_DELAY = 5.0
+#: Seconds a failed task reads "running" while it is moved to the dead letters and its result
+#: stored (one round trip each; a worker killed in between leaves it for this long at most).
+_SETTLING_SECONDS = 60.0
 
 
 class BadArguments(SerializationError):
@@ -486,7 +489,8 @@ class Runner:
     ) -> None:
         """Run the hooks, then store the result (`data`) and settle the delivery: ack a success
         or a cancel with its result; dead-letter a failure first, so whoever sees the FAILED
-        result also finds the message in the dead-letter queue.
+        result also finds the message in the dead-letter queue. Between the two the failure
+        reads "running" (a mark), so its status is never unknown.
 
         A workflow step first sends what follows it (or ends the workflow), so a crash before
         the settle loses nothing.
@@ -504,18 +508,26 @@ class Runner:
         if error is not None:
             for hook in self.broker.hooks("on_error"):
                 await hook(message, result, error)
-        transport, results = self.broker.transport, self.broker.result_backend
-        ttl = self._ttl(run.options)
-        if result.status is TaskStatus.FAILED:
-            reason = f"{result.error_type}: {result.error_message}"
-            await transport.dead_letter(run.delivery, reason)
-            if data is not None:
-                await results.set_result(message.task_id, data, ttl)
-        else:
-            await transport.ack_with_result(run.delivery, results, data, ttl)
+        await self._settle_final(message, run, result, data)
         for hook in self.broker.hooks("post_save"):
             await hook(message, result)
         log_end(message, result)
+
+    async def _settle_final(
+        self, message: TaskMessage, run: Run, result: TaskResult[Any], data: bytes | None
+    ) -> None:
+        """Store the result and settle the delivery: ack with it, or dead-letter a failure
+        first and read "running" until its result is stored."""
+        transport, results = self.broker.transport, self.broker.result_backend
+        ttl = self._ttl(run.options)
+        if result.status is not TaskStatus.FAILED:
+            await transport.ack_with_result(run.delivery, results, data, ttl)
+            return
+        if data is not None:
+            await self.broker.state.mark(message.task_id, "running", _SETTLING_SECONDS)
+        await transport.dead_letter(run.delivery, f"{result.error_type}: {result.error_message}")
+        if data is not None:
+            await results.set_result(message.task_id, data, ttl)
 
     async def _advance(
         self, message: TaskMessage, delivery: Delivery, result: TaskResult[Any]
