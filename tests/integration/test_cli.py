@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import click
 import psutil
 import pytest
 
@@ -366,6 +367,21 @@ def test_help_of_every_command(
     assert done.stderr == ""
     assert done.stdout.startswith(f"Usage: conveyor {' '.join(command)}".rstrip() + " ")
     assert "-h, --help" in done.stdout
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    from conveyor.cli.commands import cli as group
+
+    def options(command: click.Command, path: str) -> Iterator[tuple[str, click.Option]]:
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                yield path, param
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from options(sub, f"{path} {name}")
+
+    found = list(options(group, "conveyor"))
+    assert len(found) > 40
+    assert [(path, option.opts) for path, option in found if not option.help] == []
 
 
 def test_top_level_help_lists_the_commands(cli: Cli) -> None:

@@ -54,7 +54,7 @@ def dlq() -> None:
 
 @dlq.command("list")
 @click.argument("app")
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--limit", type=int, default=100, show_default=True, help="list at most this many")
 @json_option
 def dlq_list(app: str, limit: int, as_json: bool) -> None:
     """List dead-lettered messages."""

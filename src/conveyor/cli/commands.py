@@ -12,7 +12,7 @@ import click
 
 from conveyor.cli.admin import dlq, purge
 from conveyor.cli.app import load_broker, run_with
-from conveyor.cli.output import echo_json, json_option
+from conveyor.cli.output import echo_json, json_option, log_level_option
 from conveyor.cli.read import info, inspect_cmd, result
 from conveyor.cli.scheduler import scheduler
 from conveyor.cli.send import send
@@ -99,7 +99,7 @@ def cli() -> None:
     show_default=True,
     help="text, json, or a logging format string (Taskiq's)",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@log_level_option
 @click.option("--child", is_flag=True, hidden=True)
 def worker(
     app: str,
@@ -173,7 +173,13 @@ def worker(
 
 @cli.command()
 @click.argument("app")
-@click.option("--timeout", type=float, default=10.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="seconds to wait for a worker to run the probe task",
+)
 @json_option
 def ping(app: str, timeout: float, as_json: bool) -> int:
     """Check the broker and time a task's round trip through a worker."""

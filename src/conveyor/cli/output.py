@@ -19,6 +19,7 @@ __all__ = [
     "echo_json",
     "json_arg",
     "json_option",
+    "log_level_option",
     "print_result",
     "shown_value",
 ]
@@ -29,6 +30,14 @@ EMPTY = "(empty)"
 #: `--json` of every read command: the same data as one JSON document on stdout.
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="print JSON instead of lines (for scripts)"
+)
+
+#: `--log-level` of every long-running command.
+log_level_option = click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    help="the lowest level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL",
 )
 
 

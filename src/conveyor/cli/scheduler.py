@@ -7,6 +7,7 @@ import asyncio
 import click
 
 from conveyor.cli.app import load_target
+from conveyor.cli.output import log_level_option
 from conveyor.logs import configure_logging
 
 __all__ = ["scheduler"]
@@ -37,9 +38,13 @@ __all__ = ["scheduler"]
     help="seconds (at least 1) a run may be late and still be sent",
 )
 @click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text lines, or one JSON object per line",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@log_level_option
 def scheduler(
     app: str,
     modules: tuple[str, ...],

@@ -38,7 +38,13 @@ CONSUMER_GRACE_SECONDS = 1.0
 @click.option("--args", "args_json", help="positional arguments as a JSON list")
 @click.option("--kwargs", "kwargs_json", help="keyword arguments as a JSON object")
 @click.option("--wait", is_flag=True, help="wait for the result and print it, with progress")
-@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="seconds --wait waits for the result",
+)
 @click.option(
     "--unregistered",
     is_flag=True,

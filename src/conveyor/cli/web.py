@@ -12,6 +12,7 @@ import click
 
 from conveyor.broker import Broker
 from conveyor.cli.app import load_broker
+from conveyor.cli.output import log_level_option
 from conveyor.errors import ConfigurationError
 from conveyor.logs import configure_logging
 
@@ -65,7 +66,7 @@ class _NoQuery(logging.Filter):
     show_default=True,
     help="largest request body in bytes (413 beyond it)",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@log_level_option
 def web(
     app: str,
     modules: tuple[str, ...],
