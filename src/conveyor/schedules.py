@@ -130,6 +130,11 @@ def _repeated_wall_time(moment: datetime) -> bool:
     return first.utcoffset() != moment.utcoffset()
 
 
+#: The shortest interval schedule, in seconds: a multiple of it is always later than a unix
+#: time of this century by more than a float's rounding.
+MIN_INTERVAL = 0.001
+
+
 @dataclass(frozen=True, slots=True)
 class Interval:
     """Every `seconds`, at the multiples of `seconds` after `anchor` (a unix time).
@@ -138,7 +143,7 @@ class Interval:
     schedule fires at :00 and :30 of each minute).
 
     Raises:
-        ConfigurationError: `seconds` is not a positive number.
+        ConfigurationError: `seconds` is not a number of at least `MIN_INTERVAL`.
     """
 
     seconds: float
@@ -146,13 +151,23 @@ class Interval:
 
     def __post_init__(self) -> None:
         seconds = self.seconds
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
-            raise ConfigurationError(f"interval must be a positive number of seconds: {seconds!r}")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not seconds >= MIN_INTERVAL  # NaN too
+        ):
+            shortest = f"at least {MIN_INTERVAL:g}"
+            raise ConfigurationError(
+                f"interval must be a positive number of seconds, {shortest}: {seconds!r}"
+            )
 
     def next_after(self, t: float) -> float | None:
         """The first multiple of `seconds` after `anchor` strictly later than `t`."""
-        steps = (t - self.anchor) // self.seconds + 1
-        return self.anchor + max(steps, 0) * self.seconds
+        steps = max((t - self.anchor) // self.seconds + 1, 0)
+        at = self.anchor + steps * self.seconds
+        # In floats, `anchor + steps * seconds` may round to `t` itself (every 0.2 s, a third of
+        # today's times): the next multiple is then the answer, or the scheduler fires `t` for ever.
+        return at if at > t else self.anchor + (steps + 1) * self.seconds
 
     def describe(self) -> str:
         """For listings: every <seconds> s."""

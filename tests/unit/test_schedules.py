@@ -38,6 +38,23 @@ def test_interval_fires_on_multiples_of_its_period() -> None:
     assert Interval(10, anchor=300.0).next_after(100.0) == 300.0  # not before its anchor
 
 
+@pytest.mark.parametrize("seconds", [0.001, 0.1, 0.2, 0.3, 1.7, 2.2, 30])
+def test_an_interval_always_fires_strictly_later_despite_float_rounding(seconds: float) -> None:
+    every = Interval(seconds, anchor=0.5)
+    # 1796620035.0 every 0.2 s rounded to itself, and the scheduler fired it for ever.
+    times = [1796620035.0, *(1796620000 + i / 10 for i in range(1000)), 2.0**31 + 0.1]
+    for t in times:
+        at = every.next_after(t)
+        assert at is not None
+        assert t < at <= t + seconds + 1e-6, (t, at)  # a float of 2**31 is exact to 1e-6
+
+
+def test_an_interval_must_be_at_least_a_millisecond() -> None:
+    for bad in (0.0001, -1, float("nan"), True, "5"):
+        with pytest.raises(ConfigurationError, match=r"at least 0\.001"):
+            Interval(bad)  # type: ignore[arg-type]  # what a caller without types may pass
+
+
 def test_cron_in_utc_and_in_a_zone() -> None:
     assert Cron("*/5 * * * *").next_after(ts(2026, 1, 5, 12, 1)) == ts(2026, 1, 5, 12, 5)
     monday_9_moscow = Cron("0 9 * * 1", tz="Europe/Moscow")
