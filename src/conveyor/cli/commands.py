@@ -18,7 +18,7 @@ from conveyor.cli.scheduler import scheduler
 from conveyor.cli.send import send
 from conveyor.cli.taskiq_options import TaskiqWorkerOptions, taskiq_worker_options
 from conveyor.cli.web import web
-from conveyor.errors import ConveyorError, ResultTimeout
+from conveyor.errors import ConfigurationError, ConveyorError, ResultTimeout
 from conveyor.logs import configure_logging
 
 __all__ = ["cli"]
@@ -37,6 +37,14 @@ _TRACEBACK: dict[str, Any] = {
 @click.option("--traceback", **_TRACEBACK)
 def cli() -> None:
     """conveyor: an async-first distributed task queue."""
+
+
+def _refuse_concurrency(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        raise ConfigurationError(
+            f"-c/--concurrency {value} (Celery's) has no single meaning here: -w/--workers N runs"
+            " N worker processes, --max-async-tasks N runs up to N tasks at once in each"
+        )
 
 
 @cli.command()
@@ -74,7 +82,19 @@ def cli() -> None:
     help="threads for sync tasks per process",
 )
 @click.option(
-    "--queues", "-q", default="default", show_default=True, help="comma-separated queues to consume"
+    "--queues",
+    "-q",
+    "-Q",  # Celery's
+    default="default",
+    show_default=True,
+    help="comma-separated queues to consume",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    expose_value=False,
+    callback=_refuse_concurrency,
+    help="Celery's; refused: say -w (processes) or --max-async-tasks (tasks at once in each)",
 )
 @click.option("--reload", "-r", is_flag=True, help="restart workers when a .py file changes")
 @click.option(
@@ -91,7 +111,11 @@ def cli() -> None:
     help="seconds running tasks get to finish on SIGTERM",
 )
 @click.option(
-    "--with-scheduler", is_flag=True, help="also run the scheduler (in one worker process)"
+    "--with-scheduler",
+    "-B",
+    "--beat",  # Celery's
+    is_flag=True,
+    help="also run the scheduler (in one worker process)",
 )
 @click.option(
     "--log-format",

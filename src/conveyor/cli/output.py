@@ -35,6 +35,8 @@ json_option = click.option(
 #: `--log-level` of every long-running command.
 log_level_option = click.option(
     "--log-level",
+    "-l",
+    "--loglevel",  # Celery's
     default="INFO",
     show_default=True,
     help="the lowest level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL",
