@@ -233,6 +233,20 @@ async def test_a_removed_id_sent_again_runs_once(amqp_transport: AmqpTransport) 
     assert await amqp_transport.receive(["q"], 10, 0.3) == []  # the removed copy was dropped
 
 
+async def test_each_loop_publishes_on_a_connection_of_its_own_closed_with_it(
+    amqp_transport: AmqpTransport,
+) -> None:
+    def in_another_loop() -> None:  # as `kiq_sync`'s portal or a thread's `asyncio.run` would
+        asyncio.run(amqp_transport.publish([Outgoing("there", "q", b"x")]))
+
+    await asyncio.to_thread(in_another_loop)
+    await amqp_transport.publish([Outgoing("here", "q", b"x", priority=1)])
+    got = await amqp_transport.receive(["q"], 10, 1.0)
+    assert [d.task_id for d in got] == ["here", "there"]
+    assert len(amqp_transport._outboxes.each()) == 1  # the other loop's closed when it ended
+    await amqp_transport.ack(got)
+
+
 async def test_a_long_delay_hops_through_buckets_and_is_never_early(
     amqp_transport: AmqpTransport,
 ) -> None:

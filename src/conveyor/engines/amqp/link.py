@@ -1,10 +1,11 @@
 """The connection side of `AmqpTransport`: options, topology, publishing with confirms.
 
-`AmqpLink` owns the robust connection (in its `IoThread`: every call that touches the connection
-runs there), declares queues and exchanges on first use (see `transport.py` for the layout) and
-publishes; `AmqpTransport` adds consuming, leases and settling on top. The index lives in the
-state store it is given (`records.py`); that store is thread-safe, so it is awaited from the
-I/O thread like everything else.
+`AmqpLink` owns the robust connection (in its `IoThread`: every other call that touches it runs
+there), declares queues and exchanges on first use (see `transport.py` for the layout) and
+publishes; `AmqpTransport` adds consuming, leases and settling on top. `publish` alone runs on
+the caller's loop, on that loop's own connection (`outbox.py`), declaring through the I/O
+thread only what is new. The index lives in the state store it is given (`records.py`); that
+store is thread-safe, so it is awaited from either side.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from conveyor._urls import safe_url
+from conveyor.engines.amqp.outbox import LOST, Outbox, open_channel
 from conveyor.engines.amqp.records import (
     DROPPED,
     LOCAL_RECORD_TTL,
@@ -30,14 +32,12 @@ from conveyor.engines.amqp.records import (
     split_url,
 )
 from conveyor.engines.base import DEFAULT_LEASE_SECONDS, MessageTransport, Outgoing, StateStore
-from conveyor.engines.loops import IoThread, reset_after_fork
-from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
+from conveyor.engines.loops import IoThread, PerLoop, reset_after_fork
+from conveyor.errors import BrokerError, ConfigurationError
 
 try:
     import aio_pika
     from aio_pika.abc import AbstractIncomingMessage
-    from aio_pika.connection import make_url
-    from aiormq.exceptions import AMQPError
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "the RabbitMQ engine needs the amqp extra: pip install 'conveyor[amqp]'"
@@ -51,28 +51,11 @@ T = TypeVar("T")
 
 log = logging.getLogger("conveyor.amqp")
 
-#: Seconds the first connection may take before `BrokerConnectionError`.
-CONNECT_TIMEOUT = 10.0
-
-#: Errors of settling a delivery whose channel is gone: RabbitMQ has requeued it already.
-LOST = (AMQPError, RuntimeError, ConnectionError)
-
 PER_PROCESS_WARNING = (
     "%s keeps no shared state: rate limits, unique_for, cancelling a task another process "
     "holds, task states, schedules' exactly-once and workflows are per-process; pass "
     "state_url (redis://... or sqlite:///state.db) to share them"
 )
-
-
-class _NoTransportErrors(logging.Filter):
-    """Drops aiormq's ERROR line for a failed TCP connect: conveyor raises it as one clear
-    `BrokerConnectionError`, and aio-pika logs each failed reconnect itself."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("error when creating transport")
-
-
-_FILTER = _NoTransportErrors()
 
 
 def int_header(message: AbstractIncomingMessage, name: str) -> int:
@@ -138,11 +121,12 @@ class AmqpLink(MessageTransport):
         self.store = store
         self._warned = False
         self._io = IoThread("conveyor-amqp")
+        self._outboxes = PerLoop(lambda _loop: Outbox(self.url, self.safe_url), Outbox.close)
         self._conn: Any = None
         self._channel: Any = None
         self._queues: dict[str, Any] = {}
         self._consuming: dict[str, str] = {}  # queue -> consumer tag
-        self._buckets: dict[int, Any] = {}  # delay bucket -> its exchange
+        self._buckets: set[int] = set()  # delay buckets declared
         self._topology = asyncio.Lock()
         self._buffer: list[tuple[int, int, str, AbstractIncomingMessage]] = []
         self._seq = itertools.count()
@@ -157,7 +141,7 @@ class AmqpLink(MessageTransport):
         dropped = [self._conn, self._channel, self._queues, self._buckets, self._buffer]
         dropped += [self._leased, self._chores]
         self._conn = self._channel = self._arrived = None
-        self._queues, self._consuming, self._buckets = {}, {}, {}
+        self._queues, self._consuming, self._buckets = {}, {}, set()
         self._buffer, self._leased, self._chores = [], set(), set()
         self._topology, self._prefetch = asyncio.Lock(), 0
         return dropped
@@ -180,7 +164,8 @@ class AmqpLink(MessageTransport):
         return f"{self.prefix}.{queue}"
 
     async def startup(self) -> None:
-        """Connect (with publisher confirms); warn once when the state store is per-process."""
+        """Connect (with publisher confirms; a loop's publishing connection opens at its first
+        publish); warn once when the state store is per-process."""
         await self._io.run(self._connect())
         await self.store.startup()
         if not self.store.shared and not self._warned:
@@ -190,23 +175,14 @@ class AmqpLink(MessageTransport):
     async def shutdown(self) -> None:
         """Close the connection (unsettled deliveries go back to their queues); the state store
         belongs to whoever made it."""
+        await self._outboxes.close_all()
         await self._io.run(self._close())
         self._io.stop()
 
     async def _connect(self) -> None:
         if self._channel is not None:
             return
-        logging.getLogger("aiormq.connection").addFilter(_FILTER)  # a set: adding twice is once
-        conn = aio_pika.RobustConnection(make_url(self.url), reconnect_interval=1)
-        try:
-            await conn.connect(timeout=CONNECT_TIMEOUT)
-            self._channel = await conn.channel(publisher_confirms=True)
-        except (TimeoutError, OSError, AMQPError) as exc:
-            with contextlib.suppress(Exception):
-                await conn.close()
-            raise BrokerConnectionError(
-                f"cannot reach RabbitMQ at {self.safe_url}: {exc}"
-            ) from None
+        conn, self._channel = await open_channel(self.url, self.safe_url)
         self._conn = conn
         conn.reconnect_callbacks.add(self._on_reconnect)
         self._arrived = asyncio.Event()
@@ -264,11 +240,9 @@ class AmqpLink(MessageTransport):
         await self.store.set(self._key("q", queue), b"1")
         return declared
 
-    async def _bucket(self, k: int) -> Any:
-        """The fanout exchange of delay bucket `k` (its queue dead-letters to the default one)."""
-        found = self._buckets.get(k)
-        if found is not None:
-            return found
+    async def _bucket(self, k: int) -> None:
+        """Declare the fanout exchange of delay bucket `k` (its queue dead-letters to the
+        default one)."""
         async with self._topology:
             if k not in self._buckets:
                 channel = await self._ready()
@@ -278,8 +252,7 @@ class AmqpLink(MessageTransport):
                 held = await channel.declare_queue(name, durable=True, arguments=arguments)
                 await held.bind(exchange)
                 await self.store.set(self._key("d", str(k)), b"1")
-                self._buckets[k] = exchange
-            return self._buckets[k]
+                self._buckets.add(k)
 
     def _error(self, exc: BaseException) -> BrokerError:
         if isinstance(exc, BrokerError):
@@ -288,12 +261,18 @@ class AmqpLink(MessageTransport):
 
     # -- publishing -----------------------------------------------------------------------------
 
-    @on_io
     async def publish(self, messages: Sequence[Outgoing]) -> None:
-        """Publish with confirms; a task id the (shared) index already holds is ignored."""
+        """Publish with confirms; a task id the (shared) index already holds is ignored.
+
+        Runs on the caller's loop, on its own connection (`outbox.py`): no thread hop.
+        """
         # Highest priority first: a consumer with free prefetch takes messages as they come,
         # so a batch reaches a worker by priority even when it arrives slower than the linger.
         messages = sorted(messages, key=lambda m: -int(m.priority))
+        try:
+            channel = await self._outboxes.here().channel()
+        except Exception as exc:
+            raise self._error(exc) from None
         now = time.time()
         records = [
             Record("scheduled" if m.eta else "queued", 0, 0.0, m.eta or 0.0, m.priority,
@@ -308,7 +287,7 @@ class AmqpLink(MessageTransport):
         else:  # no index of sends in a per-process store: it would only grow (see the docs)
             await asyncio.gather(*(self._undrop(m.task_id) for m in messages))
         try:
-            sends = [self._send(m.queue, m.task_id, m.body, m.priority, m.eta, 0, r.tag)
+            sends = [self._send(m.queue, m.task_id, m.body, m.priority, m.eta, 0, r.tag, channel)
                      for m, r in fresh]  # fmt: skip
             await asyncio.gather(*sends)
         except Exception as exc:
@@ -343,9 +322,12 @@ class AmqpLink(MessageTransport):
         eta: float | None,
         n: int,
         tag: str,
+        channel: Any = None,
     ) -> None:
-        """Publish one message to its queue, or to the delay bucket its `eta` needs."""
-        await self._declare(queue)
+        """Publish one message to its queue, or to the delay bucket its `eta` needs, on
+        `channel` (the I/O thread's when None); queues and buckets are declared there."""
+        if queue not in self._queues:
+            await self._io.run(self._declare(queue))
         headers: dict[str, Any] = {"x-n": n, "x-tag": tag}
         if eta:  # integer ms: pamqp sends a Python float as a 32-bit float
             headers["x-eta-ms"] = math.ceil(eta * 1000)
@@ -356,12 +338,15 @@ class AmqpLink(MessageTransport):
             headers=headers,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
+        channel = channel or self._channel
         k = delay_bucket(eta) if eta else None
         if k is None:
-            await self._channel.default_exchange.publish(message, self.queue_name(queue))
+            exchange = channel.default_exchange
         else:
-            exchange = await self._bucket(k)
-            await exchange.publish(message, self.queue_name(queue))
+            if k not in self._buckets:
+                await self._io.run(self._bucket(k))
+            exchange = await channel.get_exchange(f"{self.prefix}.delay.{k}", ensure=False)
+        await exchange.publish(message, self.queue_name(queue))
 
     @staticmethod
     async def _settle(action: Any) -> bool:

@@ -12,7 +12,8 @@ runs) and keeps the deliveries in a buffer sorted by priority. RabbitMQ has no l
 consumer lives, so the transport keeps one: a delivery not extended within `lease_seconds` is
 nacked back to the queue and any later settle of it does nothing. Where messages are and which
 ids are held live in an index in the state store (`records.py`). The connection lives in a
-thread of its own (`IoThread`), so callers may use any event loop.
+thread of its own (`IoThread`), so callers may use any event loop; publishes go out on a
+connection of the caller's loop (`outbox.py`).
 
 A message another client published into a work queue without a `message_id`, or with an `x-n`
 or `x-eta-ms` header that is not an integer, is handed out as a delivery with its `problem`

@@ -1,0 +1,97 @@
+"""A RabbitMQ connection with a confirming channel: the I/O thread's, and one per event loop
+that publishes (`Outbox`, kept in an `engines.loops.PerLoop` by `AmqpLink`).
+
+Why a connection per publishing loop: an awaited `kiq` is a state-store write and a confirmed
+publish; sending them through the I/O thread cost two thread hops and their wake-ups, about a
+fifth of the CPU of each `kiq`. Consumers, settles and topology stay on the I/O thread.
+
+Invariants: the first connection fails fast with one `BrokerConnectionError` naming the URL
+(password hidden), and concurrent callers share that one attempt; once connected, aio-pika's
+robust connection reconnects every second and restores the channel by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from conveyor.errors import BrokerConnectionError
+
+try:
+    import aio_pika
+    from aio_pika.connection import make_url
+    from aiormq.exceptions import AMQPError
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "the RabbitMQ engine needs the amqp extra: pip install 'conveyor[amqp]'"
+    ) from exc
+
+__all__ = ["CONNECT_TIMEOUT", "LOST", "Outbox", "open_channel"]
+
+#: Seconds the first connection may take before `BrokerConnectionError`.
+CONNECT_TIMEOUT = 10.0
+
+#: Errors of a channel that is gone (settling on it: RabbitMQ has requeued the message).
+LOST = (AMQPError, RuntimeError, ConnectionError)
+
+
+class _NoTransportErrors(logging.Filter):
+    """Drops aiormq's ERROR line for a failed TCP connect: conveyor raises it as one clear
+    `BrokerConnectionError`, and aio-pika logs each failed reconnect itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error when creating transport")
+
+
+_FILTER = _NoTransportErrors()
+
+
+async def open_channel(url: str, safe_url: str) -> tuple[Any, Any]:
+    """A robust connection to `url` and a channel on it with publisher confirms.
+
+    Raises:
+        BrokerConnectionError: RabbitMQ cannot be reached within `CONNECT_TIMEOUT`.
+    """
+    logging.getLogger("aiormq.connection").addFilter(_FILTER)  # a set: adding twice is once
+    conn = aio_pika.RobustConnection(make_url(url), reconnect_interval=1)
+    try:
+        await conn.connect(timeout=CONNECT_TIMEOUT)
+        channel = await conn.channel(publisher_confirms=True)
+    except BaseException as exc:  # cancelled too: no half-open connection is left behind
+        with contextlib.suppress(Exception):
+            await conn.close()
+        if isinstance(exc, TimeoutError | OSError | AMQPError):
+            raise BrokerConnectionError(f"cannot reach RabbitMQ at {safe_url}: {exc}") from None
+        raise
+    return conn, channel
+
+
+class Outbox:
+    """The publishing connection of one event loop, opened on first use."""
+
+    def __init__(self, url: str, safe_url: str) -> None:
+        self._url, self._safe_url = url, safe_url
+        self._opening: asyncio.Future[tuple[Any, Any]] | None = None
+
+    async def channel(self) -> Any:
+        """The confirming channel (concurrent callers share one connection attempt)."""
+        opening = self._opening
+        if opening is None or (opening.done() and opening.exception() is not None):
+            opening = self._opening = asyncio.ensure_future(open_channel(self._url, self._safe_url))
+        return (await asyncio.shield(opening))[1]
+
+    async def close(self) -> None:
+        """Close the connection (publishes in flight fail)."""
+        opening, self._opening = self._opening, None
+        if opening is None:
+            return
+        if not opening.done():  # the attempt closes what it opened when cancelled
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await opening
+            return
+        if not opening.cancelled() and opening.exception() is None:
+            with contextlib.suppress(*LOST):
+                await opening.result()[0].close()
