@@ -84,6 +84,14 @@ def on_io(
     return on_thread
 
 
+async def _together(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Await `calls` concurrently; one alone is awaited in place (a single `kiq`), without the
+    task and the extra loop turn `asyncio.gather` makes for it."""
+    if len(calls) == 1:
+        return [await calls[0]]
+    return list(await asyncio.gather(*calls))
+
+
 def stale(message: AbstractIncomingMessage) -> bool:
     """True when the channel a message came on is closed (RabbitMQ requeued it)."""
     try:
@@ -282,14 +290,15 @@ class AmqpLink(MessageTransport):
         pairs = list(zip(messages, records, strict=True))
         fresh = pairs
         if self.store.shared:
-            claims = await asyncio.gather(*(self._claim_id(m, r, now) for m, r in pairs))
+            claims = await _together([self._claim_id(m, r, now) for m, r in pairs])
             fresh = [pair for pair, claimed in zip(pairs, claims, strict=True) if claimed]
         else:  # no index of sends in a per-process store: it would only grow (see the docs)
-            await asyncio.gather(*(self._undrop(m.task_id) for m in messages))
+            await _together([self._undrop(m.task_id) for m in messages])
         try:
-            sends = [self._send(m.queue, m.task_id, m.body, m.priority, m.eta, 0, r.tag, channel)
-                     for m, r in fresh]  # fmt: skip
-            await asyncio.gather(*sends)
+            await _together(
+                [self._send(m.queue, m.task_id, m.body, m.priority, m.eta, 0, r.tag, channel)
+                 for m, r in fresh]
+            )  # fmt: skip
         except Exception as exc:
             if self.store.shared:  # unsent: the id may be sent again
                 keys = [self._key("m", m.task_id) for m, _ in fresh]
