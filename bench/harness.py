@@ -368,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(counts, reps, variants)
     run.meta.update(
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        argv=" ".join(sys.argv[1:] if argv is None else argv),
         mode=("quick" if args.quick else "full") + ("" if args.scale == 1 else f" x{args.scale:g}"),
         out=str(out),
         python=sys.version.split()[0],
