@@ -54,12 +54,15 @@ def render(payload: dict[str, Any]) -> str:
     meta, counts, summary = payload["meta"], payload["counts"], payload["summary"]
     started = meta.get("started", "?")[:10]
     source = meta.get("conveyor_source", "?")
-    load = meta.get("load_at_start", ["?"])[0]
-    load_text = f"{load:.2f}" if isinstance(load, float) else str(load)
+    load_text = _load(meta.get("load_at_start"))
+    reps = f"{payload['reps']} interleaved repetitions, {meta.get('seconds', '?')} s"
+    if meta.get("interrupted"):  # the medians are over the repetitions that ran
+        done = max((r.get("rep", 0) for r in payload["records"]), default=0)
+        reps = f"{payload['reps']} interleaved repetitions asked, stopped after {done} had run"
     out = [
         f"Measured on {started}, conveyor {source}, by `bench/run {meta.get('argv', '')}`".rstrip()
-        + f" ({meta.get('mode', '?')} counts, {payload['reps']} interleaved repetition(s), "
-        f"{meta.get('seconds', '?')} s; load average {load_text} at the start; "
+        + f" ({meta.get('mode', '?')} counts, {reps}; load average {load_text} at the start, "
+        f"{_load(meta.get('load_at_end'))} at the end; "
         f"{meta.get('machine', '?')}). Regenerate this section with "
         "`bench/.venv/bin/python -m bench.markdown --readme README.md` after a run.",
         "",
@@ -99,13 +102,21 @@ def render(payload: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _load(load: Any) -> str:
+    return f"{load[0]:.2f}" if isinstance(load, list) and load else "?"
+
+
 def _failures(summary: dict[str, Any]) -> list[str]:
+    """One line per variant and reason: the figures it cost (how many times), and why."""
     lines = []
     for name, row in summary["variants"].items():
         if row["skipped"]:
             lines.append(f"- {name} skipped: {row['skipped']}")
+        by_reason: dict[str, list[str]] = {}
         for key, reasons in row["errors"].items():
-            lines.append(f"- {name} {key} failed {len(reasons)}x: {reasons[-1][:160]}")
+            by_reason.setdefault(reasons[-1][:160], []).append(f"{key} ({len(reasons)}x)")
+        for reason, keys in by_reason.items():
+            lines.append(f"- {name}, {', '.join(keys)}: {reason}")
     return lines
 
 
