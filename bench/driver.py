@@ -161,6 +161,7 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         with step("close"):
             await adapter.close()
+            await adapter.close_counter()
             adapter.reset()
     return 0
 

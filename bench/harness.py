@@ -340,7 +340,10 @@ def finish(run: Run, out: Path, chart: bool) -> None:
     run.meta["load_at_end"] = os.getloadavg()
     summary = report.summarize(run.records, run.variants, run.skipped)
     print()
-    print(report.render(summary, run.counts, run.reps, run.meta))
+    reps = run.reps  # an interrupted run's medians are over the repetitions that ran
+    if run.meta.get("interrupted"):
+        reps = max((r["rep"] for r in run.records), default=0)
+    print(report.render(summary, run.counts, reps, run.meta))
     print(f"JSON: {report.write_json(out / 'latest.json', run, summary)}")
     if chart:
         print(f"chart: {report.draw_chart(out / 'chart.png', summary, run.meta)}")
@@ -368,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(counts, reps, variants)
     run.meta.update(
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        argv=" ".join(sys.argv[1:] if argv is None else argv),
         mode=("quick" if args.quick else "full") + ("" if args.scale == 1 else f" x{args.scale:g}"),
         out=str(out),
         python=sys.version.split()[0],

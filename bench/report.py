@@ -16,7 +16,15 @@ if TYPE_CHECKING:
     from bench.harness import Run
     from bench.variants import Variant
 
-__all__ = ["draw_chart", "error_lines", "render", "session_line", "summarize", "write_json"]
+__all__ = [
+    "draw_chart",
+    "error_lines",
+    "judged_rows",
+    "render",
+    "session_line",
+    "summarize",
+    "write_json",
+]
 
 EXTRA = ("drain_seconds", "latency_send_rate")  # kept in JSON, not in the table
 SHORT = {
@@ -82,6 +90,9 @@ def summarize(
             "conveyor": v.conveyor,
             "options": v.options,
             "client_of": v.client_of,
+            "recorded": v.recorded,
+            "default": v.default,
+            "stores_results": v.stores_results,
             "venv": f"bench/{v.venv}",
             "info": {k: info.get(k) for k in ("version", "bulk_api", "async_tasks", "worker")},
             "skipped": skipped.get(v.name),
@@ -95,20 +106,43 @@ def summarize(
             if twin in table and key in table[twin]["metrics"]:
                 row["metrics"][key] = {**table[twin]["metrics"][key], "shared_from": twin}
     groups = dict.fromkeys(row["group"] for row in table.values())
-    best = {g: best_peers({n: r for n, r in table.items() if r["group"] == g}) for g in groups}
+    best: dict[str, Any] = {}
+    for g in groups:
+        of_group = {n: r for n, r in table.items() if r["group"] == g}
+        best[g] = {kind: best_peers(of_group, PEER_SETS[kind]) for kind in PEER_SETS}
     found = ratios(table, best)
-    return {"variants": table, "best_peer": best, "ratios": found, "targets": targets(table, found)}
+    compared = {g: comparison(table, best[g], g) for g in groups}
+    return {
+        "variants": table,
+        "best_peer": best,
+        "ratios": found,
+        "comparisons": compared,
+        "targets": targets(table, compared),
+    }
 
 
-def best_peers(table: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """For each metric, the non-conveyor variant of `table` with the best median in this run
-    (`table` holds one group: conveyor rows are compared with the peers on the same server)."""
+#: The peers each comparison picks its best from: "results", those whose completion is
+#: observed as a stored result (every peer storing results, by default or given a store);
+#: "recorded", those counted by the recorder (storing nothing: their library's default);
+#: "defaults", every peer as its library ships as to results (either way of counting).
+PEER_SETS = {
+    "results": lambda row: not row["recorded"],
+    "recorded": lambda row: row["recorded"],
+    "defaults": lambda row: row["default"],
+}
+
+
+def best_peers(table: dict[str, Any], keep: Any = None) -> dict[str, dict[str, Any]]:
+    """For each metric, the non-conveyor variant of `table` (that `keep(row)` accepts) with the
+    best median in this run (`table` holds one group: conveyor rows are compared with the peers
+    on the same server)."""
     best: dict[str, dict[str, Any]] = {}
     for m in METRICS:
         found = [
             (row["metrics"][m.key]["median"], name)
             for name, row in table.items()
             if not row["conveyor"]
+            and (keep is None or keep(row))
             and m.key in row["metrics"]
             and "shared_from" not in row["metrics"][m.key]
         ]
@@ -119,13 +153,15 @@ def best_peers(table: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def ratios(table: dict[str, Any], by_group: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """conveyor's median / the best peer's median of its group, per conveyor variant and metric."""
+    """conveyor's median / the best peer's median of its group, per conveyor variant and metric,
+    like for like: a row observed through stored results against the peers observed so, a
+    `-recorded` row against the peers the recorder counts."""
     out: dict[str, Any] = {}
     for name, row in table.items():
         if not row["conveyor"]:
             continue
         out[name] = {}
-        best = by_group.get(row["group"], {})
+        best = by_group.get(row["group"], {}).get("recorded" if row["recorded"] else "results", {})
         for m in METRICS:
             if m.key not in row["metrics"] or m.key not in best or not best[m.key]["value"]:
                 continue
@@ -141,9 +177,70 @@ def ratios(table: dict[str, Any], by_group: dict[str, dict[str, Any]]) -> dict[s
     return out
 
 
-def targets(table: dict[str, Any], found: dict[str, Any]) -> list[dict[str, Any]]:
+def times(value: float, peer: float, m: Metric) -> float:
+    """How many times better conveyor's `value` is than `peer` (above 1: conveyor better)."""
+    if m.higher_is_better:
+        return value / peer if peer else float("inf")
+    return peer / value if value else float("inf")
+
+
+#: Figures of the client alone: the way completions are counted does not touch them.
+CLIENT_KEYS = ("enqueue_single", "enqueue_bulk")
+
+
+def comparison(table: dict[str, Any], best: dict[str, Any], group: str) -> dict[str, Any]:
+    """The group's conveyor row (one worker process, results stored) against its best peer,
+    per metric, twice: against the best peer storing results (both observed through stored
+    results), and against the best peer with its library's defaults; for a default that stores
+    nothing, conveyor's `-recorded` row (results stored, counted by the recorder as that peer
+    is) stands in, but for the enqueue figures, which no counting touches. `judged` is the
+    comparison less favourable to conveyor: the one the targets are judged on."""
+    base = f"conveyor-{group}"
+    row = table.get(base)
+    if row is None or row["skipped"]:
+        return {}
+    twin = next(
+        (
+            n
+            for n, r in table.items()
+            if r["conveyor"] and r["recorded"] and r["client_of"] == base and not r["skipped"]
+        ),
+        None,
+    )
+    out: dict[str, Any] = {"conveyor": base, "recorded": twin, "metrics": {}}
+    for m in METRICS:
+        mine = row["metrics"].get(m.key)
+        if mine is None:
+            continue
+        entry: dict[str, Any] = {"value": mine["median"]}
+        for kind in ("results", "defaults"):
+            peer = best.get(kind, {}).get(m.key)
+            if peer is None:
+                continue
+            against = base
+            if table[peer["variant"]]["recorded"] and twin and m.key not in CLIENT_KEYS:
+                against = twin if m.key in table[twin]["metrics"] else base
+            value = table[against]["metrics"][m.key]["median"]
+            entry[kind] = {
+                "peer": peer["variant"],
+                "peer_value": peer["value"],
+                "conveyor": against,
+                "value": value,
+                "times": times(value, peer["value"], m),
+            }
+        sides = [k for k in ("results", "defaults") if k in entry]
+        if sides:
+            entry["judged"] = min(sides, key=lambda k: entry[k]["times"])
+            entry["times"] = entry[entry["judged"]]["times"]
+        out["metrics"][m.key] = entry
+    return out
+
+
+def targets(table: dict[str, Any], compared: dict[str, Any]) -> list[dict[str, Any]]:
     """Each of the issue's targets (`TARGETS`) against this run's medians: met, missed, or
-    not measured (`met` None) when the variant or the best peer did not run."""
+    not measured (`met` None) when the variant or the best peer did not run. A ratio target is
+    judged on `comparison`'s less favourable side (the best peer with results or with its
+    defaults, whichever conveyor is the fewer times better than)."""
     out = []
     for t in TARGETS:
         m = metric(t.key)
@@ -162,11 +259,13 @@ def targets(table: dict[str, Any], found: dict[str, Any]) -> list[dict[str, Any]
         else:
             assert t.times is not None
             entry["need"] = f">= {t.times:g}x best peer"
-            r = found.get(t.variant, {}).get(t.key)
-            if r is not None:
-                times = r["ratio"] if m.higher_is_better else 1 / r["ratio"]
-                entry["got"] = f"{times:.2f}x {r['best_peer']}"
-                entry["met"] = times >= t.times
+            group = table.get(t.variant, {}).get("group", "")
+            c = compared.get(group, {})
+            r = c.get("metrics", {}).get(t.key) if c.get("conveyor") == t.variant else None
+            if r is not None and "judged" in r:
+                side = r[r["judged"]]
+                entry["got"] = f"{r['times']:.2f}x {side['peer']}"
+                entry["met"] = r["times"] >= t.times
         out.append(entry)
     return out
 
@@ -183,12 +282,15 @@ def _cell(row: dict[str, Any], m: Metric, part: str) -> str:
     return "n/a"
 
 
-def _grid(rows: list[list[str]], header_rows: int = 1, left: int = 2) -> str:
-    """Columns padded to their widest cell: the first `left` left-aligned, the rest right."""
+def _grid(
+    rows: list[list[str]], header_rows: int = 1, left: int = 2, text: tuple[int, ...] = ()
+) -> str:
+    """Columns padded to their widest cell: the first `left` and those in `text` left-aligned,
+    the rest right."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(
-            c.ljust(w) if i < left else c.rjust(w)
+            c.ljust(w) if i < left or i in text else c.rjust(w)
             for i, (c, w) in enumerate(zip(r, widths, strict=True))
         )
         for r in rows
@@ -209,27 +311,38 @@ def _figures(summary: dict[str, Any], part: str) -> str:
 
 
 def _ratio_tables(summary: dict[str, Any]) -> list[str]:
-    """One table per group: its conveyor rows against its own best peers."""
+    """Per group, its conveyor rows against its own best peers counted the same way: rows
+    observed through stored results against such peers, `-recorded` rows against the peers
+    the recorder counts."""
     out = []
     for group in summary["best_peer"]:
-        table = _ratio_table(summary, group)
-        out += [table] if len(summary["best_peer"]) == 1 else [f"on {group}:", "", table, ""]
-    return out[:-1] if len(out) > 1 and out[-1] == "" else out
+        for recorded in (False, True):
+            table = _ratio_table(summary, group, recorded)
+            if table is None:
+                continue
+            title = f"on {group}, " if len(summary["best_peer"]) > 1 else ""
+            title += "counted by the recorder:" if recorded else "observed as stored results:"
+            out += [title, "", table, ""]
+    return out[:-1] if out and out[-1] == "" else out
 
 
-def _ratio_table(summary: dict[str, Any], group: str) -> str:
+def _ratio_table(summary: dict[str, Any], group: str, recorded: bool) -> str | None:
     names = [
         n
         for n, row in summary["variants"].items()
-        if row["conveyor"] and not row["skipped"] and row["group"] == group
+        if row["conveyor"]
+        and not row["skipped"]
+        and row["group"] == group
+        and row["recorded"] == recorded
     ]
+    best_of = summary["best_peer"][group]["recorded" if recorded else "results"]
     if not names:
-        return "no conveyor variant ran: no ratios"
-    if not summary["best_peer"][group]:
-        return "no peer ran: no ratios"
+        return None if recorded else "no conveyor variant ran: no ratios"
+    if not best_of:
+        return None if recorded else "no peer ran: no ratios"
     rows = [["metric", "best peer", *names]]
     for m in METRICS:
-        best = summary["best_peer"][group].get(m.key)
+        best = best_of.get(m.key)
         if best is None:
             continue
         cells = [f"{m.label} ({m.unit})", f"{best['variant']} {fmt(best['value'], m.unit)}"]
@@ -239,6 +352,70 @@ def _ratio_table(summary: dict[str, Any], group: str) -> str:
             cells.append("-" if r is None else f"{r['ratio']:.2f} {verdict}")
         rows.append(cells)
     return _grid(rows)
+
+
+GROUP_TITLES = {
+    "redis": "Redis",
+    "postgres": "PostgreSQL",
+    "sqlite": "SQLite",
+    "amqp": "RabbitMQ",
+    "nats": "NATS",
+}
+
+
+def judged_rows(summary: dict[str, Any], group: str) -> list[list[str]]:
+    """The group's judged table (`comparison`), header first: per figure conveyor's median,
+    the best peer storing results and the best peer with its defaults, each with how many
+    times better conveyor is (above 1: conveyor better), the less favourable of the two, and
+    the targets on that figure, met or NOT met. Empty when conveyor did not run."""
+    c = summary["comparisons"].get(group) or {}
+    if not c.get("metrics"):
+        return []
+    rows = [
+        [
+            "figure",
+            c["conveyor"],
+            "best peer, results stored",
+            "x",
+            "best peer, its defaults",
+            "x",
+            "vs best peer",
+            "targets",
+        ]
+    ]
+    mine = [t for t in summary["targets"] if t["variant"] == c["conveyor"]]
+    for m in METRICS:
+        entry = c["metrics"].get(m.key)
+        if entry is None:
+            continue
+        cells = [f"{m.label} ({m.unit})", fmt(entry["value"], m.unit)]
+        for kind in ("results", "defaults"):
+            side = entry.get(kind)
+            if side is None:
+                cells += ["-", "-"]
+                continue
+            peer = f"{side['peer']} {fmt(side['peer_value'], m.unit)}"
+            if side["conveyor"] != c["conveyor"]:  # the -recorded row stood in for conveyor
+                peer += f" (vs {side['conveyor']} {fmt(side['value'], m.unit)})"
+            cells += [peer, f"{side['times']:.2f}x"]
+        cells.append(f"{entry['times']:.2f}x ({entry['judged']})" if "judged" in entry else "-")
+        cells.append("; ".join(_verdict(t) for t in mine if t["key"] == m.key))
+        rows.append(cells)
+    return rows
+
+
+def _verdict(t: dict[str, Any]) -> str:
+    met = "not measured" if t["met"] is None else "met" if t["met"] else "NOT met"
+    return f"{t['need'].replace(' best peer', '')}: {met}"
+
+
+def _judged_tables(summary: dict[str, Any]) -> list[str]:
+    out = []
+    for group in summary["best_peer"]:
+        rows = judged_rows(summary, group)
+        if rows:
+            out += [f"{GROUP_TITLES[group]}:", "", _grid(rows, text=(2, 4, 6, 7)), ""]
+    return out[:-1]
 
 
 def render(summary: dict[str, Any], counts: Counts, reps: int, meta: dict[str, Any]) -> str:
@@ -270,6 +447,17 @@ def render(summary: dict[str, Any], counts: Counts, reps: int, meta: dict[str, A
         *_ratio_tables(summary),
     ]
     parts += _scale_lines(summary)
+    judged = _judged_tables(summary)
+    if judged:
+        parts += [
+            "",
+            "per engine: conveyor (one worker process, results stored) against the best peer "
+            "storing results and the best peer with its library's defaults (x: how many times "
+            "better conveyor is; vs best peer: the less favourable of the two, on which the "
+            "targets are judged):",
+            "",
+            *judged,
+        ]
     parts += ["", "the issue's targets (medians of this run):", "", _target_table(summary, meta)]
     notes = _notes(summary)
     if notes:
@@ -283,7 +471,7 @@ def _scale_lines(summary: dict[str, Any]) -> list[str]:
     table = summary["variants"]
     for name, row in table.items():
         twin = table.get(row.get("client_of") or "")
-        if not row["conveyor"] or twin is None:
+        if not row["conveyor"] or twin is None or row["options"].get("workers", "1") == "1":
             continue
         cells = []
         for key in ("drain", "sleep"):
@@ -321,7 +509,7 @@ def _target_table(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         floors = by_group[group_of[t["variant"]]]
         if t["key"] in floors:  # an absolute figure the host bounds: show the hop without a queue
             got += f" (floor {fmt(floors[t['key']], m.unit)})"
-        met = "-" if t["met"] is None else "yes" if t["met"] else "NO"
+        met = "-" if t["met"] is None else "met" if t["met"] else "NOT met"
         rows.append([t["variant"], m.label, t["need"], got, met])
     return _grid(rows, left=4)
 

@@ -16,7 +16,9 @@ Definitions (also in bench/README.md):
 
 "Every result observed": the last-sent task's result is polled every `poll` seconds; once it
 is stored, all the others are checked (not timed when all are there; when some are missing,
-the clock runs until the last of them is seen).
+the clock runs until the last of them is seen). For a variant counted by the recorder
+(`bench.recorder`, its tasks store no result) "done" is the recorder's count reaching every
+task sent, polled every `poll` seconds, and the latency samples are those the tasks recorded.
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ async def wait_stored(
 ) -> float:
     """Wait until every handle's result is stored; return `perf_counter()` when it was seen."""
     deadline = time.monotonic() + counts.timeout
+    if adapter.counter is not None:
+        return await adapter.counter.wait(
+            len(handles), counts.poll, lambda left: _check(worker, deadline, left, counts)
+        )
     last = handles[-1]
     while not await adapter.is_done(last):
         _check(worker, deadline, len(handles), counts)
@@ -144,7 +150,13 @@ async def latency(
         handles.append(await adapter.send("stamp", time.time()))
     achieved = counts.latency / max(time.perf_counter() - start, 1e-9)
     await wait_stored(adapter, handles, worker, counts)
-    delays = sorted([float(await adapter.value(h)) * 1000 for h in handles])
+    if adapter.counter is not None:
+        samples = await adapter.counter.samples()
+        if len(samples) != len(handles):
+            raise RuntimeError(f"{len(samples)} latency samples recorded for {len(handles)} sent")
+    else:
+        samples = [float(await adapter.value(h)) for h in handles]
+    delays = sorted(s * 1000 for s in samples)
     return percentile(delays, 50), percentile(delays, 99), achieved
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["GROUPS", "VARIANTS", "Variant", "select"]
+__all__ = ["GROUPS", "NORESULT", "VARIANTS", "Variant", "select"]
 
 MAIN_VENV = ".venv"
 REDIS5_VENV = ".venv-redis5"  # arq and saq: redis-py < 6 (see requirements-redis5.txt)
@@ -37,6 +37,10 @@ class Variant:
             machine's RabbitMQ, names under a prefix of the run; state and results in the
             harness's Redis) or "nats" (the harness's nats-server; taskiq's results in its
             Redis).
+        default: True when the variant runs the library as it ships as to results: storing
+            none (`-noresult`, counted by the recorder) for taskiq, Celery and Dramatiq,
+            storing them for the others. False for a peer given a result store it does not
+            have by default. conveyor always stores results.
     """
 
     name: str
@@ -46,49 +50,120 @@ class Variant:
     conveyor: bool = False
     client_of: str | None = None
     group: str = "redis"
+    default: bool = True
+
+    @property
+    def recorded(self) -> bool:
+        """Completions counted by `bench.recorder` (option `done=recorder`), not observed as
+        stored results."""
+        return self.options.get("done") == "recorder"
+
+    @property
+    def stores_results(self) -> bool:
+        """The variant stores a result per task (conveyor's `-recorded` rows do too)."""
+        return self.options.get("results") != "none"
 
     def matches(self, token: str) -> bool:
         """True when `--only` names this variant or its library."""
         return token in (self.name, self.adapter)
 
 
-def _conveyor(engine: str, workers: int) -> Variant:
+#: The options of a peer with its defaults: no result store, completions counted by the
+#: recorder (`bench.recorder`).
+NORESULT = {"results": "none", "done": "recorder"}
+
+
+def _conveyor(engine: str, workers: int = 1, recorded: bool = False) -> Variant:
     options = {"engine": engine, "workers": str(workers)}
     group = ENGINE_GROUP.get(engine, "redis")
-    if workers == 1:
-        return Variant(
-            f"conveyor-{engine}", "conveyor", options=options, conveyor=True, group=group
-        )
-    name, client = f"conveyor-{engine}-w{workers}", f"conveyor-{engine}"
+    name, client = f"conveyor-{engine}", None
+    if workers != 1:
+        name, client = f"{name}-w{workers}", name
+    if recorded:  # results stored all the same; counted as the -noresult peers are
+        name, client = f"{name}-recorded", name
+        options["done"] = "recorder"
     return Variant(name, "conveyor", options=options, conveyor=True, client_of=client, group=group)
 
 
+def _noresult(variant: Variant, client_of: str | None = None) -> Variant:
+    """`variant` (a peer given a result store) with its library's default: none."""
+    return Variant(
+        f"{variant.name}-noresult",
+        variant.adapter,
+        venv=variant.venv,
+        options={**variant.options, **NORESULT},
+        client_of=client_of,
+        group=variant.group,
+    )
+
+
+TASKIQ_LIST = Variant("taskiq-list", "taskiq", options={"broker": "list"}, default=False)
+TASKIQ_STREAM = Variant("taskiq-stream", "taskiq", options={"broker": "stream"}, default=False)
+CELERY_SOLO = Variant("celery-solo", "celery", options={"pool": "solo"}, default=False)
+CELERY_THREADS = Variant(
+    "celery-threads",
+    "celery",
+    options={"pool": "threads"},
+    client_of="celery-solo",
+    default=False,
+)
+DRAMATIQ = Variant("dramatiq", "dramatiq", default=False)
+TASKIQ_AIO_PIKA = Variant(
+    "taskiq-aio-pika", "taskiq", options={"broker": "aio-pika"}, group="amqp", default=False
+)
+DRAMATIQ_RABBITMQ = Variant(
+    "dramatiq-rabbitmq", "dramatiq", options={"broker": "rabbitmq"}, group="amqp", default=False
+)
+CELERY_AMQP = Variant(
+    "celery-amqp",
+    "celery",
+    options={"pool": "threads", "broker": "amqp"},
+    group="amqp",
+    default=False,
+)
+TASKIQ_NATS = Variant(
+    "taskiq-nats", "taskiq", options={"broker": "nats-pull"}, group="nats", default=False
+)
+
+
 VARIANTS: tuple[Variant, ...] = (
-    _conveyor("redis", 1),
+    _conveyor("redis"),
     _conveyor("redis", 2),
-    Variant("taskiq-list", "taskiq", options={"broker": "list"}),
-    Variant("taskiq-stream", "taskiq", options={"broker": "stream"}),
+    _conveyor("redis", recorded=True),
+    TASKIQ_LIST,
+    _noresult(TASKIQ_LIST),
+    TASKIQ_STREAM,
+    _noresult(TASKIQ_STREAM),
     Variant("arq", "arq", venv=REDIS5_VENV),
     Variant("saq", "saq", venv=REDIS5_VENV),
     Variant("streaq", "streaq"),
-    Variant("celery-solo", "celery", options={"pool": "solo"}),
-    Variant("celery-threads", "celery", options={"pool": "threads"}, client_of="celery-solo"),
-    Variant("dramatiq", "dramatiq"),
+    CELERY_SOLO,
+    _noresult(CELERY_SOLO),
+    CELERY_THREADS,
+    _noresult(CELERY_THREADS, client_of="celery-solo-noresult"),
+    DRAMATIQ,
+    _noresult(DRAMATIQ),
     Variant("huey", "huey"),
     _conveyor("postgres", 1),
     _conveyor("postgres", 2),
     Variant("procrastinate", "procrastinate", venv=POSTGRES_VENV, group="postgres"),
     Variant("pgqueuer", "pgqueuer", venv=POSTGRES_VENV, group="postgres"),
     Variant("saq-postgres", "saq", venv=POSTGRES_VENV, group="postgres"),
-    _conveyor("sqlite", 1),
+    _conveyor("sqlite"),
     _conveyor("sqlite", 2),
     Variant("huey-sqlite", "huey", options={"storage": "sqlite"}, group="sqlite"),
-    _conveyor("amqp", 1),
-    Variant("taskiq-aio-pika", "taskiq", options={"broker": "aio-pika"}, group="amqp"),
-    Variant("dramatiq-rabbitmq", "dramatiq", options={"broker": "rabbitmq"}, group="amqp"),
-    Variant("celery-amqp", "celery", options={"pool": "threads", "broker": "amqp"}, group="amqp"),
-    _conveyor("nats", 1),
-    Variant("taskiq-nats", "taskiq", options={"broker": "nats-pull"}, group="nats"),
+    _conveyor("amqp"),
+    _conveyor("amqp", recorded=True),
+    TASKIQ_AIO_PIKA,
+    _noresult(TASKIQ_AIO_PIKA),
+    DRAMATIQ_RABBITMQ,
+    _noresult(DRAMATIQ_RABBITMQ),
+    CELERY_AMQP,
+    _noresult(CELERY_AMQP),
+    _conveyor("nats"),
+    _conveyor("nats", recorded=True),
+    TASKIQ_NATS,
+    _noresult(TASKIQ_NATS),
 )
 
 

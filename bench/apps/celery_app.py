@@ -1,5 +1,7 @@
 """Celery's benchmark tasks: Redis broker, or RabbitMQ (`BENCH_AMQP_URL` set: py-amqp, queue
-and exchange `<BENCH_AMQP_PREFIX>_celery`, no remote control); Redis result backend in both."""
+and exchange `<BENCH_AMQP_PREFIX>_celery`, no remote control). Redis result backend, or, with
+`BENCH_RESULTS=none`, none (Celery's default); the tasks then end with a `bench.recorder`
+write."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ import time
 
 from celery import Celery
 
-URL = os.environ["BENCH_REDIS_URL"]
+from bench import recorder
 
+URL = os.environ.get("BENCH_REDIS_URL", "")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL")
+BACKEND = None if os.environ.get("BENCH_RESULTS") == "none" else URL
+RECORD = recorder.enabled()
 
-app = Celery("bench", broker=AMQP_URL or URL, backend=URL)
+app = Celery("bench", broker=AMQP_URL or URL, backend=BACKEND)
 app.conf.update(
     broker_connection_retry_on_startup=True,
     result_expires=3600,
@@ -28,10 +33,15 @@ if AMQP_URL:  # names of this run only; remote control would declare shared pidb
 @app.task
 def noop() -> bool:
     """Do nothing."""
+    if RECORD:
+        recorder.record()
     return True
 
 
 @app.task
 def stamp(sent: float) -> float:
     """Seconds from `sent` (the enqueue time) to this start."""
-    return time.time() - sent
+    delay = time.time() - sent
+    if RECORD:
+        recorder.record(delay)
+    return delay

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from bench import recorder
 from bench.peers import brokers
 from bench.protocol import Counts
 
@@ -41,7 +42,10 @@ class Adapter(abc.ABC):
     Args:
         server_url: the harness's own server for the variant's group: its Redis, or its
             PostgreSQL database (`bench.variants.Variant.group`).
-        options: the variant's options (see `bench.variants`).
+        options: the variant's options (see `bench.variants`). `results=none`: the app
+            configures no result store (the library's default for taskiq, Celery and
+            Dramatiq); `done=recorder`: completions are counted by `bench.recorder` on the
+            harness's Redis instead of observed as stored results (`self.counter`).
         counts: the run's counts (concurrency is read from them).
         workdir: a scratch directory for files (SQLite databases).
     """
@@ -60,6 +64,15 @@ class Adapter(abc.ABC):
         self.options = dict(options)
         self.counts = counts
         self.workdir = workdir
+        #: Set when "done" is counted by the recorder (the scenarios then wait on it).
+        self.counter = (
+            recorder.Counter(server_url) if self.options.get("done") == "recorder" else None
+        )
+
+    @property
+    def stores_results(self) -> bool:
+        """False when the app is configured to store no result (`results=none`)."""
+        return self.options.get("results") != "none"
 
     def version(self) -> str:
         """The installed version of the library."""
@@ -76,6 +89,10 @@ class Adapter(abc.ABC):
         if self.amqp_names() is not None:
             env["BENCH_AMQP_URL"] = brokers.amqp_url()
             env["BENCH_AMQP_PREFIX"] = self.amqp_prefix
+        if self.counter is not None:
+            env[recorder.ENV] = self.counter.url
+        if not self.stores_results:
+            env["BENCH_RESULTS"] = "none"
         return env
 
     @property
@@ -129,6 +146,11 @@ class Adapter(abc.ABC):
 
     async def close(self) -> None:
         """Disconnect the client."""
+
+    async def close_counter(self) -> None:
+        """Close the recorder's connection, if any."""
+        if self.counter is not None:
+            await self.counter.close()
 
     @abc.abstractmethod
     async def send(self, task: str, *args: Any) -> Handle:
