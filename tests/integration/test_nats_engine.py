@@ -22,7 +22,6 @@ import pytest
 from conveyor import Broker, BrokerError, NatsBroker, TaskStatus, broker_from_url
 from conveyor.engines.base import Outgoing
 from conveyor.engines.nats import NatsStore, NatsTransport
-from conveyor.engines.nats.client import EXPIRES
 from tests.integration.conftest import LEASE
 from tests.integration.test_redis_engine import conveyor, heartbeating, ok, stats
 from tests.integration.test_worker_processes import (
@@ -295,50 +294,6 @@ async def test_cancel_requests_are_read_with_one_listing_of_their_segment(
         running = [f"t.{n}" for n in range(100)]
         assert await broker.state.cancel_requested(running) == {"t.3"}
         assert listed == [store.client.subject("kv", "cancel", ">")]
-    finally:
-        await broker.shutdown()
-
-
-#: Streams and their subjects of the two earlier layouts: cancel requests and lease markers in
-#: `P_meta`, then in streams of their own.
-EARLIER_LAYOUTS = {
-    "first": {"meta": ("i", "l", "c"), "kv": ("kv", "set")},
-    "second": {"meta": ("i",), "leases": ("l",), "cancels": ("c",), "kv": ("kv", "set")},
-}
-
-
-@pytest.mark.parametrize("layout", sorted(EARLIER_LAYOUTS))
-async def test_an_earlier_layout_is_moved_at_startup(on_nats: OnNats, layout: str) -> None:
-    url = on_nats()
-    old = broker_from_url(url)
-    client = cast(NatsTransport, old.transport).client
-    for kind, subjects in EARLIER_LAYOUTS[layout].items():
-        name = client.stream(kind)
-        config = {"name": name, "subjects": [client.subject(s, ">") for s in subjects]}
-        await client.api(f"STREAM.CREATE.{name}", config)
-    await client.publish(client.subject("i", "held"), b"s default 0 1")
-    await client.publish(client.subject("c", "gone"), b"1")
-    await client.publish(client.subject("kv", "sched:def:a"), b"kept")
-    await client.publish(client.subject("kv", "unique:x"), b"1", {EXPIRES: repr(time.time() - 1)})
-    await client.publish(
-        client.subject("set", "group:g"), b'["0"]', {EXPIRES: repr(time.time() + 60)}
-    )
-    await old.shutdown()
-
-    broker = broker_from_url(url)
-    transport = cast(NatsTransport, broker.transport)
-    await broker.startup()
-    try:
-        meta = await transport.client.api(f"STREAM.INFO.{client.stream('meta')}")
-        assert meta["config"]["subjects"] == [client.subject("i", ">")]
-        assert meta["state"]["messages"] == 1  # the index entry is kept, the others dropped
-        assert await transport.queues.index.get("held") == b"s default 0 1"
-        with pytest.raises(BrokerError, match="not found"):
-            await transport.client.api(f"STREAM.INFO.{client.stream('cancels')}")
-        assert await broker.store.scan("") == {"sched:def:a": b"kept"}
-        assert await broker.store.set_add("group:g", "1") == 2
-        old_style = await transport.client.subject_counts("kv", client.subject("*", "*"))
-        assert old_style == {}
     finally:
         await broker.shutdown()
 

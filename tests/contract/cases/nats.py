@@ -20,17 +20,17 @@ async def _cleanup(tmp_path: Path) -> None:
 
 
 async def _plant(engine: Engine, tmp_path: Path, queue: str) -> str:
-    """A message without headers (so without a task id) on the queue's band-0 subject
-    `P.q.Q.0` of the stream `P_tasks` (see `conveyor.engines.nats.queues`), stored by
-    JetStream as any client's publish is."""
+    """A message on the queue's band 0 whose task id token (`=ZZ`) `escape` cannot have made:
+    the subject `P.w.Q.0.=ZZ` of the stream `P_work` (see `conveyor.engines.nats.queues`),
+    stored by JetStream as any client's publish is."""
     import nats
 
     nc = await nats.connect(nats_url(), connect_timeout=3, max_reconnect_attempts=1)
     try:
-        await nc.jetstream().publish(f"{test_prefix(tmp_path, 'nats')}.q.{queue}.0", b"foreign")
+        await nc.jetstream().publish(f"{test_prefix(tmp_path, 'nats')}.w.{queue}.0.=ZZ", b"foreign")
     finally:
         await nc.close()
-    return "headers"
+    return "escaped"
 
 
 CASE = EngineCase("nats", _url, cleanup=_cleanup, plant=_plant)

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from conveyor._urls import safe_url
-from conveyor.engines.loops import PerLoop, Signal
+from conveyor.engines.loops import PerLoop
 from conveyor.engines.nats.conn import (
     CONNECTION_ERRORS,
     LoopConn,
@@ -51,6 +51,8 @@ __all__ = [
 
 #: Seconds a request waits for the server before it fails.
 REQUEST_TIMEOUT = 5.0
+#: Seconds a pull without waiting waits for its answer before the consumer is looked at.
+_PULL_WAIT = 1.0
 #: JetStream error code of a publish whose expected last subject sequence did not match.
 WRONG_LAST_SEQUENCE = 10071
 #: Seconds a lease marker `P.l.<seq>` guards a redelivered message (its stream's `max_age`).
@@ -61,10 +63,15 @@ EXPIRES = "Conveyor-Expires"
 #: Streams of one app, created (or updated to these settings) at startup. A stream whose values
 #: all share one lifetime has it as `max_age`, so the server drops them.
 STREAM_SETTINGS: dict[str, dict[str, Any]] = {
-    "tasks": {"subjects": ["q"], "retention": "workqueue", "duplicate_window": 120 * 10**9},
-    "delayed": {"subjects": ["d"], "retention": "workqueue"},
+    # One subject per task id, holding at most one message: "create only" is a publish header.
+    "work": {
+        "subjects": ["w"],
+        "retention": "workqueue",
+        "max_msgs_per_subject": 1,
+        "duplicate_window": 120 * 10**9,
+    },
+    "later": {"subjects": ["a"], "retention": "workqueue", "max_msgs_per_subject": 1},
     "dead": {"subjects": ["x"], "max_msgs": 100_000},
-    "meta": {"subjects": ["i"], "max_msgs_per_subject": 1},
     "leases": {"subjects": ["l"], "max_msgs_per_subject": 1, "max_age": int(MARKER_SECONDS * 1e9)},
     # No age limit: some values live for ever; expired ones are removed by `NatsStore.expire`.
     "kv": {"subjects": ["kv", "set"], "max_msgs_per_subject": 1},
@@ -73,8 +80,6 @@ STREAM_SETTINGS: dict[str, dict[str, Any]] = {
     "results": {"subjects": ["r"], "max_msgs_per_subject": 1, "max_age": 7 * 24 * 3600 * 10**9},
 }
 
-#: Subjects a stream held in an older layout, purged before its new settings are applied.
-_LEGACY_SUBJECTS = {"meta": ("l", "c")}
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -157,17 +162,16 @@ class NatsClient:
         with self._reaching():
             return await self._conns.here().connection()
 
-    async def wake_on(self, subjects: str) -> Signal:
-        """This loop's signal notified by every message on `subjects` (core NATS)."""
+    async def loop_conn(self) -> LoopConn:
+        """This loop's connection with its long polls, subscribed to the nudges on `P.n.>`."""
         with self._reaching():
-            return await self._conns.here().wake_on(subjects)
+            return await self._conns.here().wake_on(self.subject("n", ">"))
 
     async def startup(self) -> None:
         """Connect and create the app's streams (once per client)."""
         await self.connection()
         if not self._streams_ready:
-            await self._add_stream("meta")  # first: an older `P_meta` held `P_leases`' subjects
-            await asyncio.gather(*(self._add_stream(k) for k in STREAM_SETTINGS if k != "meta"))
+            await asyncio.gather(*(self._add_stream(kind) for kind in STREAM_SETTINGS))
             self._streams_ready = True
 
     async def _add_stream(self, kind: str) -> None:
@@ -183,8 +187,6 @@ class NatsClient:
                 raise await self._overlap(name, subjects, exc) from None
             if "already in use" not in str(exc):
                 raise
-            for old in _LEGACY_SUBJECTS.get(kind, ()):  # while the stream still holds them
-                await self.purge(kind, self.subject(old, ">"))
             await self.api(f"STREAM.UPDATE.{name}", config)
 
     async def _overlap(self, name: str, subjects: list[str], exc: BrokerError) -> BrokerError:
@@ -279,17 +281,10 @@ class NatsClient:
         answer = await self.api(f"STREAM.PURGE.{self.stream(kind)}", {"filter": subject})
         return int(answer.get("purged", 0))
 
-    async def delete(self, kind: str, seq: int, *, wait: bool = True) -> bool:
-        """Remove one message by sequence; False when it was not there. Without `wait` the
-        request is sent without waiting for its answer (see `send`), and True is returned."""
-        body = {"seq": seq, "no_erase": True}
-        if not wait:
-            await self.send(
-                f"$JS.API.STREAM.MSG.DELETE.{self.stream(kind)}", json.dumps(body).encode()
-            )
-            return True
+    async def delete(self, kind: str, seq: int) -> bool:
+        """Remove one message by sequence; False when it was not there."""
         try:
-            await self.api(f"STREAM.MSG.DELETE.{self.stream(kind)}", body)
+            await self.api(f"STREAM.MSG.DELETE.{self.stream(kind)}", {"seq": seq, "no_erase": True})
         except BrokerError as exc:
             if "not found" in str(exc) or "10057" in str(exc):
                 return False
@@ -308,7 +303,26 @@ class NatsClient:
                 return counts
 
     async def pull(self, kind: str, consumer: str, batch: int) -> list[Msg]:
-        """Lease up to `batch` messages from a durable pull consumer without waiting."""
+        """Lease up to `batch` messages from a durable pull consumer without waiting.
+
+        nats-server 2.9 may leave such a request unanswered when a message the consumer had
+        not delivered was deleted: a consumer info makes it count again, and the pull is
+        sent once more.
+        """
+        for wait in (_PULL_WAIT, REQUEST_TIMEOUT):
+            got, answered = await self._pull(kind, consumer, batch, wait)
+            if got or answered:
+                return got
+            try:
+                await self.api(f"CONSUMER.INFO.{self.stream(kind)}.{consumer}")
+            except BrokerError:  # deleted: made again by the next `ensure_consumer`
+                self._consumers = {c for c in self._consumers if c[:2] != (kind, consumer)}
+                raise
+        raise self.connection_error(TimeoutError("no answer to a pull"))
+
+    async def _pull(
+        self, kind: str, consumer: str, batch: int, wait: float
+    ) -> tuple[list[Msg], bool]:
         nc = await self.connection()
         got: list[Msg] = []
         done = asyncio.get_running_loop().create_future()
@@ -321,23 +335,19 @@ class NatsClient:
             if not done.done():  # a status (404 no messages, 408) or the batch is full
                 done.set_result(None)
 
-        try:
+        with self._reaching():
             sub = await nc.subscribe(inbox := nc.new_inbox(), cb=collect)
             try:
                 request = json.dumps({"batch": batch, "no_wait": True}).encode()
                 subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream(kind)}.{consumer}"
                 await nc.publish(subject, request, reply=inbox)
-                await asyncio.wait_for(done, REQUEST_TIMEOUT)
+                await asyncio.wait_for(done, wait)
+            except TimeoutError:
+                return got, False
             finally:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-        except CONNECTION_ERRORS as exc:
-            if got:
-                return got
-            # JetStream does not answer a pull from a consumer that was deleted: make it again
-            self._consumers = {c for c in self._consumers if c[:2] != (kind, consumer)}
-            raise self.connection_error(exc) from None
-        return got
+        return got, True
 
     async def send(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         """Publish without waiting for an answer (acks, index updates): the server handles a

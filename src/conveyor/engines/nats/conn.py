@@ -1,15 +1,21 @@
-"""One nats-py connection per event loop, for `NatsClient` (which keeps them in a `PerLoop`).
+"""One nats-py connection per event loop, for `NatsClient` (which keeps them in a `PerLoop`),
+with the loop's long polls: pull requests of one message kept open on idle consumers.
 
 Invariants: the first connection fails fast with one error (concurrent callers share that one
 attempt); once connected, nats-py reconnects for ever and re-subscribes by itself; `close`
-flushes first, so acks sent without a reply reach the server.
+flushes first, so acks sent without a reply reach the server. A consumer has at most one long
+poll open per loop, for one message, so a poll never leases more than the receive that opened
+it asked for; a message one delivers waits in `polled` for the next receive of this loop, and
+`close` hands back (`-NAK`) what none took.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from typing import Any
 
 from conveyor.engines.loops import Signal
@@ -43,7 +49,8 @@ CONNECTION_ERRORS = (
 
 
 class LoopConn:
-    """The connection of one event loop, and the signal its wake-up subscription notifies."""
+    """The connection of one event loop, its long polls, and the signal notified by a nudge
+    (`stale` is then set: a band's consumer was made) or a message a poll delivered."""
 
     def __init__(self, servers: list[str]) -> None:
         self.servers = servers
@@ -51,6 +58,11 @@ class LoopConn:
         self.connecting: asyncio.Future[NatsConnection] | None = None
         self.wake_sub: Any = None
         self.woken = Signal()
+        self.stale = True
+        self.inbox = ""
+        self.open: dict[str, tuple[str, float]] = {}  # consumer -> (its open poll, expiry)
+        self.polled: dict[str, list[tuple[Msg, float]]] = {}  # consumer -> (message, arrival)
+        self.empty: set[str] = set()  # consumers whose last poll left nothing waiting
 
     async def connection(self) -> NatsConnection:
         """The connection, opened on first use (concurrent callers share one attempt)."""
@@ -58,24 +70,65 @@ class LoopConn:
             return self.nc
         if self.connecting is None or self.connecting.done():
             self.connecting = asyncio.ensure_future(_connect(self.servers))
-            self.wake_sub = None
+            self.wake_sub, self.open = None, {}
         self.nc = await asyncio.shield(self.connecting)
         return self.nc
 
-    async def wake_on(self, subjects: str) -> Signal:
-        """The signal notified by each message on `subjects` (subscribed once)."""
+    async def wake_on(self, subjects: str) -> LoopConn:
+        """This, once subscribed to the nudges on `subjects` and to its polls' inbox."""
         if self.wake_sub is None:
             nc = await self.connection()
             self.wake_sub = await nc.subscribe(subjects, cb=self._nudged)
-        return self.woken
+            self.inbox = nc.new_inbox()
+            await nc.subscribe(f"{self.inbox}.*", cb=self._delivered)
+            self.stale = True
+        return self
+
+    async def poll(self, api: str, consumers: list[str], expires: float) -> None:
+        """Open a long poll for one message on each of `consumers` without one (`api`: the
+        `CONSUMER.MSG.NEXT` subject without its consumer)."""
+        nc = await self.connection()
+        request = json.dumps({"batch": 1, "expires": int(expires * 1e9)}).encode()
+        for consumer in consumers:
+            if not self.polling(consumer):
+                token = nc.new_inbox()[7:]
+                self.open[consumer] = token, time.monotonic() + expires + 1.0
+                await nc.publish(f"{api}.{consumer}", request, reply=f"{self.inbox}.{token}")
+
+    def polling(self, consumer: str) -> bool:
+        """Whether a long poll is open on `consumer` (one lost with a connection ends by time)."""
+        entry = self.open.get(consumer)
+        return entry is not None and entry[1] > time.monotonic()
+
+    async def _delivered(self, msg: Msg) -> None:
+        if msg.reply.startswith("$JS.ACK."):
+            consumer = msg.metadata.consumer or ""
+            self.polled.setdefault(consumer, []).append((msg, time.monotonic()))
+            if msg.metadata.num_pending:
+                self.empty.discard(consumer)
+            else:
+                self.empty.add(consumer)
+        else:  # a status: the poll expired
+            token = msg.subject.rpartition(".")[2]
+            consumer = next((c for c, (t, _) in self.open.items() if t == token), "")
+            self.empty.add(consumer)
+        self.open.pop(consumer, None)
+        self.woken.notify()
 
     async def _nudged(self, _msg: Msg) -> None:
+        self.stale = True
         self.woken.notify()
 
     async def close(self) -> None:
-        """Flush (acks sent without a reply reach the server first) and close."""
+        """Hand back what polls delivered, flush (acks sent without a reply reach the server
+        first) and close."""
         nc, self.nc, self.wake_sub = self.nc, None, None
+        held = [msg for msgs in self.polled.values() for msg, _ in msgs]
+        self.polled, self.open = {}, {}
         if nc is not None and not nc.is_closed:
+            for msg in held:
+                with contextlib.suppress(Exception):
+                    await nc.publish(msg.reply, b"-NAK")
             with contextlib.suppress(Exception):
                 await nc.flush(timeout=2)
             with contextlib.suppress(Exception):

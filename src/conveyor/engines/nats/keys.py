@@ -1,6 +1,6 @@
 """Values by key on a JetStream stream used as a key/value bucket: one subject per key, one
-message kept per subject. The NATS engine's index, lease markers, state store and result store
-are all `Keys`.
+message kept per subject. The NATS engine's lease markers, state store and result store are
+all `Keys`.
 
 "Only if absent" and compare-and-set are publishes with `Nats-Expected-Last-Subject-Sequence`
 (0 for absent, else the revision read), retried by `update` when another writer wins.
@@ -74,13 +74,12 @@ class Keys:
         except WrongSequence:
             return None
 
-    async def delete(self, key: str, *, wait: bool = True) -> bool:
-        """Remove `key` (no tombstone is left); True when it held a live value. Without `wait`
-        the removal is sent without waiting for the server's answer."""
+    async def delete(self, key: str) -> bool:
+        """Remove `key` (no tombstone is left); True when it held a live value."""
         entry = await self.read(key)
         if entry is None:
             return False
-        await self.client.delete(self.kind, entry.seq, wait=wait)
+        await self.client.delete(self.kind, entry.seq)
         return not entry.expired
 
     async def update(self, key: str, change: Update) -> bytes | None:

@@ -1,135 +1,131 @@
-"""Where the NATS engine keeps messages: the task-id index, publishing, delayed messages, counts.
+"""Where the NATS engine keeps messages: one subject per task id, publishing, delayed messages,
+the bands' consumers, counts.
 
 Layout (P = prefix, Q = escaped queue name, B = priority band 0-9, T = escaped task id): a
-message waits on `P.q.Q.B` of `P_tasks` (work-queue retention: an acked message is removed),
-leased by the durable pull consumer `Q-B` (`ack_wait` = the lease); a delayed one waits on
-`P.d.Q` of `P_delayed`. Headers: `Conveyor-Task` (T), `Conveyor-Deliveries` (deliveries of
-earlier copies), and on a delayed one `Conveyor-Band` and `Conveyor-Due` (unix time).
+message waits on `P.w.Q.B.T` of `P_work` (work-queue retention: an acked message is removed),
+leased by the durable pull consumer `Q-B` (filter `P.w.Q.B.*`, `ack_wait` = the lease); a
+delayed one waits on `P.a.Q.B.T` of `P_later` with its unix due time in `Conveyor-Due`. The
+header `Conveyor-Deliveries` counts the deliveries of earlier copies.
 
-Invariants: `P.i.T` in `P_meta` says where a held task id's message is (`s Q B <seq>` in
-`P_tasks`, `d Q B <seq>` in `P_delayed`, `p Q B <time>` while being published), so a held id
-is never published twice; a publish claims it create-only first, then publishes, then records
-the sequence by compare-and-set over its claim (a message settled meanwhile is not recorded
-again). `Nats-Msg-Id` is unique per copy, so JetStream's 2-minute dedup window drops a copy sent
-twice (a sweeper that died between publishing and acking). A delayed message is held by the
-`sweep` consumer with a negative ack delayed until it is due (the server keeps the timers), and
-whichever worker fetches it then moves it to its queue.
+Invariants: both streams keep one message per subject, and a publish carries
+`Nats-Expected-Last-Subject-Sequence: 0`, so a task id held on a band (waiting or leased) or
+among its queue's delayed messages is not published there again, in the publish itself. A
+release without delay replaces its own message (the subject's one). A band's consumer exists
+before its first message (the publisher makes it, then nudges `P.n.Q` once so idle workers
+list the consumers again). A delayed message is held by the `sweep` consumer with a negative
+ack delayed until it is due (the server keeps the timers); whichever worker fetches it then
+moves it to its band with a `Nats-Msg-Id` unique to that copy (JetStream's 2-minute dedup
+window drops a second move by a sweeper that died before acking).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from conveyor.engines.base import Outgoing
-from conveyor.engines.nats.client import Msg, NatsClient
-from conveyor.engines.nats.keys import Keys, escape, task_of, unescape
+from conveyor.engines.nats.client import Msg, NatsClient, WrongSequence
+from conveyor.engines.nats.keys import escape
 from conveyor.errors import BrokerError
 
-__all__ = ["CLAIM_SECONDS", "Place", "Queues"]
+__all__ = ["EXPECT", "Queues", "band_of"]
 
 log = logging.getLogger("conveyor.nats")
 
 _SWEEP_BATCH = 256
 _BANDS = frozenset(str(band) for band in range(10))
-#: Seconds a "being published" index entry guards its task id (its producer may have died).
-CLAIM_SECONDS = 10.0
-_EXPECT = "Nats-Expected-Last-Subject-Sequence"
-
-#: An index entry: (kind "s", "d" or "p", queue token, band, sequence; for "p" the claim time).
-Place = tuple[str, str, int, int]
+EXPECT = "Nats-Expected-Last-Subject-Sequence"
+_ROOT = {"work": "w", "later": "a"}
 
 
 class Queues:
-    """The app's queues on `P_tasks` and `P_delayed`, and the index of their task ids.
+    """The app's queues on `P_work` and `P_later`.
 
     Args:
         client: the app's client.
-        lease_seconds: the `ack_wait` of the queues' consumers.
+        lease_seconds: the `ack_wait` of the bands' consumers.
     """
 
     def __init__(self, client: NatsClient, lease_seconds: float) -> None:
         self.client, self.lease_seconds = client, lease_seconds
-        self.index = Keys(client, "meta", "i")
+        self.made: set[tuple[str, int]] = set()  # bands whose consumer this process saw
+
+    def subject(self, kind: str, qtok: str, band: int, ttok: str) -> str:
+        """Where task `ttok` waits in `P_work` or `P_later`."""
+        return self.client.subject(_ROOT[kind], qtok, str(band), ttok)
 
     async def consumer(self, qtok: str, band: int) -> str:
         """The name of a band's consumer, created on first use."""
         config = {
-            "filter_subject": self.client.subject("q", qtok, str(band)),
+            "filter_subject": self.client.subject("w", qtok, str(band), "*"),
             "ack_policy": "explicit",
             "ack_wait": int(self.lease_seconds * 1e9),
             "max_ack_pending": -1,
             "max_deliver": -1,
             "deliver_policy": "all",
         }
-        await self.client.ensure_consumer("tasks", f"{qtok}-{band}", config)
+        await self.client.ensure_consumer("work", f"{qtok}-{band}", config)
+        self.made.add((qtok, band))
         return f"{qtok}-{band}"
+
+    async def consumers(self) -> dict[str, dict[str, Any]]:
+        """Every band consumer's info by name (`CONSUMER.LIST`, paged)."""
+        found: dict[str, dict[str, Any]] = {}
+        while True:
+            page = await self.client.api(
+                f"CONSUMER.LIST.{self.client.stream('work')}", {"offset": len(found)}
+            )
+            infos: list[dict[str, Any]] = page.get("consumers") or []
+            found.update((info["name"], info) for info in infos)
+            if not infos or len(found) >= int(page.get("total", 0)):
+                return found
 
     # -- publishing ---------------------------------------------------------------------------
 
+    async def prepare(self, messages: Sequence[Outgoing]) -> None:
+        """Make the consumers of the bands of `messages` this process has not seen (see
+        `put`), then nudge idle workers once per queue to list the consumers again."""
+        new = {(escape(m.queue), _band(m)) for m in messages if m.eta is None} - self.made
+        await asyncio.gather(*(self._make(qtok, band) for qtok, band in new))
+        for qtok in {qtok for qtok, _ in new}:
+            await self.client.send(self.client.subject("n", qtok), b"")
+
+    async def _make(self, qtok: str, band: int) -> None:
+        if not await self.delivered(qtok, band, -1):  # the workers' lease stays
+            await self.consumer(qtok, band)
+        self.made.add((qtok, band))
+
     async def publish(self, m: Outgoing) -> None:
-        """Publish one message unless its task id is held."""
-        band, qtok = min(max(int(m.priority), 0), 9), escape(m.queue)
-        revision = await self._claim(m.task_id, f"p {qtok} {band} {time.time()!r}".encode())
-        if revision is None:
-            return
-        msg_id = f"{escape(m.task_id)}@{revision}"
+        """Publish one message unless its task id is held on its band (or delayed)."""
+        band, qtok, ttok = _band(m), escape(m.queue), escape(m.task_id)
         if m.eta is not None and m.eta > time.time():
-            where = await self.to_delayed(m.task_id, qtok, band, m.body, m.eta, 0, msg_id)
+            headers = {EXPECT: "0", "Conveyor-Due": repr(m.eta)}
+            await self.put("later", qtok, band, ttok, m.body, headers)
         else:
-            where = await self.to_tasks(m.task_id, qtok, band, m.body, 0, msg_id)
-        # Sent without waiting: until it lands the entry reads "being published" (waiting).
-        await self.client.send(self.index.subject(m.task_id), where, {_EXPECT: str(revision)})
+            await self.put("work", qtok, band, ttok, m.body, {EXPECT: "0"})
 
-    async def _claim(self, task_id: str, claim: bytes) -> int | None:
-        """Record that `task_id` is being published; None when a live message holds it."""
-        while True:
-            revision = await self.index.put_if(task_id, claim, None, 0)
-            if revision is not None:
-                return revision
-            entry = await self.index.read(task_id)
-            if entry is None:
-                continue
-            if await self._holds(_place(entry.data)):
-                return None
-            revision = await self.index.put_if(task_id, claim, None, entry.seq)
-            if revision is not None:
-                return revision
+    async def put(
+        self, kind: str, qtok: str, band: int, ttok: str, body: bytes, headers: dict[str, str]
+    ) -> bool:
+        """Publish to a band (or to `P_later`); False when an expected sequence did not match.
 
-    async def _holds(self, place: Place) -> bool:
-        kind, _, _, seq = place
-        if kind == "p":
-            return time.time() - seq < CLAIM_SECONDS
-        return await self.client.get_seq("tasks" if kind == "s" else "delayed", seq) is not None
-
-    async def to_tasks(
-        self, task_id: str, qtok: str, band: int, body: bytes, earlier: int, msg_id: str
-    ) -> bytes:
-        """Publish to a queue's band, wake its idle workers; the index entry to record."""
-        headers = {"Nats-Msg-Id": msg_id, "Conveyor-Task": escape(task_id)}
-        if earlier:
-            headers["Conveyor-Deliveries"] = str(earlier)
-        seq = await self.client.publish(self.client.subject("q", qtok, str(band)), body, headers)
-        await self.client.send(self.client.subject("n", qtok), b"")
-        return f"s {qtok} {band} {seq}".encode()
-
-    async def to_delayed(
-        self, task_id: str, qtok: str, band: int, body: bytes, due: float, earlier: int, msg_id: str
-    ) -> bytes:
-        """Publish to `P_delayed`, due at unix time `due`; the index entry to record."""
-        headers = {
-            "Nats-Msg-Id": msg_id,
-            "Conveyor-Task": escape(task_id),
-            "Conveyor-Band": str(band),
-            "Conveyor-Due": repr(due),
-            "Conveyor-Deliveries": str(earlier),
-        }
-        seq = await self.client.publish(self.client.subject("d", qtok), body, headers)
-        return f"d {qtok} {band} {seq}".encode()
+        Before this process's first publish to a band, its consumer is made if missing (the
+        workers' lease stays; nats-server 2.9 miscounts a message deleted by sequence that
+        was stored before its consumer was made), and idle workers are nudged to list the
+        consumers again.
+        """
+        if kind == "work" and (qtok, band) not in self.made:
+            await self._make(qtok, band)
+            await self.client.send(self.client.subject("n", qtok), b"")
+        try:
+            await self.client.publish(self.subject(kind, qtok, band, ttok), body, headers)
+        except WrongSequence:
+            return False
+        return True
 
     # -- delayed messages ---------------------------------------------------------------------
 
@@ -137,58 +133,67 @@ class Queues:
         """Move due delayed messages to their queues, hold the others until they are due;
         the seconds until the first of those is due (inf when none)."""
         config = {
-            "filter_subject": self.client.subject("d", ">"),
+            "filter_subject": self.client.subject("a", ">"),
             "ack_policy": "explicit",
             "ack_wait": 30 * 10**9,
             "max_ack_pending": -1,
             "max_deliver": -1,
         }
-        await self.client.ensure_consumer("delayed", "sweep", config)
+        await self.client.ensure_consumer("later", "sweep", config)
         soonest = float("inf")
         while True:
-            msgs = await self.client.pull("delayed", "sweep", _SWEEP_BATCH)
+            msgs = await self.client.pull("later", "sweep", _SWEEP_BATCH)
             for left in await asyncio.gather(*(self._sweep_one(msg) for msg in msgs)):
                 soonest = min(soonest, left)
             if len(msgs) < _SWEEP_BATCH:
                 return soonest
 
     async def _sweep_one(self, msg: Msg) -> float:
-        due = _due(msg.headers)
-        if due is None:  # not ours: drop it rather than stall every sweep
+        tokens, headers = msg.subject.split("."), msg.headers or {}
+        try:
+            left = float(headers["Conveyor-Due"]) - time.time()
+            earlier = int(headers.get("Conveyor-Deliveries", 0))
+            if len(tokens) != 5 or tokens[3] not in _BANDS:
+                raise ValueError(msg.subject)
+        except (KeyError, ValueError):  # not ours: drop it rather than stall every sweep
             log.warning("dropping a malformed delayed message on %s", msg.subject)
             await self.client.ack(msg, b"+TERM")
             return float("inf")
-        task_id, band, earlier, left = due
         if left > 0.001:
             await self.client.ack(msg, b"-NAK " + json.dumps({"delay": int(left * 1e9)}).encode())
             return left
-        qtok = msg.subject.split(".")[2]
-        msg_id = f"{escape(task_id)}@s{msg.metadata.sequence.stream}"
-        where = await self.to_tasks(task_id, qtok, band, msg.data, earlier, msg_id)
-        await self.index.put(task_id, where)
-        await self.client.ack(msg)
+        _, _, qtok, band, ttok = tokens
+        moved = {EXPECT: "0", "Nats-Msg-Id": f"{ttok}@a{msg.metadata.sequence.stream}"}
+        if earlier:
+            moved["Conveyor-Deliveries"] = str(earlier)
+        if not await self.put("work", qtok, int(band), ttok, msg.data, moved) and (
+            replaces := headers.get("Conveyor-Replaces")
+        ):  # a retry whose first copy's ack has not landed yet takes its place
+            await self.put("work", qtok, int(band), ttok, msg.data, moved | {EXPECT: replaces})
+        await self.client.ack(msg)  # else the id is held: this copy is dropped
         return float("inf")
 
     # -- where a task is ----------------------------------------------------------------------
 
-    async def where(self, task_id: str, wait: bool = True) -> Place | None:
-        """The task's index entry; with `wait`, one being published is waited for (1 s)."""
-        for attempt in range(50 if wait else 1):
-            if attempt:
-                await asyncio.sleep(0.02)
-            entry = await self.index.get(task_id)
-            place = None if entry is None else _place(entry)
-            if place is None or place[0] != "p":
-                return place
-            if time.time() - place[3] > CLAIM_SECONDS:  # its producer died
-                return None
-        return None if wait else place
+    async def find(self, kind: str, task_id: str) -> tuple[str, int, int] | None:
+        """(queue token, band, sequence) of the task's message in `P_work` or `P_later`."""
+        ttok = escape(task_id)
+        held = await self.client.subject_counts(
+            kind, self.client.subject(_ROOT[kind], "*", "*", ttok)
+        )
+        for subject in held:
+            stored = await self.client.get(kind, subject)
+            if stored is not None:
+                _, _, qtok, band, _ = subject.split(".")
+                return qtok, int(band), stored.seq
+        return None
 
     async def delivered(self, qtok: str, band: int, seq: int) -> bool:
-        """Whether a band's consumer has handed out the message at `seq`."""
+        """Whether a band's consumer has handed out the message at `seq` (with -1: whether
+        the consumer exists)."""
         try:
             info = await self.client.api(
-                f"CONSUMER.INFO.{self.client.stream('tasks')}.{qtok}-{band}"
+                f"CONSUMER.INFO.{self.client.stream('work')}.{qtok}-{band}"
             )
         except BrokerError as exc:
             if "not found" in str(exc):
@@ -196,100 +201,47 @@ class Queues:
             raise
         return int(info["delivered"]["stream_seq"]) >= seq
 
-    # -- purge --------------------------------------------------------------------------------
+    # -- purge and counts ---------------------------------------------------------------------
 
     async def purge(self, qtok: str | None) -> int:
         """Delete the waiting and delayed messages of one queue (all when None); how many.
 
         Waiting messages are leased through the bands' consumers and acked (one handed out
         before is running: it is left leased, to come back after its lease); delayed ones are
-        read once for their task ids, then purged by subject.
+        purged by subject.
         """
-        bands, delayed = await asyncio.gather(self.bands(), self.delayed())
         removed = 0
-        for _, q, band in bands:
-            if qtok in (None, q):
-                removed += await self._drain(q, band)
-        for q in delayed:
-            if qtok in (None, q):
-                removed += await self._purge_delayed(q)
-        return removed
+        for name in await self.consumers():
+            if (band := band_of(name)) and qtok in (None, band[0]):
+                removed += await self._drain(name)
+        later = self.client.subject("a", qtok or "*", ">")
+        return removed + await self.client.purge("later", later)
 
-    async def _drain(self, qtok: str, band: int) -> int:
-        name, removed = await self.consumer(qtok, band), 0
+    async def _drain(self, name: str) -> int:
+        removed = 0
         while True:
-            msgs = await self.client.pull("tasks", name, _SWEEP_BATCH)
+            msgs = await self.client.pull("work", name, _SWEEP_BATCH)
             fresh = [m for m in msgs if int(m.metadata.num_delivered) == 1]
-            await asyncio.gather(*(self._forget(m) for m in fresh))
+            await asyncio.gather(*(self.client.ack(m) for m in fresh))
             removed += len(fresh)
             if len(msgs) < _SWEEP_BATCH:
                 return removed
 
-    async def _forget(self, msg: Msg) -> None:
-        await self.client.ack(msg)
-        if (task_id := task_of(msg.headers)) is not None:
-            await self.index.delete(task_id)
-
-    async def _purge_delayed(self, qtok: str) -> int:
-        subject, task_ids, seq = self.client.subject("d", qtok), [], 1
-        while (stored := await self.client.get_seq("delayed", seq, subject)) is not None:
-            task_ids.append(task_of(stored.headers))
-            seq = stored.seq + 1
-        removed = await self.client.purge("delayed", subject)
-        await asyncio.gather(*(self.index.delete(t, wait=False) for t in task_ids if t))
-        return removed
-
-    # -- counts -------------------------------------------------------------------------------
-
-    async def bands(self) -> dict[tuple[str, str, int], int]:
-        """Messages (waiting and running) per (queue, queue token, band) holding any.
-
-        A subject another writer made that names no queue's band is left out: nothing reads it.
-        """
-        counts = await self.client.subject_counts("tasks", self.client.subject("q", ">"))
-        found = {}
-        for subject, n in counts.items():
-            tokens = subject.split(".")
-            with contextlib.suppress(ValueError):
-                if len(tokens) == 4 and tokens[3] in _BANDS:
-                    found[(unescape(tokens[2]), tokens[2], int(tokens[3]))] = n
-        return found
-
     async def delayed(self) -> dict[str, int]:
         """Delayed messages per queue token."""
-        counts = await self.client.subject_counts("delayed", self.client.subject("d", ">"))
-        return {subject.split(".")[2]: n for subject, n in counts.items()}
-
-    async def running(self) -> dict[tuple[str, int], int]:
-        """Leased, unacked messages per (queue token, band), from the consumers' state."""
-        running: dict[tuple[str, int], int] = {}
-        while True:
-            page = await self.client.api(
-                f"CONSUMER.LIST.{self.client.stream('tasks')}", {"offset": len(running)}
-            )
-            consumers: list[dict[str, Any]] = page.get("consumers") or []
-            for info in consumers:
-                qtok, _, band = info["name"].rpartition("-")
-                running[(qtok, int(band))] = int(info.get("num_ack_pending", 0))
-            if not consumers or len(running) >= int(page.get("total", 0)):
-                return running
+        counts = await self.client.subject_counts("later", self.client.subject("a", ">"))
+        found: dict[str, int] = {}
+        for subject, n in counts.items():
+            qtok = subject.split(".")[2]
+            found[qtok] = found.get(qtok, 0) + n
+        return found
 
 
-def _place(entry: bytes) -> Place:
-    kind, qtok, band, number = entry.decode().split(" ")[:4]
-    return kind, qtok, int(band), int(float(number))
+def _band(m: Outgoing) -> int:
+    return min(max(int(m.priority), 0), 9)
 
 
-def _due(headers: dict[str, str] | None) -> tuple[str, int, int, float] | None:
-    """(task id, band, earlier deliveries, seconds until due) of a delayed message, or None."""
-    h, task_id = headers or {}, task_of(headers)
-    try:
-        band, earlier = int(h["Conveyor-Band"]), int(h.get("Conveyor-Deliveries", 0))
-        left = float(h["Conveyor-Due"]) - time.time()
-    except (KeyError, ValueError):
-        return None
-    return (
-        None
-        if task_id is None or h["Conveyor-Band"] not in _BANDS
-        else (task_id, band, earlier, left)
-    )
+def band_of(name: str) -> tuple[str, int] | None:
+    """(queue token, band) of a band consumer's name, or None for another consumer."""
+    qtok, _, band = name.rpartition("-")
+    return (qtok, int(band)) if qtok and band in _BANDS else None

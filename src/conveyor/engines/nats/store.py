@@ -49,29 +49,10 @@ class NatsStore(StateStore):
         self.safe_url = client.safe_url
         self._values = Keys(client, "kv", "kv", split=True)
         self._sets = Keys(client, "kv", "set", split=True)
-        self._upgraded = False
 
     async def startup(self) -> None:
-        """Connect, create the streams, and move what the earlier layout left (once)."""
+        """Connect and create the streams."""
         await self.client.startup()
-        if not self._upgraded:
-            await self._upgrade()
-            self._upgraded = True
-
-    async def _upgrade(self) -> None:
-        """Move the values of the earlier layout, a whole key in one token (`P.kv.sched:def:a`),
-        to their subjects, and delete its stream of cancel requests, `P_cancels` (a cancel is
-        now the key `cancel:<id>`). The listings find only keys without a `:` otherwise."""
-        for keys in (self._values, self._sets):
-            for subject in await self.client.subject_counts("kv", f"{keys.root}.*"):
-                entry, key = await self.client.get("kv", subject), keys.key(subject)
-                if entry is None or ":" not in key:
-                    continue
-                if not entry.expired:  # a value the new layout already holds stays
-                    await keys.put_if(key, entry.data, _left(entry), 0)
-                await self.client.delete("kv", entry.seq)
-        with contextlib.suppress(BrokerError):  # already gone
-            await self.client.api(f"STREAM.DELETE.{self.client.stream('cancels')}")
 
     async def shutdown(self) -> None:
         """Close the connections."""

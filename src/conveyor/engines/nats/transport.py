@@ -1,9 +1,11 @@
 """The NATS JetStream transport: work-queue streams, durable pull consumers, explicit acks.
 
-Where messages wait and how they are published is in `queues`. A fetch lists the bands that
-hold messages (one `STREAM.INFO`) and pulls from them highest band first; an idle receive waits
-on the core-NATS subject `P.n.>` (every publish to a queue sends an empty nudge there) or at
-most `min(lease / 4, 1 s)`. Dead letters are copies on `P.x.Q` of `P_dead` with their reason.
+Where messages wait and how they are published is in `queues`. A fetch takes what the loop's
+long polls delivered and pulls (without waiting) from the wanted bands' consumers, highest
+band first; an idle receive keeps a long poll for one message open on each of them (at most
+`min(lease / 4, 1 s)`), so a message published meanwhile reaches it in one hop. The bands are
+the consumers listed at the first receive of a loop and again after a nudge on `P.n.>` (a
+producer's first publish to a band). Dead letters are copies on `P.x.Q` of `P_dead`.
 
 Invariants: JetStream accepts an ack from any earlier delivery of a message, so every settle
 checks the lease first: a delivery whose lease has not run out by this process's clock
@@ -11,16 +13,18 @@ checks the lease first: a delivery whose lease has not run out by this process's
 ours only if no later delivery recorded itself in `P.l.<seq>` of `P_leases` (a redelivery
 writes that marker before it is handed out). A delivery settles after what it must leave
 behind is written (the result, the new copy of a release, the dead letter). An entry whose
-headers a foreign writer left wrong comes back with its `problem`, never failing its batch.
+subject or headers a foreign writer left wrong comes back with its `problem`, never failing
+its batch. A message a poll delivered that no receive took within 0.9 leases is dropped (the
+server hands it out again); one taken after a quarter lease is renewed first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Sequence
-from typing import Any
+from collections.abc import Sequence
 from urllib.parse import quote, unquote
 
 from conveyor.engines.base import (
@@ -31,11 +35,11 @@ from conveyor.engines.base import (
     MessageTransport,
     Outgoing,
     QueueStats,
-    ResultBackend,
 )
 from conveyor.engines.nats.client import MARKER_SECONDS, Msg, NatsClient
+from conveyor.engines.nats.conn import LoopConn
 from conveyor.engines.nats.keys import Keys, escape, task_of, unescape
-from conveyor.engines.nats.queues import Queues
+from conveyor.engines.nats.queues import Queues, band_of
 from conveyor.engines.nats.store import NatsStore
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 
@@ -51,10 +55,11 @@ _HOUSEKEEPING = 30.0
 class _Receipt:
     """The leased JetStream message and what proves the lease is still ours."""
 
-    __slots__ = ("band", "dc", "deadline", "msg", "seq")
+    __slots__ = ("band", "dc", "deadline", "msg", "qtok", "seq", "ttok")
 
-    def __init__(self, msg: Msg, band: int, seq: int, dc: int, deadline: float) -> None:
-        self.msg, self.band, self.seq, self.dc, self.deadline = msg, band, seq, dc, deadline
+    def __init__(self, msg: Msg, qtok: str, band: int, ttok: str, deadline: float) -> None:
+        self.msg, self.qtok, self.band, self.ttok, self.deadline = msg, qtok, band, ttok, deadline
+        self.dc, self.seq = int(msg.metadata.num_delivered), int(msg.metadata.sequence.stream)
 
 
 def _receipt(delivery: Delivery) -> _Receipt:
@@ -64,15 +69,13 @@ def _receipt(delivery: Delivery) -> _Receipt:
     return receipt
 
 
-def _read_headers(headers: dict[str, str] | None) -> tuple[str, int, str | None]:
-    """(task id, deliveries of earlier copies, problem) of a message on a queue's subject."""
-    if not headers:
-        return "", 0, "it has no headers (not published by conveyor)"
-    task_id, earlier = task_of(headers), headers.get("Conveyor-Deliveries", "0")
-    if "Conveyor-Task" not in headers:
-        return "", 0, "it has no Conveyor-Task header"
-    if task_id is None:
-        return "", 0, f"its Conveyor-Task header {headers['Conveyor-Task']!r} is not escaped"
+def _read(ttok: str, headers: dict[str, str] | None) -> tuple[str, int, str | None]:
+    """(task id, deliveries of earlier copies, problem) of a message on `P.w.Q.B.<ttok>`."""
+    earlier = (headers or {}).get("Conveyor-Deliveries", "0")
+    try:
+        task_id = unescape(ttok)
+    except ValueError:
+        return "", 0, f"its subject's task id token {ttok!r} is not escaped"
     if not earlier.isdigit():
         return task_id, 0, f"its Conveyor-Deliveries header {earlier!r} is not an integer"
     return task_id, int(earlier), None
@@ -108,6 +111,8 @@ class NatsTransport(MessageTransport):
         self._next_sweep = 0.0  # monotonic time of the next look at delayed messages
         self._next_housekeeping = 0.0
         self._expire_from = 0  # where the next walk of `P_kv` for expired values starts
+        self._listed: list[tuple[str, int]] = []  # the bands of the consumers listed last
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{client.stream('work')}"
 
     async def startup(self) -> None:
         """Connect and create the streams."""
@@ -120,7 +125,9 @@ class NatsTransport(MessageTransport):
     # -- publishing and receiving -------------------------------------------------------------
 
     async def publish(self, messages: Sequence[Outgoing]) -> None:
-        """Publish every message concurrently; a task id already held is skipped."""
+        """Publish every message concurrently, once the consumers of their bands are made
+        (so a batch lands at once, in all its bands); a task id already held is skipped."""
+        await self.queues.prepare(messages)
         await asyncio.gather(*(self.queues.publish(m) for m in messages))
 
     async def receive(
@@ -133,45 +140,67 @@ class NatsTransport(MessageTransport):
         if max_count <= 0:
             return []
         deadline = time.monotonic() + timeout
-        wanted = list(dict.fromkeys(queues))
+        wanted = {escape(q): i for i, q in enumerate(dict.fromkeys(queues))}
+        conn = await self.client.loop_conn()
         while True:
-            nudges = await self.client.wake_on(self.client.subject("n", ">"))
-            seen = nudges.generation
+            seen = conn.woken.generation
+            if conn.stale:  # a band's consumer was made since the last listing
+                conn.stale = False
+                self._listed = [b for b in map(band_of, await self.queues.consumers()) if b]
+            bands = [qb for qb in self._listed if not wanted or qb[0] in wanted]
+            bands.sort(key=lambda qb: (-qb[1], wanted.get(qb[0], 0)))
             if time.monotonic() >= self._next_sweep:
                 soonest = await self.queues.sweep()
                 self._next_sweep = time.monotonic() + min(self._poll, soonest)
             if time.monotonic() >= self._next_housekeeping:
                 await self._housekeeping()
-            got = await self._fetch(wanted, max_count)
+            got = await self._fetch(conn, bands, max_count)
             left = deadline - time.monotonic()
             if got or left <= 0:
                 return got
-            await nudges.wait(
+            await conn.poll(
+                self._next, [f"{q}-{b}" for q, b in bands], min(left, self._poll)
+            )  # open across sweeps
+            await conn.woken.wait(
                 seen, min(left, self._poll, max(self._next_sweep - time.monotonic(), 0.001))
             )
 
-    async def _fetch(self, queues: list[str], count: int) -> list[Delivery]:
-        order = {q: i for i, q in enumerate(queues)}
-        bands = []
-        for queue, qtok, band in await self.queues.bands():
-            if not queues or queue in order:
-                bands.append((-band, order.get(queue, 0), queue, qtok, band))
+    async def _fetch(
+        self, conn: LoopConn, bands: list[tuple[str, int]], count: int
+    ) -> list[Delivery]:
+        """Band by band, highest first: what a long poll delivered, then a pull without
+        waiting where no poll is open. Once a poll delivered, only the bands above its are
+        pulled (one poll may have expired just before); when every band's last poll left
+        nothing waiting, none is (the next polls deliver at once what came since)."""
         got: list[Delivery] = []
-        for *_, queue, qtok, band in sorted(bands):
-            if len(got) >= count:
-                break
-            started = time.monotonic()
-            name = await self.queues.consumer(qtok, band)
-            for msg in await self.client.pull("tasks", name, count - len(got)):
-                got.append(self._delivery(msg, queue, band, started))
+        names = [f"{qtok}-{band}" for qtok, band in bands]
+        top = next((i for i, name in enumerate(names) if conn.polled.get(name)), None)
+        if top is None and conn.empty.issuperset(names):
+            top = 0
+        for i, name in enumerate(names):
+            held = conn.polled.get(name, [])
+            while held and len(got) < count:
+                msg, arrived = held.pop(0)
+                age = time.monotonic() - arrived
+                if age > self.lease_seconds * 0.9:  # delivered again elsewhere by now
+                    continue
+                if age > self.lease_seconds / 4:  # renewed before it runs
+                    await self.client.ack(msg, b"+WPI")
+                got.append(self._delivery(msg, time.monotonic()))
+            if (top is None or i < top) and len(got) < count and not conn.polling(name):
+                started, asked = time.monotonic(), count - len(got)
+                await self.queues.consumer(*bands[i])
+                msgs = await self.client.pull("work", name, asked)
+                got += (self._delivery(msg, started) for msg in msgs)
+                (conn.empty.add if len(msgs) < asked else conn.empty.discard)(name)
         await asyncio.gather(*(self._mark(d) for d in got if _receipt(d).dc > 1))
         return got
 
-    def _delivery(self, msg: Msg, queue: str, band: int, started: float) -> Delivery:
-        dc, seq = int(msg.metadata.num_delivered), int(msg.metadata.sequence.stream)
-        receipt = _Receipt(msg, band, seq, dc, started + self.lease_seconds)
-        task_id, earlier, problem = _read_headers(msg.headers)
-        return Delivery(task_id, queue, msg.data, earlier + dc, receipt, problem)
+    def _delivery(self, msg: Msg, started: float) -> Delivery:
+        _, _, qtok, band, ttok = msg.subject.split(".")
+        receipt = _Receipt(msg, qtok, int(band), ttok, started + self.lease_seconds)
+        task_id, earlier, problem = _read(ttok, msg.headers)
+        return Delivery(task_id, unescape(qtok), msg.data, earlier + receipt.dc, receipt, problem)
 
     async def _mark(self, delivery: Delivery) -> None:
         """Record a redelivery in its lease marker: earlier deliveries settle nothing."""
@@ -200,16 +229,11 @@ class NatsTransport(MessageTransport):
         marker = await self._leases.get(str(r.seq))
         return marker is None or int(marker) <= r.dc
 
-    async def _settle(self, delivery: Delivery, forget: bool, *first: Awaitable[Any]) -> None:
-        """Ack the message (held by us) after `first` (the result write) and the steps that
-        drop what pointed at it."""
+    async def _settle(self, delivery: Delivery) -> None:
+        """Ack the message (held by us), dropping its lease marker if it has one."""
         r = _receipt(delivery)
-        steps = list(first)
-        if forget and delivery.task_id:
-            steps.append(self.queues.index.delete(delivery.task_id, wait=False))
         if r.dc > 1:
-            steps.append(self.client.purge("leases", self._leases.subject(str(r.seq))))
-        await asyncio.gather(*steps)
+            await self.client.purge("leases", self._leases.subject(str(r.seq)))
         await self.client.ack(r.msg)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
@@ -221,16 +245,7 @@ class NatsTransport(MessageTransport):
 
     async def _ack(self, delivery: Delivery) -> None:
         if await self._still_ours(delivery):
-            await self._settle(delivery, True)
-
-    async def ack_with_result(
-        self, delivery: Delivery, results: ResultBackend, data: bytes | None, ttl: float | None
-    ) -> None:
-        """Store the result while the task's index entry is dropped, then ack."""
-        if data is None or not await self._still_ours(delivery):
-            await super().ack_with_result(delivery, results, data, ttl)
-        else:
-            await self._settle(delivery, True, results.set_result(delivery.task_id, data, ttl))
+            await self._settle(delivery)
 
     async def extend(self, deliveries: Sequence[Delivery]) -> None:
         """Renew the leases this consumer still holds (`+WPI`, JetStream's "in progress")."""
@@ -245,27 +260,23 @@ class NatsTransport(MessageTransport):
     async def release(
         self, delivery: Delivery, *, body: bytes | None = None, delay: float = 0.0
     ) -> None:
-        """Publish the message again (new body, not before `delay`), then ack this delivery."""
+        """Publish the message again (new body, not before `delay`), then ack this delivery.
+        Without a delay the new copy takes the old one's place (its subject) at once."""
         if not await self._still_ours(delivery):
             return
-        r, task_id = _receipt(delivery), delivery.task_id
-        qtok, data = escape(delivery.queue), delivery.body if body is None else body
-        msg_id = f"{escape(task_id)}@r{r.seq}.{r.dc}"
+        r = _receipt(delivery)
+        data = delivery.body if body is None else body
+        headers = {"Conveyor-Deliveries": str(delivery.deliveries)}
         if delay > 0:
-            due = time.time() + delay
-            where = await self.queues.to_delayed(
-                task_id, qtok, r.band, data, due, delivery.deliveries, msg_id
-            )
+            headers |= {"Conveyor-Due": repr(time.time() + delay), "Conveyor-Replaces": str(r.seq)}
+            await self.queues.put("later", r.qtok, r.band, r.ttok, data, headers)
         else:
-            where = await self.queues.to_tasks(
-                task_id, qtok, r.band, data, delivery.deliveries, msg_id
-            )
-        await self.queues.index.put(task_id, where)
-        await self._settle(delivery, False)
+            await self.queues.put("work", r.qtok, r.band, r.ttok, data, headers)
+        await self._settle(delivery)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Copy a held delivery to `P_dead` with `reason`, then ack it. An entry without a task
-        id is kept as `<seq N>` (its sequence in `P_tasks`)."""
+        id is kept as `<seq N>` (its sequence in `P_work`)."""
         if not await self._still_ours(delivery):
             return
         r = _receipt(delivery)
@@ -275,52 +286,46 @@ class NatsTransport(MessageTransport):
             "Conveyor-Failed": repr(time.time()),
             "Conveyor-Band": str(r.band),
         }
-        subject = self.client.subject("x", escape(delivery.queue))
+        subject = self.client.subject("x", r.qtok)
         await self.client.publish(subject, delivery.body, headers)
-        await self._settle(delivery, True)
+        await self._settle(delivery)
 
     # -- admin reads and operations -----------------------------------------------------------
 
     async def locate(self, task_id: str) -> Location | None:
-        """Where the message is, from the index and its band's consumer."""
-        await self.client.flushed()  # index updates sent without waiting have landed
-        place = await self.queues.where(task_id, wait=False)
-        if place is None:
-            return None
-        kind, qtok, band, seq = place
-        if kind == "p":
-            return "waiting"
-        if await self.client.get_seq("tasks" if kind == "s" else "delayed", seq) is None:
-            return None
-        if kind == "d":
-            return "delayed"
-        return "leased" if await self.queues.delivered(qtok, band, seq) else "waiting"
+        """Where the message is: its band (leased once its consumer handed it out), or
+        `P_later`."""
+        await self.client.flushed()  # acks sent without waiting have landed
+        work, later = await asyncio.gather(
+            self.queues.find("work", task_id), self.queues.find("later", task_id)
+        )
+        if work is not None:
+            return "leased" if await self.queues.delivered(*work) else "waiting"
+        return None if later is None else "delayed"
 
     async def remove(self, task_id: str) -> bool:
         """Delete a delayed message, or a waiting one its consumer has not handed out."""
         await self.client.flushed()
-        place = await self.queues.where(task_id)
-        if place is None:
-            return False
-        kind, qtok, band, seq = place
-        if kind == "s" and await self.queues.delivered(qtok, band, seq):
-            return False
-        if not await self.client.delete("delayed" if kind == "d" else "tasks", seq):
-            return False
-        await self.queues.index.delete(task_id)
-        return True
+        for kind in ("work", "later"):
+            place = await self.queues.find(kind, task_id)
+            if place is not None and (kind == "later" or not await self.queues.delivered(*place)):
+                removed = await self.client.delete(kind, place[2])
+                consumer = f"{place[0]}-{place[1]}" if kind == "work" else "sweep"
+                with contextlib.suppress(BrokerError):  # it counts again (see `client.pull`)
+                    await self.client.api(f"CONSUMER.INFO.{self.client.stream(kind)}.{consumer}")
+                return removed
+        return False
 
     async def queue_stats(self) -> list[QueueStats]:
-        """Counts of every queue that holds messages (leased ones from the consumers' state)."""
-        bands, delayed, running = await asyncio.gather(
-            self.queues.bands(), self.queues.delayed(), self.queues.running()
-        )
+        """Counts of every queue that holds messages, from its bands' consumers and the
+        subjects of `P_later`."""
+        consumers, delayed = await asyncio.gather(self.queues.consumers(), self.queues.delayed())
         totals: dict[str, list[int]] = {}
-        for (_, qtok, band), n in bands.items():
-            busy = min(running.get((qtok, band), 0), n)
-            counts = totals.setdefault(qtok, [0, 0, 0])
-            counts[0] += n - busy
-            counts[2] += busy
+        for name, info in consumers.items():
+            if (band := band_of(name)) is not None:
+                counts = totals.setdefault(band[0], [0, 0, 0])
+                counts[0] += int(info.get("num_pending", 0))
+                counts[2] += int(info.get("num_ack_pending", 0))
         for qtok, n in delayed.items():
             totals.setdefault(qtok, [0, 0, 0])[1] += n
         return [
