@@ -128,7 +128,10 @@ class NatsTransport(MessageTransport):
         """Publish every message concurrently, once the consumers of their bands are made
         (so a batch lands at once, in all its bands); a task id already held is skipped."""
         await self.queues.prepare(messages)
-        await asyncio.gather(*(self.queues.publish(m) for m in messages))
+        if len(messages) == 1:  # no task to schedule: a single kiq is one round trip
+            await self.queues.publish(messages[0])
+        else:
+            await asyncio.gather(*(self.queues.publish(m) for m in messages))
 
     async def receive(
         self, queues: Sequence[str], max_count: int, timeout: float
