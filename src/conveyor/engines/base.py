@@ -7,7 +7,9 @@ schema and how to add an engine.
 `MessageTransport` keeps these promises on every engine:
 
 * `publish` is durable when it returns; a message with an `eta` is not delivered before it; a
-  `task_id` the transport still holds (waiting, delayed or leased) is not published twice.
+  `task_id` the transport still holds (waiting, delayed or leased) is not published twice
+  (NATS holds an id per queue and priority, and apart for delayed and ready messages: see
+  "Limits" in `docs/engines/nats.md`).
 * `receive` leases each delivery to this consumer for `lease_seconds`; a lease that is neither
   extended nor settled expires and the message is delivered again (to anyone).
 * A delivery is settled once: `ack` (done, removed), `release` (back, perhaps with a new body
