@@ -28,17 +28,17 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING
 
 from conveyor.errors import BrokerError
 
-__all__ = ["Db", "Usage", "give_back", "usage"]
+if TYPE_CHECKING:  # `db` calls `give_back`
+    from conveyor.engines.sqlite.db import SqliteDb
+
+__all__ = ["Usage", "give_back", "usage"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: Pages one incremental-vacuum step frees: 2 MiB of 4 KiB pages, 5-17 ms of write lock.
 STEP_PAGES = 512
@@ -54,17 +54,6 @@ CONVERT_MAX_LIVE_BYTES = 32 << 20
 CHECKPOINT_WAIT_MS = 100
 
 _NONE, _INCREMENTAL = 0, 2  # values of PRAGMA auto_vacuum
-
-
-class Db(Protocol):
-    """What `give_back` needs of a `SqliteDb`."""
-
-    path: str
-    busy_timeout: float
-    safe_url: str
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Call `fn(connection)` on the database thread."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +111,7 @@ def _checkpoint(conn: sqlite3.Connection, wal: str, busy_ms: int) -> tuple[int, 
     return size, took, not busy
 
 
-async def _reclaim(db: Db, use: Usage) -> None:
+async def _reclaim(db: SqliteDb, use: Usage) -> None:
     steps = -(-use.free // STEP_PAGES)  # at most what is free now, not what frees meanwhile
     deadline = time.monotonic() + BUDGET_SECONDS
     free, longest, done = use.free, 0.0, 0
@@ -141,7 +130,7 @@ async def _reclaim(db: Db, use: Usage) -> None:
     )
 
 
-async def give_back(db: Db) -> None:
+async def give_back(db: SqliteDb) -> None:
     """Return free pages to the file system and truncate the WAL, in short steps."""
     try:
         use = await db.run(usage)
