@@ -15,24 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from conveyor.engines.loops import reset_after_fork
 from conveyor.engines.sqlite import space
 from conveyor.errors import BrokerConnectionError, BrokerError
 
 __all__ = [
+    "LIVE",
     "SCHEMA_VERSION",
     "SqliteClient",
     "SqliteDb",
     "expiry",
     "get_value",
     "immediate",
+    "marks",
     "put_value",
+    "rowcount",
 ]
 
 T = TypeVar("T")
@@ -119,6 +122,15 @@ _BUSY_RETRIES = 4
 _WAL_LIMIT_BYTES = 8 << 20
 
 
+#: The condition of a row with an `expires_at` that has not expired, given the time.
+LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+
+def marks(n: int) -> str:
+    """`n` comma-separated parameter marks, for `IN (...)`."""
+    return ", ".join("?" * n)
+
+
 @contextlib.contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """Run a block in a `BEGIN IMMEDIATE` transaction: the write lock is taken up front."""
@@ -150,10 +162,14 @@ def put_value(
 def get_value(conn: sqlite3.Connection, table: str, key: str) -> bytes | None:
     """Return the live value under `key` in one of the value tables, or None."""
     row = conn.execute(
-        f"SELECT value FROM {table} WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-        (key, time.time()),
+        f"SELECT value FROM {table} WHERE key = ? AND {LIVE}", (key, time.time())
     ).fetchone()
     return None if row is None else bytes(row[0])
+
+
+def rowcount(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> int:
+    """Run one statement; return how many rows it changed."""
+    return int(conn.execute(sql, params).rowcount)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -220,25 +236,29 @@ class SqliteDb:
         self.safe_url = f"sqlite:///{path}"
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._pid = os.getpid()
-        self._users = 0
+        #: The transport, store and result store that opened the file and have not closed it.
+        self.users: set[object] = set()
         self._last_sweep = time.monotonic()
-        # A connection inherited through fork() must never be used or closed in the child.
-        self._inherited: list[sqlite3.Connection] = []
+        reset_after_fork(self._after_fork)
 
-    async def open(self) -> None:
-        """Open the file and create the tables; raise `BrokerConnectionError` when it cannot."""
-        self._users += 1
+    async def open(self, user: object) -> None:
+        """Count `user` in (again changes nothing), open the file and create the tables; raise
+        `BrokerConnectionError` when it cannot."""
+        if user in self.users:
+            return
+        self.users.add(user)
         try:
             await self.run(lambda conn: None)
         except BaseException:
-            await self.close()
+            await self.close(user)
             raise
 
-    async def close(self) -> None:
-        """Release one user; the last one closes the connection and stops the thread."""
-        self._users = max(self._users - 1, 0)
-        if self._users or self._executor is None:
+    async def close(self, user: object) -> None:
+        """Count `user` out; the last one closes the connection and stops the thread."""
+        if user not in self.users:
+            return
+        self.users.discard(user)
+        if self.users or self._executor is None:
             return
         executor = self._thread()
         try:
@@ -300,15 +320,13 @@ class SqliteDb:
 
     # -- on the event loop --------------------------------------------------------------------
 
+    def _after_fork(self) -> list[object]:
+        """In a forked child: the parent's thread is gone and its connection is not ours (it
+        is kept, never used or closed)."""
+        inherited, self._conn, self._executor = self._conn, None, None
+        return [inherited]
+
     def _thread(self) -> ThreadPoolExecutor:
-        pid = os.getpid()
-        if pid != self._pid:
-            # In a forked child the parent's thread is gone and its connection is not ours.
-            if self._conn is not None:
-                self._inherited.append(self._conn)
-            self._conn = None
-            self._executor = None
-            self._pid = pid
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite")
         return self._executor
@@ -322,26 +340,16 @@ class SqliteClient:
         self.path = path
         self.safe_url = f"sqlite:///{path}"
         self._db = db or SqliteDb(path, busy_timeout=busy_timeout)
-        self._started = False
 
     async def startup(self) -> None:
         """Open the file and create the tables; raise `BrokerConnectionError` when it cannot."""
-        if self._started:
-            return
-        self._started = True
-        try:
-            await self._db.open()
-        except BaseException:
-            self._started = False
-            raise
+        await self._db.open(self)
 
     async def shutdown(self) -> None:
         """Release this user's share of the file (the connection closes with its last user)."""
-        if self._started:
-            self._started = False
-            await self._db.close()
+        await self._db.close(self)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if not self._started:
+        if self not in self._db.users:
             await self.startup()
         return await self._db.run(lambda conn: fn(conn, *args))
