@@ -5,10 +5,10 @@ that thread, never on the event loop. Many processes may open the same file at o
 is in WAL mode (readers never block the writer), writes take the lock up front with
 `BEGIN IMMEDIATE` and stay short, and a busy timeout plus a few retries absorb contention.
 
-The schema of all three lives here, so any of them can create the file first; `PRAGMA
-user_version` records its version, and a file of version 1 is migrated in place. A new file is
-made with incremental auto-vacuum: the sweeper, never a call per task, deletes expired rows and
-then gives free pages and the WAL back (`space`).
+The schema of all three is `schema.sql`, created here, so any of them can create the file
+first; `PRAGMA user_version` records its version, and a file of version 1 is migrated in
+place. A new file is made with incremental auto-vacuum: the sweeper, never a call per task,
+deletes expired rows and then gives free pages and the WAL back (`space`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from typing import Any, TypeVar
 
 from conveyor.engines.loops import reset_after_fork
@@ -40,61 +41,18 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: Version of the tables below, kept in `PRAGMA user_version`.
+#: Version of the tables of `schema.sql`, kept in `PRAGMA user_version`.
 SCHEMA_VERSION = 2
 
 #: Tables of expiring values by key: the state store's `kv`, and results and progress reports
 #: by task id.
 _VALUE_TABLES = ("kv", "results", "progress")
 
-# Receipts and dead-letter refs name rows by rowid: `messages` and `dead_letters` keep an index
-# (their primary key), without which the VACUUM of `space` would renumber their rows.
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS messages (
-        task_id TEXT PRIMARY KEY,
-        queue TEXT NOT NULL,
-        priority INTEGER NOT NULL DEFAULT 0,
-        body BLOB NOT NULL,
-        available_at REAL NOT NULL,
-        eta REAL,
-        owner TEXT,
-        deliveries INTEGER NOT NULL DEFAULT 0,
-        enqueued_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS messages_claim ON messages (queue, priority DESC, available_at)",
-    """CREATE TABLE IF NOT EXISTS dead_letters (
-        task_id TEXT PRIMARY KEY,
-        queue TEXT NOT NULL,
-        priority INTEGER NOT NULL DEFAULT 0,
-        body BLOB NOT NULL,
-        reason TEXT NOT NULL,
-        failed_at REAL NOT NULL
-    )""",
-    "CREATE TABLE IF NOT EXISTS rates (key TEXT NOT NULL, at REAL NOT NULL, period REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS sets (key TEXT PRIMARY KEY, expires_at REAL)",
-    """CREATE TABLE IF NOT EXISTS set_members (
-        key TEXT NOT NULL,
-        member TEXT NOT NULL,
-        PRIMARY KEY (key, member)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS rates_key ON rates (key, at)",
-    *(
-        f"CREATE TABLE IF NOT EXISTS {table}"
-        " (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL)"
-        for table in _VALUE_TABLES
-    ),
-    """CREATE TABLE IF NOT EXISTS streams (
-        task_id TEXT PRIMARY KEY,
-        length INTEGER NOT NULL DEFAULT 0,
-        closed INTEGER NOT NULL DEFAULT 0,
-        expires_at REAL
-    )""",
-    """CREATE TABLE IF NOT EXISTS stream_items (
-        task_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        data BLOB NOT NULL,
-        PRIMARY KEY (task_id, seq)
-    ) WITHOUT ROWID""",
+#: The statements of `schema.sql`, in order.
+_SCHEMA = tuple(
+    statement.strip()
+    for statement in resources.files(__package__).joinpath("schema.sql").read_text().split(";")
+    if statement.strip()
 )
 
 #: From version 1: cancel requests and task states moved to the state store's `kv`, sets from
