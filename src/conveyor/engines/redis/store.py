@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conveyor.engines.base import StateStore
+from conveyor.engines.base import StateStore, check_window
 from conveyor.engines.redis.client import RedisClient, px
-from conveyor.errors import BrokerError, ConfigurationError
+from conveyor.errors import BrokerError
 
 __all__ = ["RedisStore"]
 
@@ -104,10 +104,7 @@ class RedisStore(StateStore):
         Raises:
             ConfigurationError: `limit` is below 1 or `period` is not positive.
         """
-        if limit < 1 or period <= 0:
-            raise ConfigurationError(
-                f"a rate limit needs limit >= 1 and period > 0, not {limit}/{period}"
-            )
+        check_window(limit, period)
         wait = await self.client.script(
             "rate", [self.client.key("rate", key)], [limit, period * 1000]
         )

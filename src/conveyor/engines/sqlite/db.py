@@ -290,7 +290,9 @@ class SqliteClient:
     """What the SQLite transport, state store and result store share: a `SqliteDb`, opened on
     first use."""
 
-    def __init__(self, path: str, db: SqliteDb | None, busy_timeout: float) -> None:
+    def __init__(
+        self, path: str, *, busy_timeout: float = 30.0, db: SqliteDb | None = None
+    ) -> None:
         self.path = path
         self.safe_url = f"sqlite:///{path}"
         self._db = db or SqliteDb(path, busy_timeout=busy_timeout)

@@ -107,7 +107,7 @@ class SqliteResultBackend(SqliteClient, ResultBackend):
         busy_timeout: float = 30.0,
         db: SqliteDb | None = None,
     ) -> None:
-        super().__init__(path, db, busy_timeout)
+        super().__init__(path, busy_timeout=busy_timeout, db=db)
         self.default_ttl = default_ttl
         self._stored: dict[str, Signal] = {}
 

@@ -9,18 +9,17 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from conveyor.engines.base import StateStore
+from conveyor.engines.base import StateStore, check_window
 from conveyor.engines.sqlite.db import (
     LIVE,
     SqliteClient,
-    SqliteDb,
     expiry,
     get_value,
     immediate,
     marks,
     put_value,
 )
-from conveyor.errors import BrokerError, ConfigurationError
+from conveyor.errors import BrokerError
 
 __all__ = ["SqliteStore"]
 
@@ -118,9 +117,6 @@ class SqliteStore(SqliteClient, StateStore):
         db: the `SqliteDb` to share with the engine's transport and result store.
     """
 
-    def __init__(self, path: str, *, busy_timeout: float = 30.0, db: SqliteDb | None = None):
-        super().__init__(path, db, busy_timeout)
-
     async def get(self, key: str) -> bytes | None:
         """The live value of `key`, or None."""
         return await self._run(get_value, "kv", key)
@@ -157,8 +153,5 @@ class SqliteStore(SqliteClient, StateStore):
 
     async def window_acquire(self, key: str, limit: int, period: float) -> float:
         """Take one of `limit` grants per sliding `period`, shared by every process."""
-        if limit < 1 or period <= 0:
-            raise ConfigurationError(
-                f"a rate limit needs limit >= 1 and period > 0, not {limit}/{period}"
-            )
+        check_window(limit, period)
         return await self._run(_window_acquire, key, limit, period)

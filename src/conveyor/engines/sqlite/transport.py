@@ -226,7 +226,7 @@ class SqliteTransport(SqliteClient, MessageTransport):
         db: SqliteDb | None = None,
         results: SqliteResultBackend | None = None,
     ) -> None:
-        super().__init__(path, db, busy_timeout)
+        super().__init__(path, busy_timeout=busy_timeout, db=db)
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self._results = results
