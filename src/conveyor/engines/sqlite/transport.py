@@ -24,7 +24,7 @@ import functools
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from conveyor.engines.base import (
     DEFAULT_LEASE_SECONDS,
@@ -175,14 +175,11 @@ def _dead_letter(conn: sqlite3.Connection, delivery: Delivery, reason: str) -> N
 
 def _locate(conn: sqlite3.Connection, task_id: str) -> Location | None:
     row = conn.execute(
-        "SELECT owner, available_at FROM messages WHERE task_id = ?", (task_id,)
+        "SELECT CASE WHEN available_at <= ? THEN 'waiting' WHEN owner IS NULL THEN 'delayed'"
+        " ELSE 'leased' END FROM messages WHERE task_id = ?",
+        (time.time(), task_id),
     ).fetchone()
-    if row is None:
-        return None
-    owner, available_at = row
-    if available_at <= time.time():
-        return "waiting"
-    return "leased" if owner is not None else "delayed"
+    return None if row is None else cast(Location, row[0])
 
 
 def _queue_stats(conn: sqlite3.Connection) -> list[QueueStats]:
