@@ -238,7 +238,6 @@ class SqliteTransport(SqliteClient, MessageTransport):
         """Insert messages in one transaction; ids already present are ignored."""
         if messages:
             await self._run(_publish, list(messages))
-            self._published.notify()
             now = time.time()
             if any(m.eta is None or m.eta <= now for m in messages):
                 self._doorbell.ring()
@@ -287,7 +286,6 @@ class SqliteTransport(SqliteClient, MessageTransport):
             await super().ack_with_result(delivery, results, data, ttl)
             return
         if self._settles is None or self._settles.loop is not asyncio.get_running_loop():
-            await self.startup()
             self._settles = Batcher(functools.partial(self._run, _settle))
         await self._settles.submit((delivery, data, ttl))
         if data is not None:
@@ -299,7 +297,6 @@ class SqliteTransport(SqliteClient, MessageTransport):
     ) -> None:
         """Put a held delivery back, optionally with a new body and not before `delay` seconds."""
         await self._run(_release, delivery, body, delay)
-        self._published.notify()
         if delay <= 0:
             self._doorbell.ring()
 
