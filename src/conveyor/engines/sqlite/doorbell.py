@@ -78,7 +78,9 @@ class Doorbell:
         if not _SUPPORTED or not self.folder.exists():
             return
         own = None if self._sock is None else str(self._sock.getsockname())
-        sender = self._sending_socket()
+        if self._sender is None:
+            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sender.setblocking(False)
         try:
             entries = list(os.scandir(self.folder))
         except FileNotFoundError:  # its last consumer just left
@@ -87,17 +89,11 @@ class Doorbell:
             if entry.path == own:
                 continue
             try:
-                sender.sendto(b"\0", entry.path)
+                self._sender.sendto(b"\0", entry.path)
             except (ConnectionRefusedError, FileNotFoundError):
                 _unlink(Path(entry.path))  # its process is gone
             except OSError:
                 pass  # full (its consumer is awake anyway) or not a socket
-
-    def _sending_socket(self) -> socket.socket:
-        if self._sender is None:
-            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self._sender.setblocking(False)
-        return self._sender
 
     def _serve(self, sock: socket.socket, address: Path) -> None:
         try:
