@@ -65,11 +65,6 @@ class Usage:
     free: int
     auto_vacuum: int
 
-    @property
-    def live_bytes(self) -> int:
-        """Bytes in pages that hold data."""
-        return (self.pages - self.free) * self.page_size
-
 
 def usage(conn: sqlite3.Connection) -> Usage:
     """Read the page counts and the auto-vacuum mode of the main database."""
@@ -134,7 +129,8 @@ async def give_back(db: SqliteDb) -> None:
     """Return free pages to the file system and truncate the WAL, in short steps."""
     try:
         use = await db.run(usage)
-        if use.auto_vacuum == _NONE and use.live_bytes <= CONVERT_MAX_LIVE_BYTES:
+        live_bytes = (use.pages - use.free) * use.page_size
+        if use.auto_vacuum == _NONE and live_bytes <= CONVERT_MAX_LIVE_BYTES:
             took = await db.run(_convert)
             log.debug("%s: rewritten with auto-vacuum in %.1f ms", db.safe_url, took * 1000)
         elif use.auto_vacuum == _INCREMENTAL and use.free * use.page_size >= RECLAIM_MIN_BYTES:
