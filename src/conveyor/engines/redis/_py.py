@@ -15,10 +15,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from conveyor._urls import safe_url
+from conveyor.engines.redis.client import RETRY_SECONDS, RedisClient, Watchers
 from conveyor.errors import ConfigurationError
 
 try:
@@ -30,9 +31,6 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "TLS, Sentinel and Cluster Redis URLs need the redis extra: pip install 'conveyor[redis]'"
     ) from exc
-
-if TYPE_CHECKING:
-    from conveyor.engines.redis.client import RedisClient
 
 __all__ = ["PyLoopClient"]
 
@@ -125,7 +123,7 @@ class PyLoopClient:
         self.flushing: asyncio.Task[None] | None = None
         self.pubsub: Any = None
         self.listener: asyncio.Task[None] | None = None
-        self.watchers: dict[bytes, set[Callable[[bytes], None]]] = {}
+        self.watchers = Watchers()
 
     def error(self, exc: BaseException) -> BaseException:
         """What a caller sees for a redis-py exception."""
@@ -173,8 +171,6 @@ class PyLoopClient:
     async def _pipeline_retrying(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send a pipeline, again through connection failures for up to `RETRY_SECONDS` when
         every command in it may be sent twice (`RedisClient.resendable`)."""
-        from conveyor.engines.redis.client import RETRY_SECONDS
-
         deadline = time.monotonic() + RETRY_SECONDS
         again = all(self.owner.resendable(command) for command in commands)
         while True:
@@ -246,18 +242,13 @@ class PyLoopClient:
             self.pubsub = self.redis.pubsub()
         if channel not in self.watchers:
             await self._direct(self.pubsub.subscribe, channel)
-        self.watchers.setdefault(channel, set()).add(callback)
+        self.watchers.add(channel, callback)
         if self.listener is None or self.listener.done():
             self.listener = self.loop.create_task(self._listen(), name="conveyor-redis-pubsub")
 
     async def unwatch(self, channel: bytes, callback: Callable[[bytes], None]) -> None:
         """Stop calling `callback` for `channel`."""
-        callbacks = self.watchers.get(channel)
-        if callbacks is None:
-            return
-        callbacks.discard(callback)
-        if not callbacks:
-            del self.watchers[channel]
+        if self.watchers.remove(channel, callback):
             with contextlib.suppress(*_CONNECTION_ERRORS, redis_errors.RedisError):
                 await self.pubsub.unsubscribe(channel)
 
@@ -274,8 +265,7 @@ class PyLoopClient:
                 continue
             if message is None or message.get("type") != "message":
                 continue
-            for callback in list(self.watchers.get(message["channel"], ())):
-                callback(message["data"])
+            self.watchers.deliver(message["channel"], message["data"])
 
     async def close(self) -> None:
         """Close every connection of this loop."""
