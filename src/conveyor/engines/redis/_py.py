@@ -104,12 +104,8 @@ def connect(url: str) -> Any:
     return aioredis.Redis.from_url(url, **options)
 
 
-class _Batch:
-    """Commands issued in one event-loop turn, sent as one pipeline."""
-
-    def __init__(self) -> None:
-        self.commands: list[tuple[Any, ...]] = []
-        self.futures: list[asyncio.Future[Any]] = []
+#: The commands issued in one event-loop turn, each with its caller's future: one pipeline.
+_Batch = list[tuple[tuple[Any, ...], asyncio.Future[Any]]]
 
 
 class PyLoopClient:
@@ -134,12 +130,11 @@ class PyLoopClient:
     def call(self, *command: Any) -> asyncio.Future[Any]:
         """Queue one command for the next pipeline; the future gets its reply or error."""
         if self.batch is None:
-            self.batch = _Batch()
+            self.batch = []
             if self.flushing is None or self.flushing.done():
                 self.flushing = self.loop.create_task(self._flush_soon())
         future: asyncio.Future[Any] = self.loop.create_future()
-        self.batch.commands.append(command)
-        self.batch.futures.append(future)
+        self.batch.append((command, future))
         return future
 
     async def _flush_soon(self) -> None:
@@ -151,16 +146,16 @@ class PyLoopClient:
 
     async def _send(self, batch: _Batch) -> None:
         try:
-            replies = await self._pipeline_retrying(batch.commands)
+            replies = await self._pipeline_retrying([command for command, _ in batch])
         except BaseException as exc:
             error = self.error(exc)
-            for future in batch.futures:
+            for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        for future, reply in zip(batch.futures, replies, strict=True):
+        for (_, future), reply in zip(batch, replies, strict=True):
             if future.done():
                 continue
             if isinstance(reply, Exception):
