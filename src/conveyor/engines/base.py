@@ -52,6 +52,7 @@ __all__ = [
     "ResultBackend",
     "StateStore",
     "StreamChunk",
+    "check_window",
     "consumer_id",
 ]
 
@@ -326,8 +327,20 @@ class StateStore(abc.ABC):
         Returns 0.0 when granted, else the seconds until the oldest grant leaves the window.
 
         Raises:
-            ConfigurationError: `limit` is below 1 or `period` is not positive.
+            ConfigurationError: `limit` is below 1 or `period` is not positive (`check_window`).
         """
+
+
+def check_window(limit: int, period: float) -> None:
+    """Refuse a rate window no store can keep, before `window_acquire` touches anything.
+
+    Raises:
+        ConfigurationError: `limit` is below 1 or `period` is not positive.
+    """
+    if limit < 1 or period <= 0:
+        raise ConfigurationError(
+            f"a rate limit needs limit >= 1 and period > 0, not {limit}/{period}"
+        )
 
 
 #: Longest sleep between two reads of a result whose store announces results.

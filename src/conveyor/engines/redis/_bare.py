@@ -13,7 +13,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import hiredis
 
@@ -24,9 +24,7 @@ from conveyor.engines.redis._resp import (
     pack_command,
     parse_url,
 )
-
-if TYPE_CHECKING:
-    from conveyor.engines.redis.client import RedisClient
+from conveyor.engines.redis.client import RETRY_SECONDS, RedisClient, Watchers
 
 __all__ = ["BareLoopClient"]
 
@@ -50,8 +48,7 @@ class _Subscription(asyncio.Protocol):
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
             if isinstance(reply, list) and reply[:1] == [b"message"]:
-                for callback in list(self.owner.watchers.get(reply[1], ())):
-                    callback(reply[2])
+                self.owner.watchers.deliver(reply[1], reply[2])
             elif self.confirms:  # a subscribe/unsubscribe/AUTH confirmation, or an error
                 future = self.confirms.popleft()
                 if future.done():
@@ -88,7 +85,7 @@ class _Subscriber:
     def __init__(self, url: str, loop: asyncio.AbstractEventLoop) -> None:
         self.url = url
         self.loop = loop
-        self.watchers: dict[bytes, set[Callable[[bytes], None]]] = {}
+        self.watchers = Watchers()
         self.socket: _Subscription | None = None
         self.reconnecting: asyncio.Task[None] | None = None
         self.connecting = asyncio.Lock()
@@ -116,29 +113,19 @@ class _Subscriber:
         return socket
 
     async def watch(self, channel: bytes, callback: Callable[[bytes], None]) -> None:
-        new = channel not in self.watchers
-        self.watchers.setdefault(channel, set()).add(callback)
+        new = self.watchers.add(channel, callback)
         try:
             socket = await self._connect()
             if new:
                 await socket.command("SUBSCRIBE", channel)
         except BaseException:
-            self._forget(channel, callback)
+            self.watchers.remove(channel, callback)
             raise
-
-    def _forget(self, channel: bytes, callback: Callable[[bytes], None]) -> bool:
-        callbacks = self.watchers.get(channel)
-        if callbacks is None:
-            return False
-        callbacks.discard(callback)
-        if callbacks:
-            return False
-        del self.watchers[channel]
-        return True
 
     async def unwatch(self, channel: bytes, callback: Callable[[bytes], None]) -> None:
         socket = self.socket
-        if self._forget(channel, callback) and socket is not None and socket.transport is not None:
+        last = self.watchers.remove(channel, callback)
+        if last and socket is not None and socket.transport is not None:
             with contextlib.suppress(ConnectionError):
                 await socket.command("UNSUBSCRIBE", channel)
 
@@ -183,8 +170,6 @@ class BareLoopClient:
         self.subscriber = _Subscriber(owner.url, loop)
 
     def _pipeline(self) -> BarePipeline:
-        from conveyor.engines.redis.client import RETRY_SECONDS
-
         sources = list(self.owner.scripts.source.values())
         owner = self.owner
         return BarePipeline(

@@ -15,10 +15,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from conveyor._urls import safe_url
+from conveyor.engines.redis.client import RETRY_SECONDS, RedisClient, Watchers
 from conveyor.errors import ConfigurationError
 
 try:
@@ -30,9 +31,6 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "TLS, Sentinel and Cluster Redis URLs need the redis extra: pip install 'conveyor[redis]'"
     ) from exc
-
-if TYPE_CHECKING:
-    from conveyor.engines.redis.client import RedisClient
 
 __all__ = ["PyLoopClient"]
 
@@ -106,12 +104,8 @@ def connect(url: str) -> Any:
     return aioredis.Redis.from_url(url, **options)
 
 
-class _Batch:
-    """Commands issued in one event-loop turn, sent as one pipeline."""
-
-    def __init__(self) -> None:
-        self.commands: list[tuple[Any, ...]] = []
-        self.futures: list[asyncio.Future[Any]] = []
+#: The commands issued in one event-loop turn, each with its caller's future: one pipeline.
+_Batch = list[tuple[tuple[Any, ...], asyncio.Future[Any]]]
 
 
 class PyLoopClient:
@@ -125,7 +119,7 @@ class PyLoopClient:
         self.flushing: asyncio.Task[None] | None = None
         self.pubsub: Any = None
         self.listener: asyncio.Task[None] | None = None
-        self.watchers: dict[bytes, set[Callable[[bytes], None]]] = {}
+        self.watchers = Watchers()
 
     def error(self, exc: BaseException) -> BaseException:
         """What a caller sees for a redis-py exception."""
@@ -136,12 +130,11 @@ class PyLoopClient:
     def call(self, *command: Any) -> asyncio.Future[Any]:
         """Queue one command for the next pipeline; the future gets its reply or error."""
         if self.batch is None:
-            self.batch = _Batch()
+            self.batch = []
             if self.flushing is None or self.flushing.done():
                 self.flushing = self.loop.create_task(self._flush_soon())
         future: asyncio.Future[Any] = self.loop.create_future()
-        self.batch.commands.append(command)
-        self.batch.futures.append(future)
+        self.batch.append((command, future))
         return future
 
     async def _flush_soon(self) -> None:
@@ -153,16 +146,16 @@ class PyLoopClient:
 
     async def _send(self, batch: _Batch) -> None:
         try:
-            replies = await self._pipeline_retrying(batch.commands)
+            replies = await self._pipeline_retrying([command for command, _ in batch])
         except BaseException as exc:
             error = self.error(exc)
-            for future in batch.futures:
+            for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        for future, reply in zip(batch.futures, replies, strict=True):
+        for (_, future), reply in zip(batch, replies, strict=True):
             if future.done():
                 continue
             if isinstance(reply, Exception):
@@ -173,8 +166,6 @@ class PyLoopClient:
     async def _pipeline_retrying(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send a pipeline, again through connection failures for up to `RETRY_SECONDS` when
         every command in it may be sent twice (`RedisClient.resendable`)."""
-        from conveyor.engines.redis.client import RETRY_SECONDS
-
         deadline = time.monotonic() + RETRY_SECONDS
         again = all(self.owner.resendable(command) for command in commands)
         while True:
@@ -246,18 +237,13 @@ class PyLoopClient:
             self.pubsub = self.redis.pubsub()
         if channel not in self.watchers:
             await self._direct(self.pubsub.subscribe, channel)
-        self.watchers.setdefault(channel, set()).add(callback)
+        self.watchers.add(channel, callback)
         if self.listener is None or self.listener.done():
             self.listener = self.loop.create_task(self._listen(), name="conveyor-redis-pubsub")
 
     async def unwatch(self, channel: bytes, callback: Callable[[bytes], None]) -> None:
         """Stop calling `callback` for `channel`."""
-        callbacks = self.watchers.get(channel)
-        if callbacks is None:
-            return
-        callbacks.discard(callback)
-        if not callbacks:
-            del self.watchers[channel]
+        if self.watchers.remove(channel, callback):
             with contextlib.suppress(*_CONNECTION_ERRORS, redis_errors.RedisError):
                 await self.pubsub.unsubscribe(channel)
 
@@ -274,8 +260,7 @@ class PyLoopClient:
                 continue
             if message is None or message.get("type") != "message":
                 continue
-            for callback in list(self.watchers.get(message["channel"], ())):
-                callback(message["data"])
+            self.watchers.deliver(message["channel"], message["data"])
 
     async def close(self) -> None:
         """Close every connection of this loop."""

@@ -27,7 +27,16 @@ from conveyor.engines.loops import PerLoop
 from conveyor.engines.redis import _resp
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 
-__all__ = ["RETRY_SECONDS", "LoopClient", "RedisClient", "Scripts", "px"]
+__all__ = [
+    "RETRY_SECONDS",
+    "LoopClient",
+    "OnClient",
+    "RedisClient",
+    "Scripts",
+    "Watchers",
+    "ms",
+    "px",
+]
 
 #: Seconds an idempotent command is retried through a connection failure before it raises.
 RETRY_SECONDS = 3.0
@@ -59,9 +68,38 @@ def _scripts() -> Scripts:
     return Scripts()
 
 
+def ms(ttl: float | None) -> int | str:
+    """`ttl` seconds as whole milliseconds, at least 1 (a script's "" for None: no expiry)."""
+    return "" if ttl is None else max(int(ttl * 1000), 1)
+
+
 def px(ttl: float | None) -> tuple[Any, ...]:
     """The `PX <ms>` words of a SET expiring after `ttl` seconds (none for None)."""
-    return () if ttl is None else ("PX", max(int(ttl * 1000), 1))
+    return () if ttl is None else ("PX", ms(ttl))
+
+
+class Watchers(dict[bytes, set[Callable[[bytes], None]]]):
+    """The pub/sub callbacks of one event loop by channel, as both drivers keep them."""
+
+    def add(self, channel: bytes, callback: Callable[[bytes], None]) -> bool:
+        """Add `callback` to `channel`; True when the channel is new (to subscribe to)."""
+        new = channel not in self
+        self.setdefault(channel, set()).add(callback)
+        return new
+
+    def remove(self, channel: bytes, callback: Callable[[bytes], None]) -> bool:
+        """Remove `callback`; True when it was the channel's last (to unsubscribe from)."""
+        callbacks = self.get(channel, set())
+        callbacks.discard(callback)
+        if callbacks or channel not in self:
+            return False
+        del self[channel]
+        return True
+
+    def deliver(self, channel: bytes, data: bytes) -> None:
+        """Call every callback of `channel` with a message's data."""
+        for callback in list(self.get(channel, ())):
+            callback(data)
 
 
 class LoopClient(Protocol):
@@ -78,6 +116,21 @@ class LoopClient(Protocol):
 
 async def _close(client: LoopClient) -> None:
     await client.close()
+
+
+class OnClient:
+    """What the engine's transport, state store and result store share: a `RedisClient`, its
+    connections opened on startup and closed on shutdown."""
+
+    client: RedisClient
+
+    async def startup(self) -> None:
+        """Check Redis answers and load the scripts."""
+        await self.client.startup()
+
+    async def shutdown(self) -> None:
+        """Close this event loop's connections."""
+        await self.client.close()
 
 
 class RedisClient:

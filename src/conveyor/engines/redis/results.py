@@ -13,24 +13,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from conveyor.engines.base import ResultBackend, StreamChunk
-from conveyor.engines.redis.client import LoopClient, RedisClient, px
+from conveyor.engines.redis.client import OnClient, RedisClient, ms, px
 
 __all__ = ["RedisResultBackend"]
 
 log = logging.getLogger("conveyor.redis")
 
 
-async def _try_watch(client: LoopClient, channel: bytes, callback: Callable[[bytes], None]) -> bool:
-    """`client.watch`, returning False instead of raising when Redis cannot be reached."""
-    try:
-        await client.watch(channel, callback)
-    except Exception:  # a connection may fail in several ways while it drops
-        log.debug("could not subscribe to %r", channel, exc_info=True)
-        return False
-    return True
-
-
-class RedisResultBackend(ResultBackend):
+class RedisResultBackend(OnClient, ResultBackend):
     """Keeps results, progress and generator streams in Redis, expiring after a TTL.
 
     Args:
@@ -50,14 +40,6 @@ class RedisResultBackend(ResultBackend):
     ) -> None:
         self.client = client or RedisClient(url, prefix)
         self.default_ttl = result_ttl
-
-    async def startup(self) -> None:
-        """Check Redis answers."""
-        await self.client.startup()
-
-    async def shutdown(self) -> None:
-        """Close this event loop's connections."""
-        await self.client.close()
 
     def result_key(self, task_id: str) -> str:
         """The key holding a task's result."""
@@ -90,7 +72,10 @@ class RedisResultBackend(ResultBackend):
         def announced(_: bytes) -> None:
             wake()
 
-        if not await _try_watch(here, channel, announced):
+        try:
+            await here.watch(channel, announced)
+        except Exception:  # a connection may fail in several ways while it drops
+            log.debug("could not subscribe to %r", channel, exc_info=True)
             return None
 
         async def unwatch() -> None:
@@ -117,7 +102,7 @@ class RedisResultBackend(ResultBackend):
         key = self.client.key("g", task_id)
         commands: list[tuple[Any, ...]] = [("RPUSH", key, *items)]
         if ttl is not None:
-            commands.append(("PEXPIRE", key, max(int(ttl * 1000), 1)))
+            commands.append(("PEXPIRE", key, ms(ttl)))
         await self.client.calls(commands)
 
     async def reset_stream(self, task_id: str) -> None:
@@ -130,7 +115,7 @@ class RedisResultBackend(ResultBackend):
         """Mark the stream finished."""
         commands: list[tuple[Any, ...]] = [("SET", self.client.key("gc", task_id), b"1", *px(ttl))]
         if ttl is not None:
-            commands.append(("PEXPIRE", self.client.key("g", task_id), max(int(ttl * 1000), 1)))
+            commands.append(("PEXPIRE", self.client.key("g", task_id), ms(ttl)))
         await self.client.calls(commands)
 
     async def read_stream(self, task_id: str, offset: int) -> StreamChunk:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conveyor.engines.base import StateStore
-from conveyor.engines.redis.client import RedisClient, px
-from conveyor.errors import BrokerError, ConfigurationError
+from conveyor.engines.base import StateStore, check_window
+from conveyor.engines.redis.client import OnClient, RedisClient, ms, px
+from conveyor.errors import BrokerError
 
 __all__ = ["RedisStore"]
 
@@ -20,11 +20,7 @@ def _glob_escape(text: str) -> str:
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
-def _ttl_ms(ttl: float | None) -> int | str:
-    return "" if ttl is None else max(int(ttl * 1000), 1)
-
-
-class RedisStore(StateStore):
+class RedisStore(OnClient, StateStore):
     """`StateStore` in Redis, under the prefix of the engine's `RedisClient`.
 
     Args:
@@ -34,14 +30,6 @@ class RedisStore(StateStore):
     def __init__(self, client: RedisClient) -> None:
         self.client = client
         self.safe_url = client.safe_url
-
-    async def startup(self) -> None:
-        """Check Redis answers and load the scripts."""
-        await self.client.startup()
-
-    async def shutdown(self) -> None:
-        """Close this event loop's connections."""
-        await self.client.close()
 
     def _kv(self, key: str) -> str:
         return self.client.key("kv", key)
@@ -74,7 +62,7 @@ class RedisStore(StateStore):
             BrokerError: the key holds something other than an integer.
         """
         try:
-            return int(await self.client.script("incr", [self._kv(key)], [amount, _ttl_ms(ttl)]))
+            return int(await self.client.script("incr", [self._kv(key)], [amount, ms(ttl)]))
         except BrokerError as exc:
             if "not an integer" in str(exc):
                 raise BrokerError(f"kv key {key!r} does not hold an integer") from None
@@ -94,7 +82,7 @@ class RedisStore(StateStore):
     async def set_add(self, key: str, member: str, ttl: float | None = None) -> int:
         """SADD and SCARD in one script; `ttl` renews the whole set's expiry."""
         found = await self.client.script(
-            "set_add", [self.client.key("set", key)], [member, _ttl_ms(ttl)]
+            "set_add", [self.client.key("set", key)], [member, ms(ttl)]
         )
         return int(found)
 
@@ -104,10 +92,7 @@ class RedisStore(StateStore):
         Raises:
             ConfigurationError: `limit` is below 1 or `period` is not positive.
         """
-        if limit < 1 or period <= 0:
-            raise ConfigurationError(
-                f"a rate limit needs limit >= 1 and period > 0, not {limit}/{period}"
-            )
+        check_window(limit, period)
         wait = await self.client.script(
             "rate", [self.client.key("rate", key)], [limit, period * 1000]
         )

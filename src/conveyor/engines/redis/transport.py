@@ -48,7 +48,7 @@ from conveyor.engines.base import (
     ResultBackend,
     consumer_id,
 )
-from conveyor.engines.redis.client import RedisClient
+from conveyor.engines.redis.client import OnClient, RedisClient, ms
 from conveyor.engines.redis.entries import Receipt, dead_letter_of, delivery_of, receipt_of
 from conveyor.engines.redis.results import RedisResultBackend
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
@@ -73,7 +73,7 @@ class _QueueKeys:
         self.streams = [f"{base}:s:{band}" for band in _BANDS[::-1]]
 
 
-class RedisTransport(MessageTransport):
+class RedisTransport(OnClient, MessageTransport):
     """Messages on Redis Streams, under the key prefix of the engine's `RedisClient`.
 
     Args:
@@ -108,14 +108,6 @@ class RedisTransport(MessageTransport):
         self._reclaim_every = min(max(lease_seconds / 4, 0.05), 1.0)
         self._last_reclaim = 0.0
         self._queue_keys: dict[str, _QueueKeys] = {}  # see `_keys`
-
-    async def startup(self) -> None:
-        """Check Redis answers and load the scripts."""
-        await self.client.startup()
-
-    async def shutdown(self) -> None:
-        """Close this event loop's connections."""
-        await self.client.close()
 
     # -- keys -------------------------------------------------------------------------------------
 
@@ -279,11 +271,11 @@ class RedisTransport(MessageTransport):
 
     async def _ack(self, delivery: Delivery, data: bytes | None, ttl: float | None) -> None:
         r = receipt_of(delivery)
-        keys, extra = [r.stream], [delivery.task_id.encode()]
+        keys = [r.stream]
+        extra: list[Any] = [delivery.task_id.encode()]
         if data is not None and self._results is not None:
             keys.append(self._results.result_key(delivery.task_id))
-            ttl_ms = b"" if ttl is None else b"%d" % max(int(ttl * 1000), 1)
-            extra += [data, ttl_ms, self._results.done_channel(delivery.task_id).encode()]
+            extra += [data, ms(ttl), self._results.done_channel(delivery.task_id).encode()]
         await self._settle(
             "ack", delivery.queue, self._consumer, r.entry, r.token, *extra, keys=keys
         )

@@ -5,93 +5,54 @@ that thread, never on the event loop. Many processes may open the same file at o
 is in WAL mode (readers never block the writer), writes take the lock up front with
 `BEGIN IMMEDIATE` and stay short, and a busy timeout plus a few retries absorb contention.
 
-The schema of all three lives here, so any of them can create the file first; `PRAGMA
-user_version` records its version, and a file of version 1 is migrated in place. A new file is
-made with incremental auto-vacuum: the sweeper, never a call per task, deletes expired rows and
-then gives free pages and the WAL back (`space`).
+The schema of all three is `schema.sql`, created here, so any of them can create the file
+first; `PRAGMA user_version` records its version, and a file of version 1 is migrated in
+place. A new file is made with incremental auto-vacuum: the sweeper, never a call per task,
+deletes expired rows and then gives free pages and the WAL back (`space`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from typing import Any, TypeVar
 
+from conveyor.engines.loops import reset_after_fork
 from conveyor.engines.sqlite import space
 from conveyor.errors import BrokerConnectionError, BrokerError
 
 __all__ = [
+    "LIVE",
     "SCHEMA_VERSION",
     "SqliteClient",
     "SqliteDb",
     "expiry",
     "get_value",
     "immediate",
+    "marks",
     "put_value",
+    "rowcount",
 ]
 
 T = TypeVar("T")
 
-#: Version of the tables below, kept in `PRAGMA user_version`.
+#: Version of the tables of `schema.sql`, kept in `PRAGMA user_version`.
 SCHEMA_VERSION = 2
 
 #: Tables of expiring values by key: the state store's `kv`, and results and progress reports
 #: by task id.
 _VALUE_TABLES = ("kv", "results", "progress")
 
-# Receipts and dead-letter refs name rows by rowid: `messages` and `dead_letters` keep an index
-# (their primary key), without which the VACUUM of `space` would renumber their rows.
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS messages (
-        task_id TEXT PRIMARY KEY,
-        queue TEXT NOT NULL,
-        priority INTEGER NOT NULL DEFAULT 0,
-        body BLOB NOT NULL,
-        available_at REAL NOT NULL,
-        eta REAL,
-        owner TEXT,
-        deliveries INTEGER NOT NULL DEFAULT 0,
-        enqueued_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS messages_claim ON messages (queue, priority DESC, available_at)",
-    """CREATE TABLE IF NOT EXISTS dead_letters (
-        task_id TEXT PRIMARY KEY,
-        queue TEXT NOT NULL,
-        priority INTEGER NOT NULL DEFAULT 0,
-        body BLOB NOT NULL,
-        reason TEXT NOT NULL,
-        failed_at REAL NOT NULL
-    )""",
-    "CREATE TABLE IF NOT EXISTS rates (key TEXT NOT NULL, at REAL NOT NULL, period REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS sets (key TEXT PRIMARY KEY, expires_at REAL)",
-    """CREATE TABLE IF NOT EXISTS set_members (
-        key TEXT NOT NULL,
-        member TEXT NOT NULL,
-        PRIMARY KEY (key, member)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS rates_key ON rates (key, at)",
-    *(
-        f"CREATE TABLE IF NOT EXISTS {table}"
-        " (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL)"
-        for table in _VALUE_TABLES
-    ),
-    """CREATE TABLE IF NOT EXISTS streams (
-        task_id TEXT PRIMARY KEY,
-        length INTEGER NOT NULL DEFAULT 0,
-        closed INTEGER NOT NULL DEFAULT 0,
-        expires_at REAL
-    )""",
-    """CREATE TABLE IF NOT EXISTS stream_items (
-        task_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        data BLOB NOT NULL,
-        PRIMARY KEY (task_id, seq)
-    ) WITHOUT ROWID""",
+#: The statements of `schema.sql`, in order.
+_SCHEMA = tuple(
+    statement.strip()
+    for statement in resources.files(__package__).joinpath("schema.sql").read_text().split(";")
+    if statement.strip()
 )
 
 #: From version 1: cancel requests and task states moved to the state store's `kv`, sets from
@@ -117,6 +78,15 @@ _BUSY_RETRIES = 4
 #: The WAL is cut back to this size when it restarts after a checkpoint: one run that could not
 #: checkpoint (a reader in the way) does not keep its size for good.
 _WAL_LIMIT_BYTES = 8 << 20
+
+
+#: The condition of a row with an `expires_at` that has not expired, given the time.
+LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+
+def marks(n: int) -> str:
+    """`n` comma-separated parameter marks, for `IN (...)`."""
+    return ", ".join("?" * n)
 
 
 @contextlib.contextmanager
@@ -150,27 +120,27 @@ def put_value(
 def get_value(conn: sqlite3.Connection, table: str, key: str) -> bytes | None:
     """Return the live value under `key` in one of the value tables, or None."""
     row = conn.execute(
-        f"SELECT value FROM {table} WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-        (key, time.time()),
+        f"SELECT value FROM {table} WHERE key = ? AND {LIVE}", (key, time.time())
     ).fetchone()
     return None if row is None else bytes(row[0])
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
+def rowcount(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> int:
+    """Run one statement; return how many rows it changed."""
+    return int(conn.execute(sql, params).rowcount)
 
 
 def _retry_busy(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
     # The busy timeout covers most waits; this covers the cases SQLite reports at once.
-    for attempt in range(_BUSY_RETRIES):
+    for attempt in range(_BUSY_RETRIES - 1):
         try:
             return fn(conn)
         except sqlite3.OperationalError as exc:
-            if not _is_busy(exc) or attempt == _BUSY_RETRIES - 1:
+            text = str(exc).lower()
+            if "locked" not in text and "busy" not in text:
                 raise
             time.sleep(min(0.005 * 2**attempt, 0.25))
-    raise AssertionError("unreachable")  # pragma: no cover
+    return fn(conn)  # the last attempt: what it raises, the caller sees
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
@@ -220,25 +190,29 @@ class SqliteDb:
         self.safe_url = f"sqlite:///{path}"
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._pid = os.getpid()
-        self._users = 0
+        #: The transport, store and result store that opened the file and have not closed it.
+        self.users: set[object] = set()
         self._last_sweep = time.monotonic()
-        # A connection inherited through fork() must never be used or closed in the child.
-        self._inherited: list[sqlite3.Connection] = []
+        reset_after_fork(self._after_fork)
 
-    async def open(self) -> None:
-        """Open the file and create the tables; raise `BrokerConnectionError` when it cannot."""
-        self._users += 1
+    async def open(self, user: object) -> None:
+        """Count `user` in (again changes nothing), open the file and create the tables; raise
+        `BrokerConnectionError` when it cannot."""
+        if user in self.users:
+            return
+        self.users.add(user)
         try:
             await self.run(lambda conn: None)
         except BaseException:
-            await self.close()
+            await self.close(user)
             raise
 
-    async def close(self) -> None:
-        """Release one user; the last one closes the connection and stops the thread."""
-        self._users = max(self._users - 1, 0)
-        if self._users or self._executor is None:
+    async def close(self, user: object) -> None:
+        """Count `user` out; the last one closes the connection and stops the thread."""
+        if user not in self.users:
+            return
+        self.users.discard(user)
+        if self.users or self._executor is None:
             return
         executor = self._thread()
         try:
@@ -300,15 +274,13 @@ class SqliteDb:
 
     # -- on the event loop --------------------------------------------------------------------
 
+    def _after_fork(self) -> list[object]:
+        """In a forked child: the parent's thread is gone and its connection is not ours (it
+        is kept, never used or closed)."""
+        inherited, self._conn, self._executor = self._conn, None, None
+        return [inherited]
+
     def _thread(self) -> ThreadPoolExecutor:
-        pid = os.getpid()
-        if pid != self._pid:
-            # In a forked child the parent's thread is gone and its connection is not ours.
-            if self._conn is not None:
-                self._inherited.append(self._conn)
-            self._conn = None
-            self._executor = None
-            self._pid = pid
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="conveyor-sqlite")
         return self._executor
@@ -318,30 +290,22 @@ class SqliteClient:
     """What the SQLite transport, state store and result store share: a `SqliteDb`, opened on
     first use."""
 
-    def __init__(self, path: str, db: SqliteDb | None, busy_timeout: float) -> None:
+    def __init__(
+        self, path: str, *, busy_timeout: float = 30.0, db: SqliteDb | None = None
+    ) -> None:
         self.path = path
         self.safe_url = f"sqlite:///{path}"
         self._db = db or SqliteDb(path, busy_timeout=busy_timeout)
-        self._started = False
 
     async def startup(self) -> None:
         """Open the file and create the tables; raise `BrokerConnectionError` when it cannot."""
-        if self._started:
-            return
-        self._started = True
-        try:
-            await self._db.open()
-        except BaseException:
-            self._started = False
-            raise
+        await self._db.open(self)
 
     async def shutdown(self) -> None:
         """Release this user's share of the file (the connection closes with its last user)."""
-        if self._started:
-            self._started = False
-            await self._db.close()
+        await self._db.close(self)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if not self._started:
+        if self not in self._db.users:
             await self.startup()
         return await self._db.run(lambda conn: fn(conn, *args))

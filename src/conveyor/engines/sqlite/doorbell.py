@@ -26,7 +26,7 @@ import uuid
 import weakref
 from pathlib import Path
 
-from conveyor.engines.loops import Signal
+from conveyor.engines.loops import Signal, reset_after_fork
 
 __all__ = ["Doorbell", "doorbell"]
 
@@ -44,9 +44,13 @@ class Doorbell:
         self._signals: weakref.WeakSet[Signal] = weakref.WeakSet()
         self._sock: socket.socket | None = None
         self._sender: socket.socket | None = None
-        self._pid = 0
-        self._sender_pid = 0
         self._lock = threading.Lock()
+        reset_after_fork(self._after_fork)
+
+    def _after_fork(self) -> list[socket.socket | None]:
+        """In a forked child: the parent's sockets (and listening thread) are not ours."""
+        inherited, self._sock, self._sender = [self._sock, self._sender], None, None
+        return inherited
 
     def listen(self, signal: Signal) -> None:
         """Notify `signal` whenever another process rings (binding this process's socket)."""
@@ -54,14 +58,14 @@ class Doorbell:
         if not _SUPPORTED:
             return
         with self._lock:
-            if self._sock is not None and self._pid == os.getpid():
+            if self._sock is not None:
                 return
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             address = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
             if not _bind(sock, address):
                 sock.close()
                 return  # no doorbell here: consumers poll
-            self._sock, self._pid = sock, os.getpid()
+            self._sock = sock
             atexit.register(_unlink, address)
             threading.Thread(
                 target=self._serve, args=(sock, address), name="conveyor-doorbell", daemon=True
@@ -73,7 +77,10 @@ class Doorbell:
             signal.notify()
         if not _SUPPORTED or not self.folder.exists():
             return
-        own, sender = self._own_address(), self._sending_socket()
+        own = None if self._sock is None else str(self._sock.getsockname())
+        if self._sender is None:
+            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sender.setblocking(False)
         try:
             entries = list(os.scandir(self.folder))
         except FileNotFoundError:  # its last consumer just left
@@ -82,24 +89,11 @@ class Doorbell:
             if entry.path == own:
                 continue
             try:
-                sender.sendto(b"\0", entry.path)
+                self._sender.sendto(b"\0", entry.path)
             except (ConnectionRefusedError, FileNotFoundError):
                 _unlink(Path(entry.path))  # its process is gone
             except OSError:
                 pass  # full (its consumer is awake anyway) or not a socket
-
-    def _sending_socket(self) -> socket.socket:
-        if self._sender is None or self._sender_pid != os.getpid():
-            sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            sender.setblocking(False)
-            self._sender, self._sender_pid = sender, os.getpid()
-        return self._sender
-
-    def _own_address(self) -> str | None:
-        sock = self._sock
-        if sock is None or self._pid != os.getpid():
-            return None
-        return str(sock.getsockname())
 
     def _serve(self, sock: socket.socket, address: Path) -> None:
         try:

@@ -14,6 +14,7 @@ import time
 from conveyor.engines.base import ResultBackend, StreamChunk
 from conveyor.engines.loops import Signal
 from conveyor.engines.sqlite.db import (
+    LIVE,
     SqliteClient,
     SqliteDb,
     expiry,
@@ -25,10 +26,13 @@ from conveyor.engines.sqlite.db import (
 __all__ = ["SqliteResultBackend"]
 
 _MAX_PAUSE = 0.05
-_LIVE_STREAM = "task_id = ? AND (expires_at IS NULL OR expires_at > ?)"
+_LIVE_STREAM = f"task_id = ? AND {LIVE}"
 
 
-def _push(conn: sqlite3.Connection, task_id: str, items: list[bytes], ttl: float | None) -> None:
+def _write(
+    conn: sqlite3.Connection, task_id: str, items: list[bytes], closed: bool, ttl: float | None
+) -> None:
+    """Append `items` to a task's stream, set its closed flag and renew its expiry."""
     with immediate(conn):
         now = time.time()
         row = conn.execute(f"SELECT length FROM streams WHERE {_LIVE_STREAM}", (task_id, now))
@@ -41,26 +45,10 @@ def _push(conn: sqlite3.Connection, task_id: str, items: list[bytes], ttl: float
             [(task_id, length + i, item) for i, item in enumerate(items)],
         )
         conn.execute(
-            "INSERT INTO streams (task_id, length, closed, expires_at) VALUES (?1, ?2, 0, ?3)"
-            " ON CONFLICT (task_id) DO UPDATE SET length = ?2, closed = 0, expires_at = ?3",
-            (task_id, length + len(items), expiry(ttl, now)),
+            "INSERT OR REPLACE INTO streams (task_id, length, closed, expires_at)"
+            " VALUES (?, ?, ?, ?)",
+            (task_id, length + len(items), int(closed), expiry(ttl, now)),
         )
-
-
-def _close(conn: sqlite3.Connection, task_id: str, ttl: float | None) -> None:
-    with immediate(conn):
-        now = time.time()
-        updated = conn.execute(
-            f"UPDATE streams SET closed = 1, expires_at = ? WHERE {_LIVE_STREAM}",
-            (expiry(ttl, now), task_id, now),
-        ).rowcount
-        if not updated:  # a generator that yielded nothing
-            conn.execute("DELETE FROM stream_items WHERE task_id = ?", (task_id,))
-            conn.execute(
-                "INSERT OR REPLACE INTO streams (task_id, length, closed, expires_at)"
-                " VALUES (?, 0, 1, ?)",
-                (task_id, expiry(ttl, now)),
-            )
 
 
 def _read(conn: sqlite3.Connection, task_id: str, offset: int) -> StreamChunk:
@@ -119,7 +107,7 @@ class SqliteResultBackend(SqliteClient, ResultBackend):
         busy_timeout: float = 30.0,
         db: SqliteDb | None = None,
     ) -> None:
-        super().__init__(path, db, busy_timeout)
+        super().__init__(path, busy_timeout=busy_timeout, db=db)
         self.default_ttl = default_ttl
         self._stored: dict[str, Signal] = {}
 
@@ -176,7 +164,7 @@ class SqliteResultBackend(SqliteClient, ResultBackend):
     async def push_stream(self, task_id: str, items: list[bytes], ttl: float | None) -> None:
         """Append items to a task's stream; each push renews its expiry."""
         if items:
-            await self._run(_push, task_id, list(items), ttl)
+            await self._run(_write, task_id, list(items), False, ttl)
 
     async def reset_stream(self, task_id: str) -> None:
         """Drop a task's stream."""
@@ -184,7 +172,7 @@ class SqliteResultBackend(SqliteClient, ResultBackend):
 
     async def close_stream(self, task_id: str, ttl: float | None) -> None:
         """Mark a task's stream as finished."""
-        await self._run(_close, task_id, ttl)
+        await self._run(_write, task_id, [], True, ttl)
 
     async def read_stream(self, task_id: str, offset: int) -> StreamChunk:
         """Return items from `offset` on, the next offset, and whether the stream is closed."""

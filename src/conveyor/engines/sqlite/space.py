@@ -28,17 +28,17 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING
 
 from conveyor.errors import BrokerError
 
-__all__ = ["Db", "Usage", "give_back", "usage"]
+if TYPE_CHECKING:  # `db` calls `give_back`
+    from conveyor.engines.sqlite.db import SqliteDb
+
+__all__ = ["Usage", "give_back", "usage"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: Pages one incremental-vacuum step frees: 2 MiB of 4 KiB pages, 5-17 ms of write lock.
 STEP_PAGES = 512
@@ -56,17 +56,6 @@ CHECKPOINT_WAIT_MS = 100
 _NONE, _INCREMENTAL = 0, 2  # values of PRAGMA auto_vacuum
 
 
-class Db(Protocol):
-    """What `give_back` needs of a `SqliteDb`."""
-
-    path: str
-    busy_timeout: float
-    safe_url: str
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Call `fn(connection)` on the database thread."""
-
-
 @dataclass(frozen=True)
 class Usage:
     """How a file's pages are used: its size, free pages and auto-vacuum mode."""
@@ -75,11 +64,6 @@ class Usage:
     pages: int
     free: int
     auto_vacuum: int
-
-    @property
-    def live_bytes(self) -> int:
-        """Bytes in pages that hold data."""
-        return (self.pages - self.free) * self.page_size
 
 
 def usage(conn: sqlite3.Connection) -> Usage:
@@ -122,7 +106,7 @@ def _checkpoint(conn: sqlite3.Connection, wal: str, busy_ms: int) -> tuple[int, 
     return size, took, not busy
 
 
-async def _reclaim(db: Db, use: Usage) -> None:
+async def _reclaim(db: SqliteDb, use: Usage) -> None:
     steps = -(-use.free // STEP_PAGES)  # at most what is free now, not what frees meanwhile
     deadline = time.monotonic() + BUDGET_SECONDS
     free, longest, done = use.free, 0.0, 0
@@ -141,11 +125,12 @@ async def _reclaim(db: Db, use: Usage) -> None:
     )
 
 
-async def give_back(db: Db) -> None:
+async def give_back(db: SqliteDb) -> None:
     """Return free pages to the file system and truncate the WAL, in short steps."""
     try:
         use = await db.run(usage)
-        if use.auto_vacuum == _NONE and use.live_bytes <= CONVERT_MAX_LIVE_BYTES:
+        live_bytes = (use.pages - use.free) * use.page_size
+        if use.auto_vacuum == _NONE and live_bytes <= CONVERT_MAX_LIVE_BYTES:
             took = await db.run(_convert)
             log.debug("%s: rewritten with auto-vacuum in %.1f ms", db.safe_url, took * 1000)
         elif use.auto_vacuum == _INCREMENTAL and use.free * use.page_size >= RECLAIM_MIN_BYTES:

@@ -9,29 +9,24 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from conveyor.engines.base import StateStore
+from conveyor.engines.base import StateStore, check_window
 from conveyor.engines.sqlite.db import (
+    LIVE,
     SqliteClient,
-    SqliteDb,
     expiry,
     get_value,
     immediate,
+    marks,
     put_value,
 )
-from conveyor.errors import BrokerError, ConfigurationError
+from conveyor.errors import BrokerError
 
 __all__ = ["SqliteStore"]
-
-_LIVE = "(expires_at IS NULL OR expires_at > ?)"
-
-
-def _marks(n: int) -> str:
-    return ", ".join("?" * n)
 
 
 def _get_many(conn: sqlite3.Connection, keys: Sequence[str]) -> list[bytes | None]:
     rows = conn.execute(
-        f"SELECT key, value FROM kv WHERE key IN ({_marks(len(keys))}) AND {_LIVE}",
+        f"SELECT key, value FROM kv WHERE key IN ({marks(len(keys))}) AND {LIVE}",
         (*keys, time.time()),
     ).fetchall()
     found = {key: bytes(value) for key, value in rows}
@@ -58,7 +53,7 @@ def _incr(conn: sqlite3.Connection, key: str, amount: int, ttl: float | None) ->
     with immediate(conn):
         now = time.time()
         row = conn.execute(
-            f"SELECT value, expires_at FROM kv WHERE key = ? AND {_LIVE}", (key, now)
+            f"SELECT value, expires_at FROM kv WHERE key = ? AND {LIVE}", (key, now)
         ).fetchone()
         try:
             value = amount + (int(row[0]) if row else 0)
@@ -72,7 +67,7 @@ def _incr(conn: sqlite3.Connection, key: str, amount: int, ttl: float | None) ->
 
 
 def _scan(conn: sqlite3.Connection, prefix: str) -> dict[str, bytes]:
-    sql = f"SELECT key, value FROM kv WHERE {_LIVE} AND key >= ?"
+    sql = f"SELECT key, value FROM kv WHERE {LIVE} AND key >= ?"
     params: tuple[object, ...] = (time.time(), prefix)
     if prefix and ord(prefix[-1]) < 0x10FFFF:
         # Every key starting with `prefix` sorts below the prefix with its last char bumped.
@@ -122,9 +117,6 @@ class SqliteStore(SqliteClient, StateStore):
         db: the `SqliteDb` to share with the engine's transport and result store.
     """
 
-    def __init__(self, path: str, *, busy_timeout: float = 30.0, db: SqliteDb | None = None):
-        super().__init__(path, db, busy_timeout)
-
     async def get(self, key: str) -> bytes | None:
         """The live value of `key`, or None."""
         return await self._run(get_value, "kv", key)
@@ -161,8 +153,5 @@ class SqliteStore(SqliteClient, StateStore):
 
     async def window_acquire(self, key: str, limit: int, period: float) -> float:
         """Take one of `limit` grants per sliding `period`, shared by every process."""
-        if limit < 1 or period <= 0:
-            raise ConfigurationError(
-                f"a rate limit needs limit >= 1 and period > 0, not {limit}/{period}"
-            )
+        check_window(limit, period)
         return await self._run(_window_acquire, key, limit, period)

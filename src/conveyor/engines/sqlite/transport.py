@@ -20,10 +20,11 @@ message rings the file's `doorbell`, which wakes the consumers of other processe
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from conveyor.engines.base import (
     DEFAULT_LEASE_SECONDS,
@@ -37,7 +38,14 @@ from conveyor.engines.base import (
     consumer_id,
 )
 from conveyor.engines.loops import Batcher, Signal
-from conveyor.engines.sqlite.db import SqliteClient, SqliteDb, immediate, put_value
+from conveyor.engines.sqlite.db import (
+    SqliteClient,
+    SqliteDb,
+    immediate,
+    marks,
+    put_value,
+    rowcount,
+)
 from conveyor.engines.sqlite.doorbell import doorbell
 from conveyor.engines.sqlite.results import SqliteResultBackend
 
@@ -52,10 +60,6 @@ _INSERT = (
     " deliveries, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, NULL, 0, ?)"
 )
 _OWNED = "rowid = ? AND owner = ? AND deliveries = ?"
-
-
-def _marks(n: int) -> str:
-    return ", ".join("?" * n)
 
 
 def _owned(delivery: Delivery) -> _Receipt:
@@ -92,17 +96,11 @@ def _publish(conn: sqlite3.Connection, messages: Sequence[Outgoing]) -> None:
         conn.executemany(_INSERT, rows)
 
 
-def _ready_filter(queues: Sequence[str]) -> str:
-    """The WHERE clause of ready messages in `queues` (every queue when empty)."""
-    if not queues:
-        return "available_at <= ?"
-    return f"queue IN ({_marks(len(queues))}) AND available_at <= ?"
-
-
 def _claim(
     conn: sqlite3.Connection, queues: Sequence[str], limit: int, owner: str, lease: float
 ) -> list[_Row]:
-    ready = f"SELECT rowid FROM messages WHERE {_ready_filter(queues)}"
+    in_queues = f"queue IN ({marks(len(queues))}) AND " if queues else ""  # none: every queue
+    ready = f"SELECT rowid FROM messages WHERE {in_queues}available_at <= ?"
     # A plain read first: idle pollers never take the write lock.
     if conn.execute(f"{ready} LIMIT 1", (*queues, time.time())).fetchone() is None:
         return []
@@ -116,7 +114,7 @@ def _claim(
         rowids = [row[0] for row in picked]
         claimed = conn.execute(
             "UPDATE messages SET owner = ?, available_at = ?, deliveries = deliveries + 1"
-            f" WHERE rowid IN ({_marks(len(rowids))})"
+            f" WHERE rowid IN ({marks(len(rowids))})"
             " RETURNING rowid, task_id, queue, body, deliveries",
             (owner, now + lease, *rowids),
         ).fetchall()
@@ -125,15 +123,10 @@ def _claim(
     return claimed
 
 
-def _ack(conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
-    with immediate(conn):
-        conn.executemany(f"DELETE FROM messages WHERE {_OWNED}", [_owned(d) for d in deliveries])
-
-
 def _settle(
     conn: sqlite3.Connection, items: list[tuple[Delivery, bytes | None, float | None]]
 ) -> None:
-    """Store results and ack their deliveries in one transaction (`ack_with_result`, batched)."""
+    """Store results (where there is one) and ack their deliveries in one transaction."""
     with immediate(conn):
         for delivery, data, ttl in items:
             if data is not None:
@@ -182,14 +175,11 @@ def _dead_letter(conn: sqlite3.Connection, delivery: Delivery, reason: str) -> N
 
 def _locate(conn: sqlite3.Connection, task_id: str) -> Location | None:
     row = conn.execute(
-        "SELECT owner, available_at FROM messages WHERE task_id = ?", (task_id,)
+        "SELECT CASE WHEN available_at <= ? THEN 'waiting' WHEN owner IS NULL THEN 'delayed'"
+        " ELSE 'leased' END FROM messages WHERE task_id = ?",
+        (time.time(), task_id),
     ).fetchone()
-    if row is None:
-        return None
-    owner, available_at = row
-    if available_at <= time.time():
-        return "waiting"
-    return "leased" if owner is not None else "delayed"
+    return None if row is None else cast(Location, row[0])
 
 
 def _queue_stats(conn: sqlite3.Connection) -> list[QueueStats]:
@@ -233,7 +223,7 @@ class SqliteTransport(SqliteClient, MessageTransport):
         db: SqliteDb | None = None,
         results: SqliteResultBackend | None = None,
     ) -> None:
-        super().__init__(path, db, busy_timeout)
+        super().__init__(path, busy_timeout=busy_timeout, db=db)
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self._results = results
@@ -248,7 +238,6 @@ class SqliteTransport(SqliteClient, MessageTransport):
         """Insert messages in one transaction; ids already present are ignored."""
         if messages:
             await self._run(_publish, list(messages))
-            self._published.notify()
             now = time.time()
             if any(m.eta is None or m.eta <= now for m in messages):
                 self._doorbell.ring()
@@ -286,7 +275,7 @@ class SqliteTransport(SqliteClient, MessageTransport):
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Delete the messages this consumer still holds; others' claims are left alone."""
         if deliveries:
-            await self._run(_ack, list(deliveries))
+            await self._run(_settle, [(d, None, None) for d in deliveries])
 
     async def ack_with_result(
         self, delivery: Delivery, results: ResultBackend, data: bytes | None, ttl: float | None
@@ -297,22 +286,17 @@ class SqliteTransport(SqliteClient, MessageTransport):
             await super().ack_with_result(delivery, results, data, ttl)
             return
         if self._settles is None or self._settles.loop is not asyncio.get_running_loop():
-            await self.startup()
-            self._settles = Batcher(self._settle_batch)
+            self._settles = Batcher(functools.partial(self._run, _settle))
         await self._settles.submit((delivery, data, ttl))
         if data is not None:
             self._results.announce(delivery.task_id)
             await self._db.sweep_now_and_then()
-
-    async def _settle_batch(self, items: list[tuple[Delivery, bytes | None, float | None]]) -> None:
-        await self._run(_settle, items)
 
     async def release(
         self, delivery: Delivery, *, body: bytes | None = None, delay: float = 0.0
     ) -> None:
         """Put a held delivery back, optionally with a new body and not before `delay` seconds."""
         await self._run(_release, delivery, body, delay)
-        self._published.notify()
         if delay <= 0:
             self._doorbell.ring()
 
@@ -328,14 +312,8 @@ class SqliteTransport(SqliteClient, MessageTransport):
 
     async def remove(self, task_id: str) -> bool:
         """Delete a waiting or delayed message; False when it is leased or not held."""
-
-        def delete(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "DELETE FROM messages WHERE task_id = ? AND (owner IS NULL OR available_at <= ?)",
-                (task_id, time.time()),
-            ).rowcount
-
-        return bool(await self._run(delete))
+        sql = "DELETE FROM messages WHERE task_id = ? AND (owner IS NULL OR available_at <= ?)"
+        return bool(await self._run(rowcount, sql, (task_id, time.time())))
 
     async def queue_stats(self) -> list[QueueStats]:
         """Return ready, scheduled and running counts of every queue holding messages."""
@@ -343,15 +321,11 @@ class SqliteTransport(SqliteClient, MessageTransport):
 
     async def purge(self, queue: str | None = None) -> int:
         """Delete waiting (not running) messages of one queue or all; return how many."""
-
-        def delete(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "DELETE FROM messages WHERE (?1 IS NULL OR queue = ?1)"
-                " AND (owner IS NULL OR available_at <= ?2)",
-                (queue, time.time()),
-            ).rowcount
-
-        return int(await self._run(delete))
+        sql = (
+            "DELETE FROM messages WHERE (?1 IS NULL OR queue = ?1)"
+            " AND (owner IS NULL OR available_at <= ?2)"
+        )
+        return await self._run(rowcount, sql, (queue, time.time()))
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Dead-lettered messages, oldest first."""
@@ -360,13 +334,8 @@ class SqliteTransport(SqliteClient, MessageTransport):
     async def drop_dead(self, letters: Sequence[DeadLetter]) -> int:
         """Delete these dead letters by row: a later failure of the same id replaced its row
         with a new one, which stays; how many were deleted."""
-        rows = [d.ref for d in letters if isinstance(d.ref, int)]
+        rows = tuple(d.ref for d in letters if isinstance(d.ref, int))
         if not rows:
             return 0
-
-        def delete(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                f"DELETE FROM dead_letters WHERE rowid IN ({_marks(len(rows))})", tuple(rows)
-            ).rowcount
-
-        return int(await self._run(delete))
+        sql = f"DELETE FROM dead_letters WHERE rowid IN ({marks(len(rows))})"
+        return await self._run(rowcount, sql, rows)
