@@ -12,8 +12,8 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from conveyor.engines.base import StateStore
-from conveyor.errors import BrokerError, ConfigurationError
+from conveyor.engines.base import StateStore, check_window
+from conveyor.errors import BrokerError
 
 __all__ = ["MemoryStore"]
 
@@ -122,10 +122,7 @@ class MemoryStore(StateStore):
 
     async def window_acquire(self, key: str, limit: int, period: float) -> float:
         """Take one of `limit` grants per sliding `period`; else the seconds to wait."""
-        if limit < 1 or period <= 0:
-            raise ConfigurationError(
-                f"a rate limit needs limit >= 1 and period > 0, not {limit}/{period}"
-            )
+        check_window(limit, period)
         with self._lock:
             now = time.monotonic()
             self._sweep(now)

@@ -20,10 +20,10 @@ import json
 import time
 from collections.abc import Sequence
 
-from conveyor.engines.base import StateStore
+from conveyor.engines.base import StateStore, check_window
 from conveyor.engines.nats.client import EXPIRES, NatsClient, Stored, has_expired
 from conveyor.engines.nats.keys import Keys, escape
-from conveyor.errors import BrokerError, ConfigurationError
+from conveyor.errors import BrokerError
 
 __all__ = ["NatsStore"]
 
@@ -135,10 +135,7 @@ class NatsStore(StateStore):
     async def window_acquire(self, key: str, limit: int, period: float) -> float:
         """Take one of `limit` grants per sliding `period` (a JSON log of the grants' times,
         changed by compare-and-set); else the seconds until the oldest grant leaves."""
-        if limit < 1 or period <= 0:
-            raise ConfigurationError(
-                f"a rate limit needs limit >= 1 and period > 0, not {limit}/{period}"
-            )
+        check_window(limit, period)
         wait = 0.0
 
         def take(live: Stored | None) -> tuple[bytes, float | None] | None:

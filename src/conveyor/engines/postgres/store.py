@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conveyor.engines.base import StateStore
+from conveyor.engines.base import StateStore, check_window
 from conveyor.engines.postgres.db import Conn, PgDb
-from conveyor.errors import BrokerError, ConfigurationError
+from conveyor.errors import BrokerError
 
 __all__ = ["PostgresStore"]
 
@@ -93,10 +93,7 @@ class PostgresStore(StateStore):
 
     async def window_acquire(self, key: str, limit: int, period: float) -> float:
         """Take one of `limit` grants per sliding `period`, shared by every process."""
-        if limit < 1 or period <= 0:
-            raise ConfigurationError(
-                f"a rate limit needs limit >= 1 and period > 0, not {limit}/{period}"
-            )
+        check_window(limit, period)
 
         async def acquire(conn: Conn) -> float:
             async with conn.transaction():
