@@ -68,9 +68,16 @@ async def test_task_and_worker_pages_and_filters(
         # a running task: its progress on its page and in its row of the snapshot
         page = await _page(client, report.task_id, lambda p: p["progress"] is not None)
         assert (page["status"], page["progress"]) == ("running", {"value": {"done": 1, "total": 2}})
-        snapshot = (await client.get("/api/overview")).json()
-        row = next(e for e in snapshot["recent"] if e["task_id"] == report.task_id)
-        assert row["progress"] == {"value": {"done": 1, "total": 2}}
+        rows: list[dict[str, Any]] = []
+        snapshot: dict[str, Any] = {}
+
+        async def row_shown() -> bool:  # the worker publishes its recent tasks once a second
+            snapshot.update((await client.get("/api/overview")).json())
+            rows[:] = [e for e in snapshot["recent"] if e["task_id"] == report.task_id]
+            return bool(rows)
+
+        await until(row_shown)
+        assert rows[0]["progress"] == {"value": {"done": 1, "total": 2}}
         app.open_gate("report")
 
         # a workflow: a step names its workflow and the step after it; the workflow its steps
