@@ -50,12 +50,14 @@ async def test_a_commit_in_another_process_wakes_a_waiting_consumer_at_once(
         assert await producer.stdout.readline() == b"ready\n"
         waiting = asyncio.create_task(transport.receive(["q"], 1, 20.0))
         # The poll's pause doubles from 2 ms: it looks at 1.02 s, then not before 2.05 s.
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(1.1)
         out, _ = await producer.communicate(b"go\n")
         (got,) = await asyncio.wait_for(waiting, 10)
         took = time.time() - float(out.decode().split()[-1])
         assert got.task_id == "t1"
-        assert took < 0.3, took  # the next poll was 0.85 s away
+        # The next poll was about 0.95 s away: 0.6 s leaves room for a loaded machine (0.45-0.52 s
+        # seen with other test runs on both CPUs) and still tells the doorbell from the poll.
+        assert took < 0.6, took
     finally:
         await transport.shutdown()
 
