@@ -6,6 +6,13 @@ worker that never imports redis-py is about 11 MB smaller). Both offer the same 
 exceptions are turned into the built-in `ConnectionError` (every failure to connect: refused,
 timed out, refused credentials, no Sentinel, no primary, no Cluster node) or `BrokerError`
 before a caller sees them, so that `RedisClient` reports one line naming the URL.
+
+The pub/sub connection is read only by the listener task, and (re)connected (which reads the
+handshake's replies and resubscribes) and written to only under `PyLoopClient.subscribing`:
+redis-py would otherwise reconnect it inside whichever subscribe, unsubscribe or read first
+met the dropped socket, and two of them at once read one stream ("read() called while another
+coroutine is already waiting") or open two sockets, one never closed. Once connected it gets
+`_NO_RETRY`, so that redis-py never reconnects it by itself; the listener does, after a loss.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ try:
     import redis.asyncio as aioredis
     from redis import exceptions as redis_errors
     from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.retry import Retry
     from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+    from redis.backoff import NoBackoff
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "TLS, Sentinel and Cluster Redis URLs need the redis extra: pip install 'conveyor[redis]'"
@@ -38,6 +47,9 @@ log = logging.getLogger("conveyor.redis")
 
 _CONNECTION_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 _DRIVER_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
+#: The pub/sub connection's retry policy: no error is retried, so no reconnect inside a command
+#: or a read (redis-py runs its reconnect even before it gives up on zero retries).
+_NO_RETRY = Retry(NoBackoff(), 0, supported_errors=())
 
 
 def plain(exc: BaseException) -> BaseException:
@@ -118,6 +130,8 @@ class PyLoopClient:
         self.batch: _Batch | None = None
         self.flushing: asyncio.Task[None] | None = None
         self.pubsub: Any = None
+        #: Held while the pub/sub connection connects, disconnects or is written to.
+        self.subscribing = asyncio.Lock()
         self.listener: asyncio.Task[None] | None = None
         self.watchers = Watchers()
 
@@ -231,12 +245,11 @@ class PyLoopClient:
     async def watch(self, channel: bytes, callback: Callable[[bytes], None]) -> None:
         """Call `callback(data)` for every message on `channel` until `unwatch`.
 
-        Raises `BrokerError` when the subscription cannot be made (Redis is down).
+        Raises `BrokerError` when the subscription cannot be made (Redis is down, or the
+        listener is reconnecting: it subscribes `channel` again once it is back).
         """
-        if self.pubsub is None:
-            self.pubsub = self.redis.pubsub()
         if channel not in self.watchers:
-            await self._direct(self.pubsub.subscribe, channel)
+            await self._direct(self._subscribe, channel)
         self.watchers.add(channel, callback)
         if self.listener is None or self.listener.done():
             self.listener = self.loop.create_task(self._listen(), name="conveyor-redis-pubsub")
@@ -244,18 +257,45 @@ class PyLoopClient:
     async def unwatch(self, channel: bytes, callback: Callable[[bytes], None]) -> None:
         """Stop calling `callback` for `channel`."""
         if self.watchers.remove(channel, callback):
-            with contextlib.suppress(*_CONNECTION_ERRORS, redis_errors.RedisError):
-                await self.pubsub.unsubscribe(channel)
+            await self._unsubscribe(channel)
+
+    def _up(self) -> bool:
+        """Whether the pub/sub connection is connected (and, under `subscribing`, set up)."""
+        connection = None if self.pubsub is None else self.pubsub.connection
+        return connection is not None and bool(connection.is_connected)
+
+    async def _subscribe(self, channel: bytes) -> None:
+        async with self.subscribing:
+            if self.listener is not None and not self.listener.done() and not self._up():
+                raise ConnectionError("the pub/sub connection is down; its listener reconnects")
+            if self.pubsub is None:
+                self.pubsub = self.redis.pubsub()
+            await self.pubsub.subscribe(channel)  # connects only while no listener reads
+            self.pubsub.connection.retry = _NO_RETRY
+
+    async def _unsubscribe(self, channel: bytes) -> None:
+        async with self.subscribing:
+            self.pubsub.channels.pop(channel, None)  # not subscribed again after a reconnect
+            if self._up():  # else there is nothing to unsubscribe from
+                with contextlib.suppress(*_CONNECTION_ERRORS, redis_errors.RedisError):
+                    await self.pubsub.unsubscribe(channel)
 
     async def _listen(self) -> None:
         failures = 0
         while True:
             try:
+                if not self._up():
+                    async with self.subscribing:  # reconnects and resubscribes every channel
+                        await self.pubsub.connect()
+                # connected: nothing is awaited before the read, which thus cannot reconnect
                 message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 failures = 0
-            except Exception:  # any failure of the connection: keep listening
-                failures += 1  # pub/sub reconnects and resubscribes on the next read
+            except Exception:  # any failure of the connection: reconnect and keep listening
+                failures += 1
                 log.debug("pub/sub connection lost (%d)", failures, exc_info=True)
+                async with self.subscribing:
+                    with contextlib.suppress(Exception):
+                        await self.pubsub.connection.disconnect(nowait=True)
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
                 continue
             if message is None or message.get("type") != "message":
