@@ -78,12 +78,12 @@ def render(payload: dict[str, Any]) -> str:
         "library stores no result by default: **with its defaults** (`-noresult`: storing "
         "nothing) and **with results stored** (given the fastest result store it offers, "
         'Redis). How "done" is counted: for rows storing results, the result observed stored '
-        "through the library's own API; for `-noresult` rows, a recorder write each task makes "
-        "at its end to the harness's Redis (a counter, and each latency sample), and conveyor "
-        "is then compared through its `-recorded` row, which stores its results and makes "
-        "the same recorder write, so both are counted the same way. **x** is how many times "
-        "better conveyor is (above 1: better); **vs best peer** is the less favourable of the "
-        "two comparisons, and the targets are judged on it.",
+        "through the library's own API; for `-noresult` rows, a count each task makes at its "
+        "end, which a thread of the worker adds to the harness's Redis every 2 ms (a counter, "
+        "and each latency sample), and conveyor is then compared through its `-recorded` row, "
+        "which stores its results and makes the same count, so both are counted the same way. "
+        "**x** is how many times better conveyor is (above 1: better); **vs best peer** is the "
+        "less favourable of the two comparisons, and the targets are judged on it.",
         "",
     ]
     for group in summary["best_peer"]:

@@ -19,7 +19,7 @@ RECORD = recorder.enabled()
 async def noop() -> bool:
     """Do nothing."""
     if RECORD:
-        await recorder.arecord()
+        recorder.record()
     return True
 
 
@@ -28,7 +28,7 @@ async def sleepy() -> bool:
     """Wait 10 ms without blocking the loop."""
     await asyncio.sleep(0.01)
     if RECORD:
-        await recorder.arecord()
+        recorder.record()
     return True
 
 
@@ -37,5 +37,5 @@ async def stamp(sent: float) -> float:
     """Seconds from `sent` (the enqueue time) to this start."""
     delay = time.time() - sent
     if RECORD:
-        await recorder.arecord(delay)
+        recorder.record(delay)
     return delay

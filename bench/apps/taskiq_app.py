@@ -57,7 +57,7 @@ broker = _broker() if results is None else _broker().with_result_backend(results
 async def noop() -> bool:
     """Do nothing."""
     if RECORD:
-        await recorder.arecord()
+        recorder.record()
     return True
 
 
@@ -66,7 +66,7 @@ async def sleepy() -> bool:
     """Wait 10 ms without blocking the loop."""
     await asyncio.sleep(0.01)
     if RECORD:
-        await recorder.arecord()
+        recorder.record()
     return True
 
 
@@ -75,5 +75,5 @@ async def stamp(sent: float) -> float:
     """Seconds from `sent` (the enqueue time) to this start."""
     delay = time.time() - sent
     if RECORD:
-        await recorder.arecord(delay)
+        recorder.record(delay)
     return delay

@@ -1,19 +1,18 @@
-"""A bare RESP2 pipeline for the Redis engine's hot path.
+"""The automatic pipeline of one event loop over one RESP2 connection.
 
 redis-py spends most of an awaited command on its own machinery: a pool checkout, a retry
 wrapper, a timeout task around each send and each read (see bench/NOTES.md), and importing it
-costs a worker about 11 MB. The engine only needs "send these commands, give each caller its
-reply", blocking reads and pub/sub, so plain `redis://` and `unix://` URLs use this client:
-a command on an idle connection is written at once, and those issued while others are queued
-or unanswered go out together in one write from a `call_soon` callback; replies are parsed by
-hiredis as they arrive and set straight on each caller's future, with no task per call.
-TLS, Sentinel and Cluster URLs use redis-py (`_py`).
+costs a process about 11 MB. This pipeline only does "send these commands, give each caller its
+reply": a command on an idle connection is written at once, and those issued while others are
+queued or unanswered go out together in one write from a `call_soon` callback; replies are
+parsed by hiredis as they arrive and set straight on each caller's future, with no task per
+call. Plain TCP (`redis://`) and Unix sockets (`unix://`) only.
 
 Through a lost connection the pipeline reconnects and, for up to `retry_seconds`, sends again
-the commands that were never written and those written but unanswered that change nothing the
-second time (`resendable`: the Lua scripts check the lease or the id first); the others (SET NX,
-counters, XREADGROUP) fail with the connection error, since Redis may have run them. A server
-that forgot the scripts gets them loaded and the command again.
+the commands that were never written and those written but unanswered that its user calls
+`resendable` (they change nothing the second time); the others fail with the connection error,
+since the server may have run them. A server that forgot the Lua scripts (NOSCRIPT) gets them
+loaded and the command again, once.
 """
 
 from __future__ import annotations
