@@ -1,5 +1,5 @@
-"""The Redis engine's own connections (`_resp`, `_bare`) against real servers: passwords,
-databases, Unix sockets, a server that forgot the scripts, pub/sub through a dropped
+"""The Redis engine's own connections (`conveyor.drivers.resp`, `_bare`) against real servers:
+passwords, databases, Unix sockets, a server that forgot the scripts, pub/sub through a dropped
 connection (and redis-py's, `_py`, through a restart), and every way a URL can fail to
 connect, seen through the CLI (SPEC §7)."""
 

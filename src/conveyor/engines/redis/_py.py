@@ -26,7 +26,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from conveyor._urls import safe_url
-from conveyor.engines.redis.client import RETRY_SECONDS, RedisClient, Watchers
+from conveyor.drivers.resp import Watchers
+from conveyor.engines.redis.client import RETRY_SECONDS, RedisClient
 from conveyor.errors import ConfigurationError
 
 try:

@@ -5,7 +5,8 @@ One `RedisClient` per URL and prefix holds the Lua scripts of `redis.lua` and, t
 thread, `asyncio.run` elsewhere, a forked worker's own loop): an automatic pipeline that sends
 every command issued in one event-loop turn in one round trip, a connection for blocking reads,
 and one pub/sub connection that wakes result waiters. Plain `redis://` and `unix://` URLs use
-the bare client of `_bare` (no redis-py import); TLS, Sentinel and Cluster URLs use redis-py
+the bare client of `_bare` over the `conveyor.drivers.resp` driver (no redis-py
+import); TLS, Sentinel and Cluster URLs use redis-py
 (`_py`). Errors surface as `BrokerError` / `BrokerConnectionError` naming the URL with its
 password hidden, on one line: every way of failing to connect (refused, unknown host, a TLS
 handshake that never completes, no Sentinel or no primary, refused credentials) is a
@@ -23,8 +24,8 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from conveyor._urls import safe_url
+from conveyor.drivers import resp
 from conveyor.engines.loops import PerLoop
-from conveyor.engines.redis import _resp
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "OnClient",
     "RedisClient",
     "Scripts",
-    "Watchers",
     "ms",
     "px",
 ]
@@ -76,30 +76,6 @@ def ms(ttl: float | None) -> int | str:
 def px(ttl: float | None) -> tuple[Any, ...]:
     """The `PX <ms>` words of a SET expiring after `ttl` seconds (none for None)."""
     return () if ttl is None else ("PX", ms(ttl))
-
-
-class Watchers(dict[bytes, set[Callable[[bytes], None]]]):
-    """The pub/sub callbacks of one event loop by channel, as both drivers keep them."""
-
-    def add(self, channel: bytes, callback: Callable[[bytes], None]) -> bool:
-        """Add `callback` to `channel`; True when the channel is new (to subscribe to)."""
-        new = channel not in self
-        self.setdefault(channel, set()).add(callback)
-        return new
-
-    def remove(self, channel: bytes, callback: Callable[[bytes], None]) -> bool:
-        """Remove `callback`; True when it was the channel's last (to unsubscribe from)."""
-        callbacks = self.get(channel, set())
-        callbacks.discard(callback)
-        if callbacks or channel not in self:
-            return False
-        del self[channel]
-        return True
-
-    def deliver(self, channel: bytes, data: bytes) -> None:
-        """Call every callback of `channel` with a message's data."""
-        for callback in list(self.get(channel, ())):
-            callback(data)
 
 
 class LoopClient(Protocol):
@@ -163,7 +139,7 @@ class RedisClient:
         return self._loops.here()
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> LoopClient:
-        if _resp.supports(self.url):
+        if resp.supports(self.url):
             from conveyor.engines.redis._bare import BareLoopClient
 
             return BareLoopClient(self, loop)
