@@ -13,10 +13,10 @@ from conveyor.engines.sqlite.store import SqliteStore
 from conveyor.engines.sqlite.transport import SqliteTransport
 from conveyor.errors import ConfigurationError
 
-__all__ = ["SqliteResultBackend", "SqliteStore", "SqliteTransport", "open_engine", "path_of"]
+__all__ = ["SqliteResultBackend", "SqliteStore", "SqliteTransport", "open_engine"]
 
 
-def path_of(url: str) -> tuple[str, dict[str, str]]:
+def _path_of(url: str) -> tuple[str, dict[str, str]]:
     """The file a `sqlite:///` URL names, and its query options.
 
     Raises:
@@ -54,7 +54,7 @@ def open_engine(
     """
     query: dict[str, str] = {}
     if path is None:
-        path, query = path_of(url)
+        path, query = _path_of(url)
     lease = float_option(query, "lease", url) or lease_seconds or DEFAULT_LEASE_SECONDS
     db = SqliteDb(path, busy_timeout=busy_timeout, sweep_interval=sweep_interval)
     results = SqliteResultBackend(path, default_ttl=result_ttl, db=db)
