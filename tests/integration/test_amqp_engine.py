@@ -2,18 +2,16 @@
 
 Each app has its own queue prefix on the test RabbitMQ (`tests/servers.py`) and its index in a
 SQLite state file in `tmp_path` (which also holds results unless a test says otherwise); its
-queues and exchanges are deleted when the test ends. The restart test stops and starts the
-shared server's RabbitMQ application with `rabbitmqctl`, and always starts it again. SIGKILL,
-SIGTERM and lease renewal are in `test_engine_crashes.py`, the same tests on every engine.
+queues and exchanges are deleted when the test ends. No test here stops that shared server: the
+restart test runs on a private node (`test_amqp_restart.py`). SIGKILL, SIGTERM and lease
+renewal are in `test_engine_crashes.py`, the same tests on every engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import sqlite3
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +25,6 @@ from conveyor import (
     AmqpBroker,
     BrokerError,
     ConfigurationError,
-    TaskHandle,
     TaskStatus,
     broker_from_url,
 )
@@ -40,12 +37,7 @@ from conveyor.engines.redis import RedisResultBackend
 from conveyor.testing import worker
 from tests.integration.conftest import LEASE
 from tests.integration.test_redis_engine import conveyor, ok
-from tests.integration.test_worker_processes import (
-    assert_succeeded,
-    eventually,
-    pid_of,
-    results,
-)
+from tests.integration.test_worker_processes import eventually, pid_of
 from tests.servers import amqp_url, drop_prefix, free_port, redis_url, unique_prefix
 
 if TYPE_CHECKING:  # fixtures' types; pytest loads the conftest itself
@@ -351,61 +343,3 @@ def test_records_and_url_options() -> None:
     assert Record("queued", tag="new,old").accepts("old")
     assert not Record("queued", tag="new,old").accepts("other")
     assert Record.decode(b"not a record") is None
-
-
-# -- a server restart -----------------------------------------------------------------------------
-
-
-def _rabbitmqctl(*args: str) -> None:
-    done = subprocess.run(
-        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, f"rabbitmqctl {' '.join(args)}: {done.stderr.strip()}"
-
-
-async def _send_until(
-    app: App, stop: asyncio.Event, sent: list[TaskHandle[Any]], failed: list[str]
-) -> None:
-    """Send one task after another until `stop`; keep the handles of sends that returned."""
-    n = 0
-    while not stop.is_set():
-        try:
-            sent.append(await app.module.work.kiq(n, 0.01))
-            n += 1
-        except BrokerError as exc:
-            failed.append(str(exc))
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.01)
-
-
-@pytest.mark.timeout(150)
-async def test_rabbitmq_restart_mid_run_loses_no_acknowledged_send(
-    on_amqp: MakeApp, workers: Workers
-) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not installed")
-    app = await on_amqp()
-    worker = workers.start(app, "--max-async-tasks", "4")
-    await heartbeating(app, worker.pid)
-    stop = asyncio.Event()
-    sent: list[TaskHandle[Any]] = []
-    failed: list[str] = []
-    producer = asyncio.create_task(_send_until(app, stop, sent, failed))
-    await eventually(lambda: len(app.marks("done")) >= 10, 20, "a first part of the tasks done")
-    try:
-        await asyncio.to_thread(_rabbitmqctl, "stop_app")
-        await eventually(lambda: bool(failed), 20, "a send failing in the outage")
-    finally:
-        await asyncio.to_thread(_rabbitmqctl, "start_app")
-        await asyncio.to_thread(_rabbitmqctl, "await_startup")
-    before = len(sent)
-    await eventually(lambda: len(sent) >= before + 10, 30, "sends going through again")
-    stop.set()
-    await producer
-    assert "127.0.0.1:5672" in failed[0]
-    assert "guest:guest" not in failed[0]  # the password is hidden
-    found = await results(sent, timeout=60)
-    assert_succeeded(found)
-    assert {r.return_value for r in found} == set(range(len(sent)))
-    assert worker.proc.poll() is None  # it rode the outage out
-    await eventually(lambda: idle(app), 15, "the index empty")
