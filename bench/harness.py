@@ -3,11 +3,11 @@
     python -m bench.harness [--quick] [--engine redis|postgres|sqlite|amqp|nats|all] [--only ...]
 
 The Redis group runs on a private redis-server, the PostgreSQL group on a private postgres
-(`bench.pg_server`), each started only when a selected variant needs it and stopped by its pid;
+(both `bench.servers`), each started only when a selected variant needs it and stopped by its pid;
 the SQLite group needs no server (each library's file in the run's temporary directory), the
 RabbitMQ group uses the machine's RabbitMQ under names of its own (`bench.peers.rabbitmq`) and
 the private Redis for state and results, the NATS group a private `nats-server -js`
-(`bench.nats_server`) and that Redis for taskiq's results.
+(`bench.servers` too) and that Redis for taskiq's results.
 
 Each repetition runs every selected variant once, the order reversed every other repetition
 (A, B, C, then C, B, A, ...), so a host that speeds up or slows down during the run does not
@@ -38,10 +38,8 @@ from typing import Any
 
 from bench import pg_reference, reference, report
 from bench.driver import PREFIX
-from bench.nats_server import NatsServer, NatsServerError
-from bench.pg_server import PostgresServer, PostgresServerError
 from bench.protocol import FULL, QUICK, Counts
-from bench.redis_server import RedisServer, RedisServerError
+from bench.servers import NatsServer, PostgresServer, RedisServer, ServerError
 from bench.variants import GROUPS, Variant, select
 
 __all__ = ["Run", "main"]
@@ -387,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         measure(run)
-    except (RedisServerError, PostgresServerError, NatsServerError) as exc:
+    except ServerError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

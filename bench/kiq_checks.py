@@ -105,7 +105,7 @@ def main() -> None:
     memory = EngineBroker(registry.open_url("memory://"))
     results = {"memory": asyncio.run(measure(memory, options.count, options.reps))}
     if options.redis:
-        from bench.redis_server import RedisServer
+        from bench.servers import RedisServer
 
         with RedisServer() as server:
             redis = RedisBroker(server.url(0))

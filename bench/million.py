@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 
 from bench.harness import conveyor_source
 from bench.million_report import MB, Run, Sample, render, summarize, write_json
-from bench.redis_server import RedisServer, RedisServerError
+from bench.servers import RedisServer, RedisServerError
 from bench.worker_proc import WorkerProcess
 
 __all__ = ["Probe", "main"]

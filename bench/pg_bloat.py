@@ -3,7 +3,7 @@ the queue leave conveyor's tables and indexes near their idle size?
 
     bench/.venv/bin/python -m bench.pg_bloat [--count N] [--result-ttl S|none] [--settle S]
 
-On a private `postgres` (`bench.pg_server`, never the system's 5432): one `conveyor worker`
+On a private `postgres` (`bench.servers`, never the system's 5432): one `conveyor worker`
 process drains the queue while this process sends N no-op tasks with `broker.kiq_many` (B per
 call), keeping at most M waiting (a steady flow, not a backlog: `bench.million` measures
 backlogs). Every 2 s it samples, for each table of conveyor's schema, `pg_relation_size` (heap),
@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.harness import conveyor_source
 from bench.million import worker_for
-from bench.pg_server import PostgresServer, PostgresServerError
+from bench.servers import PostgresServer, PostgresServerError
 from bench.worker_proc import WorkerProcess
 
 __all__ = ["main"]

@@ -21,8 +21,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bench.pg_server import PostgresServer
     from bench.protocol import Counts
+    from bench.servers import PostgresServer
 
 __all__ = ["floor_medians", "measure", "render"]
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bench.protocol import Counts
-    from bench.redis_server import RedisServer
+    from bench.servers import RedisServer
 
 __all__ = ["ISSUE_REFERENCE", "floor_medians", "latency_floor", "measure", "render"]
 
