@@ -32,7 +32,7 @@ from conveyor._urls import safe_url
 from conveyor.engines import registry
 from conveyor.engines.amqp import AmqpTransport
 from conveyor.engines.amqp.records import DROPPED, Record, delay_bucket, split_url
-from conveyor.engines.base import Outgoing
+from conveyor.engines.base import Delivery, Outgoing
 from conveyor.engines.redis import RedisResultBackend
 from conveyor.testing import worker
 from tests.integration.conftest import LEASE
@@ -304,6 +304,28 @@ async def test_a_receive_whose_leases_fail_puts_every_message_back(
     while len(got) < 3 and time.monotonic() < deadline:
         got += [d.task_id for d in await amqp_transport.receive(["q"], 10, 1.0)]
     assert sorted(got) == ["t0", "t1", "t2"]
+
+
+async def test_acks_made_together_settle_their_deliveries_and_no_other(
+    amqp_transport: AmqpTransport,
+) -> None:
+    """Acks made at once go as one batch: a `multiple` ack for those RabbitMQ delivered in a
+    row, never passing a delivery still held (it comes back when the channel closes)."""
+    await amqp_transport.publish([Outgoing(f"t{n}", "q", b"x") for n in range(6)])
+    got: list[Delivery] = []
+    while len(got) < 6:  # handed out in the order RabbitMQ delivered them
+        got += await amqp_transport.receive(["q"], 6 - len(got), 5.0)
+    held = [got[2].task_id, got[4].task_id]
+    await asyncio.gather(*(amqp_transport.ack([got[n]]) for n in (0, 1, 3, 5)))
+    await amqp_transport.shutdown()  # the channel closes: RabbitMQ requeues what is unacked
+    await amqp_transport.startup()
+    back: list[Delivery] = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(back) < 2:
+        back += await amqp_transport.receive(["q"], 10, 0.5)
+    back += await amqp_transport.receive(["q"], 10, 0.3)  # and nothing more
+    assert sorted(d.task_id for d in back) == sorted(held)
+    await amqp_transport.ack(back)
 
 
 async def test_without_a_state_store_a_send_leaves_no_record_and_an_id_may_run_again() -> None:

@@ -31,6 +31,7 @@ from conveyor.engines.amqp.records import (
     new_tag,
     split_url,
 )
+from conveyor.engines.amqp.unsettled import Unsettled
 from conveyor.engines.base import DEFAULT_LEASE_SECONDS, MessageTransport, Outgoing, StateStore
 from conveyor.engines.loops import IoThread, PerLoop, reset_after_fork
 from conveyor.errors import BrokerError, ConfigurationError
@@ -43,7 +44,15 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "the RabbitMQ engine needs the amqp extra: pip install 'conveyor[amqp]'"
     ) from exc
 
-__all__ = ["LOST", "PER_PROCESS_WARNING", "AmqpLink", "int_header", "on_io", "stale"]
+__all__ = [
+    "LOST",
+    "PER_PROCESS_WARNING",
+    "AmqpLink",
+    "int_header",
+    "on_io",
+    "stale",
+    "together",
+]
 
 L = TypeVar("L", bound="AmqpLink")
 P = ParamSpec("P")
@@ -84,7 +93,7 @@ def on_io(
     return on_thread
 
 
-async def _together(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+async def together(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
     """Await `calls` concurrently; one alone is awaited in place (a single `kiq`), without the
     task and the extra loop turn `asyncio.gather` makes for it."""
     if len(calls) == 1:
@@ -136,6 +145,8 @@ class AmqpLink(MessageTransport):
         self._consuming: dict[str, str] = {}  # queue -> consumer tag
         self._buckets: set[int] = set()  # delay buckets declared
         self._topology = asyncio.Lock()
+        self._acking = asyncio.Lock()  # one batch of acks at a time (`AmqpTransport.ack`)
+        self._unsettled = Unsettled()
         self._buffer: list[tuple[int, int, str, AbstractIncomingMessage]] = []
         self._seq = itertools.count()
         self._arrived: asyncio.Event | None = None
@@ -151,7 +162,8 @@ class AmqpLink(MessageTransport):
         self._conn = self._channel = self._arrived = None
         self._queues, self._consuming, self._buckets = {}, {}, set()
         self._buffer, self._leased, self._chores = [], set(), set()
-        self._topology, self._prefetch = asyncio.Lock(), 0
+        self._topology, self._acking, self._prefetch = asyncio.Lock(), asyncio.Lock(), 0
+        self._unsettled = Unsettled()
         return dropped
 
     # -- names and connection ---------------------------------------------------------------
@@ -194,7 +206,7 @@ class AmqpLink(MessageTransport):
         self._conn = conn
         conn.reconnect_callbacks.add(self._on_reconnect)
         self._arrived = asyncio.Event()
-        self._topology = asyncio.Lock()
+        self._topology, self._acking = asyncio.Lock(), asyncio.Lock()
         self._prefetch = 0
 
     def _on_reconnect(self, *_: Any) -> None:
@@ -290,12 +302,12 @@ class AmqpLink(MessageTransport):
         pairs = list(zip(messages, records, strict=True))
         fresh = pairs
         if self.store.shared:
-            claims = await _together([self._claim_id(m, r, now) for m, r in pairs])
+            claims = await together([self._claim_id(m, r, now) for m, r in pairs])
             fresh = [pair for pair, claimed in zip(pairs, claims, strict=True) if claimed]
         else:  # no index of sends in a per-process store: it would only grow (see the docs)
-            await _together([self._undrop(m.task_id) for m in messages])
+            await together([self._undrop(m.task_id) for m in messages])
         try:
-            await _together(
+            await together(
                 [self._send(m.queue, m.task_id, m.body, m.priority, m.eta, 0, r.tag, channel)
                  for m, r in fresh]
             )  # fmt: skip
@@ -357,13 +369,16 @@ class AmqpLink(MessageTransport):
             exchange = await channel.get_exchange(f"{self.prefix}.delay.{k}", ensure=False)
         await exchange.publish(message, self.queue_name(queue))
 
-    @staticmethod
-    async def _settle(action: Any) -> bool:
-        """Ack or nack; False when the channel is gone (RabbitMQ requeued the message)."""
+    async def _settle(self, message: AbstractIncomingMessage, *, requeue: bool = False) -> bool:
+        """Ack `message`, or nack it back to its queue (`requeue`); False when the channel is
+        gone (RabbitMQ requeued it). Its tag stays unsettled (`acks.py`) until the settle is
+        written: a `multiple` ack sent meanwhile must not cover it."""
         try:
-            await action()
+            await (message.nack(requeue=True) if requeue else message.ack())
         except LOST:
+            self._unsettled.settled(message)
             return False
+        self._unsettled.settled(message)
         return True
 
     async def _known_queues(self) -> list[str]:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any, NoReturn
 
-from conveyor.engines.amqp.admin import AmqpAdmin
+from conveyor.engines.amqp.acks import AmqpAcks, Receipt
 from conveyor.engines.amqp.link import int_header, on_io, stale
 from conveyor.engines.amqp.records import DROPPED, Record, new_tag
 from conveyor.engines.base import Delivery
@@ -65,18 +65,7 @@ def _read(message: AbstractIncomingMessage) -> tuple[int, float, str | None]:
     return n, eta_ms / 1000, None
 
 
-class _Receipt:
-    """A leased delivery: its message, its lease timer, and whether it may still be settled."""
-
-    __slots__ = ("live", "message", "priority", "tag", "timer")
-
-    def __init__(self, message: AbstractIncomingMessage, priority: int, tag: str) -> None:
-        self.message, self.priority, self.tag = message, priority, tag
-        self.live = True
-        self.timer: asyncio.TimerHandle | None = None
-
-
-class AmqpTransport(AmqpAdmin):
+class AmqpTransport(AmqpAcks):
     """Messages on RabbitMQ; their index in a state store of another engine.
 
     Args:
@@ -150,7 +139,7 @@ class AmqpTransport(AmqpAdmin):
             await self._queues[queue].cancel(tag)
             for item in [item for item in self._buffer if item[2] == queue]:
                 self._buffer.remove(item)
-                await self._settle(partial(item[3].nack, requeue=True))
+                await self._settle(item[3], requeue=True)
         started = False
         for queue in names:
             if queue not in self._consuming:
@@ -166,8 +155,9 @@ class AmqpTransport(AmqpAdmin):
         return started
 
     async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
+        self._unsettled.noted(message)
         if queue not in self._consuming:  # arrived after its consumer was cancelled
-            await self._settle(partial(message.nack, requeue=True))
+            await self._settle(message, requeue=True)
             return
         self._buffer.append((-(message.priority or 0), next(self._seq), queue, message))
         if self._arrived is not None:
@@ -213,7 +203,7 @@ class AmqpTransport(AmqpAdmin):
                 continue
             for receipt in [r for r in self._leased if r.message is message]:
                 self._unlease(receipt)  # leased, but the receive was cancelled before returning
-            await self._settle(partial(message.nack, requeue=True))
+            await self._settle(message, requeue=True)
 
     async def _lease(self, queue: str, message: AbstractIncomingMessage) -> Delivery | None:
         """Lease one delivered message, or drop it (removed, a stale copy) or delay it again
@@ -226,15 +216,15 @@ class AmqpTransport(AmqpAdmin):
             return self._hand(queue, message, Record("running", 1, priority=priority), problem)
         record = await self._record(task_id)
         if record is not None and not record.accepts(tag):
-            await self._settle(message.ack)  # another copy is the one that counts
+            await self._settle(message)  # another copy is the one that counts
             return None
         if record is not None and record.state == DROPPED:
-            if await self._settle(message.ack):
+            if await self._settle(message):
                 await self.store.delete(self._key("m", task_id))
             return None
         if eta > time.time():
             await self._send(queue, task_id, message.body, priority, eta, sent_n, tag)
-            await self._settle(message.ack)
+            await self._settle(message)
             return None
         # without a record (an index of another process) count from the header
         n = record.deliveries + 1 if record else sent_n + 1 + bool(message.redelivered)
@@ -246,66 +236,35 @@ class AmqpTransport(AmqpAdmin):
     def _hand(
         self, queue: str, message: AbstractIncomingMessage, record: Record, problem: str | None
     ) -> Delivery:
-        receipt = _Receipt(message, record.priority, record.tag)
+        receipt = Receipt(message, record.priority, record.tag)
         self._leased.add(receipt)
         self._arm(receipt)
         task_id = message.message_id or ""
         return Delivery(task_id, queue, message.body, record.deliveries, receipt, problem)
 
-    def _arm(self, receipt: _Receipt) -> None:
+    def _arm(self, receipt: Receipt) -> None:
         if receipt.timer is not None:
             receipt.timer.cancel()
         loop = asyncio.get_running_loop()
         receipt.timer = loop.call_later(self.lease_seconds, self._expire, receipt)
 
-    def _unlease(self, receipt: _Receipt) -> None:
-        receipt.live = False
-        self._leased.discard(receipt)
-        if receipt.timer is not None:
-            receipt.timer.cancel()
-
-    def _expire(self, receipt: _Receipt) -> None:
+    def _expire(self, receipt: Receipt) -> None:
         """The lease ran out: give the message back to the queue, to anyone."""
         if not receipt.live:
             return
         self._unlease(receipt)
-        chore = asyncio.get_running_loop().create_task(
-            self._settle(partial(receipt.message.nack, requeue=True))
-        )
+        chore = asyncio.get_running_loop().create_task(self._settle(receipt.message, requeue=True))
         self._chores.add(chore)
         chore.add_done_callback(self._chores.discard)
 
     # -- settling -------------------------------------------------------------------------------
 
-    def _claim(self, delivery: Delivery) -> _Receipt | None:
-        """The receipt of a delivery this transport still holds, taken out of the lease set."""
-        receipt = delivery.receipt
-        if not isinstance(receipt, _Receipt):
-            raise TypeError(f"delivery {delivery.task_id!r} did not come from an AmqpTransport")
-        if not receipt.live:
-            return None
-        self._unlease(receipt)
-        return None if stale(receipt.message) else receipt
-
-    async def _give_back(self, receipt: _Receipt, exc: BaseException) -> NoReturn:
+    async def _give_back(self, receipt: Receipt, exc: BaseException) -> NoReturn:
         """A settle failed: nack the delivery back to its place (it runs again) and raise."""
-        await self._settle(partial(receipt.message.nack, requeue=True))
+        await self._settle(receipt.message, requeue=True)
         if isinstance(exc, Exception):
             raise self._error(exc) from None
         raise exc
-
-    @on_io
-    async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """Ack deliveries this transport still holds and drop them from the index."""
-        for delivery in deliveries:
-            receipt = self._claim(delivery)
-            if receipt is not None and await self._settle(receipt.message.ack):
-                await self._unindex(delivery)
-
-    async def _unindex(self, delivery: Delivery) -> None:
-        """Forget the record of a settled delivery (a malformed one never had one)."""
-        if delivery.problem is None:
-            await self.store.delete(self._key("m", delivery.task_id))
 
     @on_io
     async def release(
@@ -326,10 +285,10 @@ class AmqpTransport(AmqpAdmin):
             if delivery.problem is None:
                 await self._put(delivery.task_id, record, now)
         finally:
-            await self._settle(partial(receipt.message.nack, requeue=True))
+            await self._settle(receipt.message, requeue=True)
 
     async def _republish(
-        self, delivery: Delivery, receipt: _Receipt, record: Record, body: bytes | None
+        self, delivery: Delivery, receipt: Receipt, record: Record, body: bytes | None
     ) -> None:
         """Publish a new copy, then ack the original. Until one of them is delivered the record
         names both, so a failure or a crash at any step may run the task twice, never lose it."""
@@ -342,7 +301,7 @@ class AmqpTransport(AmqpAdmin):
                              record.eta or None, delivery.deliveries, tag)  # fmt: skip
         except BaseException as exc:  # the original goes back to its place, and counts
             await self._give_back(receipt, exc)
-        if not await self._settle(original.ack):  # RabbitMQ requeued it: only the new one counts
+        if not await self._settle(original):  # RabbitMQ requeued it: only the new one counts
             with contextlib.suppress(Exception):
                 await self._put(delivery.task_id, record.with_(tag=tag), time.time())
 
@@ -353,7 +312,7 @@ class AmqpTransport(AmqpAdmin):
         writes = []
         for delivery in deliveries:
             receipt = delivery.receipt
-            if not isinstance(receipt, _Receipt) or not receipt.live:
+            if not isinstance(receipt, Receipt) or not receipt.live:
                 continue
             if stale(receipt.message):  # RabbitMQ requeued it when the channel closed
                 self._unlease(receipt)
@@ -389,5 +348,5 @@ class AmqpTransport(AmqpAdmin):
             await exchange.publish(message, delivery.queue)
         except BaseException as exc:  # not kept aside: back to its queue, to run again
             await self._give_back(receipt, exc)
-        if await self._settle(receipt.message.ack):
+        if await self._settle(receipt.message):
             await self._unindex(delivery)

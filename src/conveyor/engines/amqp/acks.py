@@ -1,0 +1,117 @@
+"""Claiming and acking deliveries of the RabbitMQ transport, many at a time.
+
+A worker's tasks end one by one, each awaiting its ack. `AmqpAcks.ack` gathers the acks the
+tasks of one event loop make together (`engines.loops.Batcher`) and sends them to the I/O thread
+in one hop; there the deliveries RabbitMQ sent in a row, with nothing else of the channel
+unsettled between them, are acked by one basic.ack with `multiple` (`unsettled.py` says which),
+the others one by one, and their index records are deleted in one pipeline. Each ack returns
+once its batch is written, so a task's result is still stored before its ack is sent.
+
+Invariants: a delivery is claimed (its lease taken away) once, by whichever settle comes first;
+a stale one (its channel closed: RabbitMQ requeued it) is never acked; one batch is planned and
+written at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from functools import cached_property
+
+from conveyor.engines.amqp.admin import AmqpAdmin
+from conveyor.engines.amqp.link import LOST, stale, together
+from conveyor.engines.base import Delivery
+from conveyor.engines.loops import Batcher, PerLoop
+
+try:
+    from aio_pika.abc import AbstractIncomingMessage
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "the RabbitMQ engine needs the amqp extra: pip install 'conveyor[amqp]'"
+    ) from exc
+
+__all__ = ["AmqpAcks", "Receipt"]
+
+
+async def _nothing(_: object) -> None:
+    """Closes a loop's ack batcher: nothing to close (what is pending ends with its loop)."""
+
+
+class Receipt:
+    """A leased delivery: its message, its lease timer, and whether it may still be settled."""
+
+    __slots__ = ("live", "message", "priority", "tag", "timer")
+
+    def __init__(self, message: AbstractIncomingMessage, priority: int, tag: str) -> None:
+        self.message, self.priority, self.tag = message, priority, tag
+        self.live = True
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class AmqpAcks(AmqpAdmin):
+    """Claiming and acking the deliveries of `AmqpTransport` (see there for the arguments)."""
+
+    @cached_property
+    def _ack_batches(self) -> PerLoop[Batcher[Delivery]]:
+        return PerLoop(lambda _loop: Batcher(self._ack_batch), _nothing)
+
+    def _unlease(self, receipt: Receipt) -> None:
+        receipt.live = False
+        self._leased.discard(receipt)
+        if receipt.timer is not None:
+            receipt.timer.cancel()
+
+    def _claim(self, delivery: Delivery) -> Receipt | None:
+        """The receipt of a delivery this transport still holds, taken out of the lease set."""
+        receipt = delivery.receipt
+        if not isinstance(receipt, Receipt):
+            raise TypeError(f"delivery {delivery.task_id!r} did not come from an AmqpTransport")
+        if not receipt.live:
+            return None
+        self._unlease(receipt)
+        return None if stale(receipt.message) else receipt
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack deliveries this transport still holds and drop them from the index.
+
+        The acks of many tasks of one event loop go to the I/O thread together, one hop per
+        batch (`engines.loops.Batcher`): the hop and its wake-ups cost more than an ack.
+        """
+        if self._io.inside():
+            await self._ack_now(deliveries)
+            return
+        batcher = self._ack_batches.here()
+        await together([batcher.submit(delivery) for delivery in deliveries])
+
+    async def _ack_batch(self, deliveries: list[Delivery]) -> None:
+        await self._io.run(self._ack_now(deliveries))
+
+    async def _ack_now(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack what is still held: one `multiple` ack for the deliveries RabbitMQ sent in a row
+        with nothing else unsettled between them (`unsettled.py`), the others one by one; then
+        drop them from the index."""
+        async with self._acking:  # a `multiple` ack is written before the next batch is planned
+            held = [(d, r) for d in deliveries if (r := self._claim(d)) is not None]
+            top, covered, rest = self._unsettled.split([r.message for _, r in held])
+            acked = {id(m) for m in covered} if top and await self._ack_up_to(top[0]) else set()
+            for message in rest:
+                if await self._settle(message):
+                    acked.add(id(message))
+        unindexed = [self._unindex(d) for d, r in held if id(r.message) in acked]
+        for failed in await asyncio.gather(*unindexed, return_exceptions=True):
+            if isinstance(failed, BaseException):
+                raise failed
+
+    @staticmethod
+    async def _ack_up_to(message: AbstractIncomingMessage) -> bool:
+        """Ack `message` and every unsettled one before it; False when the channel is gone."""
+        try:
+            await message.ack(multiple=True)
+        except LOST:
+            return False
+        return True
+
+    async def _unindex(self, delivery: Delivery) -> None:
+        """Forget the record of a settled delivery (a malformed one never had one)."""
+        if delivery.problem is None:
+            await self.store.delete(self._key("m", delivery.task_id))
