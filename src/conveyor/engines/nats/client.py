@@ -26,35 +26,18 @@ from urllib.parse import urlsplit
 
 from conveyor._urls import safe_url
 from conveyor.engines.loops import PerLoop
-from conveyor.engines.nats.conn import (
-    CONNECTION_ERRORS,
-    LoopConn,
-    Msg,
-    NatsConnection,
-    NatsError,
-    one_line,
-)
+from conveyor.engines.nats.conn import CONNECTION_ERRORS, LoopConn, Msg, NatsConnection, NatsError
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 
-__all__ = [
-    "EXPIRES",
-    "MARKER_SECONDS",
-    "STREAM_SETTINGS",
-    "Msg",
-    "NatsClient",
-    "Stored",
-    "WrongSequence",
-    "expiry",
-    "has_expired",
-]
+__all__ = ["EXPECT", "MARKER_SECONDS", "Msg", "NatsClient", "OnClient", "Stored", "WrongSequence"]
 
 
 #: Seconds a request waits for the server before it fails.
 REQUEST_TIMEOUT = 5.0
 #: Seconds a pull without waiting waits for its answer before the consumer is looked at.
 _PULL_WAIT = 1.0
-#: JetStream error code of a publish whose expected last subject sequence did not match.
-WRONG_LAST_SEQUENCE = 10071
+#: The header of a publish stored only if the subject's last sequence is the one it gives.
+EXPECT = "Nats-Expected-Last-Subject-Sequence"
 #: Seconds a lease marker `P.l.<seq>` guards a redelivered message (its stream's `max_age`).
 MARKER_SECONDS = 24 * 3600.0
 #: The header holding a value's unix expiry.
@@ -62,22 +45,19 @@ EXPIRES = "Conveyor-Expires"
 
 #: Streams of one app, created (or updated to these settings) at startup. A stream whose values
 #: all share one lifetime has it as `max_age`, so the server drops them.
+_ONE = {"max_msgs_per_subject": 1}
+_QUEUE = {"retention": "workqueue", **_ONE}
 STREAM_SETTINGS: dict[str, dict[str, Any]] = {
     # One subject per task id, holding at most one message: "create only" is a publish header.
-    "work": {
-        "subjects": ["w"],
-        "retention": "workqueue",
-        "max_msgs_per_subject": 1,
-        "duplicate_window": 120 * 10**9,
-    },
-    "later": {"subjects": ["a"], "retention": "workqueue", "max_msgs_per_subject": 1},
+    "work": {"subjects": ["w"], **_QUEUE, "duplicate_window": 120 * 10**9},
+    "later": {"subjects": ["a"], **_QUEUE},
     "dead": {"subjects": ["x"], "max_msgs": 100_000},
-    "leases": {"subjects": ["l"], "max_msgs_per_subject": 1, "max_age": int(MARKER_SECONDS * 1e9)},
+    "leases": {"subjects": ["l"], **_ONE, "max_age": int(MARKER_SECONDS * 1e9)},
     # No age limit: some values live for ever; expired ones are removed by `NatsStore.expire`.
-    "kv": {"subjects": ["kv", "set"], "max_msgs_per_subject": 1},
+    "kv": {"subjects": ["kv", "set"], **_ONE},
     # Expired results are hidden on read and removed by the age limit (a week), which also
     # bounds results kept "for ever".
-    "results": {"subjects": ["r"], "max_msgs_per_subject": 1, "max_age": 7 * 24 * 3600 * 10**9},
+    "results": {"subjects": ["r"], **_ONE, "max_age": 7 * 24 * 3600 * 10**9},
 }
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -220,7 +200,7 @@ class NatsClient:
 
     def connection_error(self, exc: BaseException) -> BrokerConnectionError:
         """The error a caller sees when the server cannot be reached."""
-        return BrokerConnectionError(f"cannot reach NATS at {self.safe_url}: {one_line(exc)}")
+        return BrokerConnectionError(f"cannot reach NATS at {self.safe_url}: {_one_line(exc)}")
 
     def refused(self, what: str, error: Any) -> BrokerError:
         """The error a caller sees when JetStream refuses a request."""
@@ -237,16 +217,13 @@ class NatsClient:
             with self._reaching():
                 return await nc.request(subject, payload, timeout=REQUEST_TIMEOUT, headers=headers)
         except NatsError as exc:  # a payload over the server's limit, a bad subject
-            raise self.refused("a request", one_line(exc)) from None
+            raise self.refused("a request", _one_line(exc)) from None
 
     async def api(self, call: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Call `$JS.API.<call>` with a JSON body; raise `BrokerError` on an API error."""
         payload = b"" if body is None else json.dumps(body).encode()
-        answer: dict[str, Any] = json.loads((await self.request(f"$JS.API.{call}", payload)).data)
-        error = answer.get("error")
-        if error:
-            raise self.refused(call.split(".")[0].lower(), _describe(error))
-        return answer
+        reply = await self.request(f"$JS.API.{call}", payload)
+        return self._answer(reply, call.split(".")[0].lower())
 
     async def publish(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
@@ -254,26 +231,28 @@ class NatsClient:
         """Publish to a stream and wait for its ack; the message's stream sequence.
 
         Raises:
-            WrongSequence: an expected last subject sequence did not match.
+            WrongSequence: an expected last subject sequence (`EXPECT`) did not match.
         """
-        answer = json.loads((await self.request(subject, data, headers or None)).data)
+        reply = await self.request(subject, data, headers or None)
+        return int(self._answer(reply, "a publish", subject)["seq"])
+
+    def _answer(self, reply: Msg, what: str, subject: str = "") -> dict[str, Any]:
+        answer: dict[str, Any] = json.loads(reply.data)
         error = answer.get("error")
+        if error and error.get("err_code") == 10071 and subject:  # a wrong last sequence
+            raise WrongSequence(subject)
         if error:
-            if error.get("err_code") == WRONG_LAST_SEQUENCE:
-                raise WrongSequence(subject)
-            raise self.refused("a publish", _describe(error))
-        return int(answer["seq"])
+            code = error.get("err_code", "?")
+            raise self.refused(what, f"{error.get('description', error)} (code {code})")
+        return answer
 
     async def get(self, kind: str, subject: str) -> Stored | None:
         """The last message of `subject` in a stream (a direct get), or None."""
         return _stored(await self.request(f"$JS.API.DIRECT.GET.{self.stream(kind)}.{subject}"))
 
-    async def get_seq(self, kind: str, seq: int, next_subject: str | None = None) -> Stored | None:
-        """The message at `seq` (or the first at or after it on `next_subject`), or None."""
-        body: dict[str, Any] = {"seq": seq}
-        if next_subject is not None:
-            body["next_by_subj"] = next_subject
-        payload = json.dumps(body).encode()
+    async def get_next(self, kind: str, seq: int, subjects: str) -> Stored | None:
+        """The first message at or after `seq` on `subjects` (a direct get), or None."""
+        payload = json.dumps({"seq": seq, "next_by_subj": subjects}).encode()
         return _stored(await self.request(f"$JS.API.DIRECT.GET.{self.stream(kind)}", payload))
 
     async def purge(self, kind: str, subject: str) -> int:
@@ -291,16 +270,21 @@ class NatsClient:
             raise
         return True
 
+    async def paged(self, call: str, field: str, **body: Any) -> dict[str, Any]:
+        """Every entry of a paged listing (`STREAM.INFO`'s subjects, `CONSUMER.LIST`), by key."""
+        found: dict[str, Any] = {}
+        while True:
+            answer = await self.api(call, {**body, "offset": len(found)})
+            page = answer.get("state", answer).get(field) or {}
+            found.update(page if isinstance(page, dict) else ((e["name"], e) for e in page))
+            if not page or len(found) >= int(answer.get("total", 0)):
+                return found
+
     async def subject_counts(self, kind: str, subjects: str) -> dict[str, int]:
         """Messages per subject matching `subjects`, for the subjects holding any."""
-        counts: dict[str, int] = {}
-        while True:
-            body = {"subjects_filter": subjects, "offset": len(counts)}
-            info = await self.api(f"STREAM.INFO.{self.stream(kind)}", body)
-            page = (info.get("state") or {}).get("subjects") or {}
-            counts.update(page)
-            if not page or len(counts) >= int(info.get("total", 0)):
-                return counts
+        return await self.paged(
+            f"STREAM.INFO.{self.stream(kind)}", "subjects", subjects_filter=subjects
+        )
 
     async def pull(self, kind: str, consumer: str, batch: int) -> list[Msg]:
         """Lease up to `batch` messages from a durable pull consumer without waiting.
@@ -349,12 +333,12 @@ class NatsClient:
                     await sub.unsubscribe()
         return got, True
 
-    async def send(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
-        """Publish without waiting for an answer (acks, index updates): the server handles a
+    async def send(self, subject: str, data: bytes) -> None:
+        """Publish without waiting for an answer (acks, nudges): the server handles a
         connection's messages in order, so a later request on this loop sees its effect."""
         nc = await self.connection()
         with self._reaching():
-            await nc.publish(subject, data, headers=headers or None)
+            await nc.publish(subject, data)
 
     async def ack(self, msg: Msg, kind: bytes = b"+ACK") -> None:
         """Acknowledge (or `-NAK`, `+WPI`, `+TERM`) a leased message; no reply is awaited."""
@@ -367,6 +351,21 @@ class NatsClient:
             await nc.flush(timeout=int(REQUEST_TIMEOUT))
 
 
+class OnClient:
+    """A part of the engine (transport, state store, result store) on the app's shared client."""
+
+    client: NatsClient
+
+    async def startup(self) -> None:
+        """Connect and create the streams."""
+        await self.client.startup()
+
+    async def shutdown(self) -> None:
+        """Close this loop's connection (acks sent without a reply are flushed first), and ask
+        the other running loops to close theirs."""
+        await self.client.close()
+
+
 def _stored(reply: Msg) -> Stored | None:
     headers = dict(reply.headers or {})
     status = headers.get("Status")
@@ -377,5 +376,7 @@ def _stored(reply: Msg) -> Stored | None:
     return Stored(reply.data, int(headers.get("Nats-Sequence", 0)), headers)
 
 
-def _describe(error: dict[str, Any]) -> str:
-    return f"{error.get('description', error)} (code {error.get('err_code', '?')})"
+def _one_line(exc: BaseException) -> str:
+    """An exception as `Type: message` on one line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"

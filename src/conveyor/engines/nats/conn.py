@@ -28,7 +28,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("the NATS engine needs the nats extra: pip install 'conveyor[nats]'") from exc
 
-__all__ = ["CONNECTION_ERRORS", "LoopConn", "Msg", "NatsConnection", "NatsError", "one_line"]
+__all__ = ["CONNECTION_ERRORS", "LoopConn", "Msg", "NatsConnection", "NatsError"]
 
 log = logging.getLogger("conveyor.nats")
 
@@ -38,13 +38,11 @@ NatsError = nats.errors.Error
 CONNECTION_ERRORS = (
     nats.errors.ConnectionClosedError,
     nats.errors.NoServersError,
-    nats.errors.TimeoutError,
     nats.errors.StaleConnectionError,
     nats.errors.OutboundBufferLimitError,
     nats.errors.ConnectionReconnectingError,
     nats.errors.NoRespondersError,
-    OSError,
-    TimeoutError,
+    OSError,  # TimeoutError (asyncio's) and nats-py's are ones too
 )
 
 
@@ -101,17 +99,15 @@ class LoopConn:
         return entry is not None and entry[1] > time.monotonic()
 
     async def _delivered(self, msg: Msg) -> None:
+        pending = 0
         if msg.reply.startswith("$JS.ACK."):
             consumer = msg.metadata.consumer or ""
             self.polled.setdefault(consumer, []).append((msg, time.monotonic()))
-            if msg.metadata.num_pending:
-                self.empty.discard(consumer)
-            else:
-                self.empty.add(consumer)
+            pending = msg.metadata.num_pending or 0
         else:  # a status: the poll expired
             token = msg.subject.rpartition(".")[2]
             consumer = next((c for c, (t, _) in self.open.items() if t == token), "")
-            self.empty.add(consumer)
+        (self.empty.discard if pending else self.empty.add)(consumer)
         self.open.pop(consumer, None)
         self.woken.notify()
 
@@ -149,9 +145,3 @@ async def _connect(servers: list[str]) -> NatsConnection:
     )
     nc.options["max_reconnect_attempts"] = -1  # once connected, ride out any outage
     return nc
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as `Type: message` on one line."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"

@@ -13,16 +13,15 @@ a purge), so a value written again meanwhile stays.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Sequence
 
-from conveyor.engines.nats.client import NatsClient, Stored, WrongSequence, expiry
+from conveyor.engines.nats.client import EXPECT, NatsClient, Stored, WrongSequence, expiry
 
-__all__ = ["Keys", "Update", "escape", "task_of", "unescape"]
+__all__ = ["Keys", "Update", "escape", "unescape", "unescaped"]
 
-_SAFE = re.compile(r"[A-Za-z0-9_:@+,~!#$%&()|^-]")
-_ALL_SAFE = re.compile(r"[A-Za-z0-9_:@+,~!#$%&()|^-]+")
-_EXPECT = "Nats-Expected-Last-Subject-Sequence"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_:@+,~!#$%&()|^-]")
 
 #: Given the live entry (None when absent or expired): (new value, ttl), or None to change nothing.
 Update = Callable[[Stored | None], "tuple[bytes, float | None] | None"]
@@ -44,14 +43,11 @@ class Keys:
 
     def subject(self, key: str) -> str:
         """The subject holding `key`."""
-        if self.split:
-            return ".".join([self.root, *(escape(part) for part in key.split(":"))])
-        return f"{self.root}.{escape(key)}"
+        return ".".join([self.root, *map(escape, key.split(":") if self.split else [key])])
 
     def key(self, subject: str) -> str:
         """The key `subject` holds (the reverse of `subject`)."""
-        tokens = subject[len(self.root) + 1 :].split(".")
-        return ":".join(unescape(token) for token in tokens)
+        return ":".join(map(unescape, subject[len(self.root) + 1 :].split(".")))
 
     async def read(self, key: str) -> Stored | None:
         """The stored entry of `key`, expired or not."""
@@ -68,11 +64,15 @@ class Keys:
 
     async def put_if(self, key: str, value: bytes, ttl: float | None, revision: int) -> int | None:
         """Store `key` if its revision is still `revision` (0: absent); else None."""
-        headers = {**expiry(ttl), _EXPECT: str(revision)}
+        headers = {**expiry(ttl), EXPECT: str(revision)}
         try:
             return await self.client.publish(self.subject(key), value, headers)
         except WrongSequence:
             return None
+
+    async def create(self, key: str, value: bytes, ttl: float | None = None) -> bool:
+        """Store `key` only if absent or expired; True when this call stored it."""
+        return await self.update(key, lambda live: None if live else (value, ttl)) is not None
 
     async def delete(self, key: str) -> bool:
         """Remove `key` (no tombstone is left); True when it held a live value."""
@@ -97,13 +97,12 @@ class Keys:
                 return wanted[0]
 
     async def present(self, keys: Sequence[str]) -> list[str]:
-        """Which of `keys` have a message (live or expired), with one subject listing."""
+        """Which of `keys` have a message (live or expired), with one listing of the subjects
+        under their common leading tokens."""
         subjects = [self.subject(key) for key in keys]
-        parents = [s.split(".")[:-1] for s in subjects]
-        common = parents[0]
-        for tokens in parents[1:]:
-            while tokens[: len(common)] != common:
-                common = common[:-1]
+        # zip stops at the shortest subject
+        tokens = zip(*(s.split(".")[:-1] for s in subjects), strict=False)
+        common = [t[0] for t in itertools.takewhile(lambda t: len(set(t)) == 1, tokens)]
         held = await self.client.subject_counts(self.kind, ".".join([*common, ">"]))
         return [key for key, subject in zip(keys, subjects, strict=True) if subject in held]
 
@@ -111,13 +110,7 @@ class Keys:
 def escape(text: str) -> str:
     """`text` as one subject token (and a valid consumer name): `.`, `*`, `>`, spaces, `=`...
     become `=XX`; the empty text is `=`."""
-    if _ALL_SAFE.fullmatch(text):
-        return text
-    return "".join(c if _SAFE.fullmatch(c) else _hex(c) for c in text) or "="
-
-
-def _hex(char: str) -> str:
-    return "".join(f"={b:02X}" for b in char.encode())
+    return _UNSAFE.sub(lambda m: "".join(f"={b:02X}" for b in m[0].encode()), text) or "="
 
 
 def unescape(token: str) -> str:
@@ -135,9 +128,9 @@ def unescape(token: str) -> str:
     return raw.decode(errors="replace")
 
 
-def task_of(headers: dict[str, str] | None) -> str | None:
-    """The task id in a message's `Conveyor-Task` header; None when absent or not escaped."""
-    token = (headers or {}).get("Conveyor-Task")
+def unescaped(token: str | None) -> str | None:
+    """`unescape(token)`; None when `token` is None or was not made by `escape` (a foreign
+    writer's subject token or `Conveyor-Task` header)."""
     try:
         return None if token is None else unescape(token)
     except ValueError:

@@ -28,18 +28,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.engines.base import Outgoing
-from conveyor.engines.nats.client import Msg, NatsClient, WrongSequence
+from conveyor.engines.nats.client import EXPECT, Msg, NatsClient, WrongSequence
 from conveyor.engines.nats.keys import escape
 from conveyor.errors import BrokerError
 
-__all__ = ["EXPECT", "Queues", "band_of"]
+__all__ = ["Queues", "band_of"]
 
 log = logging.getLogger("conveyor.nats")
 
 _SWEEP_BATCH = 256
 _BANDS = frozenset(str(band) for band in range(10))
-EXPECT = "Nats-Expected-Last-Subject-Sequence"
 _ROOT = {"work": "w", "later": "a"}
+#: What the bands' consumers and `sweep` share: explicit acks, any number of messages leased
+#: at once, redelivered without limit.
+_PULL = {"ack_policy": "explicit", "max_ack_pending": -1, "max_deliver": -1}
 
 
 class Queues:
@@ -54,35 +56,16 @@ class Queues:
         self.client, self.lease_seconds = client, lease_seconds
         self.made: set[tuple[str, int]] = set()  # bands whose consumer this process saw
 
-    def subject(self, kind: str, qtok: str, band: int, ttok: str) -> str:
-        """Where task `ttok` waits in `P_work` or `P_later`."""
-        return self.client.subject(_ROOT[kind], qtok, str(band), ttok)
-
-    async def consumer(self, qtok: str, band: int) -> str:
-        """The name of a band's consumer, created on first use."""
-        config = {
-            "filter_subject": self.client.subject("w", qtok, str(band), "*"),
-            "ack_policy": "explicit",
-            "ack_wait": int(self.lease_seconds * 1e9),
-            "max_ack_pending": -1,
-            "max_deliver": -1,
-            "deliver_policy": "all",
-        }
+    async def consumer(self, qtok: str, band: int) -> None:
+        """Make a band's consumer `Q-B` on first use."""
+        config = {"filter_subject": self.client.subject("w", qtok, str(band), "*"), **_PULL}
+        config |= {"ack_wait": int(self.lease_seconds * 1e9), "deliver_policy": "all"}
         await self.client.ensure_consumer("work", f"{qtok}-{band}", config)
         self.made.add((qtok, band))
-        return f"{qtok}-{band}"
 
     async def consumers(self) -> dict[str, dict[str, Any]]:
         """Every band consumer's info by name (`CONSUMER.LIST`, paged)."""
-        found: dict[str, dict[str, Any]] = {}
-        while True:
-            page = await self.client.api(
-                f"CONSUMER.LIST.{self.client.stream('work')}", {"offset": len(found)}
-            )
-            infos: list[dict[str, Any]] = page.get("consumers") or []
-            found.update((info["name"], info) for info in infos)
-            if not infos or len(found) >= int(page.get("total", 0)):
-                return found
+        return await self.client.paged(f"CONSUMER.LIST.{self.client.stream('work')}", "consumers")
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -101,12 +84,10 @@ class Queues:
 
     async def publish(self, m: Outgoing) -> None:
         """Publish one message unless its task id is held on its band (or delayed)."""
-        band, qtok, ttok = _band(m), escape(m.queue), escape(m.task_id)
-        if m.eta is not None and m.eta > time.time():
-            headers = {EXPECT: "0", "Conveyor-Due": repr(m.eta)}
-            await self.put("later", qtok, band, ttok, m.body, headers)
-        else:
-            await self.put("work", qtok, band, ttok, m.body, {EXPECT: "0"})
+        delayed = m.eta is not None and m.eta > time.time()
+        headers = {EXPECT: "0", "Conveyor-Due": repr(m.eta)} if delayed else {EXPECT: "0"}
+        kind = "later" if delayed else "work"
+        await self.put(kind, escape(m.queue), _band(m), escape(m.task_id), m.body, headers)
 
     async def put(
         self, kind: str, qtok: str, band: int, ttok: str, body: bytes, headers: dict[str, str]
@@ -122,7 +103,8 @@ class Queues:
             await self._make(qtok, band)
             await self.client.send(self.client.subject("n", qtok), b"")
         try:
-            await self.client.publish(self.subject(kind, qtok, band, ttok), body, headers)
+            subject = self.client.subject(_ROOT[kind], qtok, str(band), ttok)
+            await self.client.publish(subject, body, headers)
         except WrongSequence:
             return False
         return True
@@ -132,19 +114,12 @@ class Queues:
     async def sweep(self) -> float:
         """Move due delayed messages to their queues, hold the others until they are due;
         the seconds until the first of those is due (inf when none)."""
-        config = {
-            "filter_subject": self.client.subject("a", ">"),
-            "ack_policy": "explicit",
-            "ack_wait": 30 * 10**9,
-            "max_ack_pending": -1,
-            "max_deliver": -1,
-        }
+        config = {"filter_subject": self.client.subject("a", ">"), **_PULL, "ack_wait": 30 * 10**9}
         await self.client.ensure_consumer("later", "sweep", config)
         soonest = float("inf")
         while True:
             msgs = await self.client.pull("later", "sweep", _SWEEP_BATCH)
-            for left in await asyncio.gather(*(self._sweep_one(msg) for msg in msgs)):
-                soonest = min(soonest, left)
+            soonest = min([soonest, *await asyncio.gather(*map(self._sweep_one, msgs))])
             if len(msgs) < _SWEEP_BATCH:
                 return soonest
 
@@ -177,11 +152,8 @@ class Queues:
 
     async def find(self, kind: str, task_id: str) -> tuple[str, int, int] | None:
         """(queue token, band, sequence) of the task's message in `P_work` or `P_later`."""
-        ttok = escape(task_id)
-        held = await self.client.subject_counts(
-            kind, self.client.subject(_ROOT[kind], "*", "*", ttok)
-        )
-        for subject in held:
+        every = self.client.subject(_ROOT[kind], "*", "*", escape(task_id))
+        for subject in await self.client.subject_counts(kind, every):
             stored = await self.client.get(kind, subject)
             if stored is not None:
                 _, _, qtok, band, _ = subject.split(".")
@@ -201,7 +173,7 @@ class Queues:
             raise
         return int(info["delivered"]["stream_seq"]) >= seq
 
-    # -- purge and counts ---------------------------------------------------------------------
+    # -- purge --------------------------------------------------------------------------------
 
     async def purge(self, qtok: str | None) -> int:
         """Delete the waiting and delayed messages of one queue (all when None); how many.
@@ -226,15 +198,6 @@ class Queues:
             removed += len(fresh)
             if len(msgs) < _SWEEP_BATCH:
                 return removed
-
-    async def delayed(self) -> dict[str, int]:
-        """Delayed messages per queue token."""
-        counts = await self.client.subject_counts("later", self.client.subject("a", ">"))
-        found: dict[str, int] = {}
-        for subject, n in counts.items():
-            qtok = subject.split(".")[2]
-            found[qtok] = found.get(qtok, 0) + n
-        return found
 
 
 def _band(m: Outgoing) -> int:

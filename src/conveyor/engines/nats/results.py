@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Awaitable, Callable
 
 from conveyor.engines.base import ResultBackend, StreamChunk
-from conveyor.engines.nats.client import Msg, NatsClient, Stored
+from conveyor.engines.nats.client import Msg, NatsClient, OnClient, Stored
 from conveyor.engines.nats.keys import Keys, escape
 from conveyor.errors import BrokerConnectionError
 
@@ -29,7 +30,7 @@ _OPEN, _CLOSED = b"o", b"c"
 _READ_AT_MOST = 256
 
 
-class NatsResultBackend(ResultBackend):
+class NatsResultBackend(OnClient, ResultBackend):
     """Keeps results, progress and generator streams in JetStream.
 
     Args:
@@ -39,19 +40,10 @@ class NatsResultBackend(ResultBackend):
     """
 
     def __init__(self, client: NatsClient, *, default_ttl: float | None = 24 * 3600.0) -> None:
-        self.client = client
-        self.default_ttl = default_ttl
+        self.client, self.default_ttl = client, default_ttl
         self._results = Keys(client, "results", "r.res")
         self._progress = Keys(client, "results", "r.p")
         self._heads = Keys(client, "results", "r.gh")
-
-    async def startup(self) -> None:
-        """Connect and create the streams."""
-        await self.client.startup()
-
-    async def shutdown(self) -> None:
-        """Close this event loop's connection."""
-        await self.client.close()
 
     async def set_result(self, task_id: str, data: bytes, ttl: float | None) -> None:
         """Store the result (its publish also wakes every waiter)."""
@@ -112,12 +104,8 @@ class NatsResultBackend(ResultBackend):
         while True:
             entry = await self._heads.read(task_id)
             closed, count = _head(entry)
-            await asyncio.gather(
-                *(
-                    self.client.publish(self._item(task_id, count + i), x)
-                    for i, x in enumerate(items)
-                )
-            )
+            subjects = [self._item(task_id, n) for n in range(count, count + len(items))]
+            await asyncio.gather(*map(self.client.publish, subjects, items))
             value = (_CLOSED if closed else _OPEN) + str(count + len(items)).encode()
             if await self._heads.put_if(task_id, value, ttl, entry.seq if entry else 0) is not None:
                 return
@@ -147,11 +135,8 @@ class NatsResultBackend(ResultBackend):
         found = await asyncio.gather(
             *(self.client.get("results", self._item(task_id, n)) for n in wanted)
         )
-        items = []
-        for stored in found:
-            if stored is None:  # removed by the age limit: stop there
-                break
-            items.append(stored.data)
+        # An item removed by the age limit ends the read.
+        items = [stored.data for stored in itertools.takewhile(bool, found) if stored]
         at = offset + len(items)
         return at, items, closed and (at >= count or len(items) < len(wanted))
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 
 from conveyor.engines.base import StateStore, check_window
-from conveyor.engines.nats.client import EXPIRES, NatsClient, Stored, has_expired
+from conveyor.engines.nats.client import EXPIRES, NatsClient, OnClient, Stored, has_expired
 from conveyor.engines.nats.keys import Keys, escape
 from conveyor.errors import BrokerError
 
@@ -37,7 +37,7 @@ def _left(entry: Stored) -> float | None:
     return None if expires is None else float(expires) - time.time()
 
 
-class NatsStore(StateStore):
+class NatsStore(OnClient, StateStore):
     """`StateStore` on the app's `P_kv` stream, shared by every process using the server.
 
     Args:
@@ -45,18 +45,9 @@ class NatsStore(StateStore):
     """
 
     def __init__(self, client: NatsClient) -> None:
-        self.client = client
-        self.safe_url = client.safe_url
+        self.client, self.safe_url = client, client.safe_url
         self._values = Keys(client, "kv", "kv", split=True)
         self._sets = Keys(client, "kv", "set", split=True)
-
-    async def startup(self) -> None:
-        """Connect and create the streams."""
-        await self.client.startup()
-
-    async def shutdown(self) -> None:
-        """Close the connections."""
-        await self.client.close()
 
     async def get(self, key: str) -> bytes | None:
         """The live value of `key`, or None."""
@@ -77,8 +68,7 @@ class NatsStore(StateStore):
 
     async def set_nx(self, key: str, value: bytes, ttl: float | None = None) -> bool:
         """Store `key` only if absent or expired; True when this call stored it."""
-        stored = await self._values.update(key, lambda live: None if live else (value, ttl))
-        return stored is not None
+        return await self._values.create(key, value, ttl)
 
     async def delete(self, key: str) -> bool:
         """Delete `key`; True when it held a live value."""
@@ -106,10 +96,9 @@ class NatsStore(StateStore):
         root = ".".join([self._values.root, *(escape(s) for s in segments), ">"])
         counts = await self.client.subject_counts("kv", root)
         keys = [k for k in map(self._values.key, counts) if k.startswith(prefix)]
+        entries = await asyncio.gather(*map(self._values.read, keys))
         found: dict[str, bytes] = {}
-        for key, entry in zip(
-            keys, await asyncio.gather(*map(self._values.read, keys)), strict=True
-        ):
+        for key, entry in zip(keys, entries, strict=True):
             if entry is not None and entry.expired:
                 await self.client.delete("kv", entry.seq)
             elif entry is not None:
@@ -156,12 +145,9 @@ class NatsStore(StateStore):
 
         Returns where the next call starts: 0 once the end of the stream was reached.
         """
-        config = {  # reads without acks; the server drops it a minute after its last use
-            "ack_policy": "none",
-            "deliver_policy": "by_start_sequence",
-            "opt_start_seq": max(start, 1),
-            "inactive_threshold": 60 * 10**9,
-        }
+        # Reads without acks; the server drops it a minute after its last use.
+        config = {"ack_policy": "none", "inactive_threshold": 60 * 10**9}
+        config |= {"deliver_policy": "by_start_sequence", "opt_start_seq": max(start, 1)}
         stream = self.client.stream("kv")
         answer = await self.client.api(
             f"CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config}

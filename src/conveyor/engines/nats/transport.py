@@ -36,9 +36,9 @@ from conveyor.engines.base import (
     Outgoing,
     QueueStats,
 )
-from conveyor.engines.nats.client import MARKER_SECONDS, Msg, NatsClient
+from conveyor.engines.nats.client import MARKER_SECONDS, Msg, NatsClient, OnClient
 from conveyor.engines.nats.conn import LoopConn
-from conveyor.engines.nats.keys import Keys, escape, task_of, unescape
+from conveyor.engines.nats.keys import Keys, escape, unescape, unescaped
 from conveyor.engines.nats.queues import Queues, band_of
 from conveyor.engines.nats.store import NatsStore
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
@@ -69,19 +69,7 @@ def _receipt(delivery: Delivery) -> _Receipt:
     return receipt
 
 
-def _read(ttok: str, headers: dict[str, str] | None) -> tuple[str, int, str | None]:
-    """(task id, deliveries of earlier copies, problem) of a message on `P.w.Q.B.<ttok>`."""
-    earlier = (headers or {}).get("Conveyor-Deliveries", "0")
-    try:
-        task_id = unescape(ttok)
-    except ValueError:
-        return "", 0, f"its subject's task id token {ttok!r} is not escaped"
-    if not earlier.isdigit():
-        return task_id, 0, f"its Conveyor-Deliveries header {earlier!r} is not an integer"
-    return task_id, int(earlier), None
-
-
-class NatsTransport(MessageTransport):
+class NatsTransport(OnClient, MessageTransport):
     """Messages on the app's JetStream streams.
 
     Args:
@@ -108,19 +96,10 @@ class NatsTransport(MessageTransport):
         self.store = store or NatsStore(client)
         self._leases = Keys(client, "leases", "l")
         self._poll = min(max(lease_seconds / 4, 0.05), 1.0)
-        self._next_sweep = 0.0  # monotonic time of the next look at delayed messages
-        self._next_housekeeping = 0.0
+        self._next_sweep = self._next_housekeeping = 0.0  # monotonic times of the next chores
         self._expire_from = 0  # where the next walk of `P_kv` for expired values starts
         self._listed: list[tuple[str, int]] = []  # the bands of the consumers listed last
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{client.stream('work')}"
-
-    async def startup(self) -> None:
-        """Connect and create the streams."""
-        await self.client.startup()
-
-    async def shutdown(self) -> None:
-        """Close the connections (acks sent without a reply are flushed first)."""
-        await self.client.close()
 
     # -- publishing and receiving -------------------------------------------------------------
 
@@ -161,12 +140,10 @@ class NatsTransport(MessageTransport):
             left = deadline - time.monotonic()
             if got or left <= 0:
                 return got
-            await conn.poll(
-                self._next, [f"{q}-{b}" for q, b in bands], min(left, self._poll)
-            )  # open across sweeps
-            await conn.woken.wait(
-                seen, min(left, self._poll, max(self._next_sweep - time.monotonic(), 0.001))
-            )
+            # The polls stay open across sweeps.
+            await conn.poll(self._next, [f"{q}-{b}" for q, b in bands], min(left, self._poll))
+            nap = min(left, self._poll, max(self._next_sweep - time.monotonic(), 0.001))
+            await conn.woken.wait(seen, nap)
 
     async def _fetch(
         self, conn: LoopConn, bands: list[tuple[str, int]], count: int
@@ -200,10 +177,19 @@ class NatsTransport(MessageTransport):
         return got
 
     def _delivery(self, msg: Msg, started: float) -> Delivery:
+        """The delivery of a message on `P.w.Q.B.T`, with the deliveries of its earlier copies
+        (`Conveyor-Deliveries`) added; a foreign writer's wrong task id token or header is
+        its `problem`."""
         _, _, qtok, band, ttok = msg.subject.split(".")
-        receipt = _Receipt(msg, qtok, int(band), ttok, started + self.lease_seconds)
-        task_id, earlier, problem = _read(ttok, msg.headers)
-        return Delivery(task_id, unescape(qtok), msg.data, earlier + receipt.dc, receipt, problem)
+        r = _Receipt(msg, qtok, int(band), ttok, started + self.lease_seconds)
+        earlier, problem = (msg.headers or {}).get("Conveyor-Deliveries", "0"), None
+        task_id = unescaped(ttok)
+        if task_id is None:
+            task_id, earlier = "", "0"
+            problem = f"its subject's task id token {ttok!r} is not escaped"
+        elif not earlier.isdigit():
+            earlier, problem = "0", f"its Conveyor-Deliveries header {earlier!r} is not an integer"
+        return Delivery(task_id, unescape(qtok), msg.data, int(earlier) + r.dc, r, problem)
 
     async def _mark(self, delivery: Delivery) -> None:
         """Record a redelivery in its lease marker: earlier deliveries settle nothing."""
@@ -214,9 +200,7 @@ class NatsTransport(MessageTransport):
         """Delete a bounded batch of expired `P_kv` values (one worker of the app per period)."""
         self._next_housekeeping = time.monotonic() + _HOUSEKEEPING
         try:
-            if await self._leases.update(
-                "expire", lambda live: None if live else (b"1", _HOUSEKEEPING)
-            ):
+            if await self._leases.create("expire", b"1", _HOUSEKEEPING):
                 self._expire_from = await self.store.expire(self._expire_from)
         except BrokerConnectionError:
             raise
@@ -225,16 +209,16 @@ class NatsTransport(MessageTransport):
 
     # -- settling -----------------------------------------------------------------------------
 
-    async def _still_ours(self, delivery: Delivery) -> bool:
+    async def _still_ours(self, delivery: Delivery) -> _Receipt | None:
+        """The receipt of a delivery whose lease is still ours, else None."""
         r = _receipt(delivery)
         if time.monotonic() < r.deadline:
-            return True
+            return r
         marker = await self._leases.get(str(r.seq))
-        return marker is None or int(marker) <= r.dc
+        return r if marker is None or int(marker) <= r.dc else None
 
-    async def _settle(self, delivery: Delivery) -> None:
+    async def _settle(self, r: _Receipt) -> None:
         """Ack the message (held by us), dropping its lease marker if it has one."""
-        r = _receipt(delivery)
         if r.dc > 1:
             await self.client.purge("leases", self._leases.subject(str(r.seq)))
         await self.client.ack(r.msg)
@@ -247,16 +231,16 @@ class NatsTransport(MessageTransport):
             await asyncio.gather(*(self._ack(d) for d in deliveries))
 
     async def _ack(self, delivery: Delivery) -> None:
-        if await self._still_ours(delivery):
-            await self._settle(delivery)
+        if r := await self._still_ours(delivery):
+            await self._settle(r)
 
     async def extend(self, deliveries: Sequence[Delivery]) -> None:
         """Renew the leases this consumer still holds (`+WPI`, JetStream's "in progress")."""
         await asyncio.gather(*(self._extend(d) for d in deliveries))
 
     async def _extend(self, delivery: Delivery) -> None:
-        if await self._still_ours(delivery):
-            r, renewed = _receipt(delivery), time.monotonic() + self.lease_seconds
+        if r := await self._still_ours(delivery):
+            renewed = time.monotonic() + self.lease_seconds
             await self.client.ack(r.msg, b"+WPI")
             r.deadline = renewed
 
@@ -265,33 +249,29 @@ class NatsTransport(MessageTransport):
     ) -> None:
         """Publish the message again (new body, not before `delay`), then ack this delivery.
         Without a delay the new copy takes the old one's place (its subject) at once."""
-        if not await self._still_ours(delivery):
+        if not (r := await self._still_ours(delivery)):
             return
-        r = _receipt(delivery)
         data = delivery.body if body is None else body
         headers = {"Conveyor-Deliveries": str(delivery.deliveries)}
         if delay > 0:
             headers |= {"Conveyor-Due": repr(time.time() + delay), "Conveyor-Replaces": str(r.seq)}
-            await self.queues.put("later", r.qtok, r.band, r.ttok, data, headers)
-        else:
-            await self.queues.put("work", r.qtok, r.band, r.ttok, data, headers)
-        await self._settle(delivery)
+        kind = "later" if delay > 0 else "work"
+        await self.queues.put(kind, r.qtok, r.band, r.ttok, data, headers)
+        await self._settle(r)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Copy a held delivery to `P_dead` with `reason`, then ack it. An entry without a task
         id is kept as `<seq N>` (its sequence in `P_work`)."""
-        if not await self._still_ours(delivery):
+        if not (r := await self._still_ours(delivery)):
             return
-        r = _receipt(delivery)
         headers = {
             "Conveyor-Task": escape(delivery.task_id or f"<seq {r.seq}>"),
             "Conveyor-Reason": quote(reason),
             "Conveyor-Failed": repr(time.time()),
             "Conveyor-Band": str(r.band),
         }
-        subject = self.client.subject("x", r.qtok)
-        await self.client.publish(subject, delivery.body, headers)
-        await self._settle(delivery)
+        await self.client.publish(self.client.subject("x", r.qtok), delivery.body, headers)
+        await self._settle(r)
 
     # -- admin reads and operations -----------------------------------------------------------
 
@@ -322,19 +302,20 @@ class NatsTransport(MessageTransport):
     async def queue_stats(self) -> list[QueueStats]:
         """Counts of every queue that holds messages, from its bands' consumers and the
         subjects of `P_later`."""
-        consumers, delayed = await asyncio.gather(self.queues.consumers(), self.queues.delayed())
+        consumers, delayed = await asyncio.gather(
+            self.queues.consumers(),
+            self.client.subject_counts("later", self.client.subject("a", ">")),
+        )
         totals: dict[str, list[int]] = {}
         for name, info in consumers.items():
             if (band := band_of(name)) is not None:
                 counts = totals.setdefault(band[0], [0, 0, 0])
                 counts[0] += int(info.get("num_pending", 0))
                 counts[2] += int(info.get("num_ack_pending", 0))
-        for qtok, n in delayed.items():
-            totals.setdefault(qtok, [0, 0, 0])[1] += n
+        for subject, n in delayed.items():
+            totals.setdefault(subject.split(".")[2], [0, 0, 0])[1] += n
         return [
-            QueueStats(unescape(qtok), *counts)
-            for qtok, counts in sorted(totals.items())
-            if any(counts)
+            QueueStats(unescape(q), *counts) for q, counts in sorted(totals.items()) if any(counts)
         ]
 
     async def purge(self, queue: str | None = None) -> int:
@@ -342,26 +323,18 @@ class NatsTransport(MessageTransport):
         return await self.queues.purge(None if queue is None else escape(queue))
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """Up to `limit` dead letters, oldest first (each with its sequence in `P_dead`)."""
+        """Up to `limit` dead letters, oldest first (each with its sequence in `P_dead`); a
+        header a foreign writer left out or wrong reads as empty or 0."""
         found: list[DeadLetter] = []
         every, seq = self.client.subject("x", ">"), 1
-        while len(found) < limit:
-            stored = await self.client.get_seq("dead", seq, every)
-            if stored is None:
-                break
-            h = stored.headers
-            found.append(
-                DeadLetter(
-                    task_id=task_of(h) or f"<dead {stored.seq}>",
-                    queue=unescape(h["Nats-Subject"].split(".")[2]),
-                    body=stored.data,
-                    reason=unquote(h.get("Conveyor-Reason", "")),
-                    failed_at=_number(h.get("Conveyor-Failed")),
-                    priority=int(_number(h.get("Conveyor-Band"))),
-                    ref=stored.seq,
-                )
-            )
-            seq = stored.seq + 1
+        while len(found) < limit and (stored := await self.client.get_next("dead", seq, every)):
+            h, seq = stored.headers, stored.seq
+            task_id = unescaped(h.get("Conveyor-Task")) or f"<dead {seq}>"
+            queue = unescape(h["Nats-Subject"].split(".")[2])
+            failed_at, band = _number(h.get("Conveyor-Failed")), _number(h.get("Conveyor-Band"))
+            reason = unquote(h.get("Conveyor-Reason", ""))
+            found.append(DeadLetter(task_id, queue, stored.data, reason, failed_at, int(band), seq))
+            seq += 1
         return found
 
     async def drop_dead(self, letters: Sequence[DeadLetter]) -> int:
