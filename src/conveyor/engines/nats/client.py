@@ -60,8 +60,6 @@ STREAM_SETTINGS: dict[str, dict[str, Any]] = {
     "results": {"subjects": ["r"], **_ONE, "max_age": 7 * 24 * 3600 * 10**9},
 }
 
-_PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
-
 
 @dataclass(frozen=True, slots=True)
 class Stored:
@@ -105,7 +103,7 @@ class NatsClient:
     """
 
     def __init__(self, url: str, prefix: str = "conveyor") -> None:
-        if not _PREFIX.match(prefix):
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
             raise ConfigurationError(
                 f"invalid NATS prefix {prefix!r}: use letters, digits, - and _"
             )
@@ -282,9 +280,8 @@ class NatsClient:
 
     async def subject_counts(self, kind: str, subjects: str) -> dict[str, int]:
         """Messages per subject matching `subjects`, for the subjects holding any."""
-        return await self.paged(
-            f"STREAM.INFO.{self.stream(kind)}", "subjects", subjects_filter=subjects
-        )
+        call = f"STREAM.INFO.{self.stream(kind)}"
+        return await self.paged(call, "subjects", subjects_filter=subjects)
 
     async def pull(self, kind: str, consumer: str, batch: int) -> list[Msg]:
         """Lease up to `batch` messages from a durable pull consumer without waiting.
@@ -368,10 +365,9 @@ class OnClient:
 
 def _stored(reply: Msg) -> Stored | None:
     headers = dict(reply.headers or {})
-    status = headers.get("Status")
+    if (status := headers.get("Status")) == "404":
+        return None
     if status is not None:
-        if status == "404":
-            return None
         raise BrokerError(f"NATS direct get failed: {status} {headers.get('Description', '')}")
     return Stored(reply.data, int(headers.get("Nats-Sequence", 0)), headers)
 

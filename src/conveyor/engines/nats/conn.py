@@ -122,10 +122,9 @@ class LoopConn:
         held = [msg for msgs in self.polled.values() for msg, _ in msgs]
         self.polled, self.open = {}, {}
         if nc is not None and not nc.is_closed:
-            for msg in held:
-                with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a lost connection: the leases run out
+                for msg in held:
                     await nc.publish(msg.reply, b"-NAK")
-            with contextlib.suppress(Exception):
                 await nc.flush(timeout=2)
             with contextlib.suppress(Exception):
                 await nc.close()

@@ -22,6 +22,7 @@ from conveyor.engines.nats.client import EXPECT, NatsClient, Stored, WrongSequen
 __all__ = ["Keys", "Update", "escape", "unescape", "unescaped"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_:@+,~!#$%&()|^-]")
+_ESCAPED = re.compile(rb"=([^=]{0,2})")  # what follows each `=` up to 2 bytes (hex digits)
 
 #: Given the live entry (None when absent or expired): (new value, ttl), or None to change nothing.
 Update = Callable[[Stored | None], "tuple[bytes, float | None] | None"]
@@ -121,10 +122,7 @@ def unescape(token: str) -> str:
     """
     if "=" not in token:
         return token
-    parts = token.split("=")
-    raw = bytearray(parts[0].encode())
-    for part in parts[1:]:
-        raw += bytes.fromhex(part[:2]) + part[2:].encode()
+    raw = _ESCAPED.sub(lambda m: bytes.fromhex(m[1].decode()), token.encode())
     return raw.decode(errors="replace")
 
 

@@ -22,19 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from conveyor.engines.base import Outgoing
 from conveyor.engines.nats.client import EXPECT, Msg, NatsClient, WrongSequence
+from conveyor.engines.nats.conn import log
 from conveyor.engines.nats.keys import escape
 from conveyor.errors import BrokerError
 
 __all__ = ["Queues", "band_of"]
-
-log = logging.getLogger("conveyor.nats")
 
 _SWEEP_BATCH = 256
 _BANDS = frozenset(str(band) for band in range(10))
@@ -141,9 +139,9 @@ class Queues:
         moved = {EXPECT: "0", "Nats-Msg-Id": f"{ttok}@a{msg.metadata.sequence.stream}"}
         if earlier:
             moved["Conveyor-Deliveries"] = str(earlier)
-        if not await self.put("work", qtok, int(band), ttok, msg.data, moved) and (
-            replaces := headers.get("Conveyor-Replaces")
-        ):  # a retry whose first copy's ack has not landed yet takes its place
+        replaces = headers.get("Conveyor-Replaces")
+        # A retry whose first copy's ack has not landed yet takes its place.
+        if not await self.put("work", qtok, int(band), ttok, msg.data, moved) and replaces:
             await self.put("work", qtok, int(band), ttok, msg.data, moved | {EXPECT: replaces})
         await self.client.ack(msg)  # else the id is held: this copy is dropped
         return float("inf")
@@ -163,10 +161,9 @@ class Queues:
     async def delivered(self, qtok: str, band: int, seq: int) -> bool:
         """Whether a band's consumer has handed out the message at `seq` (with -1: whether
         the consumer exists)."""
+        name = f"{self.client.stream('work')}.{qtok}-{band}"
         try:
-            info = await self.client.api(
-                f"CONSUMER.INFO.{self.client.stream('work')}.{qtok}-{band}"
-            )
+            info = await self.client.api(f"CONSUMER.INFO.{name}")
         except BrokerError as exc:
             if "not found" in str(exc):
                 return False

@@ -76,10 +76,8 @@ class NatsResultBackend(OnClient, ResultBackend):
     async def delete(self, task_id: str) -> None:
         """Forget everything stored for a task (a purge of every kind's subject and one of the
         stream's items)."""
-        await asyncio.gather(
-            self.client.purge("results", self.client.subject("r", "*", escape(task_id))),
-            self._drop_items(task_id),
-        )
+        every = self.client.subject("r", "*", escape(task_id))
+        await asyncio.gather(self.client.purge("results", every), self._drop_items(task_id))
 
     async def set_progress(self, task_id: str, data: bytes, ttl: float | None) -> None:
         """Store the latest progress report."""
@@ -132,9 +130,8 @@ class NatsResultBackend(OnClient, ResultBackend):
         stream is closed."""
         closed, count = _head(await self._heads.read(task_id))
         wanted = range(offset, min(count, offset + _READ_AT_MOST))
-        found = await asyncio.gather(
-            *(self.client.get("results", self._item(task_id, n)) for n in wanted)
-        )
+        subjects = [self._item(task_id, n) for n in wanted]
+        found = await asyncio.gather(*(self.client.get("results", s) for s in subjects))
         # An item removed by the age limit ends the read.
         items = [stored.data for stored in itertools.takewhile(bool, found) if stored]
         at = offset + len(items)

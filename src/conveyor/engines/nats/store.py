@@ -97,13 +97,9 @@ class NatsStore(OnClient, StateStore):
         counts = await self.client.subject_counts("kv", root)
         keys = [k for k in map(self._values.key, counts) if k.startswith(prefix)]
         entries = await asyncio.gather(*map(self._values.read, keys))
-        found: dict[str, bytes] = {}
-        for key, entry in zip(keys, entries, strict=True):
-            if entry is not None and entry.expired:
-                await self.client.delete("kv", entry.seq)
-            elif entry is not None:
-                found[key] = entry.data
-        return found
+        expired = [e.seq for e in entries if e is not None and e.expired]
+        await asyncio.gather(*(self.client.delete("kv", seq) for seq in expired))
+        return {k: e.data for k, e in zip(keys, entries, strict=True) if e and not e.expired}
 
     async def set_add(self, key: str, member: str, ttl: float | None = None) -> int:
         """Add `member` to the set at `key` and return its size; a `ttl` renews its expiry."""
@@ -134,7 +130,6 @@ class NatsStore(OnClient, StateStore):
             if len(grants) >= limit:
                 wait = max(min(grants) + period - now, 1e-6)
                 return None
-            wait = 0.0
             return json.dumps([*grants, now]).encode(), period
 
         await self._values.update(key, take)
@@ -148,11 +143,8 @@ class NatsStore(OnClient, StateStore):
         # Reads without acks; the server drops it a minute after its last use.
         config = {"ack_policy": "none", "inactive_threshold": 60 * 10**9}
         config |= {"deliver_policy": "by_start_sequence", "opt_start_seq": max(start, 1)}
-        stream = self.client.stream("kv")
-        answer = await self.client.api(
-            f"CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config}
-        )
-        walker = str(answer["name"])
+        body = {"stream_name": (stream := self.client.stream("kv")), "config": config}
+        walker = str((await self.client.api(f"CONSUMER.CREATE.{stream}", body))["name"])
         try:
             for _ in range(_EXPIRE_BATCHES):
                 msgs = await self.client.pull("kv", walker, _EXPIRE_BATCH)

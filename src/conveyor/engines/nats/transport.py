@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Sequence
 from urllib.parse import quote, unquote
@@ -37,15 +36,13 @@ from conveyor.engines.base import (
     QueueStats,
 )
 from conveyor.engines.nats.client import MARKER_SECONDS, Msg, NatsClient, OnClient
-from conveyor.engines.nats.conn import LoopConn
+from conveyor.engines.nats.conn import LoopConn, log
 from conveyor.engines.nats.keys import Keys, escape, unescape, unescaped
 from conveyor.engines.nats.queues import Queues, band_of
 from conveyor.engines.nats.store import NatsStore
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 
 __all__ = ["NatsTransport"]
-
-log = logging.getLogger("conveyor.nats")
 
 #: Seconds between two walks deleting expired `P_kv` values (by one worker of the app per
 #: period, the holder of the lease `P.l.expire`).
@@ -173,7 +170,7 @@ class NatsTransport(OnClient, MessageTransport):
                 msgs = await self.client.pull("work", name, asked)
                 got += (self._delivery(msg, started) for msg in msgs)
                 (conn.empty.add if len(msgs) < asked else conn.empty.discard)(name)
-        await asyncio.gather(*(self._mark(d) for d in got if _receipt(d).dc > 1))
+        await asyncio.gather(*(self._mark(r) for d in got if (r := _receipt(d)).dc > 1))
         return got
 
     def _delivery(self, msg: Msg, started: float) -> Delivery:
@@ -191,9 +188,8 @@ class NatsTransport(OnClient, MessageTransport):
             earlier, problem = "0", f"its Conveyor-Deliveries header {earlier!r} is not an integer"
         return Delivery(task_id, unescape(qtok), msg.data, int(earlier) + r.dc, r, problem)
 
-    async def _mark(self, delivery: Delivery) -> None:
+    async def _mark(self, r: _Receipt) -> None:
         """Record a redelivery in its lease marker: earlier deliveries settle nothing."""
-        r = _receipt(delivery)
         await self._leases.put(str(r.seq), str(r.dc).encode(), MARKER_SECONDS)
 
     async def _housekeeping(self) -> None:
@@ -249,29 +245,24 @@ class NatsTransport(OnClient, MessageTransport):
     ) -> None:
         """Publish the message again (new body, not before `delay`), then ack this delivery.
         Without a delay the new copy takes the old one's place (its subject) at once."""
-        if not (r := await self._still_ours(delivery)):
-            return
-        data = delivery.body if body is None else body
-        headers = {"Conveyor-Deliveries": str(delivery.deliveries)}
-        if delay > 0:
-            headers |= {"Conveyor-Due": repr(time.time() + delay), "Conveyor-Replaces": str(r.seq)}
-        kind = "later" if delay > 0 else "work"
-        await self.queues.put(kind, r.qtok, r.band, r.ttok, data, headers)
-        await self._settle(r)
+        if r := await self._still_ours(delivery):
+            data = delivery.body if body is None else body
+            kind, headers = "work", {"Conveyor-Deliveries": str(delivery.deliveries)}
+            if delay > 0:
+                kind, headers["Conveyor-Due"] = "later", repr(time.time() + delay)
+                headers["Conveyor-Replaces"] = str(r.seq)
+            await self.queues.put(kind, r.qtok, r.band, r.ttok, data, headers)
+            await self._settle(r)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Copy a held delivery to `P_dead` with `reason`, then ack it. An entry without a task
         id is kept as `<seq N>` (its sequence in `P_work`)."""
-        if not (r := await self._still_ours(delivery)):
-            return
-        headers = {
-            "Conveyor-Task": escape(delivery.task_id or f"<seq {r.seq}>"),
-            "Conveyor-Reason": quote(reason),
-            "Conveyor-Failed": repr(time.time()),
-            "Conveyor-Band": str(r.band),
-        }
-        await self.client.publish(self.client.subject("x", r.qtok), delivery.body, headers)
-        await self._settle(r)
+        if r := await self._still_ours(delivery):
+            headers = {"Conveyor-Task": escape(delivery.task_id or f"<seq {r.seq}>")}
+            headers |= {"Conveyor-Reason": quote(reason), "Conveyor-Failed": repr(time.time())}
+            headers["Conveyor-Band"] = str(r.band)
+            await self.client.publish(self.client.subject("x", r.qtok), delivery.body, headers)
+            await self._settle(r)
 
     # -- admin reads and operations -----------------------------------------------------------
 
@@ -279,9 +270,8 @@ class NatsTransport(OnClient, MessageTransport):
         """Where the message is: its band (leased once its consumer handed it out), or
         `P_later`."""
         await self.client.flushed()  # acks sent without waiting have landed
-        work, later = await asyncio.gather(
-            self.queues.find("work", task_id), self.queues.find("later", task_id)
-        )
+        find = self.queues.find
+        work, later = await asyncio.gather(find("work", task_id), find("later", task_id))
         if work is not None:
             return "leased" if await self.queues.delivered(*work) else "waiting"
         return None if later is None else "delayed"
@@ -302,10 +292,8 @@ class NatsTransport(OnClient, MessageTransport):
     async def queue_stats(self) -> list[QueueStats]:
         """Counts of every queue that holds messages, from its bands' consumers and the
         subjects of `P_later`."""
-        consumers, delayed = await asyncio.gather(
-            self.queues.consumers(),
-            self.client.subject_counts("later", self.client.subject("a", ">")),
-        )
+        later = self.client.subject_counts("later", self.client.subject("a", ">"))
+        consumers, delayed = await asyncio.gather(self.queues.consumers(), later)
         totals: dict[str, list[int]] = {}
         for name, info in consumers.items():
             if (band := band_of(name)) is not None:
@@ -314,9 +302,7 @@ class NatsTransport(OnClient, MessageTransport):
                 counts[2] += int(info.get("num_ack_pending", 0))
         for subject, n in delayed.items():
             totals.setdefault(subject.split(".")[2], [0, 0, 0])[1] += n
-        return [
-            QueueStats(unescape(q), *counts) for q, counts in sorted(totals.items()) if any(counts)
-        ]
+        return [QueueStats(unescape(q), *c) for q, c in sorted(totals.items()) if any(c)]
 
     async def purge(self, queue: str | None = None) -> int:
         """Delete the waiting and delayed messages of one queue or all; running ones stay."""
