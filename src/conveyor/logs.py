@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 
-__all__ = ["configure_logging", "ensure_logging", "one_line"]
+__all__ = ["configure_logging", "ensure_logging", "named_line", "one_line"]
 
 #: The attributes every record has; the others are `extra=` fields. A record made directly, not
 #: through the record factory: a factory another module installed may add its own fields (trace
@@ -63,3 +63,9 @@ def one_line(exc: BaseException) -> str:
     """The exception's message on one line (its type's name when it has none)."""
     text = str(exc) or type(exc).__name__
     return " ".join(text.split())
+
+
+def named_line(exc: BaseException) -> str:
+    """The exception as `Type: message` on one line (`Type: Type` when it has no message)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"

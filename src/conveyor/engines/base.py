@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from conveyor.errors import BrokerConnectionError, ConfigurationError
@@ -46,6 +46,7 @@ __all__ = [
     "Engine",
     "Location",
     "MessageTransport",
+    "OnClient",
     "Outgoing",
     "Publisher",
     "QueueStats",
@@ -462,3 +463,28 @@ class Engine:
     transport: MessageTransport | None = None
     store: StateStore | None = None
     results: ResultBackend | None = None
+
+
+class _Client(Protocol):
+    async def startup(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Client)
+
+
+class OnClient(Generic[C]):
+    """What an engine's transport, state store and result store share: one client of the
+    engine (its connections), started on startup and closed on shutdown. Listed before the
+    contract class, so these are the methods that run."""
+
+    client: C
+
+    async def startup(self) -> None:
+        """Connect (and create what the engine needs, once per client)."""
+        await self.client.startup()
+
+    async def shutdown(self) -> None:
+        """Close this event loop's connections (what was sent is flushed first)."""
+        await self.client.close()

@@ -9,6 +9,7 @@ connection belongs to the loop that opened it, so:
   whose connection must be one object (RabbitMQ's consumers, ZeroMQ's sockets);
 * `Signal` wakes waiters in any loop or thread (an `asyncio.Event` binds to one loop);
 * `Batcher` turns the calls of many coroutines of one loop into one call per batch;
+* `together` awaits calls concurrently, and one alone in place (a single `kiq`);
 * `reset_after_fork` drops, in a forked child, what the parent's connection left behind.
 """
 
@@ -19,10 +20,10 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Batcher", "IoThread", "PerLoop", "Signal", "reset_after_fork", "wake"]
+__all__ = ["Batcher", "IoThread", "PerLoop", "Signal", "reset_after_fork", "together", "wake"]
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -44,6 +45,15 @@ def wake(future: asyncio.Future[None]) -> None:
     else:
         with contextlib.suppress(RuntimeError):  # that loop is closed: nobody to wake
             future.get_loop().call_soon_threadsafe(_resolve, future)
+
+
+async def together(calls: Sequence[Awaitable[T]]) -> list[T]:
+    """Await `calls` concurrently; one alone is awaited in place, without the task and the
+    extra loop turn `asyncio.gather` makes for it (a single `kiq` or ack stays one round trip,
+    with no task switch before the caller goes on)."""
+    if len(calls) == 1:
+        return [await calls[0]]
+    return list(await asyncio.gather(*calls))
 
 
 class Signal:

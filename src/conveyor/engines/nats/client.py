@@ -28,8 +28,9 @@ from conveyor._urls import safe_url
 from conveyor.engines.loops import PerLoop
 from conveyor.engines.nats.conn import CONNECTION_ERRORS, LoopConn, Msg, NatsConnection, NatsError
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
+from conveyor.logs import named_line
 
-__all__ = ["EXPECT", "MARKER_SECONDS", "Msg", "NatsClient", "OnClient", "Stored", "WrongSequence"]
+__all__ = ["EXPECT", "MARKER_SECONDS", "Msg", "NatsClient", "Stored", "WrongSequence"]
 
 
 #: Seconds a request waits for the server before it fails.
@@ -198,7 +199,7 @@ class NatsClient:
 
     def connection_error(self, exc: BaseException) -> BrokerConnectionError:
         """The error a caller sees when the server cannot be reached."""
-        return BrokerConnectionError(f"cannot reach NATS at {self.safe_url}: {_one_line(exc)}")
+        return BrokerConnectionError(f"cannot reach NATS at {self.safe_url}: {named_line(exc)}")
 
     def refused(self, what: str, error: Any) -> BrokerError:
         """The error a caller sees when JetStream refuses a request."""
@@ -215,7 +216,7 @@ class NatsClient:
             with self._reaching():
                 return await nc.request(subject, payload, timeout=REQUEST_TIMEOUT, headers=headers)
         except NatsError as exc:  # a payload over the server's limit, a bad subject
-            raise self.refused("a request", _one_line(exc)) from None
+            raise self.refused("a request", named_line(exc)) from None
 
     async def api(self, call: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Call `$JS.API.<call>` with a JSON body; raise `BrokerError` on an API error."""
@@ -348,21 +349,6 @@ class NatsClient:
             await nc.flush(timeout=int(REQUEST_TIMEOUT))
 
 
-class OnClient:
-    """A part of the engine (transport, state store, result store) on the app's shared client."""
-
-    client: NatsClient
-
-    async def startup(self) -> None:
-        """Connect and create the streams."""
-        await self.client.startup()
-
-    async def shutdown(self) -> None:
-        """Close this loop's connection (acks sent without a reply are flushed first), and ask
-        the other running loops to close theirs."""
-        await self.client.close()
-
-
 def _stored(reply: Msg) -> Stored | None:
     headers = dict(reply.headers or {})
     if (status := headers.get("Status")) == "404":
@@ -370,9 +356,3 @@ def _stored(reply: Msg) -> Stored | None:
     if status is not None:
         raise BrokerError(f"NATS direct get failed: {status} {headers.get('Description', '')}")
     return Stored(reply.data, int(headers.get("Nats-Sequence", 0)), headers)
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception as `Type: message` on one line."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"

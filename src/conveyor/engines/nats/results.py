@@ -18,8 +18,8 @@ import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
 
-from conveyor.engines.base import ResultBackend, StreamChunk
-from conveyor.engines.nats.client import Msg, NatsClient, OnClient, Stored
+from conveyor.engines.base import OnClient, ResultBackend, StreamChunk
+from conveyor.engines.nats.client import Msg, NatsClient, Stored
 from conveyor.engines.nats.keys import Keys, escape
 from conveyor.errors import BrokerConnectionError
 
@@ -30,7 +30,7 @@ _OPEN, _CLOSED = b"o", b"c"
 _READ_AT_MOST = 256
 
 
-class NatsResultBackend(OnClient, ResultBackend):
+class NatsResultBackend(OnClient[NatsClient], ResultBackend):
     """Keeps results, progress and generator streams in JetStream.
 
     Args:

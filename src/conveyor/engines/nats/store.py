@@ -20,8 +20,8 @@ import json
 import time
 from collections.abc import Sequence
 
-from conveyor.engines.base import StateStore, check_window
-from conveyor.engines.nats.client import EXPIRES, NatsClient, OnClient, Stored, has_expired
+from conveyor.engines.base import OnClient, StateStore, check_window
+from conveyor.engines.nats.client import EXPIRES, NatsClient, Stored, has_expired
 from conveyor.engines.nats.keys import Keys, escape
 from conveyor.errors import BrokerError
 
@@ -37,7 +37,7 @@ def _left(entry: Stored) -> float | None:
     return None if expires is None else float(expires) - time.time()
 
 
-class NatsStore(OnClient, StateStore):
+class NatsStore(OnClient[NatsClient], StateStore):
     """`StateStore` on the app's `P_kv` stream, shared by every process using the server.
 
     Args:

@@ -32,10 +32,12 @@ from conveyor.engines.base import (
     Delivery,
     Location,
     MessageTransport,
+    OnClient,
     Outgoing,
     QueueStats,
 )
-from conveyor.engines.nats.client import MARKER_SECONDS, Msg, NatsClient, OnClient
+from conveyor.engines.loops import together
+from conveyor.engines.nats.client import MARKER_SECONDS, Msg, NatsClient
 from conveyor.engines.nats.conn import LoopConn, log
 from conveyor.engines.nats.keys import Keys, escape, unescape, unescaped
 from conveyor.engines.nats.queues import Queues, band_of
@@ -66,7 +68,7 @@ def _receipt(delivery: Delivery) -> _Receipt:
     return receipt
 
 
-class NatsTransport(OnClient, MessageTransport):
+class NatsTransport(OnClient[NatsClient], MessageTransport):
     """Messages on the app's JetStream streams.
 
     Args:
@@ -104,10 +106,7 @@ class NatsTransport(OnClient, MessageTransport):
         """Publish every message concurrently, once the consumers of their bands are made
         (so a batch lands at once, in all its bands); a task id already held is skipped."""
         await self.queues.prepare(messages)
-        if len(messages) == 1:  # no task to schedule: a single kiq is one round trip
-            await self.queues.publish(messages[0])
-        else:
-            await asyncio.gather(*(self.queues.publish(m) for m in messages))
+        await together([self.queues.publish(m) for m in messages])
 
     async def receive(
         self, queues: Sequence[str], max_count: int, timeout: float
@@ -221,10 +220,7 @@ class NatsTransport(OnClient, MessageTransport):
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Settle deliveries this consumer still holds; a lost lease settles nothing."""
-        if len(deliveries) == 1:  # no task switch between the ack and what the caller does next
-            await self._ack(deliveries[0])
-        else:
-            await asyncio.gather(*(self._ack(d) for d in deliveries))
+        await together([self._ack(d) for d in deliveries])
 
     async def _ack(self, delivery: Delivery) -> None:
         if r := await self._still_ours(delivery):

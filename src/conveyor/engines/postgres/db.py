@@ -28,6 +28,7 @@ from typing import Any, Final, TypeVar
 from conveyor._urls import safe_url
 from conveyor.engines.loops import PerLoop, Signal
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
+from conveyor.logs import named_line
 
 try:
     import asyncpg
@@ -142,7 +143,7 @@ class PgDb:
         except _CONNECTION_ERRORS as exc:
             raise self.unreachable(exc) from None
         except asyncpg.PostgresError as exc:
-            raise BrokerError(f"PostgreSQL at {self.safe_url} failed: {_one_line(exc)}") from exc
+            raise BrokerError(f"PostgreSQL at {self.safe_url} failed: {named_line(exc)}") from exc
 
     async def fetch(self, statement: str, *args: Any) -> list[Record]:
         """The rows of one statement."""
@@ -163,7 +164,7 @@ class PgDb:
     def unreachable(self, exc: BaseException) -> BrokerConnectionError:
         """The one-line error of a server that cannot be reached."""
         return BrokerConnectionError(
-            f"cannot reach PostgreSQL at {self.safe_url}: {_one_line(exc)}"
+            f"cannot reach PostgreSQL at {self.safe_url}: {named_line(exc)}"
         )
 
     # -- connections ----------------------------------------------------------------------------
@@ -335,8 +336,3 @@ async def _keep_session(conn: Conn) -> None:
 def _announce_done(here: _Loop, _conn: object, _pid: int, _channel: str, task_id: str) -> None:
     for wake in list(here.done_waiters.get(task_id, ())):
         wake()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"

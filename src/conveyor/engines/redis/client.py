@@ -31,7 +31,6 @@ from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationErr
 __all__ = [
     "RETRY_SECONDS",
     "LoopClient",
-    "OnClient",
     "RedisClient",
     "Scripts",
     "ms",
@@ -92,21 +91,6 @@ class LoopClient(Protocol):
 
 async def _close(client: LoopClient) -> None:
     await client.close()
-
-
-class OnClient:
-    """What the engine's transport, state store and result store share: a `RedisClient`, its
-    connections opened on startup and closed on shutdown."""
-
-    client: RedisClient
-
-    async def startup(self) -> None:
-        """Check Redis answers and load the scripts."""
-        await self.client.startup()
-
-    async def shutdown(self) -> None:
-        """Close this event loop's connections."""
-        await self.client.close()
 
 
 class RedisClient:

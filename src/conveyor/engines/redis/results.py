@@ -12,15 +12,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conveyor.engines.base import ResultBackend, StreamChunk
-from conveyor.engines.redis.client import OnClient, RedisClient, ms, px
+from conveyor.engines.base import OnClient, ResultBackend, StreamChunk
+from conveyor.engines.redis.client import RedisClient, ms, px
 
 __all__ = ["RedisResultBackend"]
 
 log = logging.getLogger("conveyor.redis")
 
 
-class RedisResultBackend(OnClient, ResultBackend):
+class RedisResultBackend(OnClient[RedisClient], ResultBackend):
     """Keeps results, progress and generator streams in Redis, expiring after a TTL.
 
     Args:

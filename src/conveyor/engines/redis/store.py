@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conveyor.engines.base import StateStore, check_window
-from conveyor.engines.redis.client import OnClient, RedisClient, ms, px
+from conveyor.engines.base import OnClient, StateStore, check_window
+from conveyor.engines.redis.client import RedisClient, ms, px
 from conveyor.errors import BrokerError
 
 __all__ = ["RedisStore"]
@@ -20,7 +20,7 @@ def _glob_escape(text: str) -> str:
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
-class RedisStore(OnClient, StateStore):
+class RedisStore(OnClient[RedisClient], StateStore):
     """`StateStore` in Redis, under the prefix of the engine's `RedisClient`.
 
     Args:

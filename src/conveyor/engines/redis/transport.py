@@ -43,12 +43,14 @@ from conveyor.engines.base import (
     Delivery,
     Location,
     MessageTransport,
+    OnClient,
     Outgoing,
     QueueStats,
     ResultBackend,
     consumer_id,
 )
-from conveyor.engines.redis.client import OnClient, RedisClient, ms
+from conveyor.engines.loops import together
+from conveyor.engines.redis.client import RedisClient, ms
 from conveyor.engines.redis.entries import Receipt, dead_letter_of, delivery_of, receipt_of
 from conveyor.engines.redis.results import RedisResultBackend
 from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
@@ -73,7 +75,7 @@ class _QueueKeys:
         self.streams = [f"{base}:s:{band}" for band in _BANDS[::-1]]
 
 
-class RedisTransport(OnClient, MessageTransport):
+class RedisTransport(OnClient[RedisClient], MessageTransport):
     """Messages on Redis Streams, under the key prefix of the engine's `RedisClient`.
 
     Args:
@@ -165,10 +167,7 @@ class RedisTransport(OnClient, MessageTransport):
             self._script("publish", queue, queue, *args, keys=known)
             for queue, args in by_queue.items()
         ]
-        if len(calls) == 1:
-            await calls[0]
-        elif calls:
-            await asyncio.gather(*calls)
+        await together(calls)
         if calls and not known:  # a Cluster: the set is on another node, added to once they are in
             await self.client.call("SADD", self.client.key("queues"), *by_queue)
 
