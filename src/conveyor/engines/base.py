@@ -53,8 +53,10 @@ __all__ = [
     "ResultBackend",
     "StateStore",
     "StreamChunk",
+    "check_lease",
     "check_window",
     "consumer_id",
+    "typed_receipt",
 ]
 
 
@@ -62,6 +64,8 @@ __all__ = [
 #: A worker renews every third of it, from a thread of its own; a worker that dies has its
 #: messages handed out again about this long after its last renewal.
 DEFAULT_LEASE_SECONDS: Final = 8.0
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,28 @@ class DeadLetter:
 #: Where a transport holds a message: ready to be handed out, waiting for its time (an ETA, a
 #: retry delay), or leased to a consumer.
 Location = Literal["waiting", "delayed", "leased"]
+
+
+def typed_receipt(delivery: Delivery, kind: type[R], transport: str) -> R:
+    """The receipt of a delivery that `transport` (named for the error) made as a `kind`.
+
+    Raises:
+        TypeError: the delivery came from another transport.
+    """
+    receipt = delivery.receipt
+    if not isinstance(receipt, kind):
+        raise TypeError(f"delivery {delivery.task_id!r} did not come from {transport}")
+    return receipt
+
+
+def check_lease(lease_seconds: float) -> None:
+    """Refuse a lease no transport can keep, before anything is opened.
+
+    Raises:
+        ConfigurationError: `lease_seconds` is not positive.
+    """
+    if lease_seconds <= 0:
+        raise ConfigurationError(f"lease_seconds must be positive, not {lease_seconds!r}")
 
 
 class MessageTransport(abc.ABC):

@@ -43,6 +43,8 @@ EXPECT = "Nats-Expected-Last-Subject-Sequence"
 MARKER_SECONDS = 24 * 3600.0
 #: The header holding a value's unix expiry.
 EXPIRES = "Conveyor-Expires"
+#: A message's headers, if it has any.
+Headers = dict[str, str] | None
 
 #: Streams of one app, created (or updated to these settings) at startup. A stream whose values
 #: all share one lifetime has it as `max_age`, so the server drops them.
@@ -76,7 +78,7 @@ class Stored:
         return has_expired(self.headers)
 
 
-def has_expired(headers: dict[str, str] | None) -> bool:
+def has_expired(headers: Headers) -> bool:
     """Whether a message's own expiry (header `Conveyor-Expires`) has passed."""
     expires = (headers or {}).get(EXPIRES)
     return expires is not None and float(expires) <= time.time()
@@ -105,11 +107,9 @@ class NatsClient:
 
     def __init__(self, url: str, prefix: str = "conveyor") -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
-            raise ConfigurationError(
-                f"invalid NATS prefix {prefix!r}: use letters, digits, - and _"
-            )
-        self.prefix = prefix
-        self.safe_url = ",".join(safe_url(u) for u in url.split(","))
+            bad = f"invalid NATS prefix {prefix!r}: use letters, digits, - and _"
+            raise ConfigurationError(bad)
+        self.prefix, self.safe_url = prefix, ",".join(safe_url(u) for u in url.split(","))
         self.servers = [u.strip() for u in url.split(",") if u.strip()]
         for server in self.servers:
             if urlsplit(server).scheme not in ("nats", "tls", "ws", "wss"):
@@ -154,11 +154,10 @@ class NatsClient:
             self._streams_ready = True
 
     async def _add_stream(self, kind: str) -> None:
-        settings = dict(STREAM_SETTINGS[kind])
-        subjects = [self.subject(s, ">") for s in settings.pop("subjects")]
-        name = self.stream(kind)
-        config = {"name": name, "subjects": subjects, "storage": "file", "allow_direct": True}
-        config |= {"discard": "old", **settings}
+        name, settings = self.stream(kind), STREAM_SETTINGS[kind]
+        subjects = [self.subject(s, ">") for s in settings["subjects"]]
+        config = {"storage": "file", "allow_direct": True, "discard": "old", **settings}
+        config |= {"name": name, "subjects": subjects}
         try:
             await self.api(f"STREAM.CREATE.{name}", config)
         except BrokerError as exc:
@@ -175,8 +174,7 @@ class NatsClient:
             with contextlib.suppress(BrokerError):
                 answer = await self.api("STREAM.NAMES", {"subject": subject})
                 holders.update(answer.get("streams") or [])
-        holders.discard(name)
-        if not holders:
+        if not (holders := holders - {name}):
             return exc
         return BrokerError(
             f"{exc}: stream {name} needs {', '.join(subjects)}, held by stream(s)"
@@ -186,12 +184,11 @@ class NatsClient:
     async def ensure_consumer(self, kind: str, name: str, config: dict[str, Any]) -> None:
         """Create (or update) a durable pull consumer, once per client: the server keeps it."""
         key = (kind, name, json.dumps(config, sort_keys=True))
-        if key in self._consumers:
-            return
-        stream = self.stream(kind)
-        body = {"stream_name": stream, "config": {"durable_name": name, **config}}
-        await self.api(f"CONSUMER.DURABLE.CREATE.{stream}.{name}", body)
-        self._consumers.add(key)
+        if key not in self._consumers:
+            stream = self.stream(kind)
+            body = {"stream_name": stream, "config": {"durable_name": name, **config}}
+            await self.api(f"CONSUMER.DURABLE.CREATE.{stream}.{name}", body)
+            self._consumers.add(key)
 
     async def close(self) -> None:
         """Close this loop's connection, and ask the other running loops to close theirs."""
@@ -207,9 +204,7 @@ class NatsClient:
 
     # -- requests -----------------------------------------------------------------------------
 
-    async def request(
-        self, subject: str, payload: bytes = b"", headers: dict[str, str] | None = None
-    ) -> Msg:
+    async def request(self, subject: str, payload: bytes = b"", headers: Headers = None) -> Msg:
         """One request/reply round trip, errors translated."""
         nc = await self.connection()
         try:
@@ -224,9 +219,7 @@ class NatsClient:
         reply = await self.request(f"$JS.API.{call}", payload)
         return self._answer(reply, call.split(".")[0].lower())
 
-    async def publish(
-        self, subject: str, data: bytes, headers: dict[str, str] | None = None
-    ) -> int:
+    async def publish(self, subject: str, data: bytes, headers: Headers = None) -> int:
         """Publish to a stream and wait for its ack; the message's stream sequence.
 
         Raises:
@@ -237,10 +230,9 @@ class NatsClient:
 
     def _answer(self, reply: Msg, what: str, subject: str = "") -> dict[str, Any]:
         answer: dict[str, Any] = json.loads(reply.data)
-        error = answer.get("error")
-        if error and error.get("err_code") == 10071 and subject:  # a wrong last sequence
-            raise WrongSequence(subject)
-        if error:
+        if error := answer.get("error"):
+            if error.get("err_code") == 10071 and subject:  # a wrong last sequence
+                raise WrongSequence(subject)
             code = error.get("err_code", "?")
             raise self.refused(what, f"{error.get('description', error)} (code {code})")
         return answer
@@ -302,28 +294,25 @@ class NatsClient:
                 raise
         raise self.connection_error(TimeoutError("no answer to a pull"))
 
-    async def _pull(
-        self, kind: str, consumer: str, batch: int, wait: float
-    ) -> tuple[list[Msg], bool]:
+    async def _pull(self, kind: str, name: str, batch: int, wait: float) -> tuple[list[Msg], bool]:
         nc = await self.connection()
         got: list[Msg] = []
-        done = asyncio.get_running_loop().create_future()
+        done = asyncio.Event()
 
         async def collect(msg: Msg) -> None:
             if msg.reply and msg.reply.startswith("$JS.ACK."):
                 got.append(msg)
                 if len(got) < batch:
                     return
-            if not done.done():  # a status (404 no messages, 408) or the batch is full
-                done.set_result(None)
+            done.set()  # a status (404 no messages, 408) or the batch is full
 
         with self._reaching():
             sub = await nc.subscribe(inbox := nc.new_inbox(), cb=collect)
             try:
                 request = json.dumps({"batch": batch, "no_wait": True}).encode()
-                subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream(kind)}.{consumer}"
+                subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream(kind)}.{name}"
                 await nc.publish(subject, request, reply=inbox)
-                await asyncio.wait_for(done, wait)
+                await asyncio.wait_for(done.wait(), wait)
             except TimeoutError:
                 return got, False
             finally:

@@ -51,13 +51,10 @@ class LoopConn:
     (`stale` is then set: a band's consumer was made) or a message a poll delivered."""
 
     def __init__(self, servers: list[str]) -> None:
-        self.servers = servers
+        self.servers, self.woken, self.stale, self.inbox = servers, Signal(), True, ""
         self.nc: NatsConnection | None = None
         self.connecting: asyncio.Future[NatsConnection] | None = None
         self.wake_sub: Any = None
-        self.woken = Signal()
-        self.stale = True
-        self.inbox = ""
         self.open: dict[str, tuple[str, float]] = {}  # consumer -> (its open poll, expiry)
         self.polled: dict[str, list[tuple[Msg, float]]] = {}  # consumer -> (message, arrival)
         self.empty: set[str] = set()  # consumers whose last poll left nothing waiting

@@ -35,6 +35,8 @@ from conveyor.engines.base import (
     OnClient,
     Outgoing,
     QueueStats,
+    check_lease,
+    typed_receipt,
 )
 from conveyor.engines.loops import together
 from conveyor.engines.nats.client import MARKER_SECONDS, Msg, NatsClient
@@ -42,7 +44,7 @@ from conveyor.engines.nats.conn import LoopConn, log
 from conveyor.engines.nats.keys import Keys, escape, unescape, unescaped
 from conveyor.engines.nats.queues import Queues, band_of
 from conveyor.engines.nats.store import NatsStore
-from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
+from conveyor.errors import BrokerConnectionError, BrokerError
 
 __all__ = ["NatsTransport"]
 
@@ -62,10 +64,7 @@ class _Receipt:
 
 
 def _receipt(delivery: Delivery) -> _Receipt:
-    receipt = delivery.receipt
-    if not isinstance(receipt, _Receipt):
-        raise TypeError(f"delivery {delivery.task_id!r} did not come from a NatsTransport")
-    return receipt
+    return typed_receipt(delivery, _Receipt, "a NatsTransport")
 
 
 class NatsTransport(OnClient[NatsClient], MessageTransport):
@@ -88,11 +87,9 @@ class NatsTransport(OnClient[NatsClient], MessageTransport):
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         store: NatsStore | None = None,
     ) -> None:
-        if lease_seconds <= 0:
-            raise ConfigurationError(f"lease_seconds must be positive, not {lease_seconds!r}")
+        check_lease(lease_seconds)
         self.client, self.safe_url, self.lease_seconds = client, client.safe_url, lease_seconds
-        self.queues = Queues(client, lease_seconds)
-        self.store = store or NatsStore(client)
+        self.queues, self.store = Queues(client, lease_seconds), store or NatsStore(client)
         self._leases = Keys(client, "leases", "l")
         self._poll = min(max(lease_seconds / 4, 0.05), 1.0)
         self._next_sweep = self._next_housekeeping = 0.0  # monotonic times of the next chores

@@ -29,13 +29,13 @@ from conveyor.engines.base import (
     Publisher,
     QueueStats,
     ResultBackend,
+    check_lease,
     consumer_id,
 )
 from conveyor.engines.loops import Batcher
 from conveyor.engines.postgres import enqueue
 from conveyor.engines.postgres.db import PgDb, Record
 from conveyor.engines.postgres.results import PostgresResultBackend
-from conveyor.errors import ConfigurationError
 
 __all__ = ["PostgresTransport"]
 
@@ -79,8 +79,7 @@ class PostgresTransport(MessageTransport):
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         results: PostgresResultBackend | None = None,
     ) -> None:
-        if lease_seconds <= 0:
-            raise ConfigurationError(f"lease_seconds must be positive, not {lease_seconds!r}")
+        check_lease(lease_seconds)
         self.db = db
         self.safe_url = db.safe_url
         self.lease_seconds = lease_seconds

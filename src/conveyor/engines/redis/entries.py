@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from conveyor.engines.base import DeadLetter, Delivery
+from conveyor.engines.base import DeadLetter, Delivery, typed_receipt
 
 __all__ = ["Receipt", "dead_letter_of", "delivery_of", "receipt_of"]
 
@@ -31,10 +31,7 @@ def receipt_of(delivery: Delivery) -> Receipt:
     Raises:
         TypeError: the delivery came from another transport.
     """
-    receipt = delivery.receipt
-    if not isinstance(receipt, Receipt):
-        raise TypeError(f"delivery {delivery.task_id!r} did not come from a RedisTransport")
-    return receipt
+    return typed_receipt(delivery, Receipt, "a RedisTransport")
 
 
 def _fields(flat: Any) -> dict[bytes, bytes]:

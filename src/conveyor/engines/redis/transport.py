@@ -47,13 +47,14 @@ from conveyor.engines.base import (
     Outgoing,
     QueueStats,
     ResultBackend,
+    check_lease,
     consumer_id,
 )
 from conveyor.engines.loops import together
 from conveyor.engines.redis.client import RedisClient, ms
 from conveyor.engines.redis.entries import Receipt, dead_letter_of, delivery_of, receipt_of
 from conveyor.engines.redis.results import RedisResultBackend
-from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
+from conveyor.errors import BrokerConnectionError, BrokerError
 
 __all__ = ["RedisTransport"]
 
@@ -98,8 +99,7 @@ class RedisTransport(OnClient[RedisClient], MessageTransport):
         dead_letter_limit: int = 100_000,
         results: RedisResultBackend | None = None,
     ) -> None:
-        if lease_seconds <= 0:
-            raise ConfigurationError(f"lease_seconds must be positive, not {lease_seconds!r}")
+        check_lease(lease_seconds)
         self.client = client
         self.safe_url = client.safe_url
         self.lease_seconds = lease_seconds
