@@ -86,6 +86,11 @@ class Outgoing:
     priority: int = 0
     eta: float | None = None
 
+    @property
+    def band(self) -> int:
+        """`priority` clamped to 0-9: the priority band an engine keeps the message in."""
+        return min(max(int(self.priority), 0), 9)
+
 
 def consumer_id() -> str:
     """A name for one consumer (host, pid and a random part): what an engine records as the

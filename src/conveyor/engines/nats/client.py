@@ -49,11 +49,10 @@ Headers = dict[str, str] | None
 #: Streams of one app, created (or updated to these settings) at startup. A stream whose values
 #: all share one lifetime has it as `max_age`, so the server drops them.
 _ONE = {"max_msgs_per_subject": 1}
-_QUEUE = {"retention": "workqueue", **_ONE}
 STREAM_SETTINGS: dict[str, dict[str, Any]] = {
     # One subject per task id, holding at most one message: "create only" is a publish header.
-    "work": {"subjects": ["w"], **_QUEUE, "duplicate_window": 120 * 10**9},
-    "later": {"subjects": ["a"], **_QUEUE},
+    "work": {"subjects": ["w"], "retention": "workqueue", **_ONE, "duplicate_window": 120 * 10**9},
+    "later": {"subjects": ["a"], "retention": "workqueue", **_ONE},
     "dead": {"subjects": ["x"], "max_msgs": 100_000},
     "leases": {"subjects": ["l"], **_ONE, "max_age": int(MARKER_SECONDS * 1e9)},
     # No age limit: some values live for ever; expired ones are removed by `NatsStore.expire`.

@@ -18,15 +18,11 @@ import logging
 import time
 from typing import Any
 
-from conveyor.engines.loops import Signal
+import nats.errors  # without nats-py, the registry's ImportError names the extra
+from nats.aio.client import Client as NatsConnection
+from nats.aio.msg import Msg
 
-try:
-    import nats
-    import nats.errors
-    from nats.aio.client import Client as NatsConnection
-    from nats.aio.msg import Msg
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError("the NATS engine needs the nats extra: pip install 'conveyor[nats]'") from exc
+from conveyor.engines.loops import Signal
 
 __all__ = ["CONNECTION_ERRORS", "LoopConn", "Msg", "NatsConnection", "NatsError"]
 
@@ -92,15 +88,13 @@ class LoopConn:
 
     def polling(self, consumer: str) -> bool:
         """Whether a long poll is open on `consumer` (one lost with a connection ends by time)."""
-        entry = self.open.get(consumer)
-        return entry is not None and entry[1] > time.monotonic()
+        return self.open.get(consumer, ("", 0.0))[1] > time.monotonic()
 
     async def _delivered(self, msg: Msg) -> None:
         pending = 0
         if msg.reply.startswith("$JS.ACK."):
-            consumer = msg.metadata.consumer or ""
+            consumer, pending = msg.metadata.consumer or "", msg.metadata.num_pending or 0
             self.polled.setdefault(consumer, []).append((msg, time.monotonic()))
-            pending = msg.metadata.num_pending or 0
         else:  # a status: the poll expired
             token = msg.subject.rpartition(".")[2]
             consumer = next((c for c, (t, _) in self.open.items() if t == token), "")

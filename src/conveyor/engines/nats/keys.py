@@ -13,6 +13,7 @@ a purge), so a value written again meanwhile stays.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from collections.abc import Callable, Sequence
@@ -39,8 +40,7 @@ class Keys:
     """
 
     def __init__(self, client: NatsClient, kind: str, token: str, *, split: bool = False) -> None:
-        self.client, self.kind, self.split = client, kind, split
-        self.root = client.subject(token)
+        self.client, self.kind, self.split, self.root = client, kind, split, client.subject(token)
 
     def subject(self, key: str) -> str:
         """The subject holding `key`."""
@@ -66,10 +66,9 @@ class Keys:
     async def put_if(self, key: str, value: bytes, ttl: float | None, revision: int) -> int | None:
         """Store `key` if its revision is still `revision` (0: absent); else None."""
         headers = {**expiry(ttl), EXPECT: str(revision)}
-        try:
+        with contextlib.suppress(WrongSequence):
             return await self.client.publish(self.subject(key), value, headers)
-        except WrongSequence:
-            return None
+        return None
 
     async def create(self, key: str, value: bytes, ttl: float | None = None) -> bool:
         """Store `key` only if absent or expired; True when this call stored it."""
@@ -77,8 +76,7 @@ class Keys:
 
     async def delete(self, key: str) -> bool:
         """Remove `key` (no tombstone is left); True when it held a live value."""
-        entry = await self.read(key)
-        if entry is None:
+        if (entry := await self.read(key)) is None:
             return False
         await self.client.delete(self.kind, entry.seq)
         return not entry.expired

@@ -70,7 +70,7 @@ class Queues:
     async def prepare(self, messages: Sequence[Outgoing]) -> None:
         """Make the consumers of the bands of `messages` this process has not seen (see
         `put`), then nudge idle workers once per queue to list the consumers again."""
-        new = {(escape(m.queue), _band(m)) for m in messages if m.eta is None} - self.made
+        new = {(escape(m.queue), m.band) for m in messages if m.eta is None} - self.made
         await asyncio.gather(*(self._make(qtok, band) for qtok, band in new))
         for qtok in {qtok for qtok, _ in new}:
             await self.client.send(self.client.subject("n", qtok), b"")
@@ -85,7 +85,7 @@ class Queues:
         delayed = m.eta is not None and m.eta > time.time()
         headers = {EXPECT: "0", "Conveyor-Due": repr(m.eta)} if delayed else {EXPECT: "0"}
         kind = "later" if delayed else "work"
-        await self.put(kind, escape(m.queue), _band(m), escape(m.task_id), m.body, headers)
+        await self.put(kind, escape(m.queue), m.band, escape(m.task_id), m.body, headers)
 
     async def put(
         self, kind: str, qtok: str, band: int, ttok: str, body: bytes, headers: dict[str, str]
@@ -122,12 +122,13 @@ class Queues:
                 return soonest
 
     async def _sweep_one(self, msg: Msg) -> float:
-        tokens, headers = msg.subject.split("."), msg.headers or {}
+        headers = msg.headers or {}
         try:
+            _, _, qtok, band, ttok = msg.subject.split(".")
             left = float(headers["Conveyor-Due"]) - time.time()
             earlier = int(headers.get("Conveyor-Deliveries", 0))
-            if len(tokens) != 5 or tokens[3] not in _BANDS:
-                raise ValueError(msg.subject)
+            if band not in _BANDS:
+                raise ValueError(band)
         except (KeyError, ValueError):  # not ours: drop it rather than stall every sweep
             log.warning("dropping a malformed delayed message on %s", msg.subject)
             await self.client.ack(msg, b"+TERM")
@@ -135,10 +136,8 @@ class Queues:
         if left > 0.001:
             await self.client.ack(msg, b"-NAK " + json.dumps({"delay": int(left * 1e9)}).encode())
             return left
-        _, _, qtok, band, ttok = tokens
         moved = {EXPECT: "0", "Nats-Msg-Id": f"{ttok}@a{msg.metadata.sequence.stream}"}
-        if earlier:
-            moved["Conveyor-Deliveries"] = str(earlier)
+        moved |= {"Conveyor-Deliveries": str(earlier)} if earlier else {}
         replaces = headers.get("Conveyor-Replaces")
         # A retry whose first copy's ack has not landed yet takes its place.
         if not await self.put("work", qtok, int(band), ttok, msg.data, moved) and replaces:
@@ -152,8 +151,7 @@ class Queues:
         """(queue token, band, sequence) of the task's message in `P_work` or `P_later`."""
         every = self.client.subject(_ROOT[kind], "*", "*", escape(task_id))
         for subject in await self.client.subject_counts(kind, every):
-            stored = await self.client.get(kind, subject)
-            if stored is not None:
+            if (stored := await self.client.get(kind, subject)) is not None:
                 _, _, qtok, band, _ = subject.split(".")
                 return qtok, int(band), stored.seq
         return None
@@ -195,10 +193,6 @@ class Queues:
             removed += len(fresh)
             if len(msgs) < _SWEEP_BATCH:
                 return removed
-
-
-def _band(m: Outgoing) -> int:
-    return min(max(int(m.priority), 0), 9)
 
 
 def band_of(name: str) -> tuple[str, int] | None:

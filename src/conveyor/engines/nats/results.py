@@ -121,9 +121,7 @@ class NatsResultBackend(OnClient[NatsClient], ResultBackend):
 
     async def close_stream(self, task_id: str, ttl: float | None) -> None:
         """Mark the stream finished."""
-        await self._heads.update(
-            task_id, lambda live: (_CLOSED + str(_head(live)[1]).encode(), ttl)
-        )
+        await self._heads.update(task_id, lambda live: (_CLOSED + b"%d" % _head(live)[1], ttl))
 
     async def read_stream(self, task_id: str, offset: int) -> StreamChunk:
         """Items from `offset` on (at most `_READ_AT_MOST`), the next offset, and whether the

@@ -63,10 +63,6 @@ class _Receipt:
         self.dc, self.seq = int(msg.metadata.num_delivered), int(msg.metadata.sequence.stream)
 
 
-def _receipt(delivery: Delivery) -> _Receipt:
-    return typed_receipt(delivery, _Receipt, "a NatsTransport")
-
-
 class NatsTransport(OnClient[NatsClient], MessageTransport):
     """Messages on the app's JetStream streams.
 
@@ -92,8 +88,9 @@ class NatsTransport(OnClient[NatsClient], MessageTransport):
         self.queues, self.store = Queues(client, lease_seconds), store or NatsStore(client)
         self._leases = Keys(client, "leases", "l")
         self._poll = min(max(lease_seconds / 4, 0.05), 1.0)
-        self._next_sweep = self._next_housekeeping = 0.0  # monotonic times of the next chores
-        self._expire_from = 0  # where the next walk of `P_kv` for expired values starts
+        # When the next chores are due (monotonic), and where the next walk of `P_kv` for
+        # expired values starts.
+        self._next_sweep, self._next_housekeeping, self._expire_from = 0.0, 0.0, 0
         self._listed: list[tuple[str, int]] = []  # the bands of the consumers listed last
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{client.stream('work')}"
 
@@ -147,9 +144,8 @@ class NatsTransport(OnClient[NatsClient], MessageTransport):
         nothing waiting, none is (the next polls deliver at once what came since)."""
         got: list[Delivery] = []
         names = [f"{qtok}-{band}" for qtok, band in bands]
-        top = next((i for i, name in enumerate(names) if conn.polled.get(name)), None)
-        if top is None and conn.empty.issuperset(names):
-            top = 0
+        none_waiting = 0 if conn.empty.issuperset(names) else None
+        top = next((i for i, name in enumerate(names) if conn.polled.get(name)), none_waiting)
         for i, name in enumerate(names):
             held = conn.polled.get(name, [])
             while held and len(got) < count:
@@ -166,7 +162,7 @@ class NatsTransport(OnClient[NatsClient], MessageTransport):
                 msgs = await self.client.pull("work", name, asked)
                 got += (self._delivery(msg, started) for msg in msgs)
                 (conn.empty.add if len(msgs) < asked else conn.empty.discard)(name)
-        await asyncio.gather(*(self._mark(r) for d in got if (r := _receipt(d)).dc > 1))
+        await asyncio.gather(*(self._mark(d.receipt) for d in got if d.receipt.dc > 1))
         return got
 
     def _delivery(self, msg: Msg, started: float) -> Delivery:
@@ -176,8 +172,7 @@ class NatsTransport(OnClient[NatsClient], MessageTransport):
         _, _, qtok, band, ttok = msg.subject.split(".")
         r = _Receipt(msg, qtok, int(band), ttok, started + self.lease_seconds)
         earlier, problem = (msg.headers or {}).get("Conveyor-Deliveries", "0"), None
-        task_id = unescaped(ttok)
-        if task_id is None:
+        if (task_id := unescaped(ttok)) is None:
             task_id, earlier = "", "0"
             problem = f"its subject's task id token {ttok!r} is not escaped"
         elif not earlier.isdigit():
@@ -203,7 +198,7 @@ class NatsTransport(OnClient[NatsClient], MessageTransport):
 
     async def _still_ours(self, delivery: Delivery) -> _Receipt | None:
         """The receipt of a delivery whose lease is still ours, else None."""
-        r = _receipt(delivery)
+        r = typed_receipt(delivery, _Receipt, "a NatsTransport")
         if time.monotonic() < r.deadline:
             return r
         marker = await self._leases.get(str(r.seq))
@@ -324,7 +319,6 @@ class NatsTransport(OnClient[NatsClient], MessageTransport):
 
 def _number(text: str | None) -> float:
     """A header's number, or 0 when it is missing or not a number (a foreign letter)."""
-    try:
+    with contextlib.suppress(ValueError):
         return float(text or 0)
-    except ValueError:
-        return 0.0
+    return 0.0

@@ -161,7 +161,7 @@ class RedisTransport(OnClient[RedisClient], MessageTransport):
             if args is None:
                 args = by_queue[m.queue] = []
             due = "" if m.eta is None else int(m.eta * 1000)
-            args += (m.task_id, min(max(int(m.priority), 0), 9), due, m.body)
+            args += (m.task_id, m.band, due, m.body)
         known = [] if self.client.cluster else [self.client.key("queues")]
         calls = [
             self._script("publish", queue, queue, *args, keys=known)
