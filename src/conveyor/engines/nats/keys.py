@@ -127,7 +127,6 @@ def unescape(token: str) -> str:
 def unescaped(token: str | None) -> str | None:
     """`unescape(token)`; None when `token` is None or was not made by `escape` (a foreign
     writer's subject token or `Conveyor-Task` header)."""
-    try:
+    with contextlib.suppress(ValueError):
         return None if token is None else unescape(token)
-    except ValueError:
-        return None
+    return None

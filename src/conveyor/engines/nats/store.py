@@ -92,8 +92,7 @@ class NatsStore(OnClient[NatsClient], StateStore):
 
         Lists the subjects under the prefix's complete segments (`worker:` lists `P.kv.worker.>`).
         """
-        *segments, _ = prefix.split(":")
-        root = ".".join([self._values.root, *(escape(s) for s in segments), ">"])
+        root = ".".join([self._values.root, *map(escape, prefix.split(":")[:-1]), ">"])
         counts = await self.client.subject_counts("kv", root)
         keys = [k for k in map(self._values.key, counts) if k.startswith(prefix)]
         entries = await asyncio.gather(*map(self._values.read, keys))
@@ -107,12 +106,11 @@ class NatsStore(OnClient[NatsClient], StateStore):
 
         def add(live: Stored | None) -> tuple[bytes, float | None] | None:
             nonlocal size
-            members = set(json.loads(live.data)) if live else set()
-            size = len(members | {member})
-            if member in members and ttl is None:
+            old = set(json.loads(live.data)) if live else set()
+            size = len(new := old | {member})
+            if new == old and ttl is None:
                 return None  # nothing changes
-            keep = ttl if ttl is not None or live is None else _left(live)
-            return json.dumps(sorted(members | {member})).encode(), keep
+            return json.dumps(sorted(new)).encode(), _left(live) if ttl is None and live else ttl
 
         await self._sets.update(key, add)
         return size
