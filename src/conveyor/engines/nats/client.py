@@ -296,14 +296,15 @@ class NatsClient:
     async def _pull(self, kind: str, name: str, batch: int, wait: float) -> tuple[list[Msg], bool]:
         nc = await self.connection()
         got: list[Msg] = []
-        done = asyncio.Event()
+        done = asyncio.get_running_loop().create_future()  # awaited without a task of its own
 
         async def collect(msg: Msg) -> None:
             if msg.reply and msg.reply.startswith("$JS.ACK."):
                 got.append(msg)
                 if len(got) < batch:
                     return
-            done.set()  # a status (404 no messages, 408) or the batch is full
+            if not done.done():  # a status (404 no messages, 408) or the batch is full
+                done.set_result(None)
 
         with self._reaching():
             sub = await nc.subscribe(inbox := nc.new_inbox(), cb=collect)
@@ -311,7 +312,7 @@ class NatsClient:
                 request = json.dumps({"batch": batch, "no_wait": True}).encode()
                 subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream(kind)}.{name}"
                 await nc.publish(subject, request, reply=inbox)
-                await asyncio.wait_for(done.wait(), wait)
+                await asyncio.wait_for(done, wait)
             except TimeoutError:
                 return got, False
             finally:
