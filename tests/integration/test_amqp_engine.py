@@ -359,7 +359,7 @@ def test_records_and_url_options() -> None:
     assert ours == {"prefix": "a", "state": "redis://r"}
     with pytest.raises(ConfigurationError):
         split_url("redis://h")
-    with pytest.raises(ConfigurationError, match=r"amqp://u:\*\*\*@h/.*'soon'") as caught:
+    with pytest.raises(ConfigurationError, match=r"'soon' in 'amqp://u:\*\*\*@h/") as caught:
         registry.open_url("amqp://u:secret@h/?lease=soon")
     assert "secret" not in str(caught.value)
     assert Record("queued", tag="new,old").accepts("old")

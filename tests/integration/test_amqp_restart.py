@@ -1,4 +1,5 @@
-"""A RabbitMQ restart mid-run loses no acknowledged send, on a RabbitMQ node of this module.
+"""A RabbitMQ restart mid-run loses no acknowledged send, and admin calls while it is away raise
+`BrokerConnectionError`s, on a RabbitMQ node of this module.
 
 The shared test RabbitMQ (`tests/servers.py`) is never stopped: the module starts a private
 node (`tests/servers_rabbitmq.py`: its own name, ports, epmd and files) once, for the tests that
@@ -18,9 +19,10 @@ from urllib.parse import quote
 
 import pytest
 
-from conveyor import BrokerError, TaskHandle
+from conveyor import BrokerConnectionError, BrokerError, TaskHandle
+from conveyor.engines.base import DeadLetter, Outgoing
 from tests.integration.conftest import LEASE
-from tests.integration.test_amqp_engine import heartbeating, idle
+from tests.integration.test_amqp_engine import heartbeating, idle, started, stopped
 from tests.integration.test_worker_processes import assert_succeeded, eventually, results
 from tests.servers import unique_prefix
 from tests.servers_rabbitmq import PrivateRabbitMQ
@@ -114,3 +116,39 @@ async def test_rabbitmq_restart_mid_run_loses_no_acknowledged_send(
     assert {r.return_value for r in found} == set(range(len(sent)))
     assert worker.proc.poll() is None  # it rode the outage out
     await eventually(lambda: idle(app), 15, "the index empty")
+
+
+async def test_admin_calls_while_rabbitmq_is_away_raise_broker_connection_errors(
+    private_rabbitmq: PrivateRabbitMQ, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the node's application stopped, the admin calls that need RabbitMQ raise conveyor's
+    BrokerConnectionError naming the URL, password hidden (not aio-pika's RuntimeError); those
+    that read only the index still answer."""
+    state = quote(f"sqlite:///{tmp_path}/amqp-state.db", safe="")
+    transport = await started(f"{private_rabbitmq.url}?prefix={unique_prefix()}&state={state}")
+    await transport.publish([Outgoing("t1", "q", b"x")])
+    letter = DeadLetter("t1", "q", b"x", "why", ref=("q", "t1", 1))
+    try:
+        await asyncio.to_thread(private_rabbitmq.stop_app)
+        calls: list[Callable[[], Awaitable[object]]] = [
+            transport.delete_topology,
+            transport.dead_letters,
+            lambda: transport.drop_dead([letter]),
+            lambda: transport.purge("q"),
+        ]
+        for call in calls:
+            with pytest.raises(BrokerConnectionError) as caught:
+                await call()
+            assert f"127.0.0.1:{private_rabbitmq.port}" in str(caught.value)
+            assert "guest:guest" not in str(caught.value)
+        assert await transport.locate("t1") == "waiting"  # the index alone
+        assert [s.ready for s in await transport.queue_stats()] == [1]
+        assert await transport.remove("t1")
+    finally:
+        await asyncio.to_thread(private_rabbitmq.start_app)
+
+    def reconnected() -> bool:
+        return any(str(r.msg).startswith("reconnected to") for r in caplog.records)
+
+    await eventually(reconnected, 15, "the topology connection back")
+    await stopped(transport)

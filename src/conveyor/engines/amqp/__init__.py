@@ -7,6 +7,13 @@ memory), where the transport keeps its index, and fills the results from that en
 
 from __future__ import annotations
 
+try:  # the package's one check: its modules import aio-pika and aiormq plainly
+    import aio_pika  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "the RabbitMQ engine needs the amqp extra: pip install 'conveyor[amqp]'"
+    ) from exc
+
 from conveyor.engines.amqp.transport import AmqpTransport
 from conveyor.engines.base import Engine, StateStore
 
@@ -30,12 +37,7 @@ def open_engine(
     Raises:
         ConfigurationError: not an AMQP URL, or a lease that is not a positive number.
     """
-    return Engine(
-        AmqpTransport(
-            url,
-            store=store,
-            prefix=prefix,
-            lease_seconds=lease_seconds,
-            linger_seconds=linger_seconds,
-        )
+    transport = AmqpTransport(
+        url, store=store, prefix=prefix, lease_seconds=lease_seconds, linger_seconds=linger_seconds
     )
+    return Engine(transport)

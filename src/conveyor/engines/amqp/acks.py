@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 
+from aio_pika.abc import AbstractIncomingMessage
+
 from conveyor.engines.amqp.admin import AmqpAdmin
-from conveyor.engines.amqp.link import LOST, stale, together
+from conveyor.engines.amqp.link import on_io, together
+from conveyor.engines.amqp.unsettled import stale
 from conveyor.engines.base import Delivery
 from conveyor.engines.loops import Batcher, PerLoop
-
-try:
-    from aio_pika.abc import AbstractIncomingMessage
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "the RabbitMQ engine needs the amqp extra: pip install 'conveyor[amqp]'"
-    ) from exc
 
 __all__ = ["AmqpAcks", "Receipt"]
 
@@ -37,15 +34,15 @@ async def _nothing(_: object) -> None:
     """Closes a loop's ack batcher: nothing to close (what is pending ends with its loop)."""
 
 
+@dataclass(eq=False, slots=True)
 class Receipt:
-    """A leased delivery: its message, its lease timer, and whether it may still be settled."""
+    """A leased delivery: its message and its lease timer. It may still be settled while it is
+    in its transport's lease set (`_leased`)."""
 
-    __slots__ = ("live", "message", "priority", "tag", "timer")
-
-    def __init__(self, message: AbstractIncomingMessage, priority: int, tag: str) -> None:
-        self.message, self.priority, self.tag = message, priority, tag
-        self.live = True
-        self.timer: asyncio.TimerHandle | None = None
+    message: AbstractIncomingMessage
+    priority: int
+    tag: str
+    timer: asyncio.TimerHandle | None = None
 
 
 class AmqpAcks(AmqpAdmin):
@@ -53,10 +50,9 @@ class AmqpAcks(AmqpAdmin):
 
     @cached_property
     def _ack_batches(self) -> PerLoop[Batcher[Delivery]]:
-        return PerLoop(lambda _loop: Batcher(self._ack_batch), _nothing)
+        return PerLoop(lambda _loop: Batcher(self._ack_now), _nothing)
 
     def _unlease(self, receipt: Receipt) -> None:
-        receipt.live = False
         self._leased.discard(receipt)
         if receipt.timer is not None:
             receipt.timer.cancel()
@@ -66,7 +62,7 @@ class AmqpAcks(AmqpAdmin):
         receipt = delivery.receipt
         if not isinstance(receipt, Receipt):
             raise TypeError(f"delivery {delivery.task_id!r} did not come from an AmqpTransport")
-        if not receipt.live:
+        if receipt not in self._leased:
             return None
         self._unlease(receipt)
         return None if stale(receipt.message) else receipt
@@ -77,15 +73,10 @@ class AmqpAcks(AmqpAdmin):
         The acks of many tasks of one event loop go to the I/O thread together, one hop per
         batch (`engines.loops.Batcher`): the hop and its wake-ups cost more than an ack.
         """
-        if self._io.inside():
-            await self._ack_now(deliveries)
-            return
         batcher = self._ack_batches.here()
         await together([batcher.submit(delivery) for delivery in deliveries])
 
-    async def _ack_batch(self, deliveries: list[Delivery]) -> None:
-        await self._io.run(self._ack_now(deliveries))
-
+    @on_io
     async def _ack_now(self, deliveries: Sequence[Delivery]) -> None:
         """Ack what is still held: one `multiple` ack for the deliveries RabbitMQ sent in a row
         with nothing else unsettled between them (`unsettled.py`), the others one by one; then
@@ -93,7 +84,11 @@ class AmqpAcks(AmqpAdmin):
         async with self._acking:  # a `multiple` ack is written before the next batch is planned
             held = [(d, r) for d in deliveries if (r := self._claim(d)) is not None]
             top, covered, rest = self._unsettled.split([r.message for _, r in held])
-            acked = {id(m) for m in covered} if top and await self._ack_up_to(top[0]) else set()
+            acked = (
+                {id(m) for m in covered}
+                if top and await self._settle(top[0], multiple=True)
+                else set()
+            )
             for message in rest:
                 if await self._settle(message):
                     acked.add(id(message))
@@ -101,15 +96,6 @@ class AmqpAcks(AmqpAdmin):
         for failed in await asyncio.gather(*unindexed, return_exceptions=True):
             if isinstance(failed, BaseException):
                 raise failed
-
-    @staticmethod
-    async def _ack_up_to(message: AbstractIncomingMessage) -> bool:
-        """Ack `message` and every unsettled one before it; False when the channel is gone."""
-        try:
-            await message.ack(multiple=True)
-        except LOST:
-            return False
-        return True
 
     async def _unindex(self, delivery: Delivery) -> None:
         """Forget the record of a settled delivery (a malformed one never had one)."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from conveyor.engines.amqp.link import AmqpLink, on_io
-from conveyor.engines.amqp.records import DROPPED, MAX_BUCKET, Record
+from conveyor.engines.amqp.records import DROPPED, Record
 from conveyor.engines.base import DeadLetter, Location, QueueStats
 
 __all__ = ["AmqpAdmin"]
@@ -96,47 +96,53 @@ class AmqpAdmin(AmqpLink):
         (a per-process state store) knew fewer.
         """
         now = time.time()
-        doomed = {
-            task_id: r
-            for task_id, r in (await self._records()).items()
-            if (queue is None or r.queue == queue) and r.where(now) in ("waiting", "delayed")
-        }
-        for task_id, record in doomed.items():
-            await self._put(task_id, record.with_(state=DROPPED), now)
-        purged = 0
-        for name in [queue] if queue is not None else await self._known_queues():
-            result = await (await self._declare(name)).purge()
-            purged += int(result.message_count or 0)
+        async with self._own_channel() as channel:  # fails at once while RabbitMQ is away
+            doomed = {
+                task_id: r
+                for task_id, r in (await self._records()).items()
+                if (queue is None or r.queue == queue) and r.where(now) in ("waiting", "delayed")
+            }
+            for task_id, record in doomed.items():
+                await self._put(task_id, record.with_(state=DROPPED), now)
+            purged = 0
+            for name in [queue] if queue is not None else await self._known_queues():
+                await self._declare(name)
+                found = await channel.get_queue(self.queue_name(name), ensure=False)
+                purged += int((await found.purge()).message_count or 0)
         return max(len(doomed), purged)
 
-    async def _read_dead(self, queue: str, limit: int | None) -> tuple[Any, list[Any]]:
-        """Open a channel and `basic.get` up to `limit` dead letters of `queue` (unacked)."""
+    @contextlib.asynccontextmanager
+    async def _own_channel(self) -> AsyncIterator[Any]:
+        """A channel of its own, closed at the end: what it got unacked goes back in its place."""
         await self._ready()
         channel = await self._conn.channel()
-        got: list[Any] = []
         try:
-            await self._declare(queue)
+            yield channel
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    @contextlib.asynccontextmanager
+    async def _dead(self, queue: str, limit: int | None) -> AsyncIterator[list[Any]]:
+        """Up to `limit` dead letters of `queue`, got unacked on a channel of their own."""
+        await self._declare(queue)
+        async with self._own_channel() as channel:
             dead = await channel.declare_queue(f"{self.queue_name(queue)}.dead", durable=True)
+            got: list[Any] = []
             while limit is None or len(got) < limit:
                 message = await dead.get(no_ack=False, fail=False)
                 if message is None:
                     break
                 got.append(message)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await channel.close()  # what it got goes back in its place
-            raise
-        return channel, got
+            yield got
 
     @on_io
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Dead letters of every queue, oldest first; none is taken away."""
         letters: list[DeadLetter] = []
         for queue in await self._known_queues():
-            channel, got = await self._read_dead(queue, max(limit, 0))
-            letters.extend(_letter(message, queue) for message in got)
-            with contextlib.suppress(Exception):
-                await channel.close()  # every unacked dead letter goes back in its place
+            async with self._dead(queue, max(limit, 0)) as got:
+                letters.extend(_letter(message, queue) for message in got)
         letters.sort(key=lambda letter: letter.failed_at)
         return letters[: max(limit, 0)]
 
@@ -147,44 +153,31 @@ class AmqpAdmin(AmqpLink):
         wanted = Counter(d.ref for d in letters if isinstance(d.ref, tuple))
         dropped = 0
         for queue in sorted({ref[0] for ref in wanted}):
-            channel, got = await self._read_dead(queue, None)
-            try:
+            async with self._dead(queue, None) as got:
                 for message in got:
                     ref = _ref(message, queue)
                     if wanted[ref] > 0:
                         await message.ack()
                         wanted[ref] -= 1
                         dropped += 1
-            finally:
-                with contextlib.suppress(Exception):
-                    await channel.close()
         return dropped
 
     @on_io
     async def delete_topology(self) -> None:
         """Delete this prefix's queues, dead-letter queues, delay buckets and exchanges, and the
         index, queue and bucket notes in the state store (tests, teardown)."""
-        await self._ready()
         for queue, tag in self._consuming.items():
             await self._queues[queue].cancel(tag)
-        channel = await self._conn.channel()
-        try:
+        async with self._own_channel() as channel:
             for queue in await self._known_queues():
                 for name in (self.queue_name(queue), f"{self.queue_name(queue)}.dead"):
                     await channel.queue_delete(name)
-            buckets = {
-                int(key.rpartition(":d:")[2]) for key in await self.store.scan(self._key("d", ""))
-            }
-            for k in sorted(buckets & set(range(MAX_BUCKET + 1))):
-                await channel.queue_delete(f"{self.prefix}.delay.{k}")
-                await channel.exchange_delete(f"{self.prefix}.delay.{k}")
+            for key in await self.store.scan(self._key("d", "")):  # noted by `_bucket`
+                bucket = f"{self.prefix}.delay.{key.rpartition(':d:')[2]}"
+                await channel.queue_delete(bucket)
+                await channel.exchange_delete(bucket)
             await channel.exchange_delete(f"{self.prefix}.dead")
-        finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
         for kind in ("m", "q", "d"):
             for key in await self.store.scan(self._key(kind, "")):
                 await self.store.delete(key)
-        self._queues.clear()
-        self._consuming.clear()
-        self._buckets.clear()
+        self._queues, self._consuming, self._buckets = {}, {}, set()

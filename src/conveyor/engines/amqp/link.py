@@ -20,8 +20,11 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from conveyor._urls import safe_url
-from conveyor.engines.amqp.outbox import LOST, Outbox, open_channel
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from conveyor._urls import float_option, safe_url
+from conveyor.engines.amqp.outbox import LOST, REFUSED, Outbox, open_channel
 from conveyor.engines.amqp.records import (
     DROPPED,
     LOCAL_RECORD_TTL,
@@ -31,28 +34,12 @@ from conveyor.engines.amqp.records import (
     new_tag,
     split_url,
 )
-from conveyor.engines.amqp.unsettled import Unsettled
+from conveyor.engines.amqp.unsettled import Unsettled, stale
 from conveyor.engines.base import DEFAULT_LEASE_SECONDS, MessageTransport, Outgoing, StateStore
 from conveyor.engines.loops import IoThread, PerLoop, reset_after_fork
-from conveyor.errors import BrokerError, ConfigurationError
+from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
 
-try:
-    import aio_pika
-    from aio_pika.abc import AbstractIncomingMessage
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "the RabbitMQ engine needs the amqp extra: pip install 'conveyor[amqp]'"
-    ) from exc
-
-__all__ = [
-    "LOST",
-    "PER_PROCESS_WARNING",
-    "AmqpLink",
-    "int_header",
-    "on_io",
-    "stale",
-    "together",
-]
+__all__ = ["AmqpLink", "on_io", "together"]
 
 L = TypeVar("L", bound="AmqpLink")
 P = ParamSpec("P")
@@ -60,34 +47,24 @@ T = TypeVar("T")
 
 log = logging.getLogger("conveyor.amqp")
 
-PER_PROCESS_WARNING = (
+_PER_PROCESS_WARNING = (
     "%s keeps no shared state: rate limits, unique_for, cancelling a task another process "
     "holds, task states, schedules' exactly-once and workflows are per-process; pass "
     "state_url (redis://... or sqlite:///state.db) to share them"
 )
 
 
-def int_header(message: AbstractIncomingMessage, name: str) -> int:
-    """An integer header this engine set, or 0 when absent.
-
-    Raises:
-        ValueError: the header holds something else (a foreign publisher's message).
-    """
-    value = (message.headers or {}).get(name)
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"its {name} header is {value!r}, not an integer")
-    return value
-
-
 def on_io(
     method: Callable[Concatenate[L, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[L, P], Coroutine[Any, Any, T]]:
-    """Make a coroutine method run on the connection's thread, whichever loop awaits it."""
+    """Make a coroutine method run on the connection's thread, whichever loop awaits it; a lost
+    connection is raised as `BrokerConnectionError` (`AmqpLink._error`), anything else as it is."""
 
     async def on_thread(self: L, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._io.run(method(self, *args, **kwargs))
+        try:
+            return await self._io.run(method(self, *args, **kwargs))
+        except LOST as exc:
+            raise self._error(exc) from None
 
     functools.update_wrapper(on_thread, method)  # its name and docstring
     return on_thread
@@ -99,14 +76,6 @@ async def together(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
     if len(calls) == 1:
         return [await calls[0]]
     return list(await asyncio.gather(*calls))
-
-
-def stale(message: AbstractIncomingMessage) -> bool:
-    """True when the channel a message came on is closed (RabbitMQ requeued it)."""
-    try:
-        return bool(message.channel.is_closed)
-    except LOST:  # aio-pika raises instead of answering for a closed channel
-        return True
 
 
 class AmqpLink(MessageTransport):
@@ -125,45 +94,44 @@ class AmqpLink(MessageTransport):
         self.url, query = split_url(url)
         self.safe_url = safe_url(self.url)
         self.prefix = query.get("prefix") or prefix
-        lease = query.get("lease") or lease_seconds or DEFAULT_LEASE_SECONDS
-        try:
-            self.lease_seconds = float(lease)
-        except ValueError:
-            self.lease_seconds = math.nan
+        lease = float_option(query, "lease", url)
+        self.lease_seconds = (lease_seconds or DEFAULT_LEASE_SECONDS) if lease is None else lease
         if not self.lease_seconds > 0:
             raise ConfigurationError(
-                f"the lease of {self.safe_url} must be a positive number of seconds, not {lease!r}"
+                f"the lease of {self.safe_url} must be a positive number of seconds,"
+                f" not {self.lease_seconds!r}"
             )
         self.linger_seconds = linger_seconds
         self.store = store
         self._warned = False
         self._io = IoThread("conveyor-amqp")
         self._outboxes = PerLoop(lambda _loop: Outbox(self.url, self.safe_url), Outbox.close)
+        self._seq = itertools.count()
+        self._chores: set[asyncio.Task[Any]] = set()
+        self._reset()
+        reset_after_fork(self._forget)
+
+    def _reset(self) -> None:
+        """No connection yet: no channel, consumers, declarations, buffer or leases."""
         self._conn: Any = None
         self._channel: Any = None
         self._queues: dict[str, Any] = {}
         self._consuming: dict[str, str] = {}  # queue -> consumer tag
         self._buckets: set[int] = set()  # delay buckets declared
         self._topology = asyncio.Lock()
-        self._acking = asyncio.Lock()  # one batch of acks at a time (`AmqpTransport.ack`)
+        self._acking = asyncio.Lock()  # one batch of acks at a time (`AmqpAcks.ack`)
         self._unsettled = Unsettled()
         self._buffer: list[tuple[int, int, str, AbstractIncomingMessage]] = []
-        self._seq = itertools.count()
-        self._arrived: asyncio.Event | None = None
+        self._arrived = asyncio.Event()
         self._prefetch = 0
-        self._leased: set[Any] = set()  # `_Receipt`s of live leases
-        self._chores: set[asyncio.Task[Any]] = set()
-        reset_after_fork(self._forget)
+        self._leased: set[Any] = set()  # `Receipt`s of live leases
 
     def _forget(self) -> list[Any]:
         """In a forked child: drop the parent's connection, consumers and leases, unused."""
         dropped = [self._conn, self._channel, self._queues, self._buckets, self._buffer]
         dropped += [self._leased, self._chores]
-        self._conn = self._channel = self._arrived = None
-        self._queues, self._consuming, self._buckets = {}, {}, set()
-        self._buffer, self._leased, self._chores = [], set(), set()
-        self._topology, self._acking, self._prefetch = asyncio.Lock(), asyncio.Lock(), 0
-        self._unsettled = Unsettled()
+        self._reset()
+        self._chores = set()
         return dropped
 
     # -- names and connection ---------------------------------------------------------------
@@ -186,11 +154,11 @@ class AmqpLink(MessageTransport):
     async def startup(self) -> None:
         """Connect (with publisher confirms; a loop's publishing connection opens at its first
         publish); warn once when the state store is per-process."""
-        await self._io.run(self._connect())
+        await self._io.run(self._ready())
         await self.store.startup()
         if not self.store.shared and not self._warned:
             self._warned = True
-            log.warning(PER_PROCESS_WARNING, type(self).__name__)
+            log.warning(_PER_PROCESS_WARNING, type(self).__name__)
 
     async def shutdown(self) -> None:
         """Close the connection (unsettled deliveries go back to their queues); the state store
@@ -199,15 +167,12 @@ class AmqpLink(MessageTransport):
         await self._io.run(self._close())
         self._io.stop()
 
-    async def _connect(self) -> None:
-        if self._channel is not None:
-            return
-        conn, self._channel = await open_channel(self.url, self.safe_url)
-        self._conn = conn
-        conn.reconnect_callbacks.add(self._on_reconnect)
-        self._arrived = asyncio.Event()
-        self._topology, self._acking = asyncio.Lock(), asyncio.Lock()
-        self._prefetch = 0
+    async def _ready(self) -> Any:
+        """The I/O thread's channel, connecting first when there is none."""
+        if self._channel is None:
+            self._conn, self._channel = await open_channel(self.url, self.safe_url)
+            self._conn.reconnect_callbacks.add(self._on_reconnect)
+        return self._channel
 
     def _on_reconnect(self, *_: Any) -> None:
         """A new channel: what the old one held was requeued by RabbitMQ; set QoS again."""
@@ -219,19 +184,11 @@ class AmqpLink(MessageTransport):
         for receipt in self._leased:
             if receipt.timer is not None:
                 receipt.timer.cancel()
-        self._leased.clear()
-        self._buffer.clear()
-        conn, self._conn, self._channel = self._conn, None, None
-        self._queues.clear()
-        self._consuming.clear()
-        self._buckets.clear()
+        conn = self._conn
+        self._reset()
         if conn is not None:
             with contextlib.suppress(*LOST):
                 await conn.close()
-
-    async def _ready(self) -> Any:
-        await self._connect()
-        return self._channel
 
     async def _declare(self, queue: str) -> Any:
         """Declare a conveyor queue, its dead-letter queue, and note it in the state store."""
@@ -239,26 +196,19 @@ class AmqpLink(MessageTransport):
         if found is not None:
             return found
         async with self._topology:  # one declaration per queue, however many sends wait for it
-            found = self._queues.get(queue)
-            if found is None:
-                found = self._queues[queue] = await self._declare_now(queue)
-            return found
-
-    async def _declare_now(self, queue: str) -> Any:
-        channel = await self._ready()
-        dlx = await channel.declare_exchange(f"{self.prefix}.dead", "direct", durable=True)
-        dead = await channel.declare_queue(f"{self.queue_name(queue)}.dead", durable=True)
-        await dead.bind(dlx, routing_key=queue)
-        arguments = {
-            "x-max-priority": 9,
-            "x-dead-letter-exchange": f"{self.prefix}.dead",
-            "x-dead-letter-routing-key": queue,
-        }
-        declared = await channel.declare_queue(
-            self.queue_name(queue), durable=True, arguments=arguments
-        )
-        await self.store.set(self._key("q", queue), b"1")
-        return declared
+            if queue not in self._queues:
+                channel = await self._ready()
+                dlx = await channel.declare_exchange(f"{self.prefix}.dead", "direct", durable=True)
+                dead = await channel.declare_queue(f"{self.queue_name(queue)}.dead", durable=True)
+                await dead.bind(dlx, routing_key=queue)
+                arguments = {"x-max-priority": 9, "x-dead-letter-exchange": dlx.name,
+                             "x-dead-letter-routing-key": queue}  # fmt: skip
+                declared = await channel.declare_queue(
+                    self.queue_name(queue), durable=True, arguments=arguments
+                )
+                await self.store.set(self._key("q", queue), b"1")
+                self._queues[queue] = declared
+            return self._queues[queue]
 
     async def _bucket(self, k: int) -> None:
         """Declare the fanout exchange of delay bucket `k` (its queue dead-letters to the
@@ -275,9 +225,14 @@ class AmqpLink(MessageTransport):
                 self._buckets.add(k)
 
     def _error(self, exc: BaseException) -> BrokerError:
+        """`exc` as conveyor raises it, naming the URL (password hidden): a lost connection as
+        `BrokerConnectionError`, another failure as `BrokerError`."""
         if isinstance(exc, BrokerError):
             return exc
-        return BrokerError(f"RabbitMQ at {self.safe_url} failed: {type(exc).__name__}: {exc}")
+        what = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, LOST) and not isinstance(exc, REFUSED):
+            return BrokerConnectionError(f"cannot reach RabbitMQ at {self.safe_url}: {what}")
+        return BrokerError(f"RabbitMQ at {self.safe_url} failed: {what}")
 
     # -- publishing -----------------------------------------------------------------------------
 
@@ -299,11 +254,10 @@ class AmqpLink(MessageTransport):
                    m.queue, new_tag())
             for m in messages
         ]  # fmt: skip
-        pairs = list(zip(messages, records, strict=True))
-        fresh = pairs
+        fresh = list(zip(messages, records, strict=True))
         if self.store.shared:
-            claims = await together([self._claim_id(m, r, now) for m, r in pairs])
-            fresh = [pair for pair, claimed in zip(pairs, claims, strict=True) if claimed]
+            claims = await together([self._claim_id(m, r, now) for m, r in fresh])
+            fresh = [pair for pair, claimed in zip(fresh, claims, strict=True) if claimed]
         else:  # no index of sends in a per-process store: it would only grow (see the docs)
             await together([self._undrop(m.task_id) for m in messages])
         try:
@@ -369,12 +323,15 @@ class AmqpLink(MessageTransport):
             exchange = await channel.get_exchange(f"{self.prefix}.delay.{k}", ensure=False)
         await exchange.publish(message, self.queue_name(queue))
 
-    async def _settle(self, message: AbstractIncomingMessage, *, requeue: bool = False) -> bool:
-        """Ack `message`, or nack it back to its queue (`requeue`); False when the channel is
-        gone (RabbitMQ requeued it). Its tag stays unsettled (`acks.py`) until the settle is
-        written: a `multiple` ack sent meanwhile must not cover it."""
+    async def _settle(
+        self, message: AbstractIncomingMessage, *, requeue: bool = False, multiple: bool = False
+    ) -> bool:
+        """Ack `message` (with every unsettled one before it when `multiple`), or nack it back to
+        its queue (`requeue`); False when the channel is gone (RabbitMQ requeued it). Its tag
+        stays unsettled (`acks.py`) until the settle is written: a `multiple` ack sent meanwhile
+        must not cover it."""
         try:
-            await (message.nack(requeue=True) if requeue else message.ack())
+            await (message.nack(requeue=True) if requeue else message.ack(multiple=multiple))
         except LOST:
             self._unsettled.settled(message)
             return False

@@ -17,35 +17,29 @@ import contextlib
 import logging
 from typing import Any
 
+import aio_pika
+from aio_pika.connection import make_url
+from aiormq import exceptions as amqp
+
 from conveyor.errors import BrokerConnectionError
 
-try:
-    import aio_pika
-    from aio_pika.connection import make_url
-    from aiormq.exceptions import AMQPError
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "the RabbitMQ engine needs the amqp extra: pip install 'conveyor[amqp]'"
-    ) from exc
-
-__all__ = ["CONNECT_TIMEOUT", "LOST", "Outbox", "open_channel"]
+__all__ = ["CONNECT_TIMEOUT", "LOST", "REFUSED", "Outbox", "open_channel"]
 
 #: Seconds the first connection may take before `BrokerConnectionError`.
 CONNECT_TIMEOUT = 10.0
 
 #: Errors of a channel that is gone (settling on it: RabbitMQ has requeued the message).
-LOST = (AMQPError, RuntimeError, ConnectionError)
+LOST = (amqp.AMQPError, RuntimeError, ConnectionError)
+#: What a connected RabbitMQ refuses (access, a queue declared otherwise, a returned publish):
+#: among `LOST`'s types, yet no lost connection.
+REFUSED = (amqp.ChannelAccessRefused, amqp.ChannelLockedResource, amqp.ChannelNotFoundEntity,
+           amqp.ChannelPreconditionFailed, amqp.DeliveryError)  # fmt: skip
 
 
-class _NoTransportErrors(logging.Filter):
+def _no_transport_errors(record: logging.LogRecord) -> bool:
     """Drops aiormq's ERROR line for a failed TCP connect: conveyor raises it as one clear
     `BrokerConnectionError`, and aio-pika logs each failed reconnect itself."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("error when creating transport")
-
-
-_FILTER = _NoTransportErrors()
+    return not str(record.msg).startswith("error when creating transport")
 
 
 async def open_channel(url: str, safe_url: str) -> tuple[Any, Any]:
@@ -54,7 +48,7 @@ async def open_channel(url: str, safe_url: str) -> tuple[Any, Any]:
     Raises:
         BrokerConnectionError: RabbitMQ cannot be reached within `CONNECT_TIMEOUT`.
     """
-    logging.getLogger("aiormq.connection").addFilter(_FILTER)  # a set: adding twice is once
+    logging.getLogger("aiormq.connection").addFilter(_no_transport_errors)  # added once
     conn = aio_pika.RobustConnection(make_url(url), reconnect_interval=1)
     try:
         await conn.connect(timeout=CONNECT_TIMEOUT)
@@ -62,7 +56,7 @@ async def open_channel(url: str, safe_url: str) -> tuple[Any, Any]:
     except BaseException as exc:  # cancelled too: no half-open connection is left behind
         with contextlib.suppress(Exception):
             await conn.close()
-        if isinstance(exc, TimeoutError | OSError | AMQPError):
+        if isinstance(exc, TimeoutError | OSError | amqp.AMQPError):
             raise BrokerConnectionError(f"cannot reach RabbitMQ at {safe_url}: {exc}") from None
         raise
     return conn, channel

@@ -30,18 +30,14 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any, NoReturn
 
-from conveyor.engines.amqp.acks import AmqpAcks, Receipt
-from conveyor.engines.amqp.link import int_header, on_io, stale
-from conveyor.engines.amqp.records import DROPPED, Record, new_tag
-from conveyor.engines.base import Delivery
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
 
-try:
-    import aio_pika
-    from aio_pika.abc import AbstractIncomingMessage
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "the RabbitMQ engine needs the amqp extra: pip install 'conveyor[amqp]'"
-    ) from exc
+from conveyor.engines.amqp.acks import AmqpAcks, Receipt
+from conveyor.engines.amqp.link import on_io
+from conveyor.engines.amqp.records import DROPPED, Record, new_tag
+from conveyor.engines.amqp.unsettled import stale
+from conveyor.engines.base import Delivery
 
 __all__ = ["AmqpTransport"]
 
@@ -55,11 +51,15 @@ log = logging.getLogger("conveyor.amqp")
 
 
 def _read(message: AbstractIncomingMessage) -> tuple[int, float, str | None]:
-    """A delivered message's earlier deliveries, due time, and why it cannot run (or None)."""
-    try:
-        n, eta_ms = int_header(message, "x-n"), int_header(message, "x-eta-ms")
-    except ValueError as exc:
-        return 0, 0.0, str(exc)
+    """A delivered message's earlier deliveries, due time, and why it cannot run (or None): its
+    `x-n` and `x-eta-ms` headers are integers this engine set (0 when absent)."""
+    headers, found = message.headers or {}, list[int]()
+    for name in ("x-n", "x-eta-ms"):
+        value = 0 if headers.get(name) is None else headers[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            return 0, 0.0, f"its {name} header is {value!r}, not an integer"
+        found.append(value)
+    n, eta_ms = found
     if not message.message_id:
         return n, 0.0, "it has no message_id"
     return n, eta_ms / 1000, None
@@ -102,7 +102,6 @@ class AmqpTransport(AmqpAcks):
             if await self._consume_only(names):
                 lingered = False  # new consumers: their backlogs arrive one by one
                 backlog = True
-            assert self._arrived is not None
             self._arrived.clear()
             waiting = self._waiting(names)
             pause = _BACKLOG_SECONDS if backlog else self.linger_seconds
@@ -160,8 +159,7 @@ class AmqpTransport(AmqpAcks):
             await self._settle(message, requeue=True)
             return
         self._buffer.append((-(message.priority or 0), next(self._seq), queue, message))
-        if self._arrived is not None:
-            self._arrived.set()
+        self._arrived.set()
 
     def _waiting(self, names: Sequence[str]) -> int:
         self._buffer = [item for item in self._buffer if not stale(item[3])]
@@ -178,7 +176,6 @@ class AmqpTransport(AmqpAcks):
     async def _hand_out(self, taken: list[tuple[str, AbstractIncomingMessage]]) -> list[Delivery]:
         """Lease the taken messages. One neither leased nor settled, because a call failed or
         the receive was cancelled, is nacked back to its queue: none is left held untimed."""
-        outcomes: list[Delivery | BaseException | None] = []
         got: list[Delivery] = []
         try:
             outcomes = await asyncio.gather(
@@ -250,7 +247,7 @@ class AmqpTransport(AmqpAcks):
 
     def _expire(self, receipt: Receipt) -> None:
         """The lease ran out: give the message back to the queue, to anyone."""
-        if not receipt.live:
+        if receipt not in self._leased:
             return
         self._unlease(receipt)
         chore = asyncio.get_running_loop().create_task(self._settle(receipt.message, requeue=True))
@@ -312,7 +309,7 @@ class AmqpTransport(AmqpAcks):
         writes = []
         for delivery in deliveries:
             receipt = delivery.receipt
-            if not isinstance(receipt, Receipt) or not receipt.live:
+            if not isinstance(receipt, Receipt) or receipt not in self._leased:
                 continue
             if stale(receipt.message):  # RabbitMQ requeued it when the channel closed
                 self._unlease(receipt)

@@ -18,16 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from aio_pika.abc import AbstractIncomingMessage
+
 from conveyor.engines.amqp.outbox import LOST
 
-try:
-    from aio_pika.abc import AbstractIncomingMessage
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError(
-        "the RabbitMQ engine needs the amqp extra: pip install 'conveyor[amqp]'"
-    ) from exc
-
-__all__ = ["Plan", "Unsettled"]
+__all__ = ["Plan", "Unsettled", "stale"]
 
 #: Messages to ack in one way (see `Unsettled.split`).
 Plan = list[AbstractIncomingMessage]
@@ -39,6 +34,11 @@ def _channel(message: AbstractIncomingMessage) -> Any:
         return message.channel
     except LOST:  # aio-pika raises instead of answering for a closed channel
         return None
+
+
+def stale(message: AbstractIncomingMessage) -> bool:
+    """True when the channel a message came on is closed (RabbitMQ requeued it)."""
+    return _channel(message) is None
 
 
 class Unsettled:
