@@ -84,11 +84,9 @@ class AmqpAcks(AmqpAdmin):
         async with self._acking:  # a `multiple` ack is written before the next batch is planned
             held = [(d, r) for d in deliveries if (r := self._claim(d)) is not None]
             top, covered, rest = self._unsettled.split([r.message for _, r in held])
-            acked = (
-                {id(m) for m in covered}
-                if top and await self._settle(top[0], multiple=True)
-                else set()
-            )
+            acked: set[int] = set()
+            if top and await self._settle(top[0], multiple=True):
+                acked = {id(m) for m in covered}
             for message in rest:
                 if await self._settle(message):
                     acked.add(id(message))

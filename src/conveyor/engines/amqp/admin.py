@@ -125,8 +125,8 @@ class AmqpAdmin(AmqpLink):
     @contextlib.asynccontextmanager
     async def _dead(self, queue: str, limit: int | None) -> AsyncIterator[list[Any]]:
         """Up to `limit` dead letters of `queue`, got unacked on a channel of their own."""
-        await self._declare(queue)
         async with self._own_channel() as channel:
+            await self._declare(queue)
             dead = await channel.declare_queue(f"{self.queue_name(queue)}.dead", durable=True)
             got: list[Any] = []
             while limit is None or len(got) < limit:
@@ -166,9 +166,9 @@ class AmqpAdmin(AmqpLink):
     async def delete_topology(self) -> None:
         """Delete this prefix's queues, dead-letter queues, delay buckets and exchanges, and the
         index, queue and bucket notes in the state store (tests, teardown)."""
-        for queue, tag in self._consuming.items():
-            await self._queues[queue].cancel(tag)
         async with self._own_channel() as channel:
+            for queue, tag in self._consuming.items():
+                await self._queues[queue].cancel(tag)
             for queue in await self._known_queues():
                 for name in (self.queue_name(queue), f"{self.queue_name(queue)}.dead"):
                     await channel.queue_delete(name)
