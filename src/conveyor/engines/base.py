@@ -172,9 +172,9 @@ def check_lease(lease_seconds: float) -> None:
     """Refuse a lease no transport can keep, before anything is opened.
 
     Raises:
-        ConfigurationError: `lease_seconds` is not positive.
+        ConfigurationError: `lease_seconds` is not positive (or not a number: NaN).
     """
-    if lease_seconds <= 0:
+    if not lease_seconds > 0:
         raise ConfigurationError(f"lease_seconds must be positive, not {lease_seconds!r}")
 
 

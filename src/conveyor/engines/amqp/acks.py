@@ -22,10 +22,10 @@ from functools import cached_property
 from aio_pika.abc import AbstractIncomingMessage
 
 from conveyor.engines.amqp.admin import AmqpAdmin
-from conveyor.engines.amqp.link import on_io, together
+from conveyor.engines.amqp.link import on_io
 from conveyor.engines.amqp.unsettled import stale
-from conveyor.engines.base import Delivery
-from conveyor.engines.loops import Batcher, PerLoop
+from conveyor.engines.base import Delivery, typed_receipt
+from conveyor.engines.loops import Batcher, PerLoop, together
 
 __all__ = ["AmqpAcks", "Receipt"]
 
@@ -59,9 +59,7 @@ class AmqpAcks(AmqpAdmin):
 
     def _claim(self, delivery: Delivery) -> Receipt | None:
         """The receipt of a delivery this transport still holds, taken out of the lease set."""
-        receipt = delivery.receipt
-        if not isinstance(receipt, Receipt):
-            raise TypeError(f"delivery {delivery.task_id!r} did not come from an AmqpTransport")
+        receipt = typed_receipt(delivery, Receipt, "an AmqpTransport")
         if receipt not in self._leased:
             return None
         self._unlease(receipt)

@@ -35,11 +35,18 @@ from conveyor.engines.amqp.records import (
     split_url,
 )
 from conveyor.engines.amqp.unsettled import Unsettled, stale
-from conveyor.engines.base import DEFAULT_LEASE_SECONDS, MessageTransport, Outgoing, StateStore
-from conveyor.engines.loops import IoThread, PerLoop, reset_after_fork
-from conveyor.errors import BrokerConnectionError, BrokerError, ConfigurationError
+from conveyor.engines.base import (
+    DEFAULT_LEASE_SECONDS,
+    MessageTransport,
+    Outgoing,
+    StateStore,
+    check_lease,
+)
+from conveyor.engines.loops import IoThread, PerLoop, reset_after_fork, together
+from conveyor.errors import BrokerConnectionError, BrokerError
+from conveyor.logs import named_line
 
-__all__ = ["AmqpLink", "on_io", "together"]
+__all__ = ["AmqpLink", "on_io"]
 
 L = TypeVar("L", bound="AmqpLink")
 P = ParamSpec("P")
@@ -70,14 +77,6 @@ def on_io(
     return on_thread
 
 
-async def together(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
-    """Await `calls` concurrently; one alone is awaited in place (a single `kiq`), without the
-    task and the extra loop turn `asyncio.gather` makes for it."""
-    if len(calls) == 1:
-        return [await calls[0]]
-    return list(await asyncio.gather(*calls))
-
-
 class AmqpLink(MessageTransport):
     """A RabbitMQ connection with the queues of one prefix and a state store (see
     `AmqpTransport` for the arguments)."""
@@ -96,11 +95,7 @@ class AmqpLink(MessageTransport):
         self.prefix = query.get("prefix") or prefix
         lease = float_option(query, "lease", url)
         self.lease_seconds = (lease_seconds or DEFAULT_LEASE_SECONDS) if lease is None else lease
-        if not self.lease_seconds > 0:
-            raise ConfigurationError(
-                f"the lease of {self.safe_url} must be a positive number of seconds,"
-                f" not {self.lease_seconds!r}"
-            )
+        check_lease(self.lease_seconds)
         self.linger_seconds = linger_seconds
         self.store = store
         self._warned = False
@@ -229,10 +224,10 @@ class AmqpLink(MessageTransport):
         `BrokerConnectionError`, another failure as `BrokerError`."""
         if isinstance(exc, BrokerError):
             return exc
-        what = f"{type(exc).__name__}: {exc}"
+        line = named_line(exc)
         if isinstance(exc, LOST) and not isinstance(exc, REFUSED):
-            return BrokerConnectionError(f"cannot reach RabbitMQ at {self.safe_url}: {what}")
-        return BrokerError(f"RabbitMQ at {self.safe_url} failed: {what}")
+            return BrokerConnectionError(f"cannot reach RabbitMQ at {self.safe_url}: {line}")
+        return BrokerError(f"RabbitMQ at {self.safe_url} failed: {line}")
 
     # -- publishing -----------------------------------------------------------------------------
 
