@@ -256,10 +256,7 @@ class AmqpLink(MessageTransport):
         else:  # no index of sends in a per-process store: it would only grow (see the docs)
             await together([self._undrop(m.task_id) for m in messages])
         try:
-            await together(
-                [self._send(m.queue, m.task_id, m.body, m.priority, m.eta, 0, r.tag, channel)
-                 for m, r in fresh]
-            )  # fmt: skip
+            await together([self._send(m, 0, r.tag, channel) for m, r in fresh])
         except Exception as exc:
             if self.store.shared:  # unsent: the id may be sent again
                 keys = [self._key("m", m.task_id) for m, _ in fresh]
@@ -283,40 +280,31 @@ class AmqpLink(MessageTransport):
         if held is not None and held.state == DROPPED:
             await self.store.delete(self._key("m", task_id))
 
-    async def _send(
-        self,
-        queue: str,
-        task_id: str,
-        body: bytes,
-        priority: int,
-        eta: float | None,
-        n: int,
-        tag: str,
-        channel: Any = None,
-    ) -> None:
-        """Publish one message to its queue, or to the delay bucket its `eta` needs, on
-        `channel` (the I/O thread's when None); queues and buckets are declared there."""
-        if queue not in self._queues:
-            await self._io.run(self._declare(queue))
+    async def _send(self, m: Outgoing, n: int, tag: str, channel: Any = None) -> None:
+        """Publish one message (`n` earlier deliveries, copy `tag`) to its queue, or to the delay
+        bucket its `eta` needs, on `channel` (the I/O thread's when None); queues and buckets
+        are declared there."""
+        if m.queue not in self._queues:
+            await self._io.run(self._declare(m.queue))
         headers: dict[str, Any] = {"x-n": n, "x-tag": tag}
-        if eta:  # integer ms: pamqp sends a Python float as a 32-bit float
-            headers["x-eta-ms"] = math.ceil(eta * 1000)
+        if m.eta:  # integer ms: pamqp sends a Python float as a 32-bit float
+            headers["x-eta-ms"] = math.ceil(m.eta * 1000)
         message = aio_pika.Message(
-            body,
-            message_id=task_id,
-            priority=min(max(int(priority), 0), 9),
+            m.body,
+            message_id=m.task_id,
+            priority=m.band,
             headers=headers,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         channel = channel or self._channel
-        k = delay_bucket(eta) if eta else None
+        k = delay_bucket(m.eta) if m.eta else None
         if k is None:
             exchange = channel.default_exchange
         else:
             if k not in self._buckets:
                 await self._io.run(self._bucket(k))
             exchange = await channel.get_exchange(f"{self.prefix}.delay.{k}", ensure=False)
-        await exchange.publish(message, self.queue_name(queue))
+        await exchange.publish(message, self.queue_name(m.queue))
 
     async def _settle(
         self, message: AbstractIncomingMessage, *, requeue: bool = False, multiple: bool = False

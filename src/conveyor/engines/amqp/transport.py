@@ -37,7 +37,7 @@ from conveyor.engines.amqp.acks import AmqpAcks, Receipt
 from conveyor.engines.amqp.link import on_io
 from conveyor.engines.amqp.records import DROPPED, Record, new_tag
 from conveyor.engines.amqp.unsettled import stale
-from conveyor.engines.base import Delivery
+from conveyor.engines.base import Delivery, Outgoing
 
 __all__ = ["AmqpTransport"]
 
@@ -220,7 +220,7 @@ class AmqpTransport(AmqpAcks):
                 await self.store.delete(self._key("m", task_id))
             return None
         if eta > time.time():
-            await self._send(queue, task_id, message.body, priority, eta, sent_n, tag)
+            await self._send(Outgoing(task_id, queue, message.body, priority, eta), sent_n, tag)
             await self._settle(message)
             return None
         # without a record (an index of another process) count from the header
@@ -293,9 +293,9 @@ class AmqpTransport(AmqpAcks):
         try:
             both = record.with_(tag=f"{tag},{receipt.tag}")
             await self._put(delivery.task_id, both, time.time())
-            await self._send(delivery.queue, delivery.task_id,
-                             original.body if body is None else body, receipt.priority,
-                             record.eta or None, delivery.deliveries, tag)  # fmt: skip
+            body = original.body if body is None else body
+            copy = Outgoing(delivery.task_id, delivery.queue, body, receipt.priority, record.eta)
+            await self._send(copy, delivery.deliveries, tag)
         except BaseException as exc:  # the original goes back to its place, and counts
             await self._give_back(receipt, exc)
         if not await self._settle(original):  # RabbitMQ requeued it: only the new one counts
