@@ -187,10 +187,10 @@ class Traffic(threading.Thread):
             self.client.close()
 
     def _pick(self) -> tuple[str, list[Any], dict[str, Any]]:
-        """One call: mostly orders, payments and emails (a few reminders for later), now and
-        then an inventory sync (some deferred)."""
+        """One call: mostly orders, payments and emails (a few reminders, due in 30 to 120 s), and
+        now and then an inventory sync (a few of them deferred as much)."""
         n, rng = self.sent + 1000, self.rng
-        later = {"delay": rng.choice([300, 600, 900])} if rng.random() < 0.1 else {}
+        later = {"delay": rng.choice([30, 60, 90, 120])} if rng.random() < 0.1 else {}
         calls: list[tuple[str, list[Any], dict[str, Any]]] = [
             ("orders.place", [n, rng.randint(1, 6)], {}),
             ("payments.charge", [n, round(rng.uniform(5, 150), 2)], {}),
