@@ -28,13 +28,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import os
-import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Generic, Literal, Protocol, TypeVar
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from conveyor.errors import BrokerConnectionError, ConfigurationError
@@ -46,17 +43,12 @@ __all__ = [
     "Engine",
     "Location",
     "MessageTransport",
-    "OnClient",
     "Outgoing",
     "Publisher",
     "QueueStats",
     "ResultBackend",
     "StateStore",
     "StreamChunk",
-    "check_lease",
-    "check_window",
-    "consumer_id",
-    "typed_receipt",
 ]
 
 
@@ -90,12 +82,6 @@ class Outgoing:
     def band(self) -> int:
         """`priority` clamped to 0-9: the priority band an engine keeps the message in."""
         return min(max(int(self.priority), 0), 9)
-
-
-def consumer_id() -> str:
-    """A name for one consumer (host, pid and a random part): what an engine records as the
-    holder of the messages it leased, so a receipt settles only its own claim."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 #: Publishes messages somewhere particular: what `MessageTransport.transactional` returns.
@@ -154,28 +140,6 @@ class DeadLetter:
 #: Where a transport holds a message: ready to be handed out, waiting for its time (an ETA, a
 #: retry delay), or leased to a consumer.
 Location = Literal["waiting", "delayed", "leased"]
-
-
-def typed_receipt(delivery: Delivery, kind: type[R], transport: str) -> R:
-    """The receipt of a delivery that `transport` (named for the error) made as a `kind`.
-
-    Raises:
-        TypeError: the delivery came from another transport.
-    """
-    receipt = delivery.receipt
-    if not isinstance(receipt, kind):
-        raise TypeError(f"delivery {delivery.task_id!r} did not come from {transport}")
-    return receipt
-
-
-def check_lease(lease_seconds: float) -> None:
-    """Refuse a lease no transport can keep, before anything is opened.
-
-    Raises:
-        ConfigurationError: `lease_seconds` is not positive (or not a number: NaN).
-    """
-    if not lease_seconds > 0:
-        raise ConfigurationError(f"lease_seconds must be positive, not {lease_seconds!r}")
 
 
 class MessageTransport(abc.ABC):
@@ -363,18 +327,6 @@ class StateStore(abc.ABC):
         """
 
 
-def check_window(limit: int, period: float) -> None:
-    """Refuse a rate window no store can keep, before `window_acquire` touches anything.
-
-    Raises:
-        ConfigurationError: `limit` is below 1 or `period` is not positive.
-    """
-    if limit < 1 or period <= 0:
-        raise ConfigurationError(
-            f"a rate limit needs limit >= 1 and period > 0, not {limit}/{period}"
-        )
-
-
 #: Longest sleep between two reads of a result whose store announces results.
 _RECHECK_SECONDS = 1.0
 
@@ -494,28 +446,3 @@ class Engine:
     transport: MessageTransport | None = None
     store: StateStore | None = None
     results: ResultBackend | None = None
-
-
-class _Client(Protocol):
-    async def startup(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-C = TypeVar("C", bound=_Client)
-
-
-class OnClient(Generic[C]):
-    """What an engine's transport, state store and result store share: one client of the
-    engine (its connections), started on startup and closed on shutdown. Listed before the
-    contract class, so these are the methods that run."""
-
-    client: C
-
-    async def startup(self) -> None:
-        """Connect (and create what the engine needs, once per client)."""
-        await self.client.startup()
-
-    async def shutdown(self) -> None:
-        """Close this event loop's connections (what was sent is flushed first)."""
-        await self.client.close()

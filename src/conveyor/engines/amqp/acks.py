@@ -24,7 +24,8 @@ from aio_pika.abc import AbstractIncomingMessage
 from conveyor.engines.amqp.admin import AmqpAdmin
 from conveyor.engines.amqp.link import on_io
 from conveyor.engines.amqp.unsettled import stale
-from conveyor.engines.base import Delivery, typed_receipt
+from conveyor.engines.base import Delivery
+from conveyor.engines.kit import typed_receipt
 from conveyor.engines.loops import Batcher, PerLoop, together
 
 __all__ = ["AmqpAcks", "Receipt"]

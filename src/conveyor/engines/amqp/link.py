@@ -35,13 +35,8 @@ from conveyor.engines.amqp.records import (
     split_url,
 )
 from conveyor.engines.amqp.unsettled import Unsettled, stale
-from conveyor.engines.base import (
-    DEFAULT_LEASE_SECONDS,
-    MessageTransport,
-    Outgoing,
-    StateStore,
-    check_lease,
-)
+from conveyor.engines.base import DEFAULT_LEASE_SECONDS, MessageTransport, Outgoing, StateStore
+from conveyor.engines.kit import check_lease
 from conveyor.engines.loops import IoThread, PerLoop, reset_after_fork, together
 from conveyor.errors import BrokerConnectionError, BrokerError
 from conveyor.logs import named_line

@@ -12,7 +12,8 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from conveyor.engines.base import StateStore, check_window
+from conveyor.engines.base import StateStore
+from conveyor.engines.kit import check_window
 from conveyor.errors import BrokerError
 
 __all__ = ["MemoryStore"]

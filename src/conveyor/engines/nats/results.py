@@ -18,7 +18,8 @@ import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
 
-from conveyor.engines.base import OnClient, ResultBackend, StreamChunk
+from conveyor.engines.base import ResultBackend, StreamChunk
+from conveyor.engines.kit import OnClient
 from conveyor.engines.nats.client import Msg, NatsClient, Stored
 from conveyor.engines.nats.keys import Keys, escape
 from conveyor.errors import BrokerConnectionError

@@ -20,7 +20,8 @@ import json
 import time
 from collections.abc import Sequence
 
-from conveyor.engines.base import OnClient, StateStore, check_window
+from conveyor.engines.base import StateStore
+from conveyor.engines.kit import OnClient, check_window
 from conveyor.engines.nats.client import EXPIRES, NatsClient, Stored, has_expired
 from conveyor.engines.nats.keys import Keys, escape
 from conveyor.errors import BrokerError

@@ -32,12 +32,10 @@ from conveyor.engines.base import (
     Delivery,
     Location,
     MessageTransport,
-    OnClient,
     Outgoing,
     QueueStats,
-    check_lease,
-    typed_receipt,
 )
+from conveyor.engines.kit import OnClient, check_lease, typed_receipt
 from conveyor.engines.loops import together
 from conveyor.engines.nats.client import MARKER_SECONDS, Msg, NatsClient
 from conveyor.engines.nats.conn import LoopConn, log

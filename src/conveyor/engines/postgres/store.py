@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conveyor.engines.base import StateStore, check_window
+from conveyor.engines.base import StateStore
+from conveyor.engines.kit import check_window
 from conveyor.engines.postgres.db import Conn, PgDb
 from conveyor.errors import BrokerError
 

@@ -29,9 +29,8 @@ from conveyor.engines.base import (
     Publisher,
     QueueStats,
     ResultBackend,
-    check_lease,
-    consumer_id,
 )
+from conveyor.engines.kit import check_lease, consumer_id
 from conveyor.engines.loops import Batcher
 from conveyor.engines.postgres import enqueue
 from conveyor.engines.postgres.db import PgDb, Record

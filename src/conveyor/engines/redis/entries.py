@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from conveyor.engines.base import DeadLetter, Delivery, typed_receipt
+from conveyor.engines.base import DeadLetter, Delivery
+from conveyor.engines.kit import typed_receipt
 
 __all__ = ["Receipt", "dead_letter_of", "delivery_of", "receipt_of"]
 

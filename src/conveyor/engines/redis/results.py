@@ -12,7 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conveyor.engines.base import OnClient, ResultBackend, StreamChunk
+from conveyor.engines.base import ResultBackend, StreamChunk
+from conveyor.engines.kit import OnClient
 from conveyor.engines.redis.client import RedisClient, ms, px
 
 __all__ = ["RedisResultBackend"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conveyor.engines.base import OnClient, StateStore, check_window
+from conveyor.engines.base import StateStore
+from conveyor.engines.kit import OnClient, check_window
 from conveyor.engines.redis.client import RedisClient, ms, px
 from conveyor.errors import BrokerError
 

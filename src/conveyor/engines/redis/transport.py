@@ -43,13 +43,11 @@ from conveyor.engines.base import (
     Delivery,
     Location,
     MessageTransport,
-    OnClient,
     Outgoing,
     QueueStats,
     ResultBackend,
-    check_lease,
-    consumer_id,
 )
+from conveyor.engines.kit import OnClient, check_lease, consumer_id
 from conveyor.engines.loops import together
 from conveyor.engines.redis.client import RedisClient, ms
 from conveyor.engines.redis.entries import Receipt, dead_letter_of, delivery_of, receipt_of

@@ -9,7 +9,8 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from conveyor.engines.base import StateStore, check_window
+from conveyor.engines.base import StateStore
+from conveyor.engines.kit import check_window
 from conveyor.engines.sqlite.db import (
     LIVE,
     SqliteClient,

@@ -35,8 +35,8 @@ from conveyor.engines.base import (
     Outgoing,
     QueueStats,
     ResultBackend,
-    consumer_id,
 )
+from conveyor.engines.kit import consumer_id
 from conveyor.engines.loops import Batcher, Signal
 from conveyor.engines.sqlite.db import (
     SqliteClient,
