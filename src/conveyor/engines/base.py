@@ -31,7 +31,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from conveyor.errors import BrokerConnectionError, ConfigurationError
@@ -56,8 +56,6 @@ __all__ = [
 #: A worker renews every third of it, from a thread of its own; a worker that dies has its
 #: messages handed out again about this long after its last renewal.
 DEFAULT_LEASE_SECONDS: Final = 8.0
-
-R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
