@@ -3,7 +3,8 @@
 A `SqliteDb` owns one connection and the one thread that uses it: every sqlite3 call runs on
 that thread, never on the event loop. Many processes may open the same file at once: the file
 is in WAL mode (readers never block the writer), writes take the lock up front with
-`BEGIN IMMEDIATE` and stay short, and a busy timeout plus a few retries absorb contention.
+`BEGIN IMMEDIATE` and stay short, and a busy timeout plus a few retries absorb contention. No
+commit runs a checkpoint: a `Checkpointer` thread copies the WAL back (`checkpoint`).
 
 The schema of all three is `schema.sql`, created here, so any of them can create the file
 first; `PRAGMA user_version` records its version, and a file of version 1 is migrated in
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 from conveyor.engines.loops import reset_after_fork
 from conveyor.engines.sqlite import space
+from conveyor.engines.sqlite.checkpoint import Checkpointer
 from conveyor.errors import BrokerConnectionError, BrokerError
 
 __all__ = [
@@ -189,6 +191,8 @@ class SqliteDb:
         self.sweep_interval = sweep_interval
         self.safe_url = f"sqlite:///{path}"
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._changes = 0
         self._executor: ThreadPoolExecutor | None = None
         #: The transport, store and result store that opened the file and have not closed it.
         self.users: set[object] = set()
@@ -243,7 +247,12 @@ class SqliteDb:
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:
             self._conn = self._connect()
-        return _retry_busy(fn, self._conn)
+        try:
+            return _retry_busy(fn, self._conn)
+        finally:
+            if self._checkpointer and self._conn.total_changes != self._changes:
+                self._changes = self._conn.total_changes
+                self._checkpointer.wrote()
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -255,19 +264,26 @@ class SqliteDb:
             # Before WAL mode: only a file without pages takes it (an older one is converted
             # by `space.give_back`); on any other file it changes nothing.
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            _retry_busy(lambda c: c.execute("PRAGMA journal_mode = WAL").fetchall(), conn)
+            mode = _retry_busy(lambda c: c.execute("PRAGMA journal_mode = WAL").fetchone(), conn)
+            if mode[0] == "wal":  # not for a memory database
+                conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's job
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
             _retry_busy(_create_schema, conn)
         except sqlite3.Error as exc:
             conn.close()
             raise self._cannot_open(exc) from None
+        if mode[0] == "wal":
+            self._checkpointer = Checkpointer(self.path)
         return conn
 
     def _cannot_open(self, exc: sqlite3.Error) -> BrokerConnectionError:
         return BrokerConnectionError(f"cannot open SQLite database {self.path!r}: {exc}")
 
     def _disconnect(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -277,8 +293,9 @@ class SqliteDb:
     def _after_fork(self) -> list[object]:
         """In a forked child: the parent's thread is gone and its connection is not ours (it
         is kept, never used or closed)."""
-        inherited, self._conn, self._executor = self._conn, None, None
-        return [inherited]
+        inherited: list[object] = [self._conn, self._checkpointer]
+        self._conn, self._checkpointer, self._executor = None, None, None
+        return inherited
 
     def _thread(self) -> ThreadPoolExecutor:
         if self._executor is None:
