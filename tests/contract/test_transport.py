@@ -172,6 +172,23 @@ async def test_expired_lease_is_delivered_again(make_transport: TransportFactory
     assert await transport.locate("t1") is None
 
 
+async def test_acks_made_together_each_settle_only_their_own_lease(
+    make_transport: TransportFactory,
+) -> None:
+    # Engines may settle the acks of tasks finishing together in one call (Redis, SQLite): a
+    # lost lease among them still settles nothing, across bands and queues.
+    transport = await make_transport(lease_seconds=0.3)
+    await transport.publish([out("t1")])
+    stale = await receive_one(transport)
+    current = await receive_one(transport)  # after the first lease ran out
+    await transport.publish([out("t2", priority=5), out("t3", "r")])
+    others = [await receive_one(transport), await receive_one(transport, "r")]
+    await asyncio.gather(*(transport.ack([d]) for d in (stale, *others)))
+    assert [await transport.locate(t) for t in ("t1", "t2", "t3")] == ["leased", None, None]
+    await transport.ack([current])
+    assert await transport.locate("t1") is None
+
+
 async def test_extend_keeps_a_delivery_leased(make_transport: TransportFactory) -> None:
     transport = await make_transport(lease_seconds=0.5)
     await transport.publish([out("t1")])

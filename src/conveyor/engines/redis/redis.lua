@@ -183,23 +183,34 @@ local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 return {out, ready, first[2] and tonumber(first[2]) or -1}
 
 --- ack
--- KEYS[2] the stream, KEYS[3] the result key when there is a result to store; ARGV[3]
--- consumer, [4] entry id, [5] token, [6] task id, [7] result data, [8] result ttl ms or "",
--- [9] channel to announce the result on.
--- Stores the result (even for a lost lease: the task did run), then settles if still owned.
-if KEYS[3] then
-  if ARGV[8] ~= '' then
-    redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[8])
-  else
-    redis.call('SET', KEYS[3], ARGV[7])
+-- Settles deliveries of one queue in one call. ARGV[3] consumer; then 8 per delivery: the index in
+-- KEYS of its stream, entry id, token, task id, the index in KEYS of its result key (0: no result
+-- to store), result data, result ttl ms or "", channel to announce the result on.
+-- Stores each result (even for a lost lease: the task did run), then settles it if still owned.
+local group, consumer, mine, ids = ARGV[2], ARGV[3], {}, {}
+for i = 4, #ARGV, 8 do
+  local stream, eid, result = KEYS[tonumber(ARGV[i])], ARGV[i + 1], tonumber(ARGV[i + 4])
+  if result > 0 then
+    if ARGV[i + 6] ~= '' then
+      redis.call('SET', KEYS[result], ARGV[i + 5], 'PX', ARGV[i + 6])
+    else
+      redis.call('SET', KEYS[result], ARGV[i + 5])
+    end
+    redis.call('PUBLISH', ARGV[i + 7], '1')
   end
-  redis.call('PUBLISH', ARGV[9], '1')
+  if owned(stream, group, consumer, eid, ARGV[i + 2]) then
+    local eids = mine[stream] or {}
+    mine[stream] = eids
+    table.insert(eids, eid)
+    table.insert(ids, ARGV[i + 3])
+  end
 end
-if not owned(KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) then return 0 end
-redis.call('XACK', KEYS[2], ARGV[2], ARGV[4])
-redis.call('XDEL', KEYS[2], ARGV[4])
-redis.call('HDEL', KEYS[1], ARGV[6])
-return 1
+for stream, eids in pairs(mine) do  -- one command per stream, not per entry
+  redis.call('XACK', stream, group, unpack(eids))
+  redis.call('XDEL', stream, unpack(eids))
+end
+if #ids > 0 then redis.call('HDEL', KEYS[1], unpack(ids)) end
+return #ids
 
 --- extend
 -- KEYS[2] the stream; ARGV[3] consumer, [4] entry id, [5] token. Resets the entry's idle time.

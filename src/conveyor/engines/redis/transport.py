@@ -48,7 +48,7 @@ from conveyor.engines.base import (
     ResultBackend,
 )
 from conveyor.engines.kit import OnClient, check_lease, consumer_id
-from conveyor.engines.loops import together
+from conveyor.engines.loops import Batcher, together
 from conveyor.engines.redis.client import RedisClient, ms
 from conveyor.engines.redis.entries import Receipt, dead_letter_of, delivery_of, receipt_of
 from conveyor.engines.redis.results import RedisResultBackend
@@ -62,6 +62,10 @@ GROUP = "workers"
 _KEYS_KEPT = 10_000
 _BANDS = range(10)
 _LOCATIONS: dict[bytes, Location] = {name.encode(): name for name in get_args(Location)}
+#: The most deliveries one `ack` script call settles (Lua's `unpack` has a limit).
+_ACKS_PER_CALL = 1000
+#: An ack waiting for its batch: the delivery, and its result data and ttl (None: no result).
+_Settle = tuple[Delivery, bytes | None, float | None]
 
 
 class _QueueKeys:
@@ -108,6 +112,7 @@ class RedisTransport(OnClient[RedisClient], MessageTransport):
         self._reclaim_every = min(max(lease_seconds / 4, 0.05), 1.0)
         self._last_reclaim = 0.0
         self._queue_keys: dict[str, _QueueKeys] = {}  # see `_keys`
+        self._acks: Batcher[_Settle] | None = None
 
     # -- keys -------------------------------------------------------------------------------------
 
@@ -267,15 +272,27 @@ class RedisTransport(OnClient[RedisClient], MessageTransport):
             await super().ack_with_result(delivery, results, data, ttl)
 
     async def _ack(self, delivery: Delivery, data: bytes | None, ttl: float | None) -> None:
-        r = receipt_of(delivery)
-        keys = [r.stream]
-        extra: list[Any] = [delivery.task_id.encode()]
-        if data is not None and self._results is not None:
-            keys.append(self._results.result_key(delivery.task_id))
-            extra += [data, ms(ttl), self._results.done_channel(delivery.task_id).encode()]
-        await self._settle(
-            "ack", delivery.queue, self._consumer, r.entry, r.token, *extra, keys=keys
-        )
+        if self._acks is None or self._acks.loop is not asyncio.get_running_loop():
+            self._acks = Batcher(self._ack_batch)
+        await self._acks.submit((delivery, data, ttl))
+
+    async def _ack_batch(self, items: list[_Settle]) -> None:
+        """Settle (and store the results of) deliveries finishing together: one script call per
+        queue, as Redis spends more on a call than on the few commands each settle runs."""
+        calls: dict[tuple[str, int], tuple[list[str], list[Any]]] = {}
+        for i, (delivery, data, ttl) in enumerate(items):
+            call = (delivery.queue, i // _ACKS_PER_CALL)
+            keys, args = calls.setdefault(call, ([], [self._consumer]))
+            r = receipt_of(delivery)
+            keys.append(r.stream)
+            args += (len(keys) + 1, r.entry, r.token, delivery.task_id.encode())
+            if data is not None and self._results is not None:
+                keys.append(self._results.result_key(delivery.task_id))
+                channel = self._results.done_channel(delivery.task_id)
+                args += (len(keys) + 1, data, ms(ttl), channel.encode())
+            else:
+                args += (0, b"", "", b"")
+        await together([self._settle("ack", q, *a, keys=k) for (q, _), (k, a) in calls.items()])
 
     async def release(
         self, delivery: Delivery, *, body: bytes | None = None, delay: float = 0.0
