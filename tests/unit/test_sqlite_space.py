@@ -149,6 +149,7 @@ async def test_a_drained_file_gives_its_space_back(tmp_path: Path, made_by: str)
         assert await results.get_result("t0") is None
     finally:
         await transport.shutdown()
+        await results.shutdown()  # `get_result` opened the file for it too
         await worker.shutdown()
 
 
