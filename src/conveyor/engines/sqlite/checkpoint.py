@@ -3,19 +3,23 @@
 SQLite's automatic checkpoint runs inside whichever commit finds the WAL past 1,000 pages, and
 its two syncs delay that send, claim or settle by milliseconds: it was the whole p99 tail of the
 SQLite engine (bench/NOTES.md, 2026-12-07). So each `SqliteDb` turns it off
-(`wal_autocheckpoint = 0`) and runs a `Checkpointer`:
+(`wal_autocheckpoint = 0`) and runs a `Checkpointer`; no checkpoint ever runs on its database
+thread:
 
 - It sleeps until its database thread reports a write, then waits `PERIOD` so the writes of a
   period share one checkpoint, and runs a PASSIVE one on its own connection: no lock is taken,
   commits go on meanwhile, and once it has caught up the next commit restarts the WAL.
 - A writer that never pauses keeps the checkpoint from catching up, so the WAL would never
-  restart: once it holds `RESTART_FRAMES`, a RESTART checkpoint waits at most `RESTART_WAIT_MS`
-  to finish the few frames the passive one left and restart it. The WAL stays bounded.
-- A RESTART holds the write lock while it waits for readers: when one is in the way (it comes
-  back busy), the next waits until the WAL has doubled, so a long reader never costs every
-  period's commits that wait.
-- A failure is logged at debug level and the next write tries again: the WAL is only longer
-  meanwhile, and the sweeper's truncation (`space`) still runs.
+  restart: once it holds `RESTART_FRAMES`, a TRUNCATE checkpoint waits at most
+  `RESTART_WAIT_MS` to finish the few frames the passive one left, restart the WAL and cut its
+  file to zero bytes. The WAL stays bounded.
+- The sweeper (`space`) asks for that truncation once per sweep (`truncate`) whatever the
+  WAL holds, so an idle file gives its WAL back too; each one is logged at debug level.
+- A TRUNCATE holds the write lock while it waits for readers: when one is in the way (it comes
+  back busy), the next waits until the WAL has doubled or the next sweep asks, so a long reader
+  never costs every period's commits that wait.
+- A failure is logged at debug level and the next write or sweep tries again: the WAL is only
+  longer meanwhile.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ log = logging.getLogger(__name__)
 PERIOD = 0.1
 #: WAL frames (pages) past which the checkpoint restarts the WAL itself: 8 MiB of 4 KiB pages.
 RESTART_FRAMES = 2048
-#: How long a RESTART checkpoint waits for the write lock and for readers.
+#: How long a TRUNCATE checkpoint waits for the write lock and for readers.
 RESTART_WAIT_MS = 20
 
 
@@ -53,6 +57,11 @@ class Checkpointer:
         """Say that a transaction was committed: a checkpoint follows within a period."""
         self._wrote.set()
 
+    def truncate(self) -> None:
+        """Ask for the WAL to be restarted and truncated to zero bytes within a period."""
+        self._restart_at = 1
+        self._wrote.set()
+
     def stop(self) -> None:
         """Stop the thread after its current checkpoint, and close its connection."""
         self._stopping.set()
@@ -69,8 +78,14 @@ class Checkpointer:
                     conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
                 frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
                 if frames >= self._restart_at:
-                    busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+                    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
                     self._restart_at = 2 * frames if busy else RESTART_FRAMES
+                    log.debug(
+                        "sqlite:///%s: WAL of %d frames %s",
+                        self._path,
+                        frames,
+                        "not truncated (readers or a writer in the way)" if busy else "truncated",
+                    )
             except sqlite3.Error as exc:
                 log.debug("sqlite:///%s: checkpoint failed: %s", self._path, exc)
                 if conn is not None:  # a new connection at the next write

@@ -4,12 +4,13 @@ A `SqliteDb` owns one connection and the one thread that uses it: every sqlite3 
 that thread, never on the event loop. Many processes may open the same file at once: the file
 is in WAL mode (readers never block the writer), writes take the lock up front with
 `BEGIN IMMEDIATE` and stay short, and a busy timeout plus a few retries absorb contention. No
-commit runs a checkpoint: a `Checkpointer` thread copies the WAL back (`checkpoint`).
+checkpoint runs on that thread: a `Checkpointer` thread copies the WAL back (`checkpoint`).
 
 The schema of all three is `schema.sql`, created here, so any of them can create the file
 first; `PRAGMA user_version` records its version, and a file of version 1 is migrated in
 place. A new file is made with incremental auto-vacuum: the sweeper, never a call per task,
-deletes expired rows and then gives free pages and the WAL back (`space`).
+deletes expired rows and then gives free pages back and has the checkpointer truncate the WAL
+(`space`).
 """
 
 from __future__ import annotations
@@ -241,6 +242,11 @@ class SqliteDb:
             self._last_sweep = now
             await self.run(_sweep)
             await space.give_back(self)
+
+    def truncate_wal(self) -> None:
+        """Have the checkpointer truncate the WAL to zero bytes within a period, on its thread."""
+        if self._checkpointer is not None:  # a memory database has no WAL
+            self._checkpointer.truncate()
 
     # -- on the database thread ---------------------------------------------------------------
 

@@ -13,9 +13,10 @@ otherwise; `give_back` tells it, at most once per sweep interval of a process:
   for a sweep that finds at most `CONVERT_MAX_LIVE_BYTES` live. VACUUM keeps the rowids of a
   table with an index (it renumbers only tables without one): `messages` and `dead_letters`
   have their primary key, so delivery receipts and dead-letter refs stay valid.
-- Checkpoint: a non-empty WAL is copied back (passive first, without the write lock) and then
-  truncated to zero (`wal_checkpoint(TRUNCATE)`), which waits at most `CHECKPOINT_WAIT_MS` for
-  readers while it holds the write lock; when it cannot finish, the next sweep tries again.
+- Truncate: the WAL is left to the database's `Checkpointer` (`checkpoint`), asked to copy it
+  back and truncate it to zero on its own thread and connection: it waits at most
+  `checkpoint.RESTART_WAIT_MS` for readers, and when it cannot finish, the next sweep asks
+  again. The database thread never waits for a checkpoint.
 
 A failure here is logged, never raised: the file is only bigger than it needs to be.
 """
@@ -25,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -50,8 +50,6 @@ BUDGET_SECONDS = 1.0
 RECLAIM_MIN_BYTES = 1 << 20
 #: The largest live part of an old file that a sweep rewrites to turn auto-vacuum on.
 CONVERT_MAX_LIVE_BYTES = 32 << 20
-#: How long a TRUNCATE checkpoint waits for the write lock and then for readers.
-CHECKPOINT_WAIT_MS = 100
 
 _NONE, _INCREMENTAL = 0, 2  # values of PRAGMA auto_vacuum
 
@@ -87,25 +85,6 @@ def _step(conn: sqlite3.Connection, pages: int) -> tuple[float, int]:
     return took, int(conn.execute("PRAGMA freelist_count").fetchone()[0])
 
 
-def _checkpoint(conn: sqlite3.Connection, wal: str, busy_ms: int) -> tuple[int, float, bool]:
-    """The WAL's size before, the TRUNCATE checkpoint's time, and whether it finished."""
-    try:
-        size = os.path.getsize(wal)
-    except OSError:  # no WAL (a memory database)
-        size = 0
-    if not size:
-        return 0, 0.0, True
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
-    start = time.perf_counter()
-    try:
-        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-    finally:
-        took = time.perf_counter() - start
-        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-    return size, took, not busy
-
-
 async def _reclaim(db: SqliteDb, use: Usage) -> None:
     steps = -(-use.free // STEP_PAGES)  # at most what is free now, not what frees meanwhile
     deadline = time.monotonic() + BUDGET_SECONDS
@@ -126,7 +105,7 @@ async def _reclaim(db: SqliteDb, use: Usage) -> None:
 
 
 async def give_back(db: SqliteDb) -> None:
-    """Return free pages to the file system and truncate the WAL, in short steps."""
+    """Return free pages to the file system in short steps, then have the WAL truncated."""
     try:
         use = await db.run(usage)
         live_bytes = (use.pages - use.free) * use.page_size
@@ -135,17 +114,6 @@ async def give_back(db: SqliteDb) -> None:
             log.debug("%s: rewritten with auto-vacuum in %.1f ms", db.safe_url, took * 1000)
         elif use.auto_vacuum == _INCREMENTAL and use.free * use.page_size >= RECLAIM_MIN_BYTES:
             await _reclaim(db, use)
-        wal = functools.partial(
-            _checkpoint, wal=f"{db.path}-wal", busy_ms=int(db.busy_timeout * 1000)
-        )
-        size, took, truncated = await db.run(wal)
-        if size:
-            log.debug(
-                "%s: WAL of %d bytes %s in %.1f ms",
-                db.safe_url,
-                size,
-                "truncated" if truncated else "not truncated (readers or a writer in the way)",
-                took * 1000,
-            )
+        db.truncate_wal()
     except BrokerError as exc:
         log.warning("%s: could not give space back: %s", db.safe_url, exc)
