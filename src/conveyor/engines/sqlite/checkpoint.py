@@ -80,12 +80,8 @@ class Checkpointer:
                 if frames >= self._restart_at:
                     busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
                     self._restart_at = 2 * frames if busy else RESTART_FRAMES
-                    log.debug(
-                        "sqlite:///%s: WAL of %d frames %s",
-                        self._path,
-                        frames,
-                        "not truncated (readers or a writer in the way)" if busy else "truncated",
-                    )
+                    done = "not truncated (readers or a writer in the way)" if busy else "truncated"
+                    log.debug("sqlite:///%s: WAL of %d frames %s", self._path, frames, done)
             except sqlite3.Error as exc:
                 log.debug("sqlite:///%s: checkpoint failed: %s", self._path, exc)
                 if conn is not None:  # a new connection at the next write

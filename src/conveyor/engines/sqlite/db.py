@@ -262,24 +262,23 @@ class SqliteDb:
 
     def _connect(self) -> sqlite3.Connection:
         try:
+            # `timeout` sets the busy timeout: no `PRAGMA busy_timeout` needed.
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         except sqlite3.Error as exc:
             raise self._cannot_open(exc) from None
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             # Before WAL mode: only a file without pages takes it (an older one is converted
             # by `space.give_back`); on any other file it changes nothing.
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             mode = _retry_busy(lambda c: c.execute("PRAGMA journal_mode = WAL").fetchone(), conn)
-            if mode[0] == "wal":  # not for a memory database
-                conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's job
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's job
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
             _retry_busy(_create_schema, conn)
         except sqlite3.Error as exc:
             conn.close()
             raise self._cannot_open(exc) from None
-        if mode[0] == "wal":
+        if mode[0] == "wal":  # not for a memory database
             self._checkpointer = Checkpointer(self.path)
         return conn
 

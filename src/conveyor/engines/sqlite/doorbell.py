@@ -55,10 +55,8 @@ class Doorbell:
     def listen(self, signal: Signal) -> None:
         """Notify `signal` whenever another process rings (binding this process's socket)."""
         self._signals.add(signal)
-        if not _SUPPORTED:
-            return
         with self._lock:
-            if self._sock is not None:
+            if not _SUPPORTED or self._sock is not None:
                 return
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             address = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -82,16 +80,14 @@ class Doorbell:
             self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self._sender.setblocking(False)
         try:
-            entries = list(os.scandir(self.folder))
+            others = [entry.path for entry in os.scandir(self.folder) if entry.path != own]
         except FileNotFoundError:  # its last consumer just left
             return
-        for entry in entries:
-            if entry.path == own:
-                continue
+        for other in others:
             try:
-                self._sender.sendto(b"\0", entry.path)
+                self._sender.sendto(b"\0", other)
             except (ConnectionRefusedError, FileNotFoundError):
-                _unlink(Path(entry.path))  # its process is gone
+                _unlink(Path(other))  # its process is gone
             except OSError:
                 pass  # full (its consumer is awake anyway) or not a socket
 
@@ -133,7 +129,6 @@ def doorbell(path: str) -> Doorbell:
     """The doorbell of the database file at `path`, one per file in this process."""
     key = os.path.abspath(path)
     with _LOCK:
-        found = _DOORBELLS.get(key)
-        if found is None:
-            found = _DOORBELLS[key] = Doorbell(path)
-        return found
+        if key not in _DOORBELLS:
+            _DOORBELLS[key] = Doorbell(path)
+        return _DOORBELLS[key]

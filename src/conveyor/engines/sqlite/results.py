@@ -27,6 +27,10 @@ __all__ = ["SqliteResultBackend"]
 
 _MAX_PAUSE = 0.05
 _LIVE_STREAM = f"task_id = ? AND {LIVE}"
+_Tables = tuple[tuple[str, str], ...]
+#: A task's stream, and everything kept for a task: tables and their task id column.
+_STREAM: _Tables = (("stream_items", "task_id"), ("streams", "task_id"))
+_EVERYTHING: _Tables = (("results", "key"), ("progress", "key"), *_STREAM)
 
 
 def _write(
@@ -53,13 +57,8 @@ def _write(
 
 def _read(conn: sqlite3.Connection, task_id: str, offset: int) -> StreamChunk:
     # Items first, then the length: a push in between can only make `closed` read False.
-    items = [
-        bytes(row[0])
-        for row in conn.execute(
-            "SELECT data FROM stream_items WHERE task_id = ? AND seq >= ? ORDER BY seq",
-            (task_id, offset),
-        )
-    ]
+    sql = "SELECT data FROM stream_items WHERE task_id = ? AND seq >= ? ORDER BY seq"
+    items = [bytes(row[0]) for row in conn.execute(sql, (task_id, offset))]
     meta = conn.execute(
         f"SELECT length, closed FROM streams WHERE {_LIVE_STREAM}", (task_id, time.time())
     ).fetchone()
@@ -69,21 +68,11 @@ def _read(conn: sqlite3.Connection, task_id: str, offset: int) -> StreamChunk:
     return following, items, bool(meta[1]) and following >= meta[0]
 
 
-def _delete(conn: sqlite3.Connection, task_id: str) -> None:
+def _delete(conn: sqlite3.Connection, task_id: str, tables: _Tables) -> None:
+    """Delete a task's rows of these tables (each with its task id column), in one transaction."""
     with immediate(conn):
-        for table in ("results", "progress"):
-            conn.execute(f"DELETE FROM {table} WHERE key = ?", (task_id,))
-        _drop_stream(conn, task_id)
-
-
-def _reset(conn: sqlite3.Connection, task_id: str) -> None:
-    with immediate(conn):
-        _drop_stream(conn, task_id)
-
-
-def _drop_stream(conn: sqlite3.Connection, task_id: str) -> None:
-    conn.execute("DELETE FROM stream_items WHERE task_id = ?", (task_id,))
-    conn.execute("DELETE FROM streams WHERE task_id = ?", (task_id,))
+        for table, column in tables:
+            conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (task_id,))
 
 
 class SqliteResultBackend(SqliteClient, ResultBackend):
@@ -151,7 +140,7 @@ class SqliteResultBackend(SqliteClient, ResultBackend):
 
     async def delete(self, task_id: str) -> None:
         """Forget the result, progress and stream of a task."""
-        await self._run(_delete, task_id)
+        await self._run(_delete, task_id, _EVERYTHING)
 
     async def set_progress(self, task_id: str, data: bytes, ttl: float | None) -> None:
         """Store the latest progress report."""
@@ -168,7 +157,7 @@ class SqliteResultBackend(SqliteClient, ResultBackend):
 
     async def reset_stream(self, task_id: str) -> None:
         """Drop a task's stream."""
-        await self._run(_reset, task_id)
+        await self._run(_delete, task_id, _STREAM)
 
     async def close_stream(self, task_id: str, ttl: float | None) -> None:
         """Mark a task's stream as finished."""

@@ -24,7 +24,6 @@ A failure here is logged, never raised: the file is only bigger than it needs to
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import sqlite3
 import time
@@ -77,10 +76,10 @@ def _convert(conn: sqlite3.Connection) -> float:
     return time.perf_counter() - start
 
 
-def _step(conn: sqlite3.Connection, pages: int) -> tuple[float, int]:
+def _step(conn: sqlite3.Connection) -> tuple[float, int]:
     # `execute` steps a pragma once, which frees one page: a script runs it to the end.
     start = time.perf_counter()
-    conn.executescript(f"PRAGMA incremental_vacuum({pages})")
+    conn.executescript(f"PRAGMA incremental_vacuum({STEP_PAGES})")
     took = time.perf_counter() - start
     return took, int(conn.execute("PRAGMA freelist_count").fetchone()[0])
 
@@ -92,7 +91,7 @@ async def _reclaim(db: SqliteDb, use: Usage) -> None:
     while done < steps and free and time.monotonic() < deadline:
         if done:
             await asyncio.sleep(PAUSE_SECONDS)
-        took, free = await db.run(functools.partial(_step, pages=STEP_PAGES))
+        took, free = await db.run(_step)
         longest, done = max(longest, took), done + 1
     log.debug(
         "%s: %d of %d free pages given back in %d steps, the longest %.1f ms",

@@ -38,14 +38,7 @@ from conveyor.engines.base import (
 )
 from conveyor.engines.kit import consumer_id
 from conveyor.engines.loops import Batcher, Signal
-from conveyor.engines.sqlite.db import (
-    SqliteClient,
-    SqliteDb,
-    immediate,
-    marks,
-    put_value,
-    rowcount,
-)
+from conveyor.engines.sqlite.db import SqliteClient, SqliteDb, immediate, marks, put_value, rowcount
 from conveyor.engines.sqlite.doorbell import doorbell
 from conveyor.engines.sqlite.results import SqliteResultBackend
 
@@ -60,6 +53,8 @@ _INSERT = (
     " deliveries, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, NULL, 0, ?)"
 )
 _OWNED = "rowid = ? AND owner = ? AND deliveries = ?"
+#: A DELETE of the messages not running (waiting or delayed) at time ?1: a condition follows.
+_DELETE_WAITING = "DELETE FROM messages WHERE (owner IS NULL OR available_at <= ?1) AND "
 
 
 def _owned(delivery: Delivery) -> _Receipt:
@@ -72,7 +67,6 @@ def _owned(delivery: Delivery) -> _Receipt:
 def _delivery(row: _Row, owner: str) -> Delivery:
     """A claimed row as a delivery; one with the wrong types comes with its problem."""
     rowid, task_id, queue, body, n = row
-    receipt = (rowid, owner, n)
     problem = None
     if not isinstance(body, bytes):
         problem = f"its body is {type(body).__name__}, not bytes"
@@ -80,7 +74,7 @@ def _delivery(row: _Row, owner: str) -> Delivery:
     if not isinstance(task_id, str):
         problem = "it has no task id"
         task_id = ""
-    return Delivery(task_id, str(queue), body, int(n), receipt, problem)
+    return Delivery(task_id, str(queue), body, int(n), (rowid, owner, n), problem)
 
 
 # -- statements, run on the database thread -------------------------------------------------
@@ -312,8 +306,8 @@ class SqliteTransport(SqliteClient, MessageTransport):
 
     async def remove(self, task_id: str) -> bool:
         """Delete a waiting or delayed message; False when it is leased or not held."""
-        sql = "DELETE FROM messages WHERE task_id = ? AND (owner IS NULL OR available_at <= ?)"
-        return bool(await self._run(rowcount, sql, (task_id, time.time())))
+        sql = f"{_DELETE_WAITING}task_id = ?2"
+        return bool(await self._run(rowcount, sql, (time.time(), task_id)))
 
     async def queue_stats(self) -> list[QueueStats]:
         """Return ready, scheduled and running counts of every queue holding messages."""
@@ -321,11 +315,8 @@ class SqliteTransport(SqliteClient, MessageTransport):
 
     async def purge(self, queue: str | None = None) -> int:
         """Delete waiting (not running) messages of one queue or all; return how many."""
-        sql = (
-            "DELETE FROM messages WHERE (?1 IS NULL OR queue = ?1)"
-            " AND (owner IS NULL OR available_at <= ?2)"
-        )
-        return await self._run(rowcount, sql, (queue, time.time()))
+        sql = f"{_DELETE_WAITING}(?2 IS NULL OR queue = ?2)"
+        return await self._run(rowcount, sql, (time.time(), queue))
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Dead-lettered messages, oldest first."""
