@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
+
 from conveyor._urls import safe_url
 from conveyor.engines.loops import PerLoop
 from conveyor.engines.nats.conn import CONNECTION_ERRORS, LoopConn, Msg, NatsConnection, NatsError
@@ -37,6 +39,8 @@ __all__ = ["EXPECT", "MARKER_SECONDS", "Msg", "NatsClient", "Stored", "WrongSequ
 REQUEST_TIMEOUT = 5.0
 #: Seconds a pull without waiting waits for its answer before the consumer is looked at.
 _PULL_WAIT = 1.0
+#: Decodes an API answer (msgspec: several times quicker than `json.loads` on every `kiq`).
+_json = msgspec.json.Decoder().decode
 #: The header of a publish stored only if the subject's last sequence is the one it gives.
 EXPECT = "Nats-Expected-Last-Subject-Sequence"
 #: Seconds a lease marker `P.l.<seq>` guards a redelivered message (its stream's `max_age`).
@@ -204,11 +208,13 @@ class NatsClient:
     # -- requests -----------------------------------------------------------------------------
 
     async def request(self, subject: str, payload: bytes = b"", headers: Headers = None) -> Msg:
-        """One request/reply round trip, errors translated."""
+        """One request/reply round trip, errors translated (inline, not `_reaching`: this is
+        every `kiq`'s path)."""
         nc = await self.connection()
         try:
-            with self._reaching():
-                return await nc.request(subject, payload, timeout=REQUEST_TIMEOUT, headers=headers)
+            return await nc.request(subject, payload, timeout=REQUEST_TIMEOUT, headers=headers)
+        except CONNECTION_ERRORS as exc:
+            raise self.connection_error(exc) from None
         except NatsError as exc:  # a payload over the server's limit, a bad subject
             raise self.refused("a request", named_line(exc)) from None
 
@@ -228,7 +234,7 @@ class NatsClient:
         return int(self._answer(reply, "a publish", subject)["seq"])
 
     def _answer(self, reply: Msg, what: str, subject: str = "") -> dict[str, Any]:
-        answer: dict[str, Any] = json.loads(reply.data)
+        answer: dict[str, Any] = _json(reply.data)
         if error := answer.get("error"):
             if error.get("err_code") == 10071 and subject:  # a wrong last sequence
                 raise WrongSequence(subject)

@@ -71,6 +71,8 @@ class Queues:
         """Make the consumers of the bands of `messages` this process has not seen (see
         `put`), then nudge idle workers once per queue to list the consumers again."""
         new = {(escape(m.queue), m.band) for m in messages if m.eta is None} - self.made
+        if not new:  # every `kiq` after a band's first
+            return
         await asyncio.gather(*(self._make(qtok, band) for qtok, band in new))
         for qtok in {qtok for qtok, _ in new}:
             await self.client.send(self.client.subject("n", qtok), b"")
