@@ -79,8 +79,10 @@ def one(spans: list[Span], **wanted: Any) -> Span:
 
 @contextlib.asynccontextmanager
 async def traced_app(
-    engine: str, root: Path, monkeypatch: pytest.MonkeyPatch, link: bool = False
+    engine: str, root: Path, monkeypatch: pytest.MonkeyPatch, workers: Workers, link: bool = False
 ) -> AsyncIterator[Traced]:
+    """The traced app, and its `workers` stopped before it goes: a live worker would write
+    the app's keys again after they are dropped from the shared Redis."""
     async with flow_app(engine, root, monkeypatch, template=TEMPLATE) as app:
         exporter = InMemorySpanExporter()
         app.module.provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -88,14 +90,17 @@ async def traced_app(
         spans_dir.mkdir()
         monkeypatch.setenv("CONVEYOR_TEST_SPANS", str(spans_dir))  # read by the workers only
         monkeypatch.setenv("CONVEYOR_TEST_OTEL_LINK", "1" if link else "0")
-        yield Traced(app, spans_dir, exporter)
+        try:
+            yield Traced(app, spans_dir, exporter)
+        finally:
+            workers.stop_all()
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 async def test_one_trace_from_a_request_to_the_task_its_retries_and_a_chord(
     engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: Workers
 ) -> None:
-    async with traced_app(engine, tmp_path, monkeypatch) as t:
+    async with traced_app(engine, tmp_path, monkeypatch, workers) as t:
         m = t.module
         worker = workers.start(t.app, "--log-format", "json")
         tracer = m.provider.get_tracer("test")
@@ -187,7 +192,7 @@ async def test_one_trace_from_a_request_to_the_task_its_retries_and_a_chord(
 async def test_link_starts_a_trace_per_run_linked_to_its_send(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: Workers
 ) -> None:
-    async with traced_app("sqlite", tmp_path, monkeypatch, link=True) as t:
+    async with traced_app("sqlite", tmp_path, monkeypatch, workers, link=True) as t:
         workers.start(t.app)
         with t.module.provider.get_tracer("test").start_as_current_span("request"):
             handle = await t.module.add.kiq(1, 2)
