@@ -23,7 +23,16 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Batcher", "IoThread", "PerLoop", "Signal", "reset_after_fork", "together", "wake"]
+__all__ = [
+    "Batcher",
+    "IoThread",
+    "PerLoop",
+    "Signal",
+    "batcher_here",
+    "reset_after_fork",
+    "together",
+    "wake",
+]
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -134,6 +143,16 @@ class Batcher(Generic[T]):
             pending, self._pending = self._pending, []
             for _, done in pending:  # cancelled with its loop: nobody waits any more
                 done.cancel()
+
+
+def batcher_here(
+    batcher: Batcher[T] | None, flush: Callable[[list[T]], Awaitable[object]]
+) -> Batcher[T]:
+    """`batcher` when it belongs to the running loop, else a new one flushing with `flush`: a
+    transport keeps one and batches the settles of whichever loop calls it."""
+    if batcher is None or batcher.loop is not asyncio.get_running_loop():
+        return Batcher(flush)
+    return batcher
 
 
 def _settle(batch: list[tuple[Any, asyncio.Future[None]]], exc: Exception | None) -> None:

@@ -14,7 +14,6 @@ on leases.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +30,7 @@ from conveyor.engines.base import (
     ResultBackend,
 )
 from conveyor.engines.kit import check_lease, consumer_id
-from conveyor.engines.loops import Batcher
+from conveyor.engines.loops import Batcher, batcher_here
 from conveyor.engines.postgres import enqueue
 from conveyor.engines.postgres.db import PgDb, Record
 from conveyor.engines.postgres.results import PostgresResultBackend
@@ -157,8 +156,7 @@ class PostgresTransport(MessageTransport):
         if results is not self._results or data is None:
             await super().ack_with_result(delivery, results, data, ttl)
             return
-        if self._settles is None or self._settles.loop is not asyncio.get_running_loop():
-            self._settles = Batcher(self._acks_with_results)
+        self._settles = batcher_here(self._settles, self._acks_with_results)
         await self._settles.submit((*_receipt(delivery), delivery.task_id, data, ttl))
 
     async def _acks_with_results(self, items: list[tuple[Any, ...]]) -> None:

@@ -48,7 +48,7 @@ from conveyor.engines.base import (
     ResultBackend,
 )
 from conveyor.engines.kit import OnClient, check_lease, consumer_id
-from conveyor.engines.loops import Batcher, together
+from conveyor.engines.loops import Batcher, batcher_here, together
 from conveyor.engines.redis.client import RedisClient, ms
 from conveyor.engines.redis.entries import Receipt, dead_letter_of, delivery_of, receipt_of
 from conveyor.engines.redis.results import RedisResultBackend
@@ -272,8 +272,7 @@ class RedisTransport(OnClient[RedisClient], MessageTransport):
             await super().ack_with_result(delivery, results, data, ttl)
 
     async def _ack(self, delivery: Delivery, data: bytes | None, ttl: float | None) -> None:
-        if self._acks is None or self._acks.loop is not asyncio.get_running_loop():
-            self._acks = Batcher(self._ack_batch)
+        self._acks = batcher_here(self._acks, self._ack_batch)
         await self._acks.submit((delivery, data, ttl))
 
     async def _ack_batch(self, items: list[_Settle]) -> None:

@@ -19,7 +19,6 @@ message rings the file's `doorbell`, which wakes the consumers of other processe
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sqlite3
 import time
@@ -37,7 +36,7 @@ from conveyor.engines.base import (
     ResultBackend,
 )
 from conveyor.engines.kit import consumer_id
-from conveyor.engines.loops import Batcher, Signal
+from conveyor.engines.loops import Batcher, Signal, batcher_here
 from conveyor.engines.sqlite.db import SqliteClient, SqliteDb, immediate, marks, put_value, rowcount
 from conveyor.engines.sqlite.doorbell import doorbell
 from conveyor.engines.sqlite.results import SqliteResultBackend
@@ -279,8 +278,7 @@ class SqliteTransport(SqliteClient, MessageTransport):
         if results is not self._results:
             await super().ack_with_result(delivery, results, data, ttl)
             return
-        if self._settles is None or self._settles.loop is not asyncio.get_running_loop():
-            self._settles = Batcher(functools.partial(self._run, _settle))
+        self._settles = batcher_here(self._settles, functools.partial(self._run, _settle))
         await self._settles.submit((delivery, data, ttl))
         if data is not None:
             self._results.announce(delivery.task_id)
