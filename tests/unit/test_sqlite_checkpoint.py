@@ -3,13 +3,17 @@ checkpointer's thread keeps the WAL bounded even under a writer that never pause
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from conveyor.engines.sqlite.checkpoint import Checkpointer
 from conveyor.engines.sqlite.db import SqliteDb, immediate
 
 pytestmark = pytest.mark.timeout(60)
@@ -62,3 +66,20 @@ async def test_a_memory_database_has_no_checkpointer() -> None:
         assert len(_checkpointers()) == before
     finally:
         await db.close("test")
+
+
+async def test_the_checkpointer_never_makes_a_deleted_file_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="conveyor.engines.sqlite.checkpoint")
+    path = tmp_path / "gone.sqlite"
+    checkpointer = Checkpointer(str(path))  # its file is gone before its first checkpoint
+    try:
+        checkpointer.wrote()
+        deadline = time.monotonic() + 5.0
+        while not any("checkpoint failed" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "no checkpoint was tried"
+            await asyncio.sleep(0.01)
+    finally:
+        checkpointer.stop()
+    assert not path.exists()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from pathlib import Path
 
 __all__ = ["PERIOD", "RESTART_FRAMES", "Checkpointer"]
 
@@ -74,7 +75,9 @@ class Checkpointer:
             self._wrote.clear()
             try:
                 if conn is None:
-                    conn = sqlite3.connect(self._path, isolation_level=None)
+                    # `mode=rw`: a file deleted meanwhile is never made again, empty, here.
+                    uri = f"{Path(self._path).absolute().as_uri()}?mode=rw"
+                    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
                     conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
                 frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
                 if frames >= self._restart_at:
