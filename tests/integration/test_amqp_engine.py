@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import aio_pika
 import pytest
 
 from conveyor import (
@@ -326,6 +327,30 @@ async def test_acks_made_together_settle_their_deliveries_and_no_other(
     back += await amqp_transport.receive(["q"], 10, 0.3)  # and nothing more
     assert sorted(d.task_id for d in back) == sorted(held)
     await amqp_transport.ack(back)
+
+
+async def test_a_consumer_rabbitmq_cancels_is_started_again(
+    amqp_transport: AmqpTransport, tmp_path: Path
+) -> None:
+    """Deleting a queue cancels its consumers; the next receive declares it and consumes anew."""
+    assert await amqp_transport.receive(["q"], 1, 0.2) == []  # consuming "q"
+    connection = await aio_pika.connect(amqp_url())
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(amqp_transport.queue_name("q"))
+    state = quote(f"sqlite:///{tmp_path}/state.db", safe="")
+    sender = await started(f"{amqp_url()}?prefix={amqp_transport.prefix}&state={state}")
+    try:
+        await sender.publish([Outgoing("t1", "q", b"x")])  # declares the queue again
+        got: list[Delivery] = []
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            got = await amqp_transport.receive(["q"], 1, 0.5)
+        assert [d.task_id for d in got] == ["t1"]
+        await amqp_transport.ack(got)
+    finally:
+        await sender.shutdown()
+        await sender.store.shutdown()
 
 
 async def test_without_a_state_store_a_send_leaves_no_record_and_an_id_may_run_again() -> None:

@@ -1,6 +1,6 @@
 """Which acks of a batch one `multiple` ack may stand for (`engines/amqp/unsettled.py`).
 
-The deliveries here are plain values with the two fields the plan reads; the same plan on a real
+The deliveries here are plain values with the three fields the plan reads; the same plan on a real
 RabbitMQ is `test_acks_made_together_settle_their_deliveries_and_no_other`.
 """
 
@@ -18,10 +18,11 @@ from conveyor.engines.amqp.unsettled import Unsettled  # after the skip
 
 @dataclass(eq=False)
 class Delivered:
-    """What `Unsettled` reads of an incoming message."""
+    """What `Unsettled` reads of a delivery (`engines/amqp/delivered.py`)."""
 
     delivery_tag: int
     channel: Any
+    stale: bool = False  # its channel is closed
 
 
 def delivered(plan: Unsettled, channel: object, tags: list[int]) -> dict[int, Any]:

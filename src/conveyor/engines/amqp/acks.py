@@ -19,11 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from aio_pika.abc import AbstractIncomingMessage
-
 from conveyor.engines.amqp.admin import AmqpAdmin
+from conveyor.engines.amqp.delivered import Delivered
 from conveyor.engines.amqp.link import on_io
-from conveyor.engines.amqp.unsettled import stale
 from conveyor.engines.base import Delivery
 from conveyor.engines.kit import typed_receipt
 from conveyor.engines.loops import Batcher, PerLoop, together
@@ -40,7 +38,7 @@ class Receipt:
     """A leased delivery: its message and its lease timer. It may still be settled while it is
     in its transport's lease set (`_leased`)."""
 
-    message: AbstractIncomingMessage
+    message: Delivered
     priority: int
     tag: str
     timer: asyncio.TimerHandle | None = None
@@ -64,7 +62,7 @@ class AmqpAcks(AmqpAdmin):
         if receipt not in self._leased:
             return None
         self._unlease(receipt)
-        return None if stale(receipt.message) else receipt
+        return None if receipt.message.stale else receipt
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Ack deliveries this transport still holds and drop them from the index.

@@ -167,8 +167,9 @@ class AmqpAdmin(AmqpLink):
         """Delete this prefix's queues, dead-letter queues, delay buckets and exchanges, and the
         index, queue and bucket notes in the state store (tests, teardown)."""
         async with self._own_channel() as channel:
-            for queue, tag in self._consuming.items():
-                await self._queues[queue].cancel(tag)
+            for consumer, tag in self._consuming.values():
+                if not consumer.is_closed:
+                    await consumer.basic_cancel(tag)
             for queue in await self._known_queues():
                 for name in (self.queue_name(queue), f"{self.queue_name(queue)}.dead"):
                     await channel.queue_delete(name)

@@ -21,9 +21,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
 
 from conveyor._urls import float_option, safe_url
+from conveyor.engines.amqp.delivered import Delivered
 from conveyor.engines.amqp.outbox import LOST, REFUSED, Outbox, open_channel
 from conveyor.engines.amqp.records import (
     DROPPED,
@@ -34,7 +34,7 @@ from conveyor.engines.amqp.records import (
     new_tag,
     split_url,
 )
-from conveyor.engines.amqp.unsettled import Unsettled, stale
+from conveyor.engines.amqp.unsettled import Unsettled
 from conveyor.engines.base import DEFAULT_LEASE_SECONDS, MessageTransport, Outgoing, StateStore
 from conveyor.engines.kit import check_lease
 from conveyor.engines.loops import IoThread, PerLoop, reset_after_fork, together
@@ -106,12 +106,12 @@ class AmqpLink(MessageTransport):
         self._conn: Any = None
         self._channel: Any = None
         self._queues: dict[str, Any] = {}
-        self._consuming: dict[str, str] = {}  # queue -> consumer tag
+        self._consuming: dict[str, tuple[Any, str]] = {}  # queue -> aiormq channel, consumer tag
         self._buckets: set[int] = set()  # delay buckets declared
         self._topology = asyncio.Lock()
         self._acking = asyncio.Lock()  # one batch of acks at a time (`AmqpAcks.ack`)
         self._unsettled = Unsettled()
-        self._buffer: list[tuple[int, int, str, AbstractIncomingMessage]] = []
+        self._buffer: list[tuple[int, int, str, Delivered]] = []
         self._arrived = asyncio.Event()
         self._prefetch = 0
         self._leased: set[Any] = set()  # `Receipt`s of live leases
@@ -168,7 +168,7 @@ class AmqpLink(MessageTransport):
         """A new channel: what the old one held was requeued by RabbitMQ; set QoS again."""
         log.warning("reconnected to RabbitMQ at %s", self.safe_url)
         self._prefetch = 0
-        self._buffer = [item for item in self._buffer if not stale(item[3])]
+        self._buffer = [item for item in self._buffer if not item[3].stale]
 
     async def _close(self) -> None:
         for receipt in self._leased:
@@ -302,14 +302,14 @@ class AmqpLink(MessageTransport):
         await exchange.publish(message, self.queue_name(m.queue))
 
     async def _settle(
-        self, message: AbstractIncomingMessage, *, requeue: bool = False, multiple: bool = False
+        self, message: Delivered, *, requeue: bool = False, multiple: bool = False
     ) -> bool:
         """Ack `message` (with every unsettled one before it when `multiple`), or nack it back to
         its queue (`requeue`); False when the channel is gone (RabbitMQ requeued it). Its tag
         stays unsettled (`acks.py`) until the settle is written: a `multiple` ack sent meanwhile
         must not cover it."""
         try:
-            await (message.nack(requeue=True) if requeue else message.ack(multiple=multiple))
+            await (message.nack() if requeue else message.ack(multiple=multiple))
         except LOST:
             self._unsettled.settled(message)
             return False

@@ -31,12 +31,11 @@ from functools import partial
 from typing import Any, NoReturn
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
 
 from conveyor.engines.amqp.acks import AmqpAcks, Receipt
+from conveyor.engines.amqp.delivered import Delivered, consume, consuming
 from conveyor.engines.amqp.link import on_io
 from conveyor.engines.amqp.records import DROPPED, Record, new_tag
-from conveyor.engines.amqp.unsettled import stale
 from conveyor.engines.base import Delivery, Outgoing
 
 __all__ = ["AmqpTransport"]
@@ -50,10 +49,10 @@ _BACKLOG_SECONDS = 0.02
 log = logging.getLogger("conveyor.amqp")
 
 
-def _read(message: AbstractIncomingMessage) -> tuple[int, float, str | None]:
+def _read(message: Delivered) -> tuple[int, float, str | None]:
     """A delivered message's earlier deliveries, due time, and why it cannot run (or None): its
     `x-n` and `x-eta-ms` headers are integers this engine set (0 when absent)."""
-    headers, found = message.headers or {}, list[int]()
+    headers, found = message.headers, list[int]()
     for name in ("x-n", "x-eta-ms"):
         value = 0 if headers.get(name) is None else headers[name]
         if isinstance(value, bool) or not isinstance(value, int):
@@ -132,48 +131,60 @@ class AmqpTransport(AmqpAcks):
     async def _consume_only(self, names: Sequence[str]) -> bool:
         """Consume exactly these queues: a consumer of another queue would hold prefetch slots
         (the limit is per channel) with messages nobody asks for, so it is cancelled and its
-        buffered messages go back to their queue. True when a consumer was started."""
-        for queue in [q for q in self._consuming if q not in names]:
-            tag = self._consuming.pop(queue)
-            await self._queues[queue].cancel(tag)
+        buffered messages go back to their queue. A consumer that died (its channel was closed,
+        or RabbitMQ cancelled it: its queue was deleted) is started again once the channel is
+        open. True when a consumer was started."""
+        for queue, (channel, tag) in list(self._consuming.items()):
+            if queue in names and consuming(channel, tag):
+                continue
+            del self._consuming[queue]
+            if queue in names:  # died; a reopened channel has declared its queues again
+                if not channel.is_closed:
+                    self._queues.pop(queue, None)
+                continue
+            if not channel.is_closed:
+                await channel.basic_cancel(tag)
             for item in [item for item in self._buffer if item[2] == queue]:
                 self._buffer.remove(item)
                 await self._settle(item[3], requeue=True)
         started = False
-        for queue in names:
-            if queue not in self._consuming:
-                declared = await self._declare(queue)
-                self._consuming[queue] = ""  # deliveries may come before consume-ok is read
-                try:
-                    tag = await declared.consume(partial(self._on_message, queue))
-                except BaseException:
-                    del self._consuming[queue]  # the next receive tries again
-                    raise
-                self._consuming[queue] = tag
-                started = True
+        for queue in [q for q in names if q not in self._consuming]:
+            if self._channel.is_closed:  # reconnecting: a later receive starts it
+                break
+            await self._declare(queue)
+            channel = await self._channel.get_underlay_channel()
+            self._consuming[queue] = (channel, "")  # deliveries may come before consume-ok
+            try:
+                on_message = partial(self._on_message, queue)
+                tag = await consume(channel, self.queue_name(queue), on_message)
+            except BaseException:
+                del self._consuming[queue]  # the next receive tries again
+                raise
+            self._consuming[queue] = (channel, tag)
+            started = True
         return started
 
-    async def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, queue: str, message: Delivered) -> None:
         self._unsettled.noted(message)
         if queue not in self._consuming:  # arrived after its consumer was cancelled
             await self._settle(message, requeue=True)
             return
-        self._buffer.append((-(message.priority or 0), next(self._seq), queue, message))
+        self._buffer.append((-message.priority, next(self._seq), queue, message))
         self._arrived.set()
 
     def _waiting(self, names: Sequence[str]) -> int:
-        self._buffer = [item for item in self._buffer if not stale(item[3])]
+        self._buffer = [item for item in self._buffer if not item[3].stale]
         wanted = set(names)
         return sum(1 for item in self._buffer if item[2] in wanted)
 
-    def _take(self, names: Sequence[str], count: int) -> list[tuple[str, AbstractIncomingMessage]]:
+    def _take(self, names: Sequence[str], count: int) -> list[tuple[str, Delivered]]:
         wanted = set(names)
         mine = sorted(item for item in self._buffer if item[2] in wanted)[:count]
         taken = {id(item) for item in mine}
         self._buffer = [item for item in self._buffer if id(item) not in taken]
         return [(queue, message) for _, _, queue, message in mine]
 
-    async def _hand_out(self, taken: list[tuple[str, AbstractIncomingMessage]]) -> list[Delivery]:
+    async def _hand_out(self, taken: list[tuple[str, Delivered]]) -> list[Delivery]:
         """Lease the taken messages. One neither leased nor settled, because a call failed or
         the receive was cancelled, is nacked back to its queue: none is left held untimed."""
         got: list[Delivery] = []
@@ -191,9 +202,7 @@ class AmqpTransport(AmqpAcks):
             log.warning("a delivery went back to its queue: %s", self._error(error))
         return got
 
-    async def _put_back(
-        self, messages: list[AbstractIncomingMessage], handed: list[Delivery]
-    ) -> None:
+    async def _put_back(self, messages: list[Delivered], handed: list[Delivery]) -> None:
         kept = {id(delivery.receipt.message) for delivery in handed}
         for message in messages:
             if id(message) in kept or message.processed:
@@ -202,13 +211,12 @@ class AmqpTransport(AmqpAcks):
                 self._unlease(receipt)  # leased, but the receive was cancelled before returning
             await self._settle(message, requeue=True)
 
-    async def _lease(self, queue: str, message: AbstractIncomingMessage) -> Delivery | None:
+    async def _lease(self, queue: str, message: Delivered) -> Delivery | None:
         """Lease one delivered message, or drop it (removed, a stale copy) or delay it again
         (not due). A malformed one is leased with its problem, the index untouched."""
         sent_n, eta, problem = _read(message)
-        task_id = message.message_id or ""
-        priority = message.priority or 0
-        tag = str((message.headers or {}).get("x-tag") or "")
+        task_id, priority = message.message_id, message.priority
+        tag = str(message.headers.get("x-tag") or "")
         if problem is not None:
             return self._hand(queue, message, Record("running", 1, priority=priority), problem)
         record = await self._record(task_id)
@@ -231,13 +239,13 @@ class AmqpTransport(AmqpAcks):
         return self._hand(queue, message, running, None)
 
     def _hand(
-        self, queue: str, message: AbstractIncomingMessage, record: Record, problem: str | None
+        self, queue: str, message: Delivered, record: Record, problem: str | None
     ) -> Delivery:
         receipt = Receipt(message, record.priority, record.tag)
         self._leased.add(receipt)
         self._arm(receipt)
-        task_id = message.message_id or ""
-        return Delivery(task_id, queue, message.body, record.deliveries, receipt, problem)
+        n, body = record.deliveries, message.body
+        return Delivery(message.message_id, queue, body, n, receipt, problem)
 
     def _arm(self, receipt: Receipt) -> None:
         if receipt.timer is not None:
@@ -311,7 +319,7 @@ class AmqpTransport(AmqpAcks):
             receipt = delivery.receipt
             if not isinstance(receipt, Receipt) or receipt not in self._leased:
                 continue
-            if stale(receipt.message):  # RabbitMQ requeued it when the channel closed
+            if receipt.message.stale:  # RabbitMQ requeued it when the channel closed
                 self._unlease(receipt)
                 continue
             self._arm(receipt)

@@ -18,27 +18,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage
+from conveyor.engines.amqp.delivered import Delivered
 
-from conveyor.engines.amqp.outbox import LOST
-
-__all__ = ["Plan", "Unsettled", "stale"]
+__all__ = ["Plan", "Unsettled"]
 
 #: Messages to ack in one way (see `Unsettled.split`).
-Plan = list[AbstractIncomingMessage]
+Plan = list[Delivered]
 
 
-def _channel(message: AbstractIncomingMessage) -> Any:
+def _channel(message: Delivered) -> Any:
     """The channel a message came on, or None when it is closed."""
-    try:
-        return message.channel
-    except LOST:  # aio-pika raises instead of answering for a closed channel
-        return None
-
-
-def stale(message: AbstractIncomingMessage) -> bool:
-    """True when the channel a message came on is closed (RabbitMQ requeued it)."""
-    return _channel(message) is None
+    return None if message.stale else message.channel
 
 
 class Unsettled:
@@ -52,7 +42,7 @@ class Unsettled:
         self._early: set[int] = set()  # noted before a lower tag was
         self._through = 0  # every tag up to this one has been noted
 
-    def noted(self, message: AbstractIncomingMessage) -> None:
+    def noted(self, message: Delivered) -> None:
         """Note a delivery (the first of a new channel starts the count over)."""
         channel, tag = _channel(message), message.delivery_tag
         if channel is None or not tag:
@@ -68,12 +58,12 @@ class Unsettled:
             self._through += 1
             self._early.discard(self._through)
 
-    def settled(self, message: AbstractIncomingMessage) -> None:
+    def settled(self, message: Delivered) -> None:
         """Forget a delivery whose settle was written (or whose channel is gone)."""
         if message.delivery_tag and _channel(message) is self._channel:
             self._open.discard(message.delivery_tag)
 
-    def split(self, messages: Sequence[AbstractIncomingMessage]) -> tuple[Plan, Plan, Plan]:
+    def split(self, messages: Sequence[Delivered]) -> tuple[Plan, Plan, Plan]:
         """Plan the acks of held `messages`: `([top], covered, rest)` where a `multiple` ack of
         `top` settles exactly `covered` (`top` included), and `rest` are acked one by one
         (`([], [], messages)` when no `multiple` ack fits). `covered` is forgotten here, so
