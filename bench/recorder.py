@@ -17,7 +17,8 @@ in memory costs every library the same ~1 us; the flush runs beside the tasks an
 
 Invariants: one `record()` per task run, at the end of the task body (after `stamp` took its
 start time, so the write is not in the latency); every recorded completion reaches Redis within
-`FLUSH_SECONDS` of `record()` while the process lives; "done" for N tasks sent is the count
+`FLUSH_SECONDS` of `record()` while the process lives and Redis answers (a failed flush keeps
+its counts, says so on stderr and tries again); "done" for N tasks sent is the count
 reaching N (a redelivered task would count twice: none is redelivered in these scenarios); the
 keys live in the Redis the harness flushes before every driver session, so each session counts
 from zero. The flusher is per process (started on the first `record()` after a fork), so
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +44,8 @@ DONE = "bench:recorder:done"
 STAMPS = "bench:recorder:stamps"
 #: How long completions gather before one flush writes them all.
 FLUSH_SECONDS = 0.002
+#: How long a flush that failed (Redis away) waits before it tries again, its counts kept.
+RETRY_SECONDS = 0.1
 
 
 def enabled() -> bool:
@@ -84,7 +88,15 @@ class _Flusher:
                 pipe.incrby(DONE, done)
             if samples:
                 pipe.rpush(STAMPS, *samples)
-            pipe.execute()
+            try:
+                pipe.execute()
+            except Exception as exc:  # the thread lives on; the counts go with the next flush
+                with self.lock:
+                    self.done += done
+                    self.samples[:0] = samples
+                print(f"bench recorder: {exc}; retrying in {RETRY_SECONDS} s", file=sys.stderr)
+                time.sleep(RETRY_SECONDS)
+                self.pending.set()
 
 
 _flusher: _Flusher | None = None
