@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from conveyor.engines.amqp.delivered import cancel
 from conveyor.engines.amqp.link import AmqpLink, on_io
 from conveyor.engines.amqp.records import DROPPED, Record
 from conveyor.engines.base import DeadLetter, Location, QueueStats
@@ -168,8 +169,7 @@ class AmqpAdmin(AmqpLink):
         index, queue and bucket notes in the state store (tests, teardown)."""
         async with self._own_channel() as channel:
             for consumer, tag in self._consuming.values():
-                if not consumer.is_closed:
-                    await consumer.basic_cancel(tag)
+                await cancel(consumer, tag)
             for queue in await self._known_queues():
                 for name in (self.queue_name(queue), f"{self.queue_name(queue)}.dead"):
                     await channel.queue_delete(name)

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiormq.abc import DeliveredMessage
 
-__all__ = ["Delivered", "consume", "consuming"]
+__all__ = ["Delivered", "cancel", "consume", "consuming"]
 
 
 class Delivered:
@@ -66,6 +66,12 @@ async def consume(
 
     started = await channel.basic_consume(queue, deliver)
     return str(started.consumer_tag)
+
+
+async def cancel(channel: Any, tag: str) -> None:
+    """Stop the consumer `tag` of the aiormq `channel` (nothing to do once its channel closed)."""
+    if not channel.is_closed:
+        await channel.basic_cancel(tag)
 
 
 def consuming(channel: Any, tag: str) -> bool:

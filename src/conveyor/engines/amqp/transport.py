@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 import aio_pika
 
 from conveyor.engines.amqp.acks import AmqpAcks, Receipt
-from conveyor.engines.amqp.delivered import Delivered, consume, consuming
+from conveyor.engines.amqp.delivered import Delivered, cancel, consume, consuming
 from conveyor.engines.amqp.link import on_io
 from conveyor.engines.amqp.records import DROPPED, Record, new_tag
 from conveyor.engines.base import Delivery, Outgoing
@@ -142,8 +142,7 @@ class AmqpTransport(AmqpAcks):
                 if not channel.is_closed:
                     self._queues.pop(queue, None)
                 continue
-            if not channel.is_closed:
-                await channel.basic_cancel(tag)
+            await cancel(channel, tag)
             for item in [item for item in self._buffer if item[2] == queue]:
                 self._buffer.remove(item)
                 await self._settle(item[3], requeue=True)
