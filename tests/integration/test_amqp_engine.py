@@ -32,6 +32,7 @@ from conveyor import (
 from conveyor._urls import safe_url
 from conveyor.engines import registry
 from conveyor.engines.amqp import AmqpTransport
+from conveyor.engines.amqp import transport as amqp_transport_module
 from conveyor.engines.amqp.records import DROPPED, Record, delay_bucket, split_url
 from conveyor.engines.base import Delivery, Outgoing
 from conveyor.engines.redis import RedisResultBackend
@@ -351,6 +352,25 @@ async def test_a_consumer_rabbitmq_cancels_is_started_again(
     finally:
         await sender.shutdown()
         await sender.store.shutdown()
+
+
+async def test_a_dip_in_capacity_keeps_the_prefetch_and_a_lasting_one_lowers_it(
+    amqp_transport: AmqpTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every prefetch change is a round trip, and a draining worker's count dips on many
+    receives: a lower count is set only once it has lasted `_SHRINK_SECONDS`."""
+    await amqp_transport.publish([Outgoing(f"t{n}", "q", b"x") for n in range(4)])
+    got: list[Delivery] = []
+    while len(got) < 4:
+        got += await amqp_transport.receive(["q"], 4 - len(got), 5.0)
+    assert amqp_transport._prefetch == 4
+    await amqp_transport.ack(got[1:])
+    assert await amqp_transport.receive(["q"], 1, 0.1) == []  # one held and one asked: 2
+    assert amqp_transport._prefetch == 4
+    monkeypatch.setattr(amqp_transport_module, "_SHRINK_SECONDS", 0.0)  # as if a second passed
+    assert await amqp_transport.receive(["q"], 1, 0.1) == []
+    assert amqp_transport._prefetch == 2
+    await amqp_transport.ack(got[:1])
 
 
 async def test_without_a_state_store_a_send_leaves_no_record_and_an_id_may_run_again() -> None:

@@ -114,6 +114,7 @@ class AmqpLink(MessageTransport):
         self._buffer: list[tuple[int, int, str, Delivered]] = []
         self._arrived = asyncio.Event()
         self._prefetch = 0
+        self._lower_since = 0.0  # since when receives have asked for less than the prefetch
         self._leased: set[Any] = set()  # `Receipt`s of live leases
 
     def _forget(self) -> list[Any]:

@@ -46,6 +46,11 @@ __all__ = ["AmqpTransport"]
 #: (RabbitMQ pushes while there is room), so raising it costs an idle worker nothing.
 _BACKLOG_SECONDS = 0.02
 
+#: How long a receive's lower count must last before the prefetch is lowered to it. Each change
+#: is a round trip, and a worker's count dips on a third of its receives in a drain: it asks as
+#: soon as the first task of an acked batch frees its slot, before the rest free theirs.
+_SHRINK_SECONDS = 1.0
+
 log = logging.getLogger("conveyor.amqp")
 
 
@@ -118,10 +123,16 @@ class AmqpTransport(AmqpAcks):
 
     async def _set_prefetch(self, count: int) -> bool:
         """Set the channel's prefetch; True when it grew from full, so RabbitMQ may hold a
-        backlog for this channel. (A worker's count wobbles by one when a task's ack lands
-        before its slot is counted free: growing back from that is not a backlog, and waiting
-        for one made 1-2 % of idle starts 20 ms late.)"""
-        if count == self._prefetch:
+        backlog for this channel. A lower count is set once it has lasted `_SHRINK_SECONDS`.
+        (A worker's count wobbles by one when a task's ack lands before its slot is counted
+        free: growing back from that is not a backlog, and waiting for one made 1-2 % of idle
+        starts 20 ms late.)"""
+        now = time.monotonic()
+        if count >= self._prefetch:
+            self._lower_since = now
+            if count == self._prefetch:
+                return False
+        elif now - self._lower_since < _SHRINK_SECONDS:
             return False
         full = len(self._leased) + len(self._buffer) >= self._prefetch
         await self._channel.set_qos(prefetch_count=count, global_=True)
