@@ -20,11 +20,9 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import aio_pika
-
 from conveyor._urls import float_option, safe_url
 from conveyor.engines.amqp.delivered import Delivered
-from conveyor.engines.amqp.outbox import LOST, REFUSED, Outbox, open_channel
+from conveyor.engines.amqp.outbox import LOST, REFUSED, Outbox, open_channel, publish
 from conveyor.engines.amqp.records import (
     DROPPED,
     LOCAL_RECORD_TTL,
@@ -285,22 +283,12 @@ class AmqpLink(MessageTransport):
         headers: dict[str, Any] = {"x-n": n, "x-tag": tag}
         if m.eta:  # integer ms: pamqp sends a Python float as a 32-bit float
             headers["x-eta-ms"] = math.ceil(m.eta * 1000)
-        message = aio_pika.Message(
-            m.body,
-            message_id=m.task_id,
-            priority=m.band,
-            headers=headers,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
-        channel = channel or self._channel
         k = delay_bucket(m.eta) if m.eta else None
-        if k is None:
-            exchange = channel.default_exchange
-        else:
-            if k not in self._buckets:
-                await self._io.run(self._bucket(k))
-            exchange = await channel.get_exchange(f"{self.prefix}.delay.{k}", ensure=False)
-        await exchange.publish(message, self.queue_name(m.queue))
+        if k is not None and k not in self._buckets:
+            await self._io.run(self._bucket(k))
+        exchange = "" if k is None else f"{self.prefix}.delay.{k}"
+        await publish(channel or self._channel, exchange, self.queue_name(m.queue), m.body,
+                      m.task_id, headers, m.band)  # fmt: skip
 
     async def _settle(
         self, message: Delivered, *, requeue: bool = False, multiple: bool = False

@@ -5,6 +5,10 @@ Why a connection per publishing loop: an awaited `kiq` is a state-store write an
 publish; sending them through the I/O thread cost two thread hops and their wake-ups, about a
 fifth of the CPU of each `kiq`. Consumers, settles and topology stay on the I/O thread.
 
+Messages go out through aiormq, the driver under aio-pika's channel (`publish`): aio-pika's
+`Exchange.publish` builds a `Message` and waits until the frames are written before it waits for
+the confirm, 60-80 us of CPU more a publish (`bench/NOTES.md`, session 15).
+
 Invariants: the first connection fails fast with one `BrokerConnectionError` naming the URL
 (password hidden), and concurrent callers share that one attempt; once connected, aio-pika's
 robust connection reconnects every second and restores the channel by itself.
@@ -20,10 +24,11 @@ from typing import Any
 import aio_pika
 from aio_pika.connection import make_url
 from aiormq import exceptions as amqp
+from aiormq import spec
 
 from conveyor.errors import BrokerConnectionError
 
-__all__ = ["CONNECT_TIMEOUT", "LOST", "REFUSED", "Outbox", "open_channel"]
+__all__ = ["CONNECT_TIMEOUT", "LOST", "REFUSED", "Outbox", "open_channel", "publish"]
 
 #: Seconds the first connection may take before `BrokerConnectionError`.
 CONNECT_TIMEOUT = 10.0
@@ -89,3 +94,25 @@ class Outbox:
         if not opening.cancelled() and opening.exception() is None:
             with contextlib.suppress(*LOST):
                 await opening.result()[0].close()
+
+
+async def publish(
+    channel: Any, exchange: str, routing_key: str, body: bytes, message_id: str,
+    headers: dict[str, Any], priority: int = 0,
+) -> None:  # fmt: skip
+    """Publish a persistent message on aio-pika's `channel` and wait for RabbitMQ's confirm.
+
+    Raises:
+        aiormq.exceptions.ChannelInvalidStateError: the channel is closed (RabbitMQ is away: a
+            robust channel's underlay would wait for the reconnect).
+        aiormq.exceptions.DeliveryError: RabbitMQ refused the message (a nack, or unroutable).
+    """
+    if channel.is_closed:
+        raise amqp.ChannelInvalidStateError(f"{channel!r} closed")
+    properties = spec.Basic.Properties(
+        message_id=message_id, headers=headers, priority=priority, delivery_mode=2
+    )
+    underlay = await channel.get_underlay_channel()
+    await underlay.basic_publish(
+        body, exchange=exchange, routing_key=routing_key, properties=properties, wait=False
+    )

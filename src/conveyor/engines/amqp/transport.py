@@ -30,11 +30,10 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any, NoReturn
 
-import aio_pika
-
 from conveyor.engines.amqp.acks import AmqpAcks, Receipt
 from conveyor.engines.amqp.delivered import Delivered, cancel, consume, consuming
 from conveyor.engines.amqp.link import on_io
+from conveyor.engines.amqp.outbox import publish
 from conveyor.engines.amqp.records import DROPPED, Record, new_tag
 from conveyor.engines.base import Delivery, Outgoing
 
@@ -351,16 +350,12 @@ class AmqpTransport(AmqpAcks):
             "x-queue": delivery.queue,
             "x-priority": receipt.priority,
         }
-        message = aio_pika.Message(
-            receipt.message.body,
-            message_id=delivery.task_id or f"<no id {new_tag()}>",  # id-less letters kept apart
-            headers=headers,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
+        message_id = delivery.task_id or f"<no id {new_tag()}>"  # id-less letters kept apart
         try:
             await self._declare(delivery.queue)
-            exchange = await self._channel.get_exchange(f"{self.prefix}.dead", ensure=False)
-            await exchange.publish(message, delivery.queue)
+            dead = f"{self.prefix}.dead"
+            await publish(self._channel, dead, delivery.queue, receipt.message.body, message_id,
+                          headers)  # fmt: skip
         except BaseException as exc:  # not kept aside: back to its queue, to run again
             await self._give_back(receipt, exc)
         if await self._settle(receipt.message):
