@@ -123,9 +123,8 @@ class AmqpTransport(AmqpAcks):
     async def _set_prefetch(self, count: int) -> bool:
         """Set the channel's prefetch; True when it grew from full, so RabbitMQ may hold a
         backlog for this channel. A lower count is set once it has lasted `_SHRINK_SECONDS`.
-        (A worker's count wobbles by one when a task's ack lands before its slot is counted
-        free: growing back from that is not a backlog, and waiting for one made 1-2 % of idle
-        starts 20 ms late.)"""
+        (Growing back after a dip is no backlog when the deliveries had not filled the old
+        prefetch: waiting for one made 1-2 % of idle starts 20 ms late.)"""
         now = time.monotonic()
         if count >= self._prefetch:
             self._lower_since = now
