@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import pg_reference, reference, report
+from bench import broker_reference, pg_reference, reference, report
 from bench.driver import PREFIX
+from bench.peers import brokers as brokers_of_peers
 from bench.protocol import FULL, QUICK, Counts
 from bench.servers import NatsServer, PostgresServer, RedisServer, ServerError
 from bench.variants import GROUPS, Variant, select
@@ -264,7 +265,7 @@ def measure(run: Run) -> None:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-"))
         for rep in range(run.reps):
             print(f"repetition {rep + 1}/{run.reps}", flush=True)
-            measure_references(servers, run)
+            measure_references(servers, groups, run)
             order = run.variants if rep % 2 == 0 else run.variants[::-1]
             for variant in order:
                 if variant.name not in run.skipped:
@@ -292,8 +293,8 @@ def start_servers(stack: contextlib.ExitStack, groups: set[str], run: Run) -> Se
     return servers
 
 
-def measure_references(servers: Servers, run: Run) -> None:
-    """Each started server's machine reference, once per repetition."""
+def measure_references(servers: Servers, groups: set[str], run: Run) -> None:
+    """Each started server's machine reference, and RabbitMQ's, once per repetition."""
     if servers.redis is not None:
         sample = reference.measure(servers.redis, run.counts)
         run.meta.setdefault("reference", []).append(sample)
@@ -302,6 +303,18 @@ def measure_references(servers: Servers, run: Run) -> None:
         sample = pg_reference.measure(servers.postgres, run.counts)
         run.meta.setdefault("pg_reference", []).append(sample)
         print(textwrap.indent(pg_reference.render([sample]), "  "), flush=True)
+    brokers = {"amqp": brokers_of_peers.amqp_url()} if "amqp" in groups else {}
+    if servers.nats is not None:
+        brokers["nats"] = servers.nats.url()
+    for engine, url in brokers.items():
+        assert servers.redis is not None  # both groups keep state and results in it
+        queue = f"{brokers_of_peers.prefix(servers.redis.url(0))}_reference"
+        c = run.counts
+        sample = broker_reference.measure(
+            engine, url, queue, c.reference, c.latency, c.latency_rate
+        )
+        run.meta.setdefault(f"{engine}_reference", []).append(sample)
+        print(textwrap.indent(broker_reference.render(engine, [sample]), "  "), flush=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.report import GROUP_TITLES, judged_rows
+from bench.protocol import metric
+from bench.report import GROUP_TITLES, floors, fmt, judged_rows
 
 __all__ = ["END", "START", "main", "render"]
 
@@ -91,6 +92,9 @@ def render(payload: dict[str, Any]) -> str:
         if not rows:
             continue
         out += [f"**{GROUP_TITLES[group]}** ({STORES[group]}):", "", *_table(rows), ""]
+        bare = _bare(floors(meta)[group])
+        if bare:
+            out += [f"The same server with a bare client and no task queue (medians): {bare}.", ""]
     failures = _failures(summary)
     if failures:
         out += ["Failures in this run:", "", *failures, ""]
@@ -100,6 +104,21 @@ def render(payload: dict[str, Any]) -> str:
         "of the run; measurements and what moved them: [bench/NOTES.md](bench/NOTES.md)."
     )
     return "\n".join(out)
+
+
+def _bare(figures: dict[str, float]) -> str:
+    """The group's reference figures (`bench.report.floors`) as one clause."""
+    parts = []
+    if "latency_p50" in figures:
+        parts.append(
+            f"latency p50 / p99 {fmt(figures['latency_p50'], 'ms')} / "
+            f"{fmt(figures['latency_p99'], 'ms')} ms"
+        )
+    if "enqueue_single" in figures:
+        unit = metric("enqueue_single").unit
+        rate = fmt(figures["enqueue_single"], unit)
+        parts.append(f"one publish awaited until confirmed at a time {rate} {unit}")
+    return "; ".join(parts)
 
 
 def _load(load: Any) -> str:

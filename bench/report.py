@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import pg_reference, reference
+from bench import broker_reference, pg_reference, reference
 from bench.protocol import METRICS, TARGETS, Counts, Metric, metric
 from bench.variants import VARIANTS
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "draw_chart",
     "error_lines",
+    "floors",
     "judged_rows",
     "render",
     "session_line",
@@ -434,6 +435,9 @@ def render(summary: dict[str, Any], counts: Counts, reps: int, meta: dict[str, A
         "",
         _figures(summary, "median"),
     ]
+    for engine in ("nats", "amqp"):
+        if f"{engine}_reference" in meta:
+            parts[1:1] = [broker_reference.render(engine, meta[f"{engine}_reference"])]
     if "pg_reference" in meta:
         parts[1:1] = [pg_reference.render(meta["pg_reference"])]
     if "reference" in meta:
@@ -485,19 +489,21 @@ def _scale_lines(summary: dict[str, Any]) -> list[str]:
     return ["", "more worker processes (same engine, this run):", "", *lines] if lines else []
 
 
-def _floors(meta: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The latency floors of each group's server (`reference`, `pg_reference`)."""
+def floors(meta: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """What each group's server gives with a bare client and no task queue, by the metric key
+    it bounds: the latency floors (`reference`, `pg_reference`, `broker_reference`) and, on
+    RabbitMQ and NATS, the rate of one confirmed publish at a time."""
     return {
         "redis": reference.floor_medians(meta.get("reference", [])),
         "postgres": pg_reference.floor_medians(meta.get("pg_reference", [])),
         "sqlite": {},  # no server, no hop to measure
-        "amqp": {},  # not measured: the Redis floor is not RabbitMQ's hop
-        "nats": {},  # nor NATS's
+        "amqp": broker_reference.floor_medians(meta.get("amqp_reference", [])),
+        "nats": broker_reference.floor_medians(meta.get("nats_reference", [])),
     }
 
 
 def _target_table(summary: dict[str, Any], meta: dict[str, Any]) -> str:
-    by_group = _floors(meta)
+    by_group = floors(meta)
     rows = [["variant", "metric", "target", "this run", "met"]]
     group_of = {v.name: v.group for v in VARIANTS}
     present = {row["group"] for row in summary["variants"].values()}
@@ -506,9 +512,11 @@ def _target_table(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             continue  # another issue's server, not run this time
         m = metric(t["key"])
         got = t.get("got", "not measured")
-        floors = by_group[group_of[t["variant"]]]
-        if t["key"] in floors:  # an absolute figure the host bounds: show the hop without a queue
-            got += f" (floor {fmt(floors[t['key']], m.unit)})"
+        bounds = by_group[group_of[t["variant"]]]
+        if t["key"] in bounds and "best peer" not in t["need"]:
+            # an absolute figure the host bounds: show what the bare client gets, no queue
+            bound = "floor" if not m.higher_is_better else "bare client"
+            got += f" ({bound} {fmt(bounds[t['key']], m.unit)})"
         met = "-" if t["met"] is None else "met" if t["met"] else "NOT met"
         rows.append([t["variant"], m.label, t["need"], got, met])
     return _grid(rows, left=4)
@@ -568,8 +576,8 @@ def draw_chart(path: Path, summary: dict[str, Any], meta: dict[str, Any]) -> Pat
     except ImportError as exc:
         return f"not drawn ({exc})"
     rows = {n: r for n, r in summary["variants"].items() if not r["skipped"]}
-    by_group = _floors(meta)
-    floors = by_group["redis"] or by_group["postgres"]
+    by_group = floors(meta)
+    bounds = by_group["redis"] or by_group["postgres"]
     fig, axes = plt.subplots(2, 4, figsize=(20, 9), constrained_layout=True)
     for ax, m in zip(axes.flat, METRICS, strict=False):
         names = [n for n in rows if m.key in rows[n]["metrics"]]
@@ -585,8 +593,8 @@ def draw_chart(path: Path, summary: dict[str, Any], meta: dict[str, Any]) -> Pat
         ax.bar_label(bars, [fmt(v, m.unit) for v in medians], padding=3, fontsize=8)
         if medians and min(medians) > 0 and max(medians) / min(medians) > 50:
             ax.set_xscale("log")
-        if m.key in floors:  # what (d) takes with no task queue at all
-            ax.axvline(floors[m.key], color="tab:blue", linestyle="--", linewidth=1)
+        if m.key in bounds:  # what (d) takes with no task queue at all
+            ax.axvline(bounds[m.key], color="tab:blue", linestyle="--", linewidth=1)
         ax.margins(x=0.15)
         ax.invert_yaxis()
         better = "higher" if m.higher_is_better else "lower"
