@@ -42,7 +42,9 @@ _TITLES = {
 Publish = Callable[[bytes], Awaitable[None]]
 
 
-def measure(engine: str, url: str, queue: str, count: int, latency: int, rate: float) -> Any:
+def measure(
+    engine: str, url: str, queue: str, count: int, latency: int, rate: float
+) -> dict[str, Any]:
     """rps and p50 (ms) of `publish`, and the latency floor, on `engine` ("amqp" or "nats");
     or {"error": why}. `queue` names RabbitMQ's queue (NATS's stream is fixed)."""
     try:
