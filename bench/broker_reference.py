@@ -142,7 +142,9 @@ async def _send_at_rate(engine: str, url: str, queue: str, count: int, rate: flo
                 if pause > 0:
                     await asyncio.sleep(pause)
                 await publish(repr(time.time()).encode())
-            return json.loads(await asyncio.wait_for(consumer.stdout.read(), 30))
+            out = await asyncio.wait_for(consumer.stdout.read(), 30)
+            await asyncio.wait_for(consumer.wait(), 10)
+            return json.loads(out)
         finally:
             if consumer.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
