@@ -21,6 +21,7 @@ import pytest
 
 import conveyor.testing
 from conveyor import (
+    BrokerConnectionError,
     ConfigurationError,
     PostgresBroker,
     SqliteBroker,
@@ -296,6 +297,32 @@ async def test_many_processes_starting_at_once_migrate_the_schema_once() -> None
         assert [r["version"] for r in rows] == [1]
         await broker.shutdown()
     finally:
+        await drop_postgres_schema(url, schema)
+
+
+async def test_a_connection_that_failed_mid_statement_is_not_pooled_again() -> None:
+    # An outage can leave a pooled connection mid-operation (asyncpg: "cannot switch to state
+    # 12; another operation (2) is in progress"); the pool skips its reset round trip, so the
+    # call that saw the failure must close it, and report it in one line like a lost server.
+    import asyncpg
+
+    url, schema = postgres_url(), unique_prefix().replace("-", "_")
+    broker = PostgresBroker(url, schema=schema)
+    db = broker.transport.db  # type: ignore[attr-defined]  # PostgresTransport
+    backend = "SELECT pg_backend_pid()"
+
+    async def left_mid_operation(conn: Any) -> None:
+        await conn.fetchval("SELECT 1")
+        raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2)")
+
+    try:
+        first = await db.fetchval(backend)
+        assert await db.fetchval(backend) == first  # a sound connection is reused
+        with pytest.raises(BrokerConnectionError, match=r"^cannot reach PostgreSQL at "):
+            await db.call(left_mid_operation)
+        assert await db.fetchval(backend) != first  # that one was closed, a new one made
+    finally:
+        await broker.shutdown()
         await drop_postgres_schema(url, schema)
 
 

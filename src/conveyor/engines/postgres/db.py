@@ -8,7 +8,8 @@ Invariants:
 * The schema is created and migrated once per process, under a transaction-scoped advisory
   lock, so many processes starting at once apply each migration exactly once.
 * A pooled connection is handed back without a reset round trip (`_keep_session`): nothing
-  run through `call` may leave session state (SET, LISTEN, session advisory locks).
+  run through `call` may leave session state (SET, LISTEN, session advisory locks), and one
+  whose statement failed for want of a connection is closed, never pooled again.
 * A listening connection that dies (a server restart) is opened again on the next wait; until
   then waiters fall back to polling, so a lost notification costs latency, never a message.
 """
@@ -61,6 +62,7 @@ _CONNECTION_ERRORS = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    asyncpg.InternalClientError,  # a connection left mid-operation by an outage
 )
 _POOL_SIZE = 10
 _POLL_WITHOUT_LISTENER = 0.5
@@ -137,7 +139,13 @@ class PgDb:
         try:
             pool = await self._pool()
             async with pool.acquire() as conn:
-                return await fn(conn)
+                try:
+                    return await fn(conn)
+                except _CONNECTION_ERRORS:
+                    # lost, or in a state asyncpg cannot go on from: `_keep_session` sends no
+                    # statement that would find out, so the pool must not hand it out again
+                    conn.terminate()
+                    raise
         except (BrokerError, ConfigurationError):
             raise
         except _CONNECTION_ERRORS as exc:
